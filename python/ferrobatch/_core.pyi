@@ -1,0 +1,27 @@
+"""Type stubs for the Rust extension module. Use the wrappers in ``ferrobatch`` instead."""
+
+from collections.abc import Sequence
+from typing import Any
+
+import pyarrow as pa
+
+__version__: str
+
+def sort(
+    data: Any,
+    by: str | Sequence[str],
+    descending: bool | Sequence[bool],
+    nulls_last: bool | Sequence[bool],
+    limit: int | None,
+) -> pa.Table: ...
+def sort_indices(
+    data: Any,
+    by: str | Sequence[str],
+    descending: bool | Sequence[bool],
+    nulls_last: bool | Sequence[bool],
+    limit: int | None,
+) -> pa.UInt32Array: ...
+def dedup(data: Any, subset: str | Sequence[str] | None, keep: str) -> pa.Table: ...
+def dedup_indices(data: Any, subset: str | Sequence[str] | None, keep: str) -> pa.UInt32Array: ...
+def set_num_threads(n: int) -> None: ...
+def get_num_threads() -> int: ...

@@ -1,0 +1,179 @@
+//! Dedup: keep the first, the last, or only the unduplicated row of each distinct key.
+//!
+//! Keys are encoded for equality (null == null, NaN == NaN, -0.0 == 0.0) and packed. For
+//! each distinct key we need the first and the last row holding it; the kept rows follow:
+//! `first` → rows that are their key's first, `last` → their key's last, `none` → rows whose
+//! key's first and last row coincide. Two ways to find first/last:
+//! * **dense**: a packed key space no larger than the table is indexed directly — per-block
+//!   arrays merged by min/max (commutative, so the split never matters), no hashing at all;
+//! * **hashed**: rows are scattered into hash partitions, and each partition runs one
+//!   hash table over its rows in row order, in parallel.
+//!
+//! Kept rows are emitted in input order.
+
+use std::hash::BuildHasher;
+
+use hashbrown::HashTable;
+use rayon::prelude::*;
+
+use crate::error::{Error, Result};
+use crate::gather::take_table;
+use crate::keys::intern::SEED;
+use crate::keys::{CodeMode, Keys, encode_columns, pack, packed_card};
+use crate::parallel::{DisjointSlice, partition_count, partition_rows};
+use crate::table::Table;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Keep {
+    First,
+    Last,
+    /// Drop every row whose key occurs more than once.
+    None,
+}
+
+impl std::str::FromStr for Keep {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "first" => Ok(Keep::First),
+            "last" => Ok(Keep::Last),
+            "none" => Ok(Keep::None),
+            _ => Err(Error::Value(format!(
+                "keep must be \"first\", \"last\" or \"none\", got {s:?}"
+            ))),
+        }
+    }
+}
+
+/// Row indices (in input order) of the rows `dedup` keeps.
+pub fn dedup_indices(table: &Table, subset: Option<&[String]>, keep: Keep) -> Result<Vec<u32>> {
+    let n = table.checked_num_rows()?;
+    let names: Vec<String> = match subset {
+        Some(s) if s.is_empty() => {
+            return Err(Error::Value("dedup subset must name at least one column".into()));
+        }
+        Some(s) => s.to_vec(),
+        None => table.schema.fields().iter().map(|f| f.name().clone()).collect(),
+    };
+    let cols = encode_columns(table, &names, &vec![CodeMode::Equality; names.len()])?;
+    if n == 0 {
+        return Ok(Vec::new());
+    }
+    let card = packed_card(&cols);
+    Ok(match pack(cols, n, 0) {
+        Keys::U64(k) if card.is_some_and(|c| c <= n as u128) => dense(&k, card.unwrap_or(0) as usize, keep),
+        Keys::U64(k) => hashed(&k, |i| hash_u64(k[i]), |a, b| k[a] == k[b], keep),
+        Keys::U128(k) => hashed(&k, |i| hash_u128(k[i]), |a, b| k[a] == k[b], keep),
+        Keys::Wide(c) => hashed(
+            &c[0],
+            |i| c.iter().fold(0u64, |h, col| hash_u64(h ^ col[i])),
+            |a, b| c.iter().all(|col| col[a] == col[b]),
+            keep,
+        ),
+    })
+}
+
+/// `table` without its duplicate rows.
+pub fn dedup(table: &Table, subset: Option<&[String]>, keep: Keep) -> Result<Table> {
+    let idx = dedup_indices(table, subset, keep)?;
+    take_table(table, &idx)
+}
+
+#[inline]
+pub fn hash_u64(x: u64) -> u64 {
+    foldhash::fast::FixedState::with_seed(SEED).hash_one(x)
+}
+
+#[inline]
+pub fn hash_u128(x: u128) -> u64 {
+    foldhash::fast::FixedState::with_seed(SEED).hash_one(x)
+}
+
+#[inline]
+fn kept(keep: Keep, row: u32, first: u32, last: u32) -> bool {
+    match keep {
+        Keep::First => row == first,
+        Keep::Last => row == last,
+        Keep::None => first == last,
+    }
+}
+
+/// Direct-indexed first/last rows for keys in `0..card`.
+fn dense(keys: &[u64], card: usize, keep: Keep) -> Vec<u32> {
+    let threads = rayon::current_num_threads().max(1);
+    let piece = keys.len().div_ceil(threads).max(1 << 14);
+    let (first, last) = keys
+        .par_chunks(piece)
+        .enumerate()
+        .map(|(p, ks)| {
+            let base = (p * piece) as u32;
+            let mut first = vec![u32::MAX; card];
+            let mut last = vec![0u32; card];
+            for (j, &k) in ks.iter().enumerate() {
+                let row = base + j as u32;
+                let k = k as usize;
+                if first[k] == u32::MAX {
+                    first[k] = row;
+                }
+                last[k] = row;
+            }
+            (first, last)
+        })
+        .reduce_with(|(mut f1, mut l1), (f2, l2)| {
+            f1.par_iter_mut().zip(f2.par_iter()).for_each(|(a, &b)| *a = (*a).min(b));
+            l1.par_iter_mut().zip(l2.par_iter()).for_each(|(a, &b)| *a = (*a).max(b));
+            (f1, l1)
+        })
+        .unwrap_or_default();
+    keys.par_iter()
+        .enumerate()
+        .filter(|&(i, &k)| kept(keep, i as u32, first[k as usize], last[k as usize]))
+        .map(|(i, _)| i as u32)
+        .collect()
+}
+
+/// Hash-partitioned first/last rows. `hash(i)` / `eq(a, b)` look at row keys.
+fn hashed<K: Sync>(
+    keys: &[K],
+    hash: impl Fn(usize) -> u64 + Sync,
+    eq: impl Fn(usize, usize) -> bool + Sync,
+    keep: Keep,
+) -> Vec<u32> {
+    let n = keys.len();
+    let hashes: Vec<u64> = (0..n).into_par_iter().map(&hash).collect();
+    let parts = partition_rows(&hashes, partition_count(n));
+    let mut mask = vec![false; n];
+    let out = DisjointSlice::new(&mut mask);
+    (0..parts.len()).into_par_iter().for_each(|p| {
+        // Groups of this partition as (first, last) rows.
+        let mut groups: Vec<(u32, u32)> = Vec::new();
+        let mut table: HashTable<u32> = HashTable::new();
+        for &r in parts.part(p) {
+            let h = hashes[r as usize];
+            match table.find(h, |&g| eq(groups[g as usize].0 as usize, r as usize)) {
+                Some(&g) => groups[g as usize].1 = r,
+                None => {
+                    let g = groups.len() as u32;
+                    groups.push((r, r));
+                    table.insert_unique(h, g, |&g| hashes[groups[g as usize].0 as usize]);
+                }
+            }
+        }
+        for &(first, last) in &groups {
+            let row = match keep {
+                Keep::First => first,
+                Keep::Last => last,
+                Keep::None if first == last => first,
+                Keep::None => continue,
+            };
+            // SAFETY: each row belongs to exactly one partition and one group.
+            unsafe { out.write(row as usize, true) };
+        }
+    });
+    drop(out);
+    mask.par_iter()
+        .enumerate()
+        .filter(|&(_, &m)| m)
+        .map(|(i, _)| i as u32)
+        .collect()
+}

@@ -1,0 +1,59 @@
+//! The one error type of the core. `python/` maps each variant to exactly one Python
+//! exception class (`KeyError`, `TypeError`, `ValueError`); nothing else does any mapping.
+
+use arrow_schema::ArrowError;
+
+/// Every fallible kernel returns `Result<T, Error>`.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A column that the caller named is not in the table. Maps to `KeyError`.
+    #[error("{0}")]
+    ColumnNotFound(String),
+    /// A column (or argument) has a type the operation cannot use. Maps to `TypeError`.
+    #[error("{0}")]
+    Type(String),
+    /// An argument has a bad value (negative limit, mismatched lengths, overflow, ...).
+    /// Maps to `ValueError`.
+    #[error("{0}")]
+    Value(String),
+    /// An error raised by an arrow-rs kernel. Maps to `ValueError`.
+    #[error("arrow: {0}")]
+    Arrow(#[from] ArrowError),
+}
+
+pub type Result<T> = std::result::Result<T, Error>;
+
+impl Error {
+    /// A `ColumnNotFound` whose message names the column and suggests close matches among
+    /// `available` (by Jaro-Winkler similarity, as a "did you mean" hint).
+    pub fn column_not_found<'a>(name: &str, available: impl IntoIterator<Item = &'a str>) -> Self {
+        let mut scored: Vec<(f64, &str)> = available
+            .into_iter()
+            .map(|c| (strsim::jaro_winkler(&name.to_lowercase(), &c.to_lowercase()), c))
+            .filter(|(score, _)| *score >= 0.7)
+            .collect();
+        scored.sort_by(|a, b| b.0.total_cmp(&a.0));
+        let hints: Vec<String> = scored.iter().take(3).map(|(_, c)| format!("{c:?}")).collect();
+        let hint = if hints.is_empty() {
+            String::new()
+        } else {
+            format!("; did you mean {}?", hints.join(" or "))
+        };
+        Error::ColumnNotFound(format!("column {name:?} not found{hint}"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn suggests_close_matches() {
+        let e = Error::column_not_found("amout", ["amount", "id", "customer"]);
+        let msg = e.to_string();
+        assert!(msg.contains("\"amout\""), "{msg}");
+        assert!(msg.contains("did you mean \"amount\""), "{msg}");
+        let e = Error::column_not_found("zzz", ["amount"]);
+        assert!(!e.to_string().contains("did you mean"));
+    }
+}

@@ -1,0 +1,120 @@
+//! Keys: turning (multi-column) keys of any supported Arrow type into compact integers.
+//!
+//! Every key column becomes `u64` codes ([`encode`]); the codes of several columns are then
+//! packed into one integer per row by mixed-radix arithmetic (`((c0 * card1) + c1) * card2 + c2
+//! ...`) when the product of the cardinalities fits, which it does for most real keys because
+//! integer ranges are offset by their minimum and strings are interned. Keys that do not fit
+//! stay as one code vector per column ([`Keys::Wide`]).
+
+pub mod encode;
+pub mod intern;
+
+use rayon::prelude::*;
+
+pub use encode::{CodeMode, KeyCodes};
+
+use crate::error::Result;
+use crate::table::Table;
+
+/// Encode the columns `names` of `table`, each with its own mode.
+pub fn encode_columns(table: &Table, names: &[String], modes: &[CodeMode]) -> Result<Vec<KeyCodes>> {
+    let idx: Vec<usize> = names.iter().map(|n| table.index_of(n)).collect::<Result<_>>()?;
+    idx.iter()
+        .zip(names)
+        .zip(modes)
+        .map(|((&i, name), &mode)| {
+            let ordered = matches!(mode, CodeMode::Order { .. });
+            let dense = encode::dense_codes(name, &table.chunks(i), ordered)?;
+            Ok(KeyCodes::new(dense, mode))
+        })
+        .collect()
+}
+
+/// Multi-column keys, one value per row.
+pub enum Keys {
+    /// Packed into a `u64`, shifted left by the requested spare bits.
+    U64(Vec<u64>),
+    /// Packed into a `u128`, shifted left by the requested spare bits.
+    U128(Vec<u128>),
+    /// Too wide to pack: one code vector per column.
+    Wide(Vec<Vec<u64>>),
+}
+
+/// Bits needed to store values `0..card`.
+pub fn bits_for(card: u128) -> u32 {
+    if card <= 1 { 0 } else { 128 - (card - 1).leading_zeros() }
+}
+
+/// Product of the cardinalities, `None` on overflow.
+pub fn packed_card(cols: &[KeyCodes]) -> Option<u128> {
+    cols.iter().try_fold(1u128, |acc, c| acc.checked_mul(c.card.max(1)))
+}
+
+/// Pack `cols` into one integer per row, leaving `spare_bits` zero low bits for the caller
+/// (the sort puts the row index there). Row order of the packed values equals the
+/// lexicographic order of the column codes.
+pub fn pack(cols: Vec<KeyCodes>, n: usize, spare_bits: u32) -> Keys {
+    let bits = packed_card(&cols).map(|p| bits_for(p) + spare_bits);
+    match bits {
+        Some(b) if b <= 64 => Keys::U64(pack_as::<u64>(&cols, n, spare_bits)),
+        Some(b) if b <= 128 => Keys::U128(pack_as::<u128>(&cols, n, spare_bits)),
+        _ => Keys::Wide(cols.into_iter().map(|c| c.codes).collect()),
+    }
+}
+
+trait PackInt:
+    Copy + Send + Sync + std::ops::Mul<Output = Self> + std::ops::Add<Output = Self>
+    + std::ops::Shl<u32, Output = Self>
+{
+    const ZERO: Self;
+    fn from_u128(x: u128) -> Self;
+}
+impl PackInt for u64 {
+    const ZERO: Self = 0;
+    fn from_u128(x: u128) -> Self {
+        x as u64
+    }
+}
+impl PackInt for u128 {
+    const ZERO: Self = 0;
+    fn from_u128(x: u128) -> Self {
+        x
+    }
+}
+
+fn pack_as<T: PackInt>(cols: &[KeyCodes], n: usize, spare_bits: u32) -> Vec<T> {
+    let mut out = vec![T::ZERO; n];
+    for c in cols {
+        let card = T::from_u128(c.card.max(1));
+        out.par_iter_mut()
+            .zip(c.codes.par_iter())
+            .for_each(|(o, &code)| *o = *o * card + T::from_u128(code as u128));
+    }
+    if spare_bits > 0 {
+        out.par_iter_mut().for_each(|o| *o = *o << spare_bits);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bits() {
+        assert_eq!(bits_for(0), 0);
+        assert_eq!(bits_for(1), 0);
+        assert_eq!(bits_for(2), 1);
+        assert_eq!(bits_for(256), 8);
+        assert_eq!(bits_for(257), 9);
+        assert_eq!(bits_for(1u128 << 64), 64);
+    }
+
+    #[test]
+    fn pack_is_lexicographic() {
+        let a = KeyCodes { codes: vec![1, 0, 1, 0], card: 2 };
+        let b = KeyCodes { codes: vec![0, 2, 1, 0], card: 3 };
+        let Keys::U64(p) = pack(vec![a, b], 4, 0) else { panic!("expected u64") };
+        assert_eq!(p, vec![3, 2, 4, 0]);
+    }
+}

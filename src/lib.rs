@@ -1,0 +1,20 @@
+//! ferrobatch: parallel sort, hash join, group-by and dedup kernels over Apache Arrow.
+//!
+//! The kernels ([`sort`], [`dedup`]) work on a [`table::Table`] and know nothing of Python;
+//! the `python` feature adds the bindings in [`python`], which only convert arguments,
+//! release the GIL and map [`error::Error`] to Python exceptions.
+
+pub mod dedup;
+pub mod error;
+pub mod gather;
+pub mod keys;
+pub mod parallel;
+pub mod pool;
+pub mod sort;
+pub mod table;
+
+#[cfg(feature = "python")]
+mod python;
+
+pub use error::{Error, Result};
+pub use table::Table;

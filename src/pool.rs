@@ -1,0 +1,61 @@
+//! The thread pool every kernel runs in.
+//!
+//! A dedicated rayon pool (not rayon's global one, which cannot be resized) sized by
+//! `set_num_threads`, else `FERROBATCH_NUM_THREADS`, else the number of cores. Kernels are
+//! written so that their output never depends on the pool size: work is split into pieces
+//! whose boundaries depend only on the input, and partial results are merged in a fixed order.
+
+use std::sync::{Arc, RwLock};
+
+use crate::error::{Error, Result};
+
+static POOL: RwLock<Option<Arc<rayon::ThreadPool>>> = RwLock::new(None);
+
+fn default_threads() -> usize {
+    std::env::var("FERROBATCH_NUM_THREADS")
+        .ok()
+        .and_then(|v| v.trim().parse::<usize>().ok())
+        .filter(|&n| n > 0)
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+}
+
+fn build(n: usize) -> Result<Arc<rayon::ThreadPool>> {
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(n)
+        .thread_name(|i| format!("ferrobatch-{i}"))
+        .build()
+        .map(Arc::new)
+        .map_err(|e| Error::Value(format!("cannot start {n} threads: {e}")))
+}
+
+fn pool() -> Result<Arc<rayon::ThreadPool>> {
+    if let Some(p) = POOL.read().unwrap_or_else(|e| e.into_inner()).as_ref() {
+        return Ok(p.clone());
+    }
+    let mut guard = POOL.write().unwrap_or_else(|e| e.into_inner());
+    if let Some(p) = guard.as_ref() {
+        return Ok(p.clone());
+    }
+    let p = build(default_threads())?;
+    *guard = Some(p.clone());
+    Ok(p)
+}
+
+/// Resize the pool. Work already running keeps the pool it started on.
+pub fn set_num_threads(n: usize) -> Result<()> {
+    if n == 0 {
+        return Err(Error::Value("number of threads must be at least 1".into()));
+    }
+    let p = build(n)?;
+    *POOL.write().unwrap_or_else(|e| e.into_inner()) = Some(p);
+    Ok(())
+}
+
+pub fn get_num_threads() -> usize {
+    pool().map_or(1, |p| p.current_num_threads())
+}
+
+/// Run `f` inside the ferrobatch pool.
+pub fn install<T: Send>(f: impl FnOnce() -> Result<T> + Send) -> Result<T> {
+    pool()?.install(f)
+}

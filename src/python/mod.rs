@@ -1,0 +1,163 @@
+//! Python bindings: argument conversion, GIL release, and the one place where
+//! [`crate::Error`] becomes a Python exception. No kernel logic lives here.
+
+mod convert;
+
+use pyo3::exceptions::{PyKeyError, PyRuntimeError, PyTypeError, PyValueError};
+use pyo3::prelude::*;
+use pyo3_arrow::input::AnyRecordBatch;
+
+use crate::dedup::Keep;
+use crate::error::Error;
+use crate::sort::SortKey;
+use crate::{Table, pool};
+use convert::{StrOrList, bool_list, table_in, table_out};
+
+/// The mapping of core errors to Python exceptions.
+fn to_py(e: Error) -> PyErr {
+    match e {
+        Error::ColumnNotFound(m) => PyKeyError::new_err(m),
+        Error::Type(m) => PyTypeError::new_err(m),
+        Error::Value(m) => PyValueError::new_err(m),
+        Error::Arrow(e) => PyValueError::new_err(e.to_string()),
+    }
+}
+
+/// Run a kernel without the GIL, inside the ferrobatch pool; a panic (a bug) becomes a
+/// `RuntimeError` rather than pyo3's `PanicException`, which is not an `Exception`.
+fn run<T: Send>(py: Python<'_>, f: impl FnOnce() -> crate::Result<T> + Send) -> PyResult<T> {
+    py.detach(|| {
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| pool::install(f)))
+    })
+    .map_err(|p| {
+        let msg = p
+            .downcast_ref::<String>()
+            .cloned()
+            .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
+            .unwrap_or_default();
+        PyRuntimeError::new_err(format!("ferrobatch internal error (please report): {msg}"))
+    })?
+    .map_err(to_py)
+}
+
+fn sort_keys(
+    by: StrOrList,
+    descending: &Bound<'_, PyAny>,
+    nulls_last: &Bound<'_, PyAny>,
+) -> PyResult<Vec<SortKey>> {
+    let by = by.into_vec();
+    let desc = bool_list(descending, by.len(), "descending")?;
+    let nl = bool_list(nulls_last, by.len(), "nulls_last")?;
+    Ok(by
+        .into_iter()
+        .zip(desc)
+        .zip(nl)
+        .map(|((column, descending), nulls_last)| SortKey { column, descending, nulls_last })
+        .collect())
+}
+
+fn check_limit(limit: Option<i64>) -> PyResult<Option<usize>> {
+    match limit {
+        Some(k) if k < 0 => Err(PyValueError::new_err(format!("limit must be >= 0, got {k}"))),
+        Some(k) => Ok(Some(k as usize)),
+        None => Ok(None),
+    }
+}
+
+#[pyfunction]
+#[pyo3(signature = (data, by, descending, nulls_last, limit))]
+fn sort<'py>(
+    py: Python<'py>,
+    data: AnyRecordBatch,
+    by: StrOrList,
+    descending: &Bound<'py, PyAny>,
+    nulls_last: &Bound<'py, PyAny>,
+    limit: Option<i64>,
+) -> PyResult<Bound<'py, PyAny>> {
+    let keys = sort_keys(by, descending, nulls_last)?;
+    let limit = check_limit(limit)?;
+    let table = table_in(data)?;
+    let out = run(py, || crate::sort::sort(&table, &keys, limit))?;
+    table_out(py, out)
+}
+
+#[pyfunction]
+#[pyo3(signature = (data, by, descending, nulls_last, limit))]
+fn sort_indices<'py>(
+    py: Python<'py>,
+    data: AnyRecordBatch,
+    by: StrOrList,
+    descending: &Bound<'py, PyAny>,
+    nulls_last: &Bound<'py, PyAny>,
+    limit: Option<i64>,
+) -> PyResult<Bound<'py, PyAny>> {
+    let keys = sort_keys(by, descending, nulls_last)?;
+    let limit = check_limit(limit)?;
+    let table = table_in(data)?;
+    let idx = run(py, || crate::sort::sort_indices(&table, &keys, limit))?;
+    convert::indices_out(py, idx)
+}
+
+fn parse_keep(keep: &str) -> PyResult<Keep> {
+    keep.parse::<Keep>().map_err(to_py)
+}
+
+#[pyfunction]
+#[pyo3(signature = (data, subset, keep))]
+fn dedup<'py>(
+    py: Python<'py>,
+    data: AnyRecordBatch,
+    subset: Option<StrOrList>,
+    keep: &str,
+) -> PyResult<Bound<'py, PyAny>> {
+    let keep = parse_keep(keep)?;
+    let subset = subset.map(StrOrList::into_vec);
+    let table = table_in(data)?;
+    let out = run(py, || crate::dedup::dedup(&table, subset.as_deref(), keep))?;
+    table_out(py, out)
+}
+
+#[pyfunction]
+#[pyo3(signature = (data, subset, keep))]
+fn dedup_indices<'py>(
+    py: Python<'py>,
+    data: AnyRecordBatch,
+    subset: Option<StrOrList>,
+    keep: &str,
+) -> PyResult<Bound<'py, PyAny>> {
+    let keep = parse_keep(keep)?;
+    let subset = subset.map(StrOrList::into_vec);
+    let table = table_in(data)?;
+    let idx = run(py, || crate::dedup::dedup_indices(&table, subset.as_deref(), keep))?;
+    convert::indices_out(py, idx)
+}
+
+#[pyfunction]
+fn set_num_threads(n: i64) -> PyResult<()> {
+    if n < 1 {
+        return Err(PyValueError::new_err(format!("number of threads must be >= 1, got {n}")));
+    }
+    pool::set_num_threads(n as usize).map_err(to_py)
+}
+
+#[pyfunction]
+fn get_num_threads() -> usize {
+    pool::get_num_threads()
+}
+
+#[pymodule]
+fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_function(wrap_pyfunction!(sort, m)?)?;
+    m.add_function(wrap_pyfunction!(sort_indices, m)?)?;
+    m.add_function(wrap_pyfunction!(dedup, m)?)?;
+    m.add_function(wrap_pyfunction!(dedup_indices, m)?)?;
+    m.add_function(wrap_pyfunction!(set_num_threads, m)?)?;
+    m.add_function(wrap_pyfunction!(get_num_threads, m)?)?;
+    m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+    Ok(())
+}
+
+#[allow(dead_code)]
+fn _assert_table_send(t: Table) -> impl Send {
+    t
+}
