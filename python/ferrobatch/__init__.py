@@ -34,11 +34,12 @@ class FallbackWarning(UserWarning):
 
 def _arrow_input(data: Any, arg: str = "data") -> Any:
     """Return an object the Rust core can read through the Arrow C interfaces."""
-    if hasattr(data, "__arrow_c_stream__") or hasattr(data, "__arrow_c_array__"):
-        return data
     pd = _pandas_module()
     if pd is not None and isinstance(data, pd.DataFrame):
+        # pandas >= 3 exports __arrow_c_stream__ too, but with its index as a column.
         return pa.Table.from_pandas(data, preserve_index=False)
+    if hasattr(data, "__arrow_c_stream__") or hasattr(data, "__arrow_c_array__"):
+        return data
     raise TypeError(
         f"{arg} must be a table-like (pyarrow Table/RecordBatch/RecordBatchReader, an object "
         f"with __arrow_c_stream__ or __arrow_c_array__, or a pandas DataFrame), "

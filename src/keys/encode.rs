@@ -311,8 +311,13 @@ fn dictionary(
     let mut codes = Vec::with_capacity(n);
     let mut base = 0usize;
     for (d, v) in dicts.iter().zip(&values) {
-        let keys = d.normalized_keys();
-        codes.extend(keys.iter().map(|&k| vd.codes.get(base + k).copied().unwrap_or(0)));
+        if v.is_empty() {
+            // Every key of an empty dictionary is null.
+            codes.extend(std::iter::repeat_n(0, d.keys().len()));
+        } else {
+            let keys = d.normalized_keys();
+            codes.extend(keys.iter().map(|&k| vd.codes.get(base + k).copied().unwrap_or(0)));
+        }
         base += v.len();
     }
     Ok(Dense { codes, valid, card: vd.card })

@@ -1,0 +1,1 @@
+"""Benchmarks: db-benchmark data generators and the throughput runner."""

@@ -1,0 +1,204 @@
+"""pandas drop-ins: the same frame pandas returns, computed by the ferrobatch kernels.
+
+Each function returns exactly what the pandas method returns (values, dtypes, column order,
+row order, index), checked with ``pandas.testing.assert_frame_equal``. Only the key columns
+cross into Arrow; the kernels compute row positions and pandas' own ``take`` builds the
+result, so every column dtype is preserved as pandas would. Arguments or dtypes that are not
+accelerated run pandas itself after a :class:`ferrobatch.FallbackWarning`.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Hashable, Sequence
+from typing import Any, Literal
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+
+from ferrobatch import FallbackWarning, _core
+
+__all__ = ["drop_duplicates", "sort_values"]
+
+
+class _Unsupported(Exception):
+    """A column or argument the kernels do not handle; the caller falls back to pandas."""
+
+
+def _fallback(fn: str, reason: str) -> None:
+    warnings.warn(
+        f"ferrobatch.pandas.{fn}: {reason}; falling back to pandas",
+        FallbackWarning,
+        stacklevel=3,
+    )
+
+
+def _require_frame(df: Any, fn: str) -> pd.DataFrame:
+    if not isinstance(df, pd.DataFrame):
+        raise TypeError(f"ferrobatch.pandas.{fn} expects a pandas DataFrame, got {type(df).__name__}")
+    return df
+
+
+def _column_list(by: Hashable | Sequence[Hashable], df: pd.DataFrame) -> list[Hashable]:
+    cols = list(by) if isinstance(by, list | tuple) else [by]
+    missing = [c for c in cols if c not in df.columns]
+    if missing:
+        raise KeyError(missing[0] if len(missing) == 1 else missing)
+    if df.columns.has_duplicates and any((df.columns == c).sum() > 1 for c in cols):
+        raise _Unsupported("duplicate column labels")
+    return cols
+
+
+def _key_arrays(s: pd.Series, *, none_is_nan: bool) -> list[pa.Array]:
+    """Arrow key array(s) for one pandas column, with pandas' missing values as nulls.
+
+    Equal keys (by pandas' rules for the operation) map to equal Arrow keys and order is
+    preserved. With ``none_is_nan=False`` (drop_duplicates), an object column holding both
+    None and NaN gets a second key telling them apart (pandas keeps them distinct there).
+    """
+    dtype = s.dtype
+    if isinstance(dtype, pd.CategoricalDtype):
+        codes = s.cat.codes.to_numpy()
+        return [pa.array(codes, mask=codes < 0)]
+    if isinstance(dtype, pd.SparseDtype | pd.IntervalDtype | pd.PeriodDtype):
+        raise _Unsupported(f"column {s.name!r} has dtype {dtype}")
+    if dtype == object:
+        values = s.to_numpy(dtype=object)
+        try:
+            arr = pa.array(values, from_pandas=True)
+        except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError, OverflowError) as e:
+            raise _Unsupported(f"object column {s.name!r} is not of one Arrow type ({e})") from e
+        if pa.types.is_null(arr.type) or pa.types.is_nested(arr.type):
+            if pa.types.is_nested(arr.type):
+                raise _Unsupported(f"object column {s.name!r} holds nested values")
+        keys = [arr]
+        if not none_is_nan and arr.null_count:
+            is_none = np.equal(values, None)
+            n_none = int(is_none.sum())
+            if 0 < n_none < arr.null_count:
+                keys.append(pa.array(is_none))
+        return keys
+    try:
+        if isinstance(dtype, np.dtype) and dtype.kind in "iub":
+            return [pa.array(s.to_numpy())]
+        if isinstance(dtype, np.dtype) and dtype.kind == "f":
+            return [pa.array(s.to_numpy(), from_pandas=True)]
+        if isinstance(dtype, np.dtype) and dtype.kind == "c":
+            raise _Unsupported(f"column {s.name!r} has complex dtype")
+        arr = pa.array(s.array, from_pandas=True)
+    except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError) as e:
+        raise _Unsupported(f"column {s.name!r} of dtype {dtype} has no Arrow key form ({e})") from e
+    if isinstance(arr, pa.ChunkedArray):
+        arr = arr.combine_chunks()
+    if pa.types.is_floating(arr.type) and arr.null_count < len(arr):
+        # Nullable float extension arrays may carry NaN as a value; pandas treats it as NA.
+        import pyarrow.compute as pc
+
+        arr = pc.if_else(pc.is_nan(arr), pa.nulls(len(arr), arr.type), arr)
+    if pa.types.is_nested(arr.type):
+        raise _Unsupported(f"column {s.name!r} holds nested values")
+    return [arr]
+
+
+def _key_table(df: pd.DataFrame, cols: list[Hashable], *, none_is_nan: bool) -> tuple[pa.Table, list[int]]:
+    """Key columns as an Arrow table, plus for each arrow column the position of its pandas key."""
+    arrays: list[pa.Array] = []
+    owner: list[int] = []
+    for i, c in enumerate(cols):
+        for a in _key_arrays(df[c], none_is_nan=none_is_nan):
+            arrays.append(a)
+            owner.append(i)
+    names = [f"k{j}" for j in range(len(arrays))]
+    return pa.table(arrays, names=names), owner
+
+
+def _is_identity(idx: np.ndarray, n: int) -> bool:
+    return len(idx) == n and bool(np.array_equal(idx, np.arange(n, dtype=idx.dtype)))
+
+
+def sort_values(
+    df: pd.DataFrame,
+    by: Hashable | Sequence[Hashable],
+    ascending: bool | Sequence[bool] = True,
+    na_position: Literal["first", "last"] = "last",
+    ignore_index: bool = False,
+    **kwargs: Any,
+) -> pd.DataFrame:
+    """``df.sort_values(by, ascending=..., na_position=..., ignore_index=..., kind="stable")``."""
+    df = _require_frame(df, "sort_values")
+
+    def pandas_path() -> pd.DataFrame:
+        kw = {"kind": "stable", **kwargs}
+        return df.sort_values(
+            by, ascending=ascending, na_position=na_position, ignore_index=ignore_index, **kw
+        )
+
+    unsupported = {k: v for k, v in kwargs.items() if not (k == "kind" or (k == "axis" and v in (0, "index")))}
+    if unsupported:
+        _fallback("sort_values", f"argument(s) {sorted(unsupported)} not accelerated")
+        return pandas_path()
+    cols = _column_list(by, df)
+    if isinstance(ascending, list | tuple):
+        if len(ascending) != len(cols):
+            raise ValueError(f"Length of ascending ({len(ascending)}) != length of by ({len(cols)})")
+        asc = [bool(a) for a in ascending]
+    else:
+        asc = [bool(ascending)] * len(cols)
+    if na_position not in ("first", "last"):
+        raise ValueError(f"invalid na_position: {na_position}")
+    try:
+        keys, owner = _key_table(df, cols, none_is_nan=True)
+    except _Unsupported as e:
+        _fallback("sort_values", str(e))
+        return pandas_path()
+    descending = [not asc[o] for o in owner]
+    idx = _core.sort_indices(keys, list(keys.column_names), descending, na_position == "last", None)
+    idx = idx.to_numpy(zero_copy_only=False).astype(np.intp, copy=False)
+    if _is_identity(idx, len(df)):
+        result = df.copy(deep=False)
+    else:
+        result = df.take(idx)
+    if ignore_index:
+        result.index = pd.RangeIndex(len(result))
+    return result
+
+
+def drop_duplicates(
+    df: pd.DataFrame,
+    subset: Hashable | Sequence[Hashable] | None = None,
+    keep: Literal["first", "last"] | bool = "first",
+    ignore_index: bool = False,
+    **kwargs: Any,
+) -> pd.DataFrame:
+    """``df.drop_duplicates(subset, keep=..., ignore_index=...)``."""
+    df = _require_frame(df, "drop_duplicates")
+
+    def pandas_path() -> pd.DataFrame:
+        return df.drop_duplicates(subset, keep=keep, ignore_index=ignore_index, **kwargs)
+
+    if kwargs:
+        _fallback("drop_duplicates", f"argument(s) {sorted(kwargs)} not accelerated")
+        return pandas_path()
+    if keep is False:
+        how = "none"
+    elif keep in ("first", "last"):
+        how = str(keep)
+    else:
+        raise ValueError('keep must be either "first", "last" or False')
+    if df.empty:
+        return df.copy(deep=False)
+    cols = list(df.columns) if subset is None else _column_list(subset, df)
+    if not cols:
+        raise ValueError("subset must name at least one column")
+    try:
+        keys, _ = _key_table(df, cols, none_is_nan=False)
+    except _Unsupported as e:
+        _fallback("drop_duplicates", str(e))
+        return pandas_path()
+    idx = _core.dedup_indices(keys, None, how)
+    idx = idx.to_numpy(zero_copy_only=False).astype(np.intp, copy=False)
+    result = df.take(idx)
+    if ignore_index:
+        result.index = pd.RangeIndex(len(result))
+    return result
