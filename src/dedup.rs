@@ -49,11 +49,18 @@ impl std::str::FromStr for Keep {
 pub fn dedup_indices(table: &Table, subset: Option<&[String]>, keep: Keep) -> Result<Vec<u32>> {
     let n = table.checked_num_rows()?;
     let names: Vec<String> = match subset {
-        Some(s) if s.is_empty() => {
-            return Err(Error::Value("dedup subset must name at least one column".into()));
+        Some([]) => {
+            return Err(Error::Value(
+                "dedup subset must name at least one column".into(),
+            ));
         }
         Some(s) => s.to_vec(),
-        None => table.schema.fields().iter().map(|f| f.name().clone()).collect(),
+        None => table
+            .schema
+            .fields()
+            .iter()
+            .map(|f| f.name().clone())
+            .collect(),
     };
     let cols = encode_columns(table, &names, &vec![CodeMode::Equality; names.len()])?;
     if n == 0 {
@@ -61,7 +68,9 @@ pub fn dedup_indices(table: &Table, subset: Option<&[String]>, keep: Keep) -> Re
     }
     let card = packed_card(&cols);
     Ok(match pack(cols, n, 0) {
-        Keys::U64(k) if card.is_some_and(|c| c <= n as u128) => dense(&k, card.unwrap_or(0) as usize, keep),
+        Keys::U64(k) if card.is_some_and(|c| c <= n as u128) => {
+            dense(&k, card.unwrap_or(0) as usize, keep)
+        }
         Keys::U64(k) => hashed(&k, |i| hash_u64(k[i]), |a, b| k[a] == k[b], keep),
         Keys::U128(k) => hashed(&k, |i| hash_u128(k[i]), |a, b| k[a] == k[b], keep),
         Keys::Wide(c) => hashed(
@@ -120,8 +129,12 @@ fn dense(keys: &[u64], card: usize, keep: Keep) -> Vec<u32> {
             (first, last)
         })
         .reduce_with(|(mut f1, mut l1), (f2, l2)| {
-            f1.par_iter_mut().zip(f2.par_iter()).for_each(|(a, &b)| *a = (*a).min(b));
-            l1.par_iter_mut().zip(l2.par_iter()).for_each(|(a, &b)| *a = (*a).max(b));
+            f1.par_iter_mut()
+                .zip(f2.par_iter())
+                .for_each(|(a, &b)| *a = (*a).min(b));
+            l1.par_iter_mut()
+                .zip(l2.par_iter())
+                .for_each(|(a, &b)| *a = (*a).max(b));
             (f1, l1)
         })
         .unwrap_or_default();
@@ -170,10 +183,95 @@ fn hashed<K: Sync>(
             unsafe { out.write(row as usize, true) };
         }
     });
-    drop(out);
     mask.par_iter()
         .enumerate()
         .filter(|&(_, &m)| m)
         .map(|(i, _)| i as u32)
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use arrow_array::{Float64Array, RecordBatch, StringArray};
+    use arrow_schema::{Field, Schema};
+
+    use super::*;
+
+    fn table(f: Vec<Option<f64>>, s: Vec<Option<&str>>) -> Table {
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("f", arrow_schema::DataType::Float64, true),
+            Field::new("s", arrow_schema::DataType::Utf8, true),
+        ]));
+        let b = RecordBatch::try_new(
+            schema.clone(),
+            vec![
+                Arc::new(Float64Array::from(f)),
+                Arc::new(StringArray::from(s)),
+            ],
+        )
+        .unwrap();
+        Table::try_new(schema, vec![b]).unwrap()
+    }
+
+    #[test]
+    fn keep_modes_with_nan_zero_and_null_keys() {
+        let t = table(
+            vec![
+                Some(0.0),
+                Some(f64::NAN),
+                None,
+                Some(-0.0),
+                Some(-f64::NAN),
+                None,
+                Some(1.0),
+            ],
+            vec![Some("a"); 7],
+        );
+        let all = ["f".to_string(), "s".to_string()];
+        assert_eq!(
+            dedup_indices(&t, Some(&all), Keep::First).unwrap(),
+            vec![0, 1, 2, 6]
+        );
+        assert_eq!(
+            dedup_indices(&t, Some(&all), Keep::Last).unwrap(),
+            vec![3, 4, 5, 6]
+        );
+        assert_eq!(dedup_indices(&t, Some(&all), Keep::None).unwrap(), vec![6]);
+    }
+
+    #[test]
+    fn wide_keys_use_the_hash_path() {
+        // Two full-range float keys and a string: too wide to pack into 128 bits.
+        let n = 1000;
+        let f: Vec<Option<f64>> = (0..n)
+            .map(|i| Some(((i % 7) as f64) * 1e300 - 3e300))
+            .collect();
+        let s: Vec<Option<&str>> = (0..n)
+            .map(|i| if i % 3 == 0 { None } else { Some("x") })
+            .collect();
+        let t = table(f, s);
+        let got = dedup_indices(&t, None, Keep::First).unwrap();
+        let mut seen = std::collections::HashSet::new();
+        let want: Vec<u32> = (0..n as u32)
+            .filter(|&i| seen.insert((i % 7, i % 3 == 0)))
+            .collect();
+        assert_eq!(got, want);
+    }
+
+    #[test]
+    fn bad_arguments() {
+        let t = table(vec![Some(1.0)], vec![Some("a")]);
+        assert!(matches!(
+            dedup_indices(&t, Some(&[]), Keep::First),
+            Err(Error::Value(_))
+        ));
+        assert!(matches!("sometimes".parse::<Keep>(), Err(Error::Value(_))));
+        let missing = ["g".to_string()];
+        assert!(matches!(
+            dedup_indices(&t, Some(&missing), Keep::First),
+            Err(Error::ColumnNotFound(_))
+        ));
+    }
 }

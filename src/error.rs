@@ -29,11 +29,20 @@ impl Error {
     pub fn column_not_found<'a>(name: &str, available: impl IntoIterator<Item = &'a str>) -> Self {
         let mut scored: Vec<(f64, &str)> = available
             .into_iter()
-            .map(|c| (strsim::jaro_winkler(&name.to_lowercase(), &c.to_lowercase()), c))
+            .map(|c| {
+                (
+                    strsim::jaro_winkler(&name.to_lowercase(), &c.to_lowercase()),
+                    c,
+                )
+            })
             .filter(|(score, _)| *score >= 0.7)
             .collect();
         scored.sort_by(|a, b| b.0.total_cmp(&a.0));
-        let hints: Vec<String> = scored.iter().take(3).map(|(_, c)| format!("{c:?}")).collect();
+        let hints: Vec<String> = scored
+            .iter()
+            .take(3)
+            .map(|(_, c)| format!("{c:?}"))
+            .collect();
         let hint = if hints.is_empty() {
             String::new()
         } else {

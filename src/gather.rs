@@ -32,8 +32,15 @@ pub fn take_table(table: &Table, indices: &[u32]) -> Result<Table> {
                 .map(|c| Ok(take(c.as_ref(), &idx, None)?))
                 .collect::<Result<Vec<_>>>()?;
             let opts = RecordBatchOptions::new().with_row_count(Some(piece.len()));
-            Ok(RecordBatch::try_new_with_options(table.schema.clone(), cols, &opts)?)
+            Ok(RecordBatch::try_new_with_options(
+                table.schema.clone(),
+                cols,
+                &opts,
+            )?)
         })
         .collect::<Result<Vec<_>>>()?;
-    Ok(Table { schema: table.schema.clone(), batches })
+    Ok(Table {
+        schema: table.schema.clone(),
+        batches,
+    })
 }

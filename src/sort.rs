@@ -34,7 +34,10 @@ pub fn sort_indices(table: &Table, keys: &[SortKey], limit: Option<usize>) -> Re
     let names: Vec<String> = keys.iter().map(|k| k.column.clone()).collect();
     let modes: Vec<CodeMode> = keys
         .iter()
-        .map(|k| CodeMode::Order { descending: k.descending, nulls_last: k.nulls_last })
+        .map(|k| CodeMode::Order {
+            descending: k.descending,
+            nulls_last: k.nulls_last,
+        })
         .collect();
     let cols = encode_columns(table, &names, &modes)?;
     let k = limit.unwrap_or(n).min(n);
@@ -44,13 +47,17 @@ pub fn sort_indices(table: &Table, keys: &[SortKey], limit: Option<usize>) -> Re
     let idx_bits = bits_for(n as u128);
     Ok(match pack(cols, n, idx_bits) {
         Keys::U64(mut e) => {
-            e.par_iter_mut().enumerate().for_each(|(i, x)| *x |= i as u64);
+            e.par_iter_mut()
+                .enumerate()
+                .for_each(|(i, x)| *x |= i as u64);
             smallest(&mut e, k, |a, b| a.cmp(b));
             let mask = (1u64 << idx_bits) - 1;
             e[..k].par_iter().map(|&x| (x & mask) as u32).collect()
         }
         Keys::U128(mut e) => {
-            e.par_iter_mut().enumerate().for_each(|(i, x)| *x |= i as u128);
+            e.par_iter_mut()
+                .enumerate()
+                .for_each(|(i, x)| *x |= i as u128);
             smallest(&mut e, k, |a, b| a.cmp(b));
             let mask = (1u128 << idx_bits) - 1;
             e[..k].par_iter().map(|&x| (x & mask) as u32).collect()
@@ -83,4 +90,103 @@ fn smallest<T: Send>(v: &mut [T], k: usize, cmp: impl Fn(&T, &T) -> std::cmp::Or
 pub fn sort(table: &Table, keys: &[SortKey], limit: Option<usize>) -> Result<Table> {
     let idx = sort_indices(table, keys, limit)?;
     take_table(table, &idx)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use arrow_array::{ArrayRef, Float64Array, Int64Array, RecordBatch, StringArray};
+    use arrow_schema::{DataType, Field, Schema};
+
+    use super::*;
+
+    fn table(cols: Vec<(&str, ArrayRef)>) -> Table {
+        let schema = Arc::new(Schema::new(
+            cols.iter()
+                .map(|(n, a)| Field::new(*n, a.data_type().clone(), true))
+                .collect::<Vec<_>>(),
+        ));
+        let batch =
+            RecordBatch::try_new(schema.clone(), cols.into_iter().map(|c| c.1).collect()).unwrap();
+        // Two chunks, to exercise the multi-chunk paths.
+        let (a, b) = (
+            batch.slice(0, batch.num_rows() / 2),
+            batch.slice(
+                batch.num_rows() / 2,
+                batch.num_rows() - batch.num_rows() / 2,
+            ),
+        );
+        Table::try_new(schema, vec![a, b]).unwrap()
+    }
+
+    fn key(c: &str, descending: bool, nulls_last: bool) -> SortKey {
+        SortKey {
+            column: c.into(),
+            descending,
+            nulls_last,
+        }
+    }
+
+    #[test]
+    fn floats_nan_after_inf_nulls_placed_stably() {
+        let f = Float64Array::from(vec![
+            Some(f64::NAN),
+            Some(1.0),
+            None,
+            Some(-0.0),
+            Some(f64::INFINITY),
+            Some(0.0),
+            Some(f64::NEG_INFINITY),
+        ]);
+        let t = table(vec![("f", Arc::new(f))]);
+        assert_eq!(
+            sort_indices(&t, &[key("f", false, true)], None).unwrap(),
+            vec![6, 3, 5, 1, 4, 0, 2]
+        );
+        assert_eq!(
+            sort_indices(&t, &[key("f", true, false)], None).unwrap(),
+            vec![2, 0, 4, 1, 3, 5, 6]
+        );
+    }
+
+    #[test]
+    fn multi_key_strings_and_ints_with_limit() {
+        let s = StringArray::from(vec![
+            Some("b"),
+            Some("a"),
+            None,
+            Some("b"),
+            Some("a"),
+            Some(""),
+        ]);
+        let i = Int64Array::from(vec![1, 2, 3, 4, 2, i64::MIN]);
+        let t = table(vec![("s", Arc::new(s)), ("i", Arc::new(i))]);
+        let keys = [key("s", false, false), key("i", true, true)];
+        assert_eq!(
+            sort_indices(&t, &keys, None).unwrap(),
+            vec![2, 5, 1, 4, 3, 0]
+        );
+        assert_eq!(sort_indices(&t, &keys, Some(3)).unwrap(), vec![2, 5, 1]);
+        assert_eq!(sort_indices(&t, &keys, Some(0)).unwrap(), Vec::<u32>::new());
+    }
+
+    #[test]
+    fn errors() {
+        let t = table(vec![("amount", Arc::new(Int64Array::from(vec![1, 2])))]);
+        assert!(matches!(
+            sort_indices(&t, &[key("amout", false, true)], None),
+            Err(Error::ColumnNotFound(_))
+        ));
+        assert!(matches!(sort_indices(&t, &[], None), Err(Error::Value(_))));
+        let l = arrow_array::new_null_array(
+            &DataType::List(Arc::new(Field::new("x", DataType::Int8, true))),
+            2,
+        );
+        let t = table(vec![("l", l)]);
+        assert!(matches!(
+            sort_indices(&t, &[key("l", false, true)], None),
+            Err(Error::Type(_))
+        ));
+    }
 }

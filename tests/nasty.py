@@ -21,9 +21,9 @@ ints = st.sampled_from([I64_MIN, I64_MAX, -1, 0, 1, 2, 7, I64_MIN + 1]) | st.int
 floats = st.sampled_from(
     [0.0, -0.0, math.inf, -math.inf, math.nan, -math.nan, 1.5, -1.5, 1e308, -1e-308, 2.0]
 )
-texts = st.sampled_from(["", "a", "B", "b", "ä", "日本", "a\x00b", "zz", "Ab", "\U0001f600"]) | st.text(
-    max_size=3
-)
+texts = st.sampled_from(
+    ["", "a", "B", "b", "ä", "日本", "a\x00b", "zz", "Ab", "\U0001f600"]
+) | st.text(max_size=3)
 KEY_TYPES: dict[str, tuple[pa.DataType, Any]] = {
     "i64": (pa.int64(), ints),
     "i8": (pa.int8(), st.integers(-128, 127)),
@@ -47,8 +47,13 @@ KEY_TYPES: dict[str, tuple[pa.DataType, Any]] = {
     "decimal": (
         pa.decimal128(38, 2),
         st.sampled_from(
-            [decimal.Decimal("0.00"), decimal.Decimal("-1.50"), decimal.Decimal("10.25"),
-             decimal.Decimal("-" + "9" * 36 + ".99"), decimal.Decimal("9" * 36 + ".99")]
+            [
+                decimal.Decimal("0.00"),
+                decimal.Decimal("-1.50"),
+                decimal.Decimal("10.25"),
+                decimal.Decimal("-" + "9" * 36 + ".99"),
+                decimal.Decimal("9" * 36 + ".99"),
+            ]
         ),
     ),
 }
@@ -63,7 +68,9 @@ def _array(values: list, typ: pa.DataType) -> pa.Array:
 
 
 @st.composite
-def tables(draw: Any, min_keys: int = 1, max_keys: int = 3, max_rows: int = 40) -> tuple[pa.Table, list[str]]:
+def tables(
+    draw: Any, min_keys: int = 1, max_keys: int = 3, max_rows: int = 40
+) -> tuple[pa.Table, list[str]]:
     """A table of 0..max_rows rows with some key columns of random nasty types (nulls
     included) and a payload column `row` (the original row number), split into random
     chunks. Returns the table and the key column names."""
@@ -86,7 +93,7 @@ def tables(draw: Any, min_keys: int = 1, max_keys: int = 3, max_rows: int = 40) 
     cuts = sorted(set(draw(st.lists(st.integers(0, n), max_size=3))))
     if cuts and n:
         bounds = [0, *cuts, n]
-        batches = [table.slice(a, b - a) for a, b in zip(bounds, bounds[1:]) if b > a]
+        batches = [table.slice(a, b - a) for a, b in zip(bounds, bounds[1:], strict=False) if b > a]
         table = pa.concat_tables(batches) if batches else table
     return table, [c for c in cols if c != "row"]
 
@@ -105,12 +112,14 @@ def _cmp_values(a: Any, b: Any) -> int:
     return (a > b) - (a < b)
 
 
-def reference_sort(table: pa.Table, by: list[str], descending: list[bool], nulls_last: list[bool]) -> list[int]:
+def reference_sort(
+    table: pa.Table, by: list[str], descending: list[bool], nulls_last: list[bool]
+) -> list[int]:
     """Row order of the stable sort (Python's sort is stable)."""
     cols = [table.column(c).to_pylist() for c in by]
 
     def cmp(i: int, j: int) -> int:
-        for col, desc, nl in zip(cols, descending, nulls_last):
+        for col, desc, nl in zip(cols, descending, nulls_last, strict=True):
             a, b = col[i], col[j]
             if a is None or b is None:
                 if a is None and b is None:
@@ -158,6 +167,7 @@ def same_rows(a: pa.Table, b: pa.Table) -> bool:
     if a.schema != b.schema or a.num_rows != b.num_rows:
         return False
     return all(
-        [canonical(v) for v in a.column(c).to_pylist()] == [canonical(v) for v in b.column(c).to_pylist()]
+        [canonical(v) for v in a.column(c).to_pylist()]
+        == [canonical(v) for v in b.column(c).to_pylist()]
         for c in a.column_names
     )

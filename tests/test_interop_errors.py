@@ -16,8 +16,16 @@ def table():
             "k": [3, 1, 2, 1, None],
             "s": ["c", "a", "b", "a", None],
             "lst": [[1], [], None, [2, 3], [4]],
-            "st": [{"x": 1, "y": "p"}, {"x": 2, "y": None}, None, {"x": 4, "y": "q"}, {"x": 5, "y": "r"}],
-            "m": pa.array([[("a", 1)], [], None, [("b", 2)], [("c", 3)]], pa.map_(pa.string(), pa.int64())),
+            "st": [
+                {"x": 1, "y": "p"},
+                {"x": 2, "y": None},
+                None,
+                {"x": 4, "y": "q"},
+                {"x": 5, "y": "r"},
+            ],
+            "m": pa.array(
+                [[("a", 1)], [], None, [("b", 2)], [("c", 3)]], pa.map_(pa.string(), pa.int64())
+            ),
         }
     )
 
@@ -48,7 +56,9 @@ def test_every_input_kind_sorts_and_dedups(table):
 
 
 def test_polars_string_view_and_categorical():
-    df = pl.DataFrame({"s": ["b", "a", None, "a"], "c": ["y", "x", "y", None]}).with_columns(pl.col("c").cast(pl.Categorical))
+    df = pl.DataFrame({"s": ["b", "a", None, "a"], "c": ["y", "x", "y", None]}).with_columns(
+        pl.col("c").cast(pl.Categorical)
+    )
     out = fb.sort(df, ["c", "s"])
     assert out.column("s").to_pylist() == ["a", "b", None, "a"]
     assert fb.dedup(df, "c").num_rows == 3
@@ -166,7 +176,7 @@ def test_results_identical_for_1_2_4_threads():
     finally:
         fb.set_num_threads(old)
     for other in results[1:]:
-        for a, b in zip(results[0], other):
+        for a, b in zip(results[0], other, strict=True):
             assert a.column("row").equals(b.column("row"))
 
 

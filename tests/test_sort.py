@@ -31,7 +31,21 @@ def test_limit_is_prefix_of_full_sort(tk, data):
     assert same_rows(top, full.slice(0, k))
 
 
-POLARS_KINDS = ["i64", "i8", "u64", "u8", "f64", "f32", "bool", "str", "large_str", "date", "ts_tz", "ts_ns", "duration"]
+POLARS_KINDS = [
+    "i64",
+    "i8",
+    "u64",
+    "u8",
+    "f64",
+    "f32",
+    "bool",
+    "str",
+    "large_str",
+    "date",
+    "ts_tz",
+    "ts_ns",
+    "duration",
+]
 
 
 @given(tables(max_rows=60), st.data())
@@ -76,7 +90,10 @@ def test_wide_keys_fall_back_to_code_comparison():
 
     rnd = random.Random(1)
     n = 500
-    cols = {f"f{i}": [rnd.choice([1.0, -2.5, math.inf, math.nan, None, 1e300]) for _ in range(n)] for i in range(3)}
+    cols = {
+        f"f{i}": [rnd.choice([1.0, -2.5, math.inf, math.nan, None, 1e300]) for _ in range(n)]
+        for i in range(3)
+    }
     cols["row"] = list(range(n))
     t = pa.table(cols)
     by = ["f0", "f1", "f2"]
@@ -88,9 +105,18 @@ def test_wide_keys_fall_back_to_code_comparison():
 
 
 def test_extreme_integers_with_nulls():
-    t = pa.table({"x": pa.array([2**63 - 1, None, -(2**63), 0, None, -(2**63)], pa.int64()), "row": range(6)})
+    t = pa.table(
+        {"x": pa.array([2**63 - 1, None, -(2**63), 0, None, -(2**63)], pa.int64()), "row": range(6)}
+    )
     assert fb.sort(t, "x").column("row").to_pylist() == [2, 5, 3, 0, 1, 4]
-    assert fb.sort(t, "x", descending=True, nulls_last=False).column("row").to_pylist() == [1, 4, 0, 3, 2, 5]
+    assert fb.sort(t, "x", descending=True, nulls_last=False).column("row").to_pylist() == [
+        1,
+        4,
+        0,
+        3,
+        2,
+        5,
+    ]
 
 
 def test_empty_and_one_row():
@@ -107,7 +133,13 @@ def test_large_table_is_stable_and_sorted():
 
     rng = np.random.default_rng(0)
     n = 300_000
-    t = pa.table({"k": rng.integers(0, 1000, n), "s": pa.array(rng.integers(0, 50, n)).cast(pa.string()), "row": np.arange(n)})
+    t = pa.table(
+        {
+            "k": rng.integers(0, 1000, n),
+            "s": pa.array(rng.integers(0, 50, n)).cast(pa.string()),
+            "row": np.arange(n),
+        }
+    )
     out = fb.sort(t, ["s", "k"], descending=[True, False])
     df = t.to_pandas().sort_values(["s", "k"], ascending=[False, True], kind="stable")
     assert out.column("row").to_numpy().tolist() == df["row"].tolist()
@@ -120,7 +152,9 @@ def test_multi_key_limit_matches_polars_topk():
     n = 100_000
     t = pa.table({"a": rng.integers(0, 10, n), "b": rng.random(n), "row": np.arange(n)})
     top = fb.sort(t, ["a", "b"], descending=[False, True], limit=1000)
-    exp = pl.from_arrow(t).sort(["a", "b"], descending=[False, True], maintain_order=True).head(1000)
+    exp = (
+        pl.from_arrow(t).sort(["a", "b"], descending=[False, True], maintain_order=True).head(1000)
+    )
     assert top.column("row").to_pylist() == exp.get_column("row").to_list()
 
 

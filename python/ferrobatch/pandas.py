@@ -36,7 +36,9 @@ def _fallback(fn: str, reason: str) -> None:
 
 def _require_frame(df: Any, fn: str) -> pd.DataFrame:
     if not isinstance(df, pd.DataFrame):
-        raise TypeError(f"ferrobatch.pandas.{fn} expects a pandas DataFrame, got {type(df).__name__}")
+        raise TypeError(
+            f"ferrobatch.pandas.{fn} expects a pandas DataFrame, got {type(df).__name__}"
+        )
     return df
 
 
@@ -63,11 +65,16 @@ def _key_arrays(s: pd.Series, *, none_is_nan: bool) -> list[pa.Array]:
         return [pa.array(codes, mask=codes < 0)]
     if isinstance(dtype, pd.SparseDtype | pd.IntervalDtype | pd.PeriodDtype):
         raise _Unsupported(f"column {s.name!r} has dtype {dtype}")
-    if dtype == object:
+    if pd.api.types.is_object_dtype(dtype):
         values = s.to_numpy(dtype=object)
         try:
             arr = pa.array(values, from_pandas=True)
-        except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError, OverflowError) as e:
+        except (
+            pa.ArrowInvalid,
+            pa.ArrowTypeError,
+            pa.ArrowNotImplementedError,
+            OverflowError,
+        ) as e:
             raise _Unsupported(f"object column {s.name!r} is not of one Arrow type ({e})") from e
         if pa.types.is_null(arr.type) or pa.types.is_nested(arr.type):
             if pa.types.is_nested(arr.type):
@@ -101,7 +108,9 @@ def _key_arrays(s: pd.Series, *, none_is_nan: bool) -> list[pa.Array]:
     return [arr]
 
 
-def _key_table(df: pd.DataFrame, cols: list[Hashable], *, none_is_nan: bool) -> tuple[pa.Table, list[int]]:
+def _key_table(
+    df: pd.DataFrame, cols: list[Hashable], *, none_is_nan: bool
+) -> tuple[pa.Table, list[int]]:
     """Key columns as an Arrow table, plus for each arrow column the position of its pandas key."""
     arrays: list[pa.Array] = []
     owner: list[int] = []
@@ -134,14 +143,18 @@ def sort_values(
             by, ascending=ascending, na_position=na_position, ignore_index=ignore_index, **kw
         )
 
-    unsupported = {k: v for k, v in kwargs.items() if not (k == "kind" or (k == "axis" and v in (0, "index")))}
+    unsupported = {
+        k: v for k, v in kwargs.items() if not (k == "kind" or (k == "axis" and v in (0, "index")))
+    }
     if unsupported:
         _fallback("sort_values", f"argument(s) {sorted(unsupported)} not accelerated")
         return pandas_path()
     cols = _column_list(by, df)
     if isinstance(ascending, list | tuple):
         if len(ascending) != len(cols):
-            raise ValueError(f"Length of ascending ({len(ascending)}) != length of by ({len(cols)})")
+            raise ValueError(
+                f"Length of ascending ({len(ascending)}) != length of by ({len(cols)})"
+            )
         asc = [bool(a) for a in ascending]
     else:
         asc = [bool(ascending)] * len(cols)
@@ -192,7 +205,9 @@ def drop_duplicates(
     if not cols:
         raise ValueError("subset must name at least one column")
     try:
-        keys, _ = _key_table(df, cols, none_is_nan=False)
+        # pandas compares a single column by value (None and NaN distinct in object columns)
+        # but several columns through factorize, where both are the same missing value.
+        keys, _ = _key_table(df, cols, none_is_nan=len(cols) > 1)
     except _Unsupported as e:
         _fallback("drop_duplicates", str(e))
         return pandas_path()

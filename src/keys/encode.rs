@@ -60,10 +60,17 @@ pub struct KeyCodes {
 impl KeyCodes {
     /// Place nulls and apply the direction of `mode`.
     pub fn new(d: Dense, mode: CodeMode) -> Self {
-        let Dense { mut codes, valid, card } = d;
+        let Dense {
+            mut codes,
+            valid,
+            card,
+        } = d;
         let (descending, nulls_last) = match mode {
             CodeMode::Equality => (false, true),
-            CodeMode::Order { descending, nulls_last } => (descending, nulls_last),
+            CodeMode::Order {
+                descending,
+                nulls_last,
+            } => (descending, nulls_last),
         };
         let has_null = valid.as_ref().is_some_and(|v| v.iter().any(|&x| !x));
         let top = card.saturating_sub(1);
@@ -86,7 +93,10 @@ impl KeyCodes {
                     };
                 }),
         }
-        KeyCodes { codes, card: card as u128 + u128::from(has_null) }
+        KeyCodes {
+            codes,
+            card: card as u128 + u128::from(has_null),
+        }
     }
 }
 
@@ -144,17 +154,28 @@ fn densify(raw: Vec<u64>, valid: Option<Vec<bool>>) -> Dense {
         .par_iter()
         .enumerate()
         .filter(|(i, _)| is_valid(*i))
-        .fold(|| (u64::MAX, 0u64), |(lo, hi), (_, &x)| (lo.min(x), hi.max(x)))
+        .fold(
+            || (u64::MAX, 0u64),
+            |(lo, hi), (_, &x)| (lo.min(x), hi.max(x)),
+        )
         .reduce(|| (u64::MAX, 0u64), |a, b| (a.0.min(b.0), a.1.max(b.1)));
     if lo > hi {
         // No valid value at all.
-        return Dense { codes: raw, valid, card: 0 };
+        return Dense {
+            codes: raw,
+            valid,
+            card: 0,
+        };
     }
     let span = hi - lo;
     if span < u64::MAX {
         let mut codes = raw;
         codes.par_iter_mut().for_each(|x| *x = x.wrapping_sub(lo));
-        return Dense { codes, valid, card: span + 1 };
+        return Dense {
+            codes,
+            valid,
+            card: span + 1,
+        };
     }
     rank(raw, valid)
 }
@@ -181,7 +202,11 @@ fn rank<T: Ord + Copy + Send + Sync>(raw: Vec<T>, valid: Option<Vec<bool>>) -> D
             }
         })
         .collect();
-    Dense { codes, valid, card: distinct.len() as u64 }
+    Dense {
+        codes,
+        valid,
+        card: distinct.len() as u64,
+    }
 }
 
 fn signed<N: ArrowNativeType + Into<i64>>(chunks: &[ArrayRef], n: usize) -> Vec<u64> {
@@ -196,13 +221,23 @@ fn unsigned<N: ArrowNativeType + Into<u64>>(chunks: &[ArrayRef], n: usize) -> Ve
 pub fn dense_codes(name: &str, chunks: &[ArrayRef], ordered: bool) -> Result<Dense> {
     let n: usize = chunks.iter().map(|c| c.len()).sum();
     let Some(first) = chunks.first() else {
-        return Ok(Dense { codes: Vec::new(), valid: None, card: 0 });
+        return Ok(Dense {
+            codes: Vec::new(),
+            valid: None,
+            card: 0,
+        });
     };
     let dt = first.data_type().clone();
     let valid = validity(chunks, n);
     use DataType as D;
     let raw = match &dt {
-        D::Null => return Ok(Dense { codes: vec![0; n], valid, card: 0 }),
+        D::Null => {
+            return Ok(Dense {
+                codes: vec![0; n],
+                valid,
+                card: 0,
+            });
+        }
         D::Boolean => {
             let mut out = Vec::with_capacity(n);
             for c in chunks {
@@ -261,7 +296,8 @@ fn byte_column(chunks: &[ArrayRef]) -> Option<ByteColumn<'_>> {
 fn rank_bytes(col: &ByteColumn<'_>, reps: &[u32]) -> Vec<u64> {
     let mut order: Vec<u32> = (0..reps.len() as u32).collect();
     order.par_sort_unstable_by(|&a, &b| {
-        col.value(reps[a as usize] as usize).cmp(col.value(reps[b as usize] as usize))
+        col.value(reps[a as usize] as usize)
+            .cmp(col.value(reps[b as usize] as usize))
     });
     let mut ranks = vec![0u64; reps.len()];
     for (r, &id) in order.iter().enumerate() {
@@ -274,21 +310,36 @@ fn decimal128(chunks: &[ArrayRef], n: usize, valid: Option<Vec<bool>>) -> Dense 
     const SIGN128: u128 = 1 << 127;
     let mut raw: Vec<u128> = Vec::with_capacity(n);
     for c in chunks {
-        raw.extend(native_values::<i128>(c).iter().map(|&v| (v as u128) ^ SIGN128));
+        raw.extend(
+            native_values::<i128>(c)
+                .iter()
+                .map(|&v| (v as u128) ^ SIGN128),
+        );
     }
     let is_valid = |i: usize| valid.as_ref().is_none_or(|v| v[i]);
     let (lo, hi) = raw
         .par_iter()
         .enumerate()
         .filter(|(i, _)| is_valid(*i))
-        .fold(|| (u128::MAX, 0u128), |(lo, hi), (_, &x)| (lo.min(x), hi.max(x)))
+        .fold(
+            || (u128::MAX, 0u128),
+            |(lo, hi), (_, &x)| (lo.min(x), hi.max(x)),
+        )
         .reduce(|| (u128::MAX, 0u128), |a, b| (a.0.min(b.0), a.1.max(b.1)));
     if lo > hi {
-        return Dense { codes: vec![0; n], valid, card: 0 };
+        return Dense {
+            codes: vec![0; n],
+            valid,
+            card: 0,
+        };
     }
     if hi - lo < u64::MAX as u128 {
         let codes = raw.par_iter().map(|&x| x.wrapping_sub(lo) as u64).collect();
-        return Dense { codes, valid, card: (hi - lo) as u64 + 1 };
+        return Dense {
+            codes,
+            valid,
+            card: (hi - lo) as u64 + 1,
+        };
     }
     rank(raw, valid)
 }
@@ -302,10 +353,8 @@ fn dictionary(
     valid: Option<Vec<bool>>,
     ordered: bool,
 ) -> Result<Dense> {
-    let dicts: Vec<&dyn arrow_array::AnyDictionaryArray> = chunks
-        .iter()
-        .map(|c| c.as_any_dictionary())
-        .collect();
+    let dicts: Vec<&dyn arrow_array::AnyDictionaryArray> =
+        chunks.iter().map(|c| c.as_any_dictionary()).collect();
     let values: Vec<ArrayRef> = dicts.iter().map(|d| d.values().clone()).collect();
     let vd = dense_codes(name, &values, ordered)?;
     let mut codes = Vec::with_capacity(n);
@@ -316,9 +365,16 @@ fn dictionary(
             codes.extend(std::iter::repeat_n(0, d.keys().len()));
         } else {
             let keys = d.normalized_keys();
-            codes.extend(keys.iter().map(|&k| vd.codes.get(base + k).copied().unwrap_or(0)));
+            codes.extend(
+                keys.iter()
+                    .map(|&k| vd.codes.get(base + k).copied().unwrap_or(0)),
+            );
         }
         base += v.len();
     }
-    Ok(Dense { codes, valid, card: vd.card })
+    Ok(Dense {
+        codes,
+        valid,
+        card: vd.card,
+    })
 }

@@ -164,8 +164,10 @@ pub fn intern(col: &ByteColumn<'_>, n: usize, valid: Option<&[bool]>) -> Interne
             }
         }
     });
-    drop(out);
-    Interned { ids, reps: local.concat() }
+    Interned {
+        ids,
+        reps: local.concat(),
+    }
 }
 
 #[inline]

@@ -17,8 +17,15 @@ use crate::error::Result;
 use crate::table::Table;
 
 /// Encode the columns `names` of `table`, each with its own mode.
-pub fn encode_columns(table: &Table, names: &[String], modes: &[CodeMode]) -> Result<Vec<KeyCodes>> {
-    let idx: Vec<usize> = names.iter().map(|n| table.index_of(n)).collect::<Result<_>>()?;
+pub fn encode_columns(
+    table: &Table,
+    names: &[String],
+    modes: &[CodeMode],
+) -> Result<Vec<KeyCodes>> {
+    let idx: Vec<usize> = names
+        .iter()
+        .map(|n| table.index_of(n))
+        .collect::<Result<_>>()?;
     idx.iter()
         .zip(names)
         .zip(modes)
@@ -42,12 +49,17 @@ pub enum Keys {
 
 /// Bits needed to store values `0..card`.
 pub fn bits_for(card: u128) -> u32 {
-    if card <= 1 { 0 } else { 128 - (card - 1).leading_zeros() }
+    if card <= 1 {
+        0
+    } else {
+        128 - (card - 1).leading_zeros()
+    }
 }
 
 /// Product of the cardinalities, `None` on overflow.
 pub fn packed_card(cols: &[KeyCodes]) -> Option<u128> {
-    cols.iter().try_fold(1u128, |acc, c| acc.checked_mul(c.card.max(1)))
+    cols.iter()
+        .try_fold(1u128, |acc, c| acc.checked_mul(c.card.max(1)))
 }
 
 /// Pack `cols` into one integer per row, leaving `spare_bits` zero low bits for the caller
@@ -63,7 +75,11 @@ pub fn pack(cols: Vec<KeyCodes>, n: usize, spare_bits: u32) -> Keys {
 }
 
 trait PackInt:
-    Copy + Send + Sync + std::ops::Mul<Output = Self> + std::ops::Add<Output = Self>
+    Copy
+    + Send
+    + Sync
+    + std::ops::Mul<Output = Self>
+    + std::ops::Add<Output = Self>
     + std::ops::Shl<u32, Output = Self>
 {
     const ZERO: Self;
@@ -112,9 +128,17 @@ mod tests {
 
     #[test]
     fn pack_is_lexicographic() {
-        let a = KeyCodes { codes: vec![1, 0, 1, 0], card: 2 };
-        let b = KeyCodes { codes: vec![0, 2, 1, 0], card: 3 };
-        let Keys::U64(p) = pack(vec![a, b], 4, 0) else { panic!("expected u64") };
+        let a = KeyCodes {
+            codes: vec![1, 0, 1, 0],
+            card: 2,
+        };
+        let b = KeyCodes {
+            codes: vec![0, 2, 1, 0],
+            card: 3,
+        };
+        let Keys::U64(p) = pack(vec![a, b], 4, 0) else {
+            panic!("expected u64")
+        };
         assert_eq!(p, vec![3, 2, 4, 0]);
     }
 }

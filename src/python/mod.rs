@@ -26,18 +26,16 @@ fn to_py(e: Error) -> PyErr {
 /// Run a kernel without the GIL, inside the ferrobatch pool; a panic (a bug) becomes a
 /// `RuntimeError` rather than pyo3's `PanicException`, which is not an `Exception`.
 fn run<T: Send>(py: Python<'_>, f: impl FnOnce() -> crate::Result<T> + Send) -> PyResult<T> {
-    py.detach(|| {
-        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| pool::install(f)))
-    })
-    .map_err(|p| {
-        let msg = p
-            .downcast_ref::<String>()
-            .cloned()
-            .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
-            .unwrap_or_default();
-        PyRuntimeError::new_err(format!("ferrobatch internal error (please report): {msg}"))
-    })?
-    .map_err(to_py)
+    py.detach(|| std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| pool::install(f))))
+        .map_err(|p| {
+            let msg = p
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_default();
+            PyRuntimeError::new_err(format!("ferrobatch internal error (please report): {msg}"))
+        })?
+        .map_err(to_py)
 }
 
 fn sort_keys(
@@ -52,13 +50,19 @@ fn sort_keys(
         .into_iter()
         .zip(desc)
         .zip(nl)
-        .map(|((column, descending), nulls_last)| SortKey { column, descending, nulls_last })
+        .map(|((column, descending), nulls_last)| SortKey {
+            column,
+            descending,
+            nulls_last,
+        })
         .collect())
 }
 
 fn check_limit(limit: Option<i64>) -> PyResult<Option<usize>> {
     match limit {
-        Some(k) if k < 0 => Err(PyValueError::new_err(format!("limit must be >= 0, got {k}"))),
+        Some(k) if k < 0 => Err(PyValueError::new_err(format!(
+            "limit must be >= 0, got {k}"
+        ))),
         Some(k) => Ok(Some(k as usize)),
         None => Ok(None),
     }
@@ -128,14 +132,18 @@ fn dedup_indices<'py>(
     let keep = parse_keep(keep)?;
     let subset = subset.map(StrOrList::into_vec);
     let table = table_in(data)?;
-    let idx = run(py, || crate::dedup::dedup_indices(&table, subset.as_deref(), keep))?;
+    let idx = run(py, || {
+        crate::dedup::dedup_indices(&table, subset.as_deref(), keep)
+    })?;
     convert::indices_out(py, idx)
 }
 
 #[pyfunction]
 fn set_num_threads(n: i64) -> PyResult<()> {
     if n < 1 {
-        return Err(PyValueError::new_err(format!("number of threads must be >= 1, got {n}")));
+        return Err(PyValueError::new_err(format!(
+            "number of threads must be >= 1, got {n}"
+        )));
     }
     pool::set_num_threads(n as usize).map_err(to_py)
 }

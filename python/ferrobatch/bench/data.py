@@ -66,7 +66,9 @@ def make_groupby(n: int, k: int = 100, nas: int = 0, sort: int = 0, seed: int = 
     cols = {name: _with_nas(rng, a, nas) for name, a in cols.items()}
     table = pa.table(cols)
     if sort:
-        table = table.sort_by([(c, "ascending") for c in ["id1", "id2", "id3", "id4", "id5", "id6"]])
+        table = table.sort_by(
+            [(c, "ascending") for c in ["id1", "id2", "id3", "id4", "id5", "id6"]]
+        )
     return table
 
 
