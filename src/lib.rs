@@ -10,6 +10,7 @@ pub mod gather;
 pub mod keys;
 pub mod parallel;
 pub mod pool;
+pub mod radix;
 pub mod sort;
 pub mod table;
 

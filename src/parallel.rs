@@ -35,6 +35,20 @@ impl<'a, T> DisjointSlice<'a, T> {
         unsafe { *self.cells[i].get() = value };
     }
 
+    /// Copy `src` to positions `at..at + src.len()`.
+    ///
+    /// # Safety
+    /// No other thread may write that range while this value is alive.
+    #[inline]
+    pub unsafe fn write_slice(&self, at: usize, src: &[T])
+    where
+        T: Copy,
+    {
+        let dst = &self.cells[at..at + src.len()];
+        // SAFETY: the range is in bounds (checked by the slicing above) and exclusively ours.
+        unsafe { std::ptr::copy_nonoverlapping(src.as_ptr(), dst.as_ptr() as *mut T, src.len()) };
+    }
+
     /// # Safety
     /// No other thread may write index `i` while this value is alive.
     #[inline]

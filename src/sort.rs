@@ -7,6 +7,7 @@
 //! and sorting plain integers is the fastest sort there is. Keys too wide for 128 bits fall
 //! back to comparing the per-column codes, row index last.
 //!
+//! Full sorts of narrow keys use an LSD radix sort on the key bits alone ([`crate::radix`]).
 //! `limit = k` selects the k smallest elements in O(n) (`select_nth_unstable`) and sorts
 //! only those.
 
@@ -14,7 +15,12 @@ use rayon::prelude::*;
 
 use crate::error::{Error, Result};
 use crate::gather::take_table;
-use crate::keys::{CodeMode, Keys, bits_for, encode_columns, pack};
+use crate::keys::{CodeMode, Keys, bits_for, encode_columns, pack, packed_card};
+use crate::radix;
+
+/// Full sorts of `u64` elements with at most this many key bits use the LSD radix sort
+/// (at most 4 passes); wider keys use a parallel pattern-defeating quicksort.
+const RADIX_MAX_KEY_BITS: u32 = 44;
 use crate::table::Table;
 
 /// One sort key.
@@ -45,12 +51,17 @@ pub fn sort_indices(table: &Table, keys: &[SortKey], limit: Option<usize>) -> Re
         return Ok(Vec::new());
     }
     let idx_bits = bits_for(n as u128);
+    let key_bits = packed_card(&cols).map_or(u32::MAX, bits_for);
     Ok(match pack(cols, n, idx_bits) {
         Keys::U64(mut e) => {
             e.par_iter_mut()
                 .enumerate()
                 .for_each(|(i, x)| *x |= i as u64);
-            smallest(&mut e, k, |a, b| a.cmp(b));
+            if k == n && key_bits <= RADIX_MAX_KEY_BITS {
+                radix::sort_bits(&mut e, idx_bits, key_bits);
+            } else {
+                smallest(&mut e, k, |a, b| a.cmp(b));
+            }
             let mask = (1u64 << idx_bits) - 1;
             e[..k].par_iter().map(|&x| (x & mask) as u32).collect()
         }

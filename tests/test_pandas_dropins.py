@@ -181,3 +181,14 @@ def test_larger_frame_many_duplicates():
             fpd.drop_duplicates(df, ["s", "f"], keep=keep),
             df.drop_duplicates(["s", "f"], keep=keep),
         )
+
+
+def test_multikey_nan_first_ties_with_infinity_like_pandas():
+    # pandas 3 sorts numpy float keys of multi-key sorts with NaN filled by -inf (after
+    # negating descending keys): NaN ties with the infinity at the front, in row order.
+    df = pd.DataFrame({"a": [0, 0, 0, 0, 0], "f": [0.0, np.inf, np.nan, -np.inf, 1.0]})
+    for asc in (True, False):
+        pd.testing.assert_frame_equal(
+            fpd.sort_values(df, ["a", "f"], ascending=asc, na_position="first"),
+            df.sort_values(["a", "f"], ascending=asc, na_position="first", kind="stable"),
+        )

@@ -122,6 +122,28 @@ def _key_table(
     return pa.table(arrays, names=names), owner
 
 
+def _pandas_multikey_nan_first(
+    df: pd.DataFrame, cols: list[Hashable], asc: list[bool], keys: pa.Table, owner: list[int]
+) -> pa.Table:
+    """Reproduce pandas' multi-key numpy-float path with ``na_position="first"``.
+
+    pandas (3.x ``lexsort_indexer``) sorts numpy float keys of a multi-column sort by value
+    and, for ``na_position="first"``, replaces NaN by ``-inf`` after negating descending keys:
+    NaN then *ties* with ``-inf`` (ascending) or ``+inf`` (descending), in row order. A
+    drop-in must return the same frame, so NaN becomes that infinity here too.
+    """
+    for j, i in enumerate(owner):
+        arr = df[cols[i]].array
+        values = np.asarray(arr) if isinstance(arr, pd.arrays.NumpyExtensionArray) else None
+        if values is None or values.dtype.kind != "f":
+            continue
+        mask = np.isnan(values)
+        if mask.any():
+            filled = np.where(mask, -np.inf if asc[i] else np.inf, values)
+            keys = keys.set_column(j, keys.column_names[j], pa.array(filled))
+    return keys
+
+
 def _is_identity(idx: np.ndarray, n: int) -> bool:
     return len(idx) == n and bool(np.array_equal(idx, np.arange(n, dtype=idx.dtype)))
 
@@ -162,6 +184,8 @@ def sort_values(
         raise ValueError(f"invalid na_position: {na_position}")
     try:
         keys, owner = _key_table(df, cols, none_is_nan=True)
+        if len(cols) > 1 and na_position == "first":
+            keys = _pandas_multikey_nan_first(df, cols, asc, keys, owner)
     except _Unsupported as e:
         _fallback("sort_values", str(e))
         return pandas_path()

@@ -14,7 +14,7 @@ use arrow_schema::DataType;
 use hashbrown::HashTable;
 use rayon::prelude::*;
 
-use crate::parallel::{BLOCK, DisjointSlice, partition_count, partition_rows};
+use crate::parallel::{BLOCK, DisjointSlice, partition_count, partition_of};
 
 /// Seed for every hash the core computes: fixed, so runs are reproducible.
 pub const SEED: u64 = 0x5eed_f3bb_a7c4_0001;
@@ -101,77 +101,246 @@ pub struct Interned {
     pub reps: Vec<u32>,
 }
 
+/// Distinct values in a block below which the block-local strategy is used.
+const FEW_DISTINCT: usize = BLOCK / 64;
+
 /// Intern the valid rows of `col` (`valid[row] == false` rows are skipped).
+///
+/// Few distinct values (judged on the first block): every block interns its rows into a
+/// small cache-resident table in parallel, and the blocks' dictionaries are merged in block
+/// order ([`intern_blocks`]). Otherwise the rows are hash-partitioned
+/// ([`intern_partitioned`]).
 pub fn intern(col: &ByteColumn<'_>, n: usize, valid: Option<&[bool]>) -> Interned {
     let is_valid = |r: usize| valid.is_none_or(|v| v[r]);
-    let mut hashes = vec![0u64; n];
-    hashes
+    let first = local_dictionary(col, 0..n.min(BLOCK), &is_valid, &mut Vec::new());
+    if first.len() <= FEW_DISTINCT {
+        intern_blocks(col, n, &is_valid)
+    } else {
+        intern_partitioned(col, n, valid)
+    }
+}
+
+/// Intern the rows `rows` into a local table: `ids[j]` gets the local id of row
+/// `rows.start + j`; returns the representative row of each local id.
+fn local_dictionary(
+    col: &ByteColumn<'_>,
+    rows: std::ops::Range<usize>,
+    is_valid: &(impl Fn(usize) -> bool + Sync),
+    ids: &mut Vec<u64>,
+) -> Vec<(u32, u64)> {
+    let mut table: HashTable<u32> = HashTable::new();
+    let mut reps: Vec<(u32, u64)> = Vec::new();
+    ids.clear();
+    for r in rows {
+        if !is_valid(r) {
+            ids.push(0);
+            continue;
+        }
+        let v = col.value(r);
+        let h = hash_bytes(v);
+        let id = match table.find(h, |&id| {
+            let (rep, rh) = reps[id as usize];
+            rh == h && col.value(rep as usize) == v
+        }) {
+            Some(&id) => id,
+            None => {
+                let id = reps.len() as u32;
+                reps.push((r as u32, h));
+                table.insert_unique(h, id, |&id| reps[id as usize].1);
+                id
+            }
+        };
+        ids.push(id as u64);
+    }
+    reps
+}
+
+/// Block-local dictionaries merged in block order: ids in first-appearance order.
+fn intern_blocks(
+    col: &ByteColumn<'_>,
+    n: usize,
+    is_valid: &(impl Fn(usize) -> bool + Sync),
+) -> Interned {
+    let mut ids = vec![0u64; n];
+    let locals: Vec<Vec<(u32, u64)>> = ids
         .par_chunks_mut(BLOCK)
         .enumerate()
-        .for_each(|(b, out)| {
-            let base = b * BLOCK;
-            for (j, h) in out.iter_mut().enumerate() {
-                if is_valid(base + j) {
-                    *h = hash_bytes(col.value(base + j));
+        .map(|(b, out)| {
+            let mut local = Vec::with_capacity(out.len());
+            let start = b * BLOCK;
+            let reps = local_dictionary(col, start..start + out.len(), is_valid, &mut local);
+            out.copy_from_slice(&local);
+            reps
+        })
+        .collect();
+    let mut table: HashTable<u32> = HashTable::new();
+    let mut reps: Vec<(u32, u64)> = Vec::new();
+    let remaps: Vec<Vec<u64>> = locals
+        .iter()
+        .map(|local| {
+            local
+                .iter()
+                .map(|&(row, h)| {
+                    let v = col.value(row as usize);
+                    let id = match table.find(h, |&id| {
+                        let (rep, rh) = reps[id as usize];
+                        rh == h && col.value(rep as usize) == v
+                    }) {
+                        Some(&id) => id,
+                        None => {
+                            let id = reps.len() as u32;
+                            reps.push((row, h));
+                            table.insert_unique(h, id, |&id| reps[id as usize].1);
+                            id
+                        }
+                    };
+                    id as u64
+                })
+                .collect()
+        })
+        .collect();
+    ids.par_chunks_mut(BLOCK)
+        .zip(remaps.par_iter())
+        .enumerate()
+        .for_each(|(b, (out, remap))| {
+            for (j, id) in out.iter_mut().enumerate() {
+                if is_valid(b * BLOCK + j) {
+                    *id = remap[*id as usize];
                 }
             }
         });
-    let parts = partition_rows(&hashes, partition_count(n));
-    let mut ids = vec![0u64; n];
-    let out = DisjointSlice::new(&mut ids);
-    // Per partition: its representatives, in first-appearance order within the partition.
-    let local: Vec<Vec<u32>> = (0..parts.len())
-        .into_par_iter()
-        .map(|p| {
-            let mut table: HashTable<u32> = HashTable::new();
-            let mut reps: Vec<u32> = Vec::new();
-            for &r in parts.part(p) {
-                let r = r as usize;
+    Interned {
+        ids,
+        reps: reps.into_iter().map(|(r, _)| r).collect(),
+    }
+}
+
+/// Hash-partitioned interning, for many distinct values.
+///
+/// Pass 1 hashes every row and counts rows and bytes per (block, partition); pass 2 copies
+/// each row's bytes into its partition's contiguous region, so that the per-partition hash
+/// tables read their strings sequentially from a buffer that fits in cache instead of
+/// chasing every row across the whole column.
+fn intern_partitioned(col: &ByteColumn<'_>, n: usize, valid: Option<&[bool]>) -> Interned {
+    let is_valid = |r: usize| valid.is_none_or(|v| v[r]);
+    let nparts = partition_count(n);
+    let nblocks = n.div_ceil(BLOCK);
+    let mut hashes = vec![0u64; n];
+    // Pass 1: hashes, and (rows, bytes) per partition for every block.
+    let counts: Vec<Vec<(usize, usize)>> = hashes
+        .par_chunks_mut(BLOCK)
+        .enumerate()
+        .map(|(b, out)| {
+            let base = b * BLOCK;
+            let mut c = vec![(0usize, 0usize); nparts];
+            for (j, h) in out.iter_mut().enumerate() {
+                if is_valid(base + j) {
+                    let v = col.value(base + j);
+                    *h = hash_bytes(v);
+                    let p = partition_of(*h, nparts);
+                    c[p].0 += 1;
+                    c[p].1 += v.len();
+                }
+            }
+            c
+        })
+        .collect();
+    // Slots of every (block, partition): partition-major, then block order.
+    let mut starts = vec![vec![(0usize, 0usize); nparts]; nblocks];
+    let mut part_start = Vec::with_capacity(nparts + 1);
+    let (mut rows_acc, mut bytes_acc) = (0usize, 0usize);
+    for p in 0..nparts {
+        part_start.push(rows_acc);
+        for (b, c) in counts.iter().enumerate() {
+            starts[b][p] = (rows_acc, bytes_acc);
+            rows_acc += c[p].0;
+            bytes_acc += c[p].1;
+        }
+    }
+    part_start.push(rows_acc);
+    let nvalid = rows_acc;
+    // Pass 2: scatter (row, hash, bytes) into the partitions.
+    let mut rows = vec![0u32; nvalid];
+    let mut ehash = vec![0u64; nvalid];
+    let mut offs = vec![0usize; nvalid + 1];
+    offs[nvalid] = bytes_acc;
+    let mut buf = vec![0u8; bytes_acc];
+    {
+        let rows_w = DisjointSlice::new(&mut rows);
+        let hash_w = DisjointSlice::new(&mut ehash);
+        let offs_w = DisjointSlice::new(&mut offs);
+        let buf_w = DisjointSlice::new(&mut buf);
+        starts.into_par_iter().enumerate().for_each(|(b, mut pos)| {
+            let base = b * BLOCK;
+            for r in base..(base + BLOCK).min(n) {
                 if !is_valid(r) {
                     continue;
                 }
                 let h = hashes[r];
                 let v = col.value(r);
-                let id = match table.find(h, |&id| col.value(reps[id as usize] as usize) == v) {
+                let p = partition_of(h, nparts);
+                let (e, o) = pos[p];
+                // SAFETY: every (block, partition) slot owns a disjoint range of entries and
+                // of bytes.
+                unsafe {
+                    rows_w.write(e, r as u32);
+                    hash_w.write(e, h);
+                    offs_w.write(e, o);
+                    buf_w.write_slice(o, v);
+                }
+                pos[p] = (e + 1, o + v.len());
+            }
+        });
+    }
+    drop(hashes);
+    let bytes_of = |e: usize| &buf[offs[e]..offs[e + 1]];
+    let mut ids = vec![0u64; n];
+    let out = DisjointSlice::new(&mut ids);
+    // Per partition: local ids in first-appearance order, and the entry of each id.
+    let local: Vec<Vec<u32>> = (0..nparts)
+        .into_par_iter()
+        .map(|p| {
+            let mut table: HashTable<u32> = HashTable::new();
+            let mut reps: Vec<u32> = Vec::new();
+            for e in part_start[p]..part_start[p + 1] {
+                let h = ehash[e];
+                let v = bytes_of(e);
+                let id = match table.find(h, |&id| bytes_of(reps[id as usize] as usize) == v) {
                     Some(&id) => id,
                     None => {
                         let id = reps.len() as u32;
-                        reps.push(r as u32);
-                        table.insert_unique(h, id, |&id| hashes[reps[id as usize] as usize]);
+                        reps.push(e as u32);
+                        table.insert_unique(h, id, |&id| ehash[reps[id as usize] as usize]);
                         id
                     }
                 };
-                // SAFETY: every row belongs to exactly one partition.
-                unsafe { out.write(r, id as u64) };
+                // SAFETY: every row is the entry of exactly one partition.
+                unsafe { out.write(rows[e] as usize, id as u64) };
             }
             reps
         })
         .collect();
     // Offset each partition's local ids by the sizes of the partitions before it.
-    let mut bases = Vec::with_capacity(local.len());
+    let mut bases = Vec::with_capacity(nparts);
     let mut acc = 0u64;
     for l in &local {
         bases.push(acc);
         acc += l.len() as u64;
     }
-    (0..parts.len()).into_par_iter().for_each(|p| {
-        for &r in parts.part(p) {
-            let r = r as usize;
-            if is_valid(r) {
-                // SAFETY: as above, rows are disjoint across partitions; reads of `ids` only
-                // happen after this loop.
-                unsafe { out.write(r, ids_of(&out, r) + bases[p]) };
-            }
+    (0..nparts).into_par_iter().for_each(|p| {
+        if bases[p] == 0 {
+            return;
+        }
+        for e in part_start[p]..part_start[p + 1] {
+            let r = rows[e] as usize;
+            // SAFETY: as above; `ids` is read only after this loop.
+            unsafe { out.write(r, out.read(r) + bases[p]) };
         }
     });
-    Interned {
-        ids,
-        reps: local.concat(),
-    }
-}
-
-#[inline]
-fn ids_of(out: &DisjointSlice<'_, u64>, r: usize) -> u64 {
-    // SAFETY: only the thread owning row `r`'s partition touches it.
-    unsafe { out.read(r) }
+    let reps = local
+        .concat()
+        .into_iter()
+        .map(|e| rows[e as usize])
+        .collect();
+    Interned { ids, reps }
 }

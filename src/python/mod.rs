@@ -169,3 +169,9 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
 fn _assert_table_send(t: Table) -> impl Send {
     t
 }
+
+/// mimalloc keeps freed pages for reuse: kernels allocate and free large buffers on every
+/// call, and the system allocator would hand each back to the OS (and fault it in, zeroed,
+/// next time).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
