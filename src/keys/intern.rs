@@ -272,11 +272,11 @@ fn intern_partitioned(col: &ByteColumn<'_>, n: usize, valid: Option<&[bool]>) ->
         let buf_w = DisjointSlice::new(&mut buf);
         starts.into_par_iter().enumerate().for_each(|(b, mut pos)| {
             let base = b * BLOCK;
-            for r in base..(base + BLOCK).min(n) {
+            let end = (base + BLOCK).min(n);
+            for (r, &h) in (base..end).zip(&hashes[base..end]) {
                 if !is_valid(r) {
                     continue;
                 }
-                let h = hashes[r];
                 let v = col.value(r);
                 let p = partition_of(h, nparts);
                 let (e, o) = pos[p];
@@ -331,8 +331,8 @@ fn intern_partitioned(col: &ByteColumn<'_>, n: usize, valid: Option<&[bool]>) ->
         if bases[p] == 0 {
             return;
         }
-        for e in part_start[p]..part_start[p + 1] {
-            let r = rows[e] as usize;
+        for &r in &rows[part_start[p]..part_start[p + 1]] {
+            let r = r as usize;
             // SAFETY: as above; `ids` is read only after this loop.
             unsafe { out.write(r, out.read(r) + bases[p]) };
         }
