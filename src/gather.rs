@@ -72,11 +72,26 @@ fn gather(c: &ArrayRef, idx: &[u32], idx_array: &UInt32Array) -> Result<ArrayRef
 
 /// Copy window for short values: one unaligned 16-byte copy instead of a `memcpy` call.
 const WORD: usize = 16;
+/// How many rows ahead the gathers prefetch.
+const AHEAD: usize = 16;
 
-/// Gather of offset-based byte arrays in two passes: output offsets from the lengths, then
-/// the bytes. Values of at most 16 bytes are copied as one 16-byte block (the output has 16
-/// bytes of slack, and each later value overwrites the previous one's spill), which is what
-/// makes this faster than arrow's per-value `extend_from_slice`.
+/// Hint the CPU to start loading the cache line holding `p`.
+#[inline(always)]
+fn prefetch<T>(p: *const T) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: prefetching is a hint; it never faults, whatever the address.
+    unsafe {
+        std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(p as *const i8)
+    };
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = p;
+}
+
+/// Gather of offset-based byte arrays in one pass. Random rows cost two cache misses each
+/// (offsets, then bytes), so the offsets are prefetched `AHEAD` rows ahead and the bytes
+/// `AHEAD / 2` rows ahead. Values of at most 16 bytes are copied as one 16-byte block (the
+/// output keeps 16 bytes of slack and each later value overwrites the previous spill), which
+/// avoids a `memcpy` call per value.
 fn gather_bytes<T: ByteArrayType>(
     a: &GenericByteArray<T>,
     idx: &[u32],
@@ -85,36 +100,41 @@ fn gather_bytes<T: ByteArrayType>(
     let src = a.values().as_slice();
     let mut offsets: Vec<T::Offset> = Vec::with_capacity(idx.len() + 1);
     offsets.push(T::Offset::usize_as(0));
-    let mut total = 0usize;
-    for &i in idx {
-        let i = i as usize;
-        total += (src_off[i + 1] - src_off[i]).as_usize();
-        offsets.push(T::Offset::from_usize(total).ok_or_else(|| {
-            crate::Error::Value(format!(
-                "gathered {} values exceed the {} offset range; use large_string / large_binary",
-                idx.len(),
-                if T::Offset::IS_LARGE {
-                    "64-bit"
-                } else {
-                    "32-bit"
-                }
-            ))
-        })?);
-    }
-    let mut out = vec![0u8; total + WORD];
+    let avg = src.len() / a.len().max(1);
+    let mut out: Vec<u8> = vec![0u8; idx.len() * avg + WORD];
     let mut pos = 0usize;
-    for &i in idx {
+    for (j, &i) in idx.iter().enumerate() {
+        if let Some(&far) = idx.get(j + AHEAD) {
+            prefetch(src_off.as_ptr().wrapping_add(far as usize));
+        }
+        if let Some(&near) = idx.get(j + AHEAD / 2) {
+            prefetch(src.as_ptr().wrapping_add(src_off[near as usize].as_usize()));
+        }
         let i = i as usize;
         let (s, e) = (src_off[i].as_usize(), src_off[i + 1].as_usize());
         let len = e - s;
+        if pos + len.max(WORD) > out.len() {
+            out.resize((out.len() * 2).max(pos + len + WORD), 0);
+        }
         if len <= WORD && s + WORD <= src.len() {
             out[pos..pos + WORD].copy_from_slice(&src[s..s + WORD]);
         } else {
             out[pos..pos + len].copy_from_slice(&src[s..e]);
         }
         pos += len;
+        offsets.push(T::Offset::from_usize(pos).ok_or_else(|| {
+            crate::Error::Value(format!(
+                "gathered values exceed the {} offset range of {}; use a large type",
+                if T::Offset::IS_LARGE {
+                    "64-bit"
+                } else {
+                    "32-bit"
+                },
+                a.data_type()
+            ))
+        })?);
     }
-    out.truncate(total);
+    out.truncate(pos);
     let nulls = a.nulls().filter(|n| n.null_count() > 0).map(|n| {
         NullBuffer::from(
             idx.iter()
