@@ -1,33 +1,45 @@
-//! Gathering rows: the output of sort and dedup is a list of row indices, materialized here
-//! with arrow's `take` kernel (every Arrow type, nested ones included), except for
-//! offset-based strings and binaries, which have their own gather ([`gather_bytes`]).
+//! Gathering rows: the output of sort and dedup is a list of row indices into the table's
+//! chunks, materialized here.
+//!
+//! Fixed-width primitives (ints, floats, temporal, decimals) and offset-based strings /
+//! binaries — the columns that dominate real tables — are gathered straight from the input
+//! chunks by our own typed gathers (no concatenation of the input first). Every other type
+//! (booleans, views, dictionaries, nested types) is concatenated once and gathered with
+//! arrow's `take`, which handles all of Arrow.
 //!
 //! The indices are cut into fixed-size pieces; every (piece, column) pair is an independent
-//! `take`, run in parallel, and each piece becomes one output record batch. Piece sizes
-//! depend only on the row count, so the output never depends on the thread count.
-
-use std::sync::Arc;
+//! task, run in parallel, and each piece becomes one output record batch. Piece sizes depend
+//! only on the row count, so the output never depends on the thread count.
 
 use arrow_array::cast::AsArray;
 use arrow_array::types::{ByteArrayType, GenericBinaryType, GenericStringType};
 use arrow_array::{
-    Array, ArrayRef, GenericByteArray, OffsetSizeTrait, RecordBatch, RecordBatchOptions,
-    UInt32Array,
+    Array, ArrayRef, GenericByteArray, RecordBatch, RecordBatchOptions, UInt32Array, make_array,
+    new_empty_array,
 };
 use arrow_buffer::{ArrowNativeType, Buffer, NullBuffer, OffsetBuffer, ScalarBuffer};
+use arrow_data::ArrayDataBuilder;
 use arrow_schema::DataType;
+use arrow_select::concat::concat;
 use arrow_select::take::take;
 use rayon::prelude::*;
 
-use crate::error::Result;
-use crate::table::Table;
+use crate::error::{Error, Result};
+use crate::table::{RowLocator as Locator, Table, locatable};
 
 /// Rows per output batch.
 pub const OUT_BATCH: usize = 1 << 20;
+/// Copy window for short values: one unaligned 16-byte copy instead of a `memcpy` call.
+const WORD: usize = 16;
+/// How many rows ahead the gathers prefetch.
+const AHEAD: usize = 16;
 
 /// The rows `indices` of `table`, in that order.
 pub fn take_table(table: &Table, indices: &[u32]) -> Result<Table> {
-    let columns = table.contiguous_columns()?;
+    let columns: Vec<Source> = (0..table.schema.fields().len())
+        .into_par_iter()
+        .map(|i| Source::new(table.chunks(i), table.schema.field(i).data_type()))
+        .collect::<Result<_>>()?;
     let pieces: Vec<&[u32]> = if indices.is_empty() {
         vec![indices]
     } else {
@@ -36,10 +48,9 @@ pub fn take_table(table: &Table, indices: &[u32]) -> Result<Table> {
     let batches = pieces
         .par_iter()
         .map(|piece| {
-            let idx = UInt32Array::from(piece.to_vec());
             let cols = columns
                 .par_iter()
-                .map(|c| gather(c, piece, &idx))
+                .map(|c| c.gather(piece))
                 .collect::<Result<Vec<_>>>()?;
             let opts = RecordBatchOptions::new().with_row_count(Some(piece.len()));
             Ok(RecordBatch::try_new_with_options(
@@ -55,25 +66,120 @@ pub fn take_table(table: &Table, indices: &[u32]) -> Result<Table> {
     })
 }
 
-/// Rows `idx` of one column.
-fn gather(c: &ArrayRef, idx: &[u32], idx_array: &UInt32Array) -> Result<ArrayRef> {
-    Ok(match c.data_type() {
-        DataType::Utf8 => Arc::new(gather_bytes::<GenericStringType<i32>>(c.as_string(), idx)?),
-        DataType::LargeUtf8 => {
-            Arc::new(gather_bytes::<GenericStringType<i64>>(c.as_string(), idx)?)
-        }
-        DataType::Binary => Arc::new(gather_bytes::<GenericBinaryType<i32>>(c.as_binary(), idx)?),
-        DataType::LargeBinary => {
-            Arc::new(gather_bytes::<GenericBinaryType<i64>>(c.as_binary(), idx)?)
-        }
-        _ => take(c.as_ref(), idx_array, None)?,
-    })
+/// One input column, prepared for gathering.
+enum Source {
+    /// Fixed-width values of `width` bytes, gathered from the chunks' value buffers.
+    Fixed {
+        dt: DataType,
+        width: usize,
+        chunks: Vec<ArrayRef>,
+        at: Locator,
+    },
+    /// utf8 / large_utf8 / binary / large_binary chunks.
+    Bytes { chunks: Vec<ArrayRef>, at: Locator },
+    /// Anything else: one concatenated array for arrow's `take`.
+    Other(ArrayRef),
 }
 
-/// Copy window for short values: one unaligned 16-byte copy instead of a `memcpy` call.
-const WORD: usize = 16;
-/// How many rows ahead the gathers prefetch.
-const AHEAD: usize = 16;
+impl Source {
+    fn new(chunks: Vec<ArrayRef>, dt: &DataType) -> Result<Self> {
+        let fixed_width = match dt {
+            DataType::Boolean | DataType::Null => None,
+            DataType::Dictionary(_, _) => None,
+            dt => dt.primitive_width(),
+        };
+        let own_gather = !chunks.is_empty()
+            && (fixed_width.is_some_and(|w| matches!(w, 1 | 2 | 4 | 8 | 16))
+                || matches!(
+                    dt,
+                    DataType::Utf8 | DataType::LargeUtf8 | DataType::Binary | DataType::LargeBinary
+                ));
+        if own_gather {
+            let (chunks, at) = locatable(chunks)?;
+            return Ok(match fixed_width {
+                Some(width) => Source::Fixed {
+                    dt: dt.clone(),
+                    width,
+                    chunks,
+                    at,
+                },
+                None => Source::Bytes { chunks, at },
+            });
+        }
+        Ok(Source::Other(match chunks.len() {
+            0 => new_empty_array(dt),
+            1 => chunks[0].clone(),
+            _ => {
+                let refs: Vec<&dyn Array> = chunks.iter().map(|a| a.as_ref()).collect();
+                concat(&refs)?
+            }
+        }))
+    }
+
+    fn gather(&self, idx: &[u32]) -> Result<ArrayRef> {
+        match self {
+            Source::Other(a) => Ok(take(a.as_ref(), &UInt32Array::from(idx.to_vec()), None)?),
+            Source::Fixed {
+                dt,
+                width,
+                chunks,
+                at,
+            } => {
+                let values = match width {
+                    1 => gather_native::<u8>(chunks, at, idx),
+                    2 => gather_native::<u16>(chunks, at, idx),
+                    4 => gather_native::<u32>(chunks, at, idx),
+                    8 => gather_native::<u64>(chunks, at, idx),
+                    _ => gather_native::<i128>(chunks, at, idx),
+                };
+                let data = ArrayDataBuilder::new(dt.clone())
+                    .len(idx.len())
+                    .add_buffer(values)
+                    .nulls(gather_nulls(chunks, at, idx))
+                    .build()?;
+                Ok(make_array(data))
+            }
+            Source::Bytes { chunks, at } => Ok(match chunks[0].data_type() {
+                DataType::Utf8 => arc(gather_bytes::<GenericStringType<i32>>(
+                    &chunks
+                        .iter()
+                        .map(|c| c.as_string::<i32>())
+                        .collect::<Vec<_>>(),
+                    at,
+                    idx,
+                )?),
+                DataType::LargeUtf8 => arc(gather_bytes::<GenericStringType<i64>>(
+                    &chunks
+                        .iter()
+                        .map(|c| c.as_string::<i64>())
+                        .collect::<Vec<_>>(),
+                    at,
+                    idx,
+                )?),
+                DataType::Binary => arc(gather_bytes::<GenericBinaryType<i32>>(
+                    &chunks
+                        .iter()
+                        .map(|c| c.as_binary::<i32>())
+                        .collect::<Vec<_>>(),
+                    at,
+                    idx,
+                )?),
+                _ => arc(gather_bytes::<GenericBinaryType<i64>>(
+                    &chunks
+                        .iter()
+                        .map(|c| c.as_binary::<i64>())
+                        .collect::<Vec<_>>(),
+                    at,
+                    idx,
+                )?),
+            }),
+        }
+    }
+}
+
+fn arc(a: impl Array + 'static) -> ArrayRef {
+    std::sync::Arc::new(a)
+}
 
 /// Hint the CPU to start loading the cache line holding `p`.
 #[inline(always)]
@@ -87,30 +193,89 @@ fn prefetch<T>(p: *const T) {
     let _ = p;
 }
 
+/// Validity of the gathered rows, `None` when no chunk has nulls.
+fn gather_nulls(chunks: &[ArrayRef], at: &Locator, idx: &[u32]) -> Option<NullBuffer> {
+    if chunks.iter().all(|c| c.null_count() == 0) {
+        return None;
+    }
+    let nulls: Vec<Option<&NullBuffer>> = chunks.iter().map(|c| c.nulls()).collect();
+    let valid: Vec<bool> = idx
+        .iter()
+        .map(|&i| {
+            let (c, r) = at.locate(i as usize);
+            nulls[c].is_none_or(|n| n.is_valid(r))
+        })
+        .collect();
+    Some(NullBuffer::from(valid))
+}
+
+/// Gather of fixed-width values, as their bit patterns.
+fn gather_native<N: ArrowNativeType>(chunks: &[ArrayRef], at: &Locator, idx: &[u32]) -> Buffer {
+    let bufs: Vec<ScalarBuffer<N>> = chunks
+        .iter()
+        .map(|c| {
+            let d = c.to_data();
+            ScalarBuffer::new(d.buffers()[0].clone(), d.offset(), d.len())
+        })
+        .collect();
+    let out: Vec<N> = if bufs.len() == 1 {
+        let v = &bufs[0];
+        idx.iter()
+            .enumerate()
+            .map(|(j, &i)| {
+                if let Some(&far) = idx.get(j + AHEAD) {
+                    prefetch(v.as_ptr().wrapping_add(far as usize));
+                }
+                v[i as usize]
+            })
+            .collect()
+    } else {
+        idx.iter()
+            .enumerate()
+            .map(|(j, &i)| {
+                if let Some(&far) = idx.get(j + AHEAD) {
+                    let (c, r) = at.locate(far as usize);
+                    prefetch(bufs[c].as_ptr().wrapping_add(r));
+                }
+                let (c, r) = at.locate(i as usize);
+                bufs[c][r]
+            })
+            .collect()
+    };
+    Buffer::from_vec(out)
+}
+
 /// Gather of offset-based byte arrays in one pass. Random rows cost two cache misses each
 /// (offsets, then bytes), so the offsets are prefetched `AHEAD` rows ahead and the bytes
 /// `AHEAD / 2` rows ahead. Values of at most 16 bytes are copied as one 16-byte block (the
 /// output keeps 16 bytes of slack and each later value overwrites the previous spill), which
 /// avoids a `memcpy` call per value.
 fn gather_bytes<T: ByteArrayType>(
-    a: &GenericByteArray<T>,
+    chunks: &[&GenericByteArray<T>],
+    at: &Locator,
     idx: &[u32],
 ) -> Result<GenericByteArray<T>> {
-    let src_off = a.value_offsets();
-    let src = a.values().as_slice();
+    let srcs: Vec<(&[T::Offset], &[u8])> = chunks
+        .iter()
+        .map(|a| (a.value_offsets(), a.values().as_slice()))
+        .collect();
+    let total_bytes: usize = srcs.iter().map(|s| s.1.len()).sum();
+    let total_rows: usize = chunks.iter().map(|a| a.len()).sum();
     let mut offsets: Vec<T::Offset> = Vec::with_capacity(idx.len() + 1);
     offsets.push(T::Offset::usize_as(0));
-    let avg = src.len() / a.len().max(1);
-    let mut out: Vec<u8> = vec![0u8; idx.len() * avg + WORD];
+    let mut out: Vec<u8> = vec![0u8; idx.len() * (total_bytes / total_rows.max(1)) + WORD];
     let mut pos = 0usize;
     for (j, &i) in idx.iter().enumerate() {
         if let Some(&far) = idx.get(j + AHEAD) {
-            prefetch(src_off.as_ptr().wrapping_add(far as usize));
+            let (c, r) = at.locate(far as usize);
+            prefetch(srcs[c].0.as_ptr().wrapping_add(r));
         }
         if let Some(&near) = idx.get(j + AHEAD / 2) {
-            prefetch(src.as_ptr().wrapping_add(src_off[near as usize].as_usize()));
+            let (c, r) = at.locate(near as usize);
+            prefetch(srcs[c].1.as_ptr().wrapping_add(srcs[c].0[r].as_usize()));
         }
-        let i = i as usize;
+        let (c, i) = at.locate(i as usize);
+        let (src_off, src) = srcs[c];
         let (s, e) = (src_off[i].as_usize(), src_off[i + 1].as_usize());
         let len = e - s;
         if pos + len.max(WORD) > out.len() {
@@ -123,27 +288,80 @@ fn gather_bytes<T: ByteArrayType>(
         }
         pos += len;
         offsets.push(T::Offset::from_usize(pos).ok_or_else(|| {
-            crate::Error::Value(format!(
-                "gathered values exceed the {} offset range of {}; use a large type",
-                if T::Offset::IS_LARGE {
-                    "64-bit"
-                } else {
-                    "32-bit"
-                },
-                a.data_type()
+            Error::Value(format!(
+                "gathered values exceed the offset range of {}; use the large type",
+                T::DATA_TYPE
             ))
         })?);
     }
     out.truncate(pos);
-    let nulls = a.nulls().filter(|n| n.null_count() > 0).map(|n| {
-        NullBuffer::from(
-            idx.iter()
-                .map(|&i| n.is_valid(i as usize))
-                .collect::<Vec<bool>>(),
-        )
-    });
+    let nulls: Vec<ArrayRef> = chunks.iter().map(|a| arc((*a).clone())).collect();
+    let nulls = gather_nulls(&nulls, at, idx);
     let offsets = OffsetBuffer::new(ScalarBuffer::from(offsets));
     // SAFETY: offsets are monotonic and end at `out.len()`; every value is a copy of a valid
     // value of the same type (so UTF-8 stays valid for strings).
     Ok(unsafe { GenericByteArray::<T>::new_unchecked(offsets, Buffer::from_vec(out), nulls) })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use arrow_array::{Int32Array, ListArray, StringArray, types::Int32Type};
+    use arrow_schema::{Field, Schema};
+
+    use super::*;
+
+    #[test]
+    fn gathers_across_chunks_every_layout() {
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("i", DataType::Int32, true),
+            Field::new("s", DataType::Utf8, true),
+            Field::new("l", DataType::new_list(DataType::Int32, true), true),
+        ]));
+        let batch = |i: Vec<Option<i32>>, s: Vec<Option<&str>>| {
+            let l = ListArray::from_iter_primitive::<Int32Type, _, _>(
+                i.iter().map(|v| v.map(|x| vec![Some(x)])),
+            );
+            RecordBatch::try_new(
+                schema.clone(),
+                vec![
+                    Arc::new(Int32Array::from(i)),
+                    Arc::new(StringArray::from(s)),
+                    Arc::new(l),
+                ],
+            )
+            .unwrap()
+        };
+        let t = Table::try_new(
+            schema.clone(),
+            vec![
+                batch(
+                    vec![Some(1), None],
+                    vec![Some("a long string over 16 bytes"), None],
+                ),
+                batch(vec![Some(3)], vec![Some("c")]),
+            ],
+        )
+        .unwrap();
+        let out = take_table(&t, &[2, 0, 1, 2]).unwrap();
+        let b = &out.batches[0];
+        let i = b.column(0).as_primitive::<Int32Type>();
+        assert_eq!(
+            i.iter().collect::<Vec<_>>(),
+            vec![Some(3), Some(1), None, Some(3)]
+        );
+        let s = b.column(1).as_string::<i32>();
+        assert_eq!(
+            s.iter().collect::<Vec<_>>(),
+            vec![
+                Some("c"),
+                Some("a long string over 16 bytes"),
+                None,
+                Some("c")
+            ]
+        );
+        assert_eq!(b.column(2).as_list::<i32>().value(0).len(), 1);
+        assert!(b.column(2).is_null(2));
+    }
 }

@@ -1,10 +1,8 @@
 //! `Table`: the core's view of a table, a schema plus record batches (chunks), and the
 //! lookups every kernel needs (columns by name, with a helpful error when missing).
 
-use arrow_array::{ArrayRef, RecordBatch, new_empty_array};
+use arrow_array::{ArrayRef, RecordBatch};
 use arrow_schema::SchemaRef;
-use arrow_select::concat::concat;
-use rayon::prelude::*;
 
 use crate::error::{Error, Result};
 
@@ -60,23 +58,111 @@ impl Table {
             .map(|b| b.column(i).clone())
             .collect()
     }
+}
 
-    /// Every column as one contiguous array (chunks concatenated in parallel where needed).
-    pub fn contiguous_columns(&self) -> Result<Vec<ArrayRef>> {
-        (0..self.schema.fields().len())
-            .into_par_iter()
-            .map(|i| {
-                let chunks = self.chunks(i);
-                match chunks.len() {
-                    0 => Ok(new_empty_array(self.schema.field(i).data_type())),
-                    1 => Ok(chunks[0].clone()),
-                    _ => {
-                        let refs: Vec<&dyn arrow_array::Array> =
-                            chunks.iter().map(|a| a.as_ref()).collect();
-                        Ok(concat(&refs)?)
-                    }
+/// Maps a global row number to (chunk, row within the chunk) in O(1).
+///
+/// Rows are grouped in blocks of `2^shift` rows, no longer than any chunk but the last, so a
+/// block overlaps at most two chunks: `first[block]` is the chunk holding the block's first
+/// row and one comparison settles the rest. Tables whose chunks are too small for that
+/// (fewer than [`MIN_CHUNK`] rows) should be made contiguous first ([`Self::new`] says so).
+pub struct RowLocator {
+    starts: Vec<usize>,
+    shift: u32,
+    first: Vec<u32>,
+}
+
+/// Smallest chunk (but the last) the locator takes.
+pub const MIN_CHUNK: usize = 1024;
+
+impl RowLocator {
+    /// `None` when some chunk other than the last is shorter than [`MIN_CHUNK`].
+    pub fn new(lens: &[usize]) -> Option<Self> {
+        let mut starts = Vec::with_capacity(lens.len() + 1);
+        let mut acc = 0;
+        for &l in lens {
+            starts.push(acc);
+            acc += l;
+        }
+        starts.push(acc);
+        if lens.len() <= 1 {
+            return Some(RowLocator {
+                starts,
+                shift: 63,
+                first: vec![0],
+            });
+        }
+        let min = lens[..lens.len() - 1]
+            .iter()
+            .copied()
+            .min()
+            .unwrap_or(usize::MAX);
+        if min < MIN_CHUNK {
+            return None;
+        }
+        let shift = usize::BITS - 1 - min.leading_zeros();
+        let nblocks = acc.div_ceil(1 << shift).max(1);
+        let mut first = Vec::with_capacity(nblocks);
+        let mut c = 0usize;
+        for b in 0..nblocks {
+            let row = b << shift;
+            while c + 1 < lens.len() && starts[c + 1] <= row {
+                c += 1;
+            }
+            first.push(c as u32);
+        }
+        Some(RowLocator {
+            starts,
+            shift,
+            first,
+        })
+    }
+
+    #[inline]
+    pub fn locate(&self, row: usize) -> (usize, usize) {
+        if self.first.len() == 1 {
+            return (0, row);
+        }
+        let mut c = self.first[row >> self.shift] as usize;
+        if row >= self.starts[c + 1] {
+            c += 1;
+        }
+        (c, row - self.starts[c])
+    }
+}
+
+/// The chunks of a column, concatenated when they are too small for a [`RowLocator`].
+pub fn locatable(chunks: Vec<ArrayRef>) -> Result<(Vec<ArrayRef>, RowLocator)> {
+    let lens: Vec<usize> = chunks.iter().map(|c| c.len()).collect();
+    if let Some(at) = RowLocator::new(&lens) {
+        return Ok((chunks, at));
+    }
+    let refs: Vec<&dyn arrow_array::Array> = chunks.iter().map(|a| a.as_ref()).collect();
+    let one = arrow_select::concat::concat(&refs)?;
+    let at = RowLocator::new(&[one.len()]).ok_or_else(|| Error::Value("unreachable".into()))?;
+    Ok((vec![one], at))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn locator_maps_every_row() {
+        for lens in [
+            vec![5000, 1024, 3000, 7],
+            vec![1 << 17, 1 << 17, 100],
+            vec![10],
+        ] {
+            let at = RowLocator::new(&lens).unwrap();
+            let mut row = 0;
+            for (c, &l) in lens.iter().enumerate() {
+                for r in 0..l {
+                    assert_eq!(at.locate(row), (c, r));
+                    row += 1;
                 }
-            })
-            .collect()
+            }
+        }
+        assert!(RowLocator::new(&[10, 10]).is_none());
     }
 }

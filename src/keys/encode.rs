@@ -21,6 +21,7 @@ use rayon::prelude::*;
 use super::intern::{ByteChunk, ByteColumn, intern};
 use crate::error::{Error, Result};
 use crate::parallel::BLOCK;
+use crate::table::locatable;
 
 const SIGN: u64 = 1 << 63;
 
@@ -264,11 +265,14 @@ pub fn dense_codes(name: &str, chunks: &[ArrayRef], ordered: bool) -> Result<Den
         D::Decimal128(_, _) => return Ok(decimal128(chunks, n, valid)),
         D::Dictionary(_, _) => return dictionary(name, chunks, n, valid, ordered),
         _ => {
-            let Some(col) = byte_column(chunks) else {
+            if chunks.iter().any(|c| ByteChunk::new(c).is_none()) {
                 return Err(Error::Type(format!(
                     "column {name:?} has type {dt}, which cannot be used as a key"
                 )));
-            };
+            }
+            let (chunks, at) = locatable(chunks.to_vec())?;
+            let typed = chunks.iter().filter_map(ByteChunk::new).collect();
+            let col = ByteColumn::new(typed, at);
             let interned = intern(&col, n, valid.as_deref());
             let card = interned.reps.len() as u64;
             let mut codes = interned.ids;
@@ -284,12 +288,6 @@ pub fn dense_codes(name: &str, chunks: &[ArrayRef], ordered: bool) -> Result<Den
         }
     };
     Ok(densify(raw, valid))
-}
-
-fn byte_column(chunks: &[ArrayRef]) -> Option<ByteColumn<'_>> {
-    let typed: Option<Vec<ByteChunk<'_>>> = chunks.iter().map(ByteChunk::new).collect();
-    let lens: Vec<usize> = chunks.iter().map(|c| c.len()).collect();
-    typed.map(|t| ByteColumn::new(t, &lens))
 }
 
 /// `ranks[id]`: position of the value of interned id `id` in byte-wise order.

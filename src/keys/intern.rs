@@ -15,6 +15,7 @@ use hashbrown::HashTable;
 use rayon::prelude::*;
 
 use crate::parallel::{BLOCK, DisjointSlice, partition_count, partition_of};
+use crate::table::RowLocator;
 
 /// Seed for every hash the core computes: fixed, so runs are reproducible.
 pub const SEED: u64 = 0x5eed_f3bb_a7c4_0001;
@@ -68,29 +69,18 @@ impl<'a> ByteChunk<'a> {
 /// Row access across the chunks of one column.
 pub struct ByteColumn<'a> {
     chunks: Vec<ByteChunk<'a>>,
-    /// Global row index where each chunk starts, plus the total at the end.
-    starts: Vec<usize>,
+    at: RowLocator,
 }
 
 impl<'a> ByteColumn<'a> {
-    pub fn new(chunks: Vec<ByteChunk<'a>>, lens: &[usize]) -> Self {
-        let mut starts = Vec::with_capacity(lens.len() + 1);
-        let mut acc = 0;
-        for &l in lens {
-            starts.push(acc);
-            acc += l;
-        }
-        starts.push(acc);
-        ByteColumn { chunks, starts }
+    pub fn new(chunks: Vec<ByteChunk<'a>>, at: RowLocator) -> Self {
+        ByteColumn { chunks, at }
     }
 
     #[inline]
     pub fn value(&self, row: usize) -> &'a [u8] {
-        if self.chunks.len() == 1 {
-            return self.chunks[0].value(row);
-        }
-        let c = self.starts.partition_point(|&s| s <= row) - 1;
-        self.chunks[c].value(row - self.starts[c])
+        let (c, r) = self.at.locate(row);
+        self.chunks[c].value(r)
     }
 }
 
