@@ -69,7 +69,7 @@ pub fn dedup_indices(table: &Table, subset: Option<&[String]>, keep: Keep) -> Re
     let card = packed_card(&cols);
     Ok(match pack(cols, n, 0) {
         Keys::U64(k) if card.is_some_and(|c| c <= n as u128) => {
-            dense(&k, card.unwrap_or(0) as usize, keep)
+            dense(&k, card.map_or(0, |c| c as usize), keep)
         }
         Keys::U64(k) => hashed(&k, |i| hash_u64(k[i]), |a, b| k[a] == k[b], keep),
         Keys::U128(k) => hashed(&k, |i| hash_u128(k[i]), |a, b| k[a] == k[b], keep),
@@ -109,8 +109,10 @@ fn kept(keep: Keep, row: u32, first: u32, last: u32) -> bool {
 
 /// Direct-indexed first/last rows for keys in `0..card`.
 fn dense(keys: &[u64], card: usize, keep: Keep) -> Vec<u32> {
-    let threads = rayon::current_num_threads().max(1);
-    let piece = keys.len().div_ceil(threads).max(1 << 14);
+    // One (first, last) array pair per piece: at most `n / card` pieces keeps the arrays'
+    // memory within 8 bytes per row whatever the thread count.
+    let pieces = rayon::current_num_threads().clamp(1, (keys.len() / card.max(1)).max(1));
+    let piece = keys.len().div_ceil(pieces).max(1 << 14);
     let (first, last) = keys
         .par_chunks(piece)
         .enumerate()

@@ -139,46 +139,14 @@ impl Source {
                     .build()?;
                 Ok(make_array(data))
             }
-            Source::Bytes { chunks, at } => Ok(match chunks[0].data_type() {
-                DataType::Utf8 => arc(gather_bytes::<GenericStringType<i32>>(
-                    &chunks
-                        .iter()
-                        .map(|c| c.as_string::<i32>())
-                        .collect::<Vec<_>>(),
-                    at,
-                    idx,
-                )?),
-                DataType::LargeUtf8 => arc(gather_bytes::<GenericStringType<i64>>(
-                    &chunks
-                        .iter()
-                        .map(|c| c.as_string::<i64>())
-                        .collect::<Vec<_>>(),
-                    at,
-                    idx,
-                )?),
-                DataType::Binary => arc(gather_bytes::<GenericBinaryType<i32>>(
-                    &chunks
-                        .iter()
-                        .map(|c| c.as_binary::<i32>())
-                        .collect::<Vec<_>>(),
-                    at,
-                    idx,
-                )?),
-                _ => arc(gather_bytes::<GenericBinaryType<i64>>(
-                    &chunks
-                        .iter()
-                        .map(|c| c.as_binary::<i64>())
-                        .collect::<Vec<_>>(),
-                    at,
-                    idx,
-                )?),
-            }),
+            Source::Bytes { chunks, at } => match chunks[0].data_type() {
+                DataType::Utf8 => gather_bytes::<GenericStringType<i32>>(chunks, at, idx),
+                DataType::LargeUtf8 => gather_bytes::<GenericStringType<i64>>(chunks, at, idx),
+                DataType::Binary => gather_bytes::<GenericBinaryType<i32>>(chunks, at, idx),
+                _ => gather_bytes::<GenericBinaryType<i64>>(chunks, at, idx),
+            },
         }
     }
-}
-
-fn arc(a: impl Array + 'static) -> ArrayRef {
-    std::sync::Arc::new(a)
 }
 
 /// Hint the CPU to start loading the cache line holding `p`.
@@ -251,13 +219,16 @@ fn gather_native<N: ArrowNativeType>(chunks: &[ArrayRef], at: &Locator, idx: &[u
 /// output keeps 16 bytes of slack and each later value overwrites the previous spill), which
 /// avoids a `memcpy` call per value.
 fn gather_bytes<T: ByteArrayType>(
-    chunks: &[&GenericByteArray<T>],
+    chunks: &[ArrayRef],
     at: &Locator,
     idx: &[u32],
-) -> Result<GenericByteArray<T>> {
+) -> Result<ArrayRef> {
     let srcs: Vec<(&[T::Offset], &[u8])> = chunks
         .iter()
-        .map(|a| (a.value_offsets(), a.values().as_slice()))
+        .map(|a| {
+            let a = a.as_bytes::<T>();
+            (a.value_offsets(), a.values().as_slice())
+        })
         .collect();
     let total_bytes: usize = srcs.iter().map(|s| s.1.len()).sum();
     let total_rows: usize = chunks.iter().map(|a| a.len()).sum();
@@ -295,12 +266,13 @@ fn gather_bytes<T: ByteArrayType>(
         })?);
     }
     out.truncate(pos);
-    let nulls: Vec<ArrayRef> = chunks.iter().map(|a| arc((*a).clone())).collect();
-    let nulls = gather_nulls(&nulls, at, idx);
+    let nulls = gather_nulls(chunks, at, idx);
     let offsets = OffsetBuffer::new(ScalarBuffer::from(offsets));
     // SAFETY: offsets are monotonic and end at `out.len()`; every value is a copy of a valid
     // value of the same type (so UTF-8 stays valid for strings).
-    Ok(unsafe { GenericByteArray::<T>::new_unchecked(offsets, Buffer::from_vec(out), nulls) })
+    let out =
+        unsafe { GenericByteArray::<T>::new_unchecked(offsets, Buffer::from_vec(out), nulls) };
+    Ok(std::sync::Arc::new(out))
 }
 
 #[cfg(test)]

@@ -206,3 +206,26 @@ def test_gil_is_released_during_kernels():
         th.join()
     # While the kernel ran, the Python thread kept running (it would be frozen otherwise).
     assert ticks >= max(2, int(elapsed * 1000) // 20)
+
+
+def test_large_multi_chunk_tables_equal_contiguous():
+    rng = np.random.default_rng(11)
+    n = 200_000
+    t = pa.table(
+        {
+            "s": pa.array(rng.integers(0, 3000, n)).cast(pa.string()),
+            "b": pa.array(rng.integers(0, 40, n)).cast(pa.string()).cast(pa.large_binary()),
+            "i": pa.array(np.where(rng.random(n) < 0.1, None, rng.integers(0, 100, n))),
+            "d": pa.array(rng.integers(0, 10**6, n)).cast(pa.decimal128(25, 3)),
+            "row": np.arange(n),
+        }
+    )
+    # Uneven chunks, all large enough for the row locator, and tiny ones (concatenated).
+    for cuts in ([0, 5000, 70_000, 71_024, 150_000, n], [0, 3, 10, 2000, n]):
+        chunked = pa.concat_tables(
+            [t.slice(a, b - a) for a, b in zip(cuts, cuts[1:], strict=False)]
+        )
+        assert chunked.column("s").num_chunks == len(cuts) - 1
+        for by in (["s", "i"], ["b"], ["d", "s"]):
+            assert fb.sort(chunked, by).equals(fb.sort(t, by))
+            assert fb.dedup(chunked, by, keep="last").equals(fb.dedup(t, by, keep="last"))

@@ -118,31 +118,44 @@ fn local_dictionary(
     is_valid: &(impl Fn(usize) -> bool + Sync),
     ids: &mut Vec<u64>,
 ) -> Vec<(u32, u64)> {
-    let mut table: HashTable<u32> = HashTable::new();
-    let mut reps: Vec<(u32, u64)> = Vec::new();
+    let mut dict = Dictionary::default();
     ids.clear();
     for r in rows {
         if !is_valid(r) {
             ids.push(0);
             continue;
         }
-        let v = col.value(r);
-        let h = hash_bytes(v);
-        let id = match table.find(h, |&id| {
+        let h = hash_bytes(col.value(r));
+        ids.push(dict.id_of(col, r as u32, h));
+    }
+    dict.reps
+}
+
+/// Distinct values as (representative row, hash), ids in insertion order.
+#[derive(Default)]
+struct Dictionary {
+    table: HashTable<u32>,
+    reps: Vec<(u32, u64)>,
+}
+
+impl Dictionary {
+    /// The id of the value at `row` (hash `h`), inserting it when new.
+    #[inline]
+    fn id_of(&mut self, col: &ByteColumn<'_>, row: u32, h: u64) -> u64 {
+        let v = col.value(row as usize);
+        let reps = &mut self.reps;
+        let found = self.table.find(h, |&id| {
             let (rep, rh) = reps[id as usize];
             rh == h && col.value(rep as usize) == v
-        }) {
-            Some(&id) => id,
-            None => {
-                let id = reps.len() as u32;
-                reps.push((r as u32, h));
-                table.insert_unique(h, id, |&id| reps[id as usize].1);
-                id
-            }
-        };
-        ids.push(id as u64);
+        });
+        if let Some(&id) = found {
+            return id as u64;
+        }
+        let id = reps.len() as u32;
+        reps.push((row, h));
+        self.table.insert_unique(h, id, |&id| reps[id as usize].1);
+        id as u64
     }
-    reps
 }
 
 /// Block-local dictionaries merged in block order: ids in first-appearance order.
@@ -163,29 +176,13 @@ fn intern_blocks(
             reps
         })
         .collect();
-    let mut table: HashTable<u32> = HashTable::new();
-    let mut reps: Vec<(u32, u64)> = Vec::new();
+    let mut dict = Dictionary::default();
     let remaps: Vec<Vec<u64>> = locals
         .iter()
         .map(|local| {
             local
                 .iter()
-                .map(|&(row, h)| {
-                    let v = col.value(row as usize);
-                    let id = match table.find(h, |&id| {
-                        let (rep, rh) = reps[id as usize];
-                        rh == h && col.value(rep as usize) == v
-                    }) {
-                        Some(&id) => id,
-                        None => {
-                            let id = reps.len() as u32;
-                            reps.push((row, h));
-                            table.insert_unique(h, id, |&id| reps[id as usize].1);
-                            id
-                        }
-                    };
-                    id as u64
-                })
+                .map(|&(row, h)| dict.id_of(col, row, h))
                 .collect()
         })
         .collect();
@@ -201,7 +198,7 @@ fn intern_blocks(
         });
     Interned {
         ids,
-        reps: reps.into_iter().map(|(r, _)| r).collect(),
+        reps: dict.reps.into_iter().map(|(r, _)| r).collect(),
     }
 }
 

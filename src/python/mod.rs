@@ -9,8 +9,8 @@ use pyo3_arrow::input::AnyRecordBatch;
 
 use crate::dedup::Keep;
 use crate::error::Error;
+use crate::pool;
 use crate::sort::SortKey;
-use crate::{Table, pool};
 use convert::{StrOrList, bool_list, table_in, table_out};
 
 /// The mapping of core errors to Python exceptions.
@@ -163,11 +163,6 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(get_num_threads, m)?)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     Ok(())
-}
-
-#[allow(dead_code)]
-fn _assert_table_send(t: Table) -> impl Send {
-    t
 }
 
 /// mimalloc keeps freed pages for reuse: kernels allocate and free large buffers on every
