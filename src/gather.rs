@@ -198,15 +198,20 @@ fn gather_native<N: ArrowNativeType>(chunks: &[ArrayRef], at: &Locator, idx: &[u
             })
             .collect()
     } else {
-        idx.iter()
-            .enumerate()
-            .map(|(j, &i)| {
-                if let Some(&far) = idx.get(j + AHEAD) {
-                    let (c, r) = at.locate(far as usize);
-                    prefetch(bufs[c].as_ptr().wrapping_add(r));
-                }
+        let loc: Vec<(u32, u32)> = idx
+            .iter()
+            .map(|&i| {
                 let (c, r) = at.locate(i as usize);
-                bufs[c][r]
+                (c as u32, r as u32)
+            })
+            .collect();
+        loc.iter()
+            .enumerate()
+            .map(|(j, &(c, r))| {
+                if let Some(&(fc, fr)) = loc.get(j + AHEAD) {
+                    prefetch(bufs[fc as usize].as_ptr().wrapping_add(fr as usize));
+                }
+                bufs[c as usize][r as usize]
             })
             .collect()
     };
@@ -235,18 +240,25 @@ fn gather_bytes<T: ByteArrayType>(
     let mut offsets: Vec<T::Offset> = Vec::with_capacity(idx.len() + 1);
     offsets.push(T::Offset::usize_as(0));
     let mut out: Vec<u8> = vec![0u8; idx.len() * (total_bytes / total_rows.max(1)) + WORD];
+    // Locate every row once; the loop below looks rows up three times (two prefetches).
+    let loc: Vec<(u32, u32)> = idx
+        .iter()
+        .map(|&i| {
+            let (c, r) = at.locate(i as usize);
+            (c as u32, r as u32)
+        })
+        .collect();
     let mut pos = 0usize;
-    for (j, &i) in idx.iter().enumerate() {
-        if let Some(&far) = idx.get(j + AHEAD) {
-            let (c, r) = at.locate(far as usize);
-            prefetch(srcs[c].0.as_ptr().wrapping_add(r));
+    for (j, &(c, i)) in loc.iter().enumerate() {
+        if let Some(&(c, r)) = loc.get(j + AHEAD) {
+            prefetch(srcs[c as usize].0.as_ptr().wrapping_add(r as usize));
         }
-        if let Some(&near) = idx.get(j + AHEAD / 2) {
-            let (c, r) = at.locate(near as usize);
-            prefetch(srcs[c].1.as_ptr().wrapping_add(srcs[c].0[r].as_usize()));
+        if let Some(&(c, r)) = loc.get(j + AHEAD / 2) {
+            let (off, bytes) = srcs[c as usize];
+            prefetch(bytes.as_ptr().wrapping_add(off[r as usize].as_usize()));
         }
-        let (c, i) = at.locate(i as usize);
-        let (src_off, src) = srcs[c];
+        let (src_off, src) = srcs[c as usize];
+        let i = i as usize;
         let (s, e) = (src_off[i].as_usize(), src_off[i + 1].as_usize());
         let len = e - s;
         if pos + len.max(WORD) > out.len() {
