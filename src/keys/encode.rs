@@ -291,14 +291,30 @@ pub fn dense_codes(name: &str, chunks: &[ArrayRef], ordered: bool) -> Result<Den
 }
 
 /// `ranks[id]`: position of the value of interned id `id` in byte-wise order.
+///
+/// The distinct values are sorted as (8-byte big-endian prefix, id) pairs, so that most
+/// comparisons are one integer comparison in a contiguous array; only equal prefixes look at
+/// the full values.
 fn rank_bytes(col: &ByteColumn<'_>, reps: &[u32]) -> Vec<u64> {
-    let mut order: Vec<u32> = (0..reps.len() as u32).collect();
-    order.par_sort_unstable_by(|&a, &b| {
-        col.value(reps[a as usize] as usize)
-            .cmp(col.value(reps[b as usize] as usize))
+    let prefix = |v: &[u8]| {
+        let mut p = [0u8; 8];
+        let k = v.len().min(8);
+        p[..k].copy_from_slice(&v[..k]);
+        u64::from_be_bytes(p)
+    };
+    let mut order: Vec<(u64, u32)> = reps
+        .par_iter()
+        .enumerate()
+        .map(|(id, &r)| (prefix(col.value(r as usize)), id as u32))
+        .collect();
+    order.par_sort_unstable_by(|a, b| {
+        a.0.cmp(&b.0).then_with(|| {
+            col.value(reps[a.1 as usize] as usize)
+                .cmp(col.value(reps[b.1 as usize] as usize))
+        })
     });
     let mut ranks = vec![0u64; reps.len()];
-    for (r, &id) in order.iter().enumerate() {
+    for (r, &(_, id)) in order.iter().enumerate() {
         ranks[id as usize] = r as u64;
     }
     ranks
