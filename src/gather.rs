@@ -25,7 +25,7 @@ use arrow_select::take::take;
 use rayon::prelude::*;
 
 use crate::error::{Error, Result};
-use crate::table::{RowLocator as Locator, Table, locatable};
+use crate::table::{RowLocator, Table};
 
 /// Rows per output batch.
 pub const OUT_BATCH: usize = 1 << 20;
@@ -36,10 +36,20 @@ const AHEAD: usize = 16;
 
 /// The rows `indices` of `table`, in that order.
 pub fn take_table(table: &Table, indices: &[u32]) -> Result<Table> {
+    // Every column shares the table's chunk boundaries, so rows are located once per piece
+    // for all columns. Chunks too small for a locator are concatenated (all columns alike).
+    let lens: Vec<usize> = table
+        .batches
+        .iter()
+        .map(|b| b.num_rows())
+        .filter(|&l| l > 0)
+        .collect();
+    let at = RowLocator::new(&lens);
     let columns: Vec<Source> = (0..table.schema.fields().len())
         .into_par_iter()
-        .map(|i| Source::new(table.chunks(i), table.schema.field(i).data_type()))
+        .map(|i| Source::new(table.chunks(i), table.schema.field(i).data_type(), at.is_none()))
         .collect::<Result<_>>()?;
+    let at = at.unwrap_or_else(RowLocator::contiguous);
     let pieces: Vec<&[u32]> = if indices.is_empty() {
         vec![indices]
     } else {
@@ -48,9 +58,16 @@ pub fn take_table(table: &Table, indices: &[u32]) -> Result<Table> {
     let batches = pieces
         .par_iter()
         .map(|piece| {
+            let loc: Vec<Loc> = piece
+                .iter()
+                .map(|&i| {
+                    let (c, r) = at.locate(i as usize);
+                    (c as u32, r as u32)
+                })
+                .collect();
             let cols = columns
                 .par_iter()
-                .map(|c| c.gather(piece))
+                .map(|c| c.gather(piece, &loc))
                 .collect::<Result<Vec<_>>>()?;
             let opts = RecordBatchOptions::new().with_row_count(Some(piece.len()));
             Ok(RecordBatch::try_new_with_options(
@@ -66,6 +83,9 @@ pub fn take_table(table: &Table, indices: &[u32]) -> Result<Table> {
     })
 }
 
+/// A row's (chunk, row within the chunk).
+type Loc = (u32, u32);
+
 /// One input column, prepared for gathering.
 enum Source {
     /// Fixed-width values of `width` bytes, gathered from the chunks' value buffers.
@@ -73,77 +93,76 @@ enum Source {
         dt: DataType,
         width: usize,
         chunks: Vec<ArrayRef>,
-        at: Locator,
     },
     /// utf8 / large_utf8 / binary / large_binary chunks.
-    Bytes { chunks: Vec<ArrayRef>, at: Locator },
+    Bytes(Vec<ArrayRef>),
     /// Anything else: one concatenated array for arrow's `take`.
     Other(ArrayRef),
 }
 
-impl Source {
-    fn new(chunks: Vec<ArrayRef>, dt: &DataType) -> Result<Self> {
-        let fixed_width = match dt {
-            DataType::Boolean | DataType::Null => None,
-            DataType::Dictionary(_, _) => None,
-            dt => dt.primitive_width(),
-        };
-        let own_gather = !chunks.is_empty()
-            && (fixed_width.is_some_and(|w| matches!(w, 1 | 2 | 4 | 8 | 16))
-                || matches!(
-                    dt,
-                    DataType::Utf8 | DataType::LargeUtf8 | DataType::Binary | DataType::LargeBinary
-                ));
-        if own_gather {
-            let (chunks, at) = locatable(chunks)?;
-            return Ok(match fixed_width {
-                Some(width) => Source::Fixed {
-                    dt: dt.clone(),
-                    width,
-                    chunks,
-                    at,
-                },
-                None => Source::Bytes { chunks, at },
-            });
+fn concat_all(chunks: &[ArrayRef], dt: &DataType) -> Result<ArrayRef> {
+    Ok(match chunks.len() {
+        0 => new_empty_array(dt),
+        1 => chunks[0].clone(),
+        _ => {
+            let refs: Vec<&dyn Array> = chunks.iter().map(|a| a.as_ref()).collect();
+            concat(&refs)?
         }
-        Ok(Source::Other(match chunks.len() {
-            0 => new_empty_array(dt),
-            1 => chunks[0].clone(),
-            _ => {
-                let refs: Vec<&dyn Array> = chunks.iter().map(|a| a.as_ref()).collect();
-                concat(&refs)?
-            }
-        }))
-    }
+    })
+}
 
-    fn gather(&self, idx: &[u32]) -> Result<ArrayRef> {
-        match self {
-            Source::Other(a) => Ok(take(a.as_ref(), &UInt32Array::from(idx.to_vec()), None)?),
-            Source::Fixed {
-                dt,
+impl Source {
+    fn new(chunks: Vec<ArrayRef>, dt: &DataType, make_contiguous: bool) -> Result<Self> {
+        let fixed_width = match dt {
+            DataType::Boolean | DataType::Null | DataType::Dictionary(_, _) => None,
+            dt => dt.primitive_width().filter(|w| matches!(w, 1 | 2 | 4 | 8 | 16)),
+        };
+        let bytes = matches!(
+            dt,
+            DataType::Utf8 | DataType::LargeUtf8 | DataType::Binary | DataType::LargeBinary
+        );
+        if chunks.is_empty() || !(bytes || fixed_width.is_some()) {
+            return Ok(Source::Other(concat_all(&chunks, dt)?));
+        }
+        let chunks = if make_contiguous {
+            vec![concat_all(&chunks, dt)?]
+        } else {
+            chunks
+        };
+        Ok(match fixed_width {
+            Some(width) => Source::Fixed {
+                dt: dt.clone(),
                 width,
                 chunks,
-                at,
-            } => {
+            },
+            None => Source::Bytes(chunks),
+        })
+    }
+
+    /// Rows `idx` (global row numbers), located as `loc`.
+    fn gather(&self, idx: &[u32], loc: &[Loc]) -> Result<ArrayRef> {
+        match self {
+            Source::Other(a) => Ok(take(a.as_ref(), &UInt32Array::from(idx.to_vec()), None)?),
+            Source::Fixed { dt, width, chunks } => {
                 let values = match width {
-                    1 => gather_native::<u8>(chunks, at, idx),
-                    2 => gather_native::<u16>(chunks, at, idx),
-                    4 => gather_native::<u32>(chunks, at, idx),
-                    8 => gather_native::<u64>(chunks, at, idx),
-                    _ => gather_native::<i128>(chunks, at, idx),
+                    1 => gather_native::<u8>(chunks, loc),
+                    2 => gather_native::<u16>(chunks, loc),
+                    4 => gather_native::<u32>(chunks, loc),
+                    8 => gather_native::<u64>(chunks, loc),
+                    _ => gather_native::<i128>(chunks, loc),
                 };
                 let data = ArrayDataBuilder::new(dt.clone())
-                    .len(idx.len())
+                    .len(loc.len())
                     .add_buffer(values)
-                    .nulls(gather_nulls(chunks, at, idx))
+                    .nulls(gather_nulls(chunks, loc))
                     .build()?;
                 Ok(make_array(data))
             }
-            Source::Bytes { chunks, at } => match chunks[0].data_type() {
-                DataType::Utf8 => gather_bytes::<GenericStringType<i32>>(chunks, at, idx),
-                DataType::LargeUtf8 => gather_bytes::<GenericStringType<i64>>(chunks, at, idx),
-                DataType::Binary => gather_bytes::<GenericBinaryType<i32>>(chunks, at, idx),
-                _ => gather_bytes::<GenericBinaryType<i64>>(chunks, at, idx),
+            Source::Bytes(chunks) => match chunks[0].data_type() {
+                DataType::Utf8 => gather_bytes::<GenericStringType<i32>>(chunks, loc),
+                DataType::LargeUtf8 => gather_bytes::<GenericStringType<i64>>(chunks, loc),
+                DataType::Binary => gather_bytes::<GenericBinaryType<i32>>(chunks, loc),
+                _ => gather_bytes::<GenericBinaryType<i64>>(chunks, loc),
             },
         }
     }
@@ -162,23 +181,20 @@ fn prefetch<T>(p: *const T) {
 }
 
 /// Validity of the gathered rows, `None` when no chunk has nulls.
-fn gather_nulls(chunks: &[ArrayRef], at: &Locator, idx: &[u32]) -> Option<NullBuffer> {
+fn gather_nulls(chunks: &[ArrayRef], loc: &[Loc]) -> Option<NullBuffer> {
     if chunks.iter().all(|c| c.null_count() == 0) {
         return None;
     }
     let nulls: Vec<Option<&NullBuffer>> = chunks.iter().map(|c| c.nulls()).collect();
-    let valid: Vec<bool> = idx
+    let valid: Vec<bool> = loc
         .iter()
-        .map(|&i| {
-            let (c, r) = at.locate(i as usize);
-            nulls[c].is_none_or(|n| n.is_valid(r))
-        })
+        .map(|&(c, r)| nulls[c as usize].is_none_or(|n| n.is_valid(r as usize)))
         .collect();
     Some(NullBuffer::from(valid))
 }
 
-/// Gather of fixed-width values, as their bit patterns.
-fn gather_native<N: ArrowNativeType>(chunks: &[ArrayRef], at: &Locator, idx: &[u32]) -> Buffer {
+/// Gather of fixed-width values, as their bit patterns, prefetching `AHEAD` rows ahead.
+fn gather_native<N: ArrowNativeType>(chunks: &[ArrayRef], loc: &[Loc]) -> Buffer {
     let bufs: Vec<ScalarBuffer<N>> = chunks
         .iter()
         .map(|c| {
@@ -186,35 +202,16 @@ fn gather_native<N: ArrowNativeType>(chunks: &[ArrayRef], at: &Locator, idx: &[u
             ScalarBuffer::new(d.buffers()[0].clone(), d.offset(), d.len())
         })
         .collect();
-    let out: Vec<N> = if bufs.len() == 1 {
-        let v = &bufs[0];
-        idx.iter()
-            .enumerate()
-            .map(|(j, &i)| {
-                if let Some(&far) = idx.get(j + AHEAD) {
-                    prefetch(v.as_ptr().wrapping_add(far as usize));
-                }
-                v[i as usize]
-            })
-            .collect()
-    } else {
-        let loc: Vec<(u32, u32)> = idx
-            .iter()
-            .map(|&i| {
-                let (c, r) = at.locate(i as usize);
-                (c as u32, r as u32)
-            })
-            .collect();
-        loc.iter()
-            .enumerate()
-            .map(|(j, &(c, r))| {
-                if let Some(&(fc, fr)) = loc.get(j + AHEAD) {
-                    prefetch(bufs[fc as usize].as_ptr().wrapping_add(fr as usize));
-                }
-                bufs[c as usize][r as usize]
-            })
-            .collect()
-    };
+    let out: Vec<N> = loc
+        .iter()
+        .enumerate()
+        .map(|(j, &(c, r))| {
+            if let Some(&(fc, fr)) = loc.get(j + AHEAD) {
+                prefetch(bufs[fc as usize].as_ptr().wrapping_add(fr as usize));
+            }
+            bufs[c as usize][r as usize]
+        })
+        .collect();
     Buffer::from_vec(out)
 }
 
@@ -223,11 +220,7 @@ fn gather_native<N: ArrowNativeType>(chunks: &[ArrayRef], at: &Locator, idx: &[u
 /// `AHEAD / 2` rows ahead. Values of at most 16 bytes are copied as one 16-byte block (the
 /// output keeps 16 bytes of slack and each later value overwrites the previous spill), which
 /// avoids a `memcpy` call per value.
-fn gather_bytes<T: ByteArrayType>(
-    chunks: &[ArrayRef],
-    at: &Locator,
-    idx: &[u32],
-) -> Result<ArrayRef> {
+fn gather_bytes<T: ByteArrayType>(chunks: &[ArrayRef], loc: &[Loc]) -> Result<ArrayRef> {
     let srcs: Vec<(&[T::Offset], &[u8])> = chunks
         .iter()
         .map(|a| {
@@ -237,17 +230,9 @@ fn gather_bytes<T: ByteArrayType>(
         .collect();
     let total_bytes: usize = srcs.iter().map(|s| s.1.len()).sum();
     let total_rows: usize = chunks.iter().map(|a| a.len()).sum();
-    let mut offsets: Vec<T::Offset> = Vec::with_capacity(idx.len() + 1);
+    let mut offsets: Vec<T::Offset> = Vec::with_capacity(loc.len() + 1);
     offsets.push(T::Offset::usize_as(0));
-    let mut out: Vec<u8> = vec![0u8; idx.len() * (total_bytes / total_rows.max(1)) + WORD];
-    // Locate every row once; the loop below looks rows up three times (two prefetches).
-    let loc: Vec<(u32, u32)> = idx
-        .iter()
-        .map(|&i| {
-            let (c, r) = at.locate(i as usize);
-            (c as u32, r as u32)
-        })
-        .collect();
+    let mut out: Vec<u8> = vec![0u8; loc.len() * (total_bytes / total_rows.max(1)) + WORD];
     let mut pos = 0usize;
     for (j, &(c, i)) in loc.iter().enumerate() {
         if let Some(&(c, r)) = loc.get(j + AHEAD) {
@@ -278,7 +263,7 @@ fn gather_bytes<T: ByteArrayType>(
         })?);
     }
     out.truncate(pos);
-    let nulls = gather_nulls(chunks, at, idx);
+    let nulls = gather_nulls(chunks, loc);
     let offsets = OffsetBuffer::new(ScalarBuffer::from(offsets));
     // SAFETY: offsets are monotonic and end at `out.len()`; every value is a copy of a valid
     // value of the same type (so UTF-8 stays valid for strings).

@@ -118,6 +118,15 @@ impl RowLocator {
         })
     }
 
+    /// The locator of a single chunk.
+    pub fn contiguous() -> Self {
+        RowLocator {
+            starts: vec![0, usize::MAX],
+            shift: 63,
+            first: vec![0],
+        }
+    }
+
     #[inline]
     pub fn locate(&self, row: usize) -> (usize, usize) {
         if self.first.len() == 1 {
