@@ -60,7 +60,7 @@ def _check_limit(limit: int | None) -> int | None:
         raise TypeError(f"limit must be an int or None, got {type(limit).__name__}")
     if limit < 0:
         raise ValueError(f"limit must be >= 0, got {limit}")
-    return limit
+    return min(limit, 2**62)  # no table is longer; keeps the value in the core's range
 
 
 def sort(
