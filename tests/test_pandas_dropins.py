@@ -192,3 +192,14 @@ def test_multikey_nan_first_ties_with_infinity_like_pandas():
             fpd.sort_values(df, ["a", "f"], ascending=asc, na_position="first"),
             df.sort_values(["a", "f"], ascending=asc, na_position="first", kind="stable"),
         )
+
+
+def test_index_level_and_duplicate_labels_fall_back():
+    df = pd.DataFrame({"a": [2, 1, 2]}, index=pd.Index([3, 2, 1], name="lvl"))
+    with pytest.warns(fb.FallbackWarning, match="index level"):
+        got = fpd.sort_values(df, ["lvl"])
+    pd.testing.assert_frame_equal(got, df.sort_values(["lvl"], kind="stable"))
+    dup = pd.DataFrame([[1, 2], [1, 3]], columns=["x", "x"])
+    with pytest.warns(fb.FallbackWarning, match="duplicate"):
+        got = fpd.drop_duplicates(dup, ["x"])
+    pd.testing.assert_frame_equal(got, dup.drop_duplicates(["x"]))

@@ -45,6 +45,8 @@ def _require_frame(df: Any, fn: str) -> pd.DataFrame:
 def _column_list(by: Hashable | Sequence[Hashable], df: pd.DataFrame) -> list[Hashable]:
     cols = list(by) if isinstance(by, list | tuple) else [by]
     missing = [c for c in cols if c not in df.columns]
+    if any(c in df.index.names for c in missing):
+        raise _Unsupported("sorting by index level names")
     if missing:
         raise KeyError(missing[0] if len(missing) == 1 else missing)
     if df.columns.has_duplicates and any((df.columns == c).sum() > 1 for c in cols):
@@ -171,7 +173,11 @@ def sort_values(
     if unsupported:
         _fallback("sort_values", f"argument(s) {sorted(unsupported)} not accelerated")
         return pandas_path()
-    cols = _column_list(by, df)
+    try:
+        cols = _column_list(by, df)
+    except _Unsupported as e:
+        _fallback("sort_values", str(e))
+        return pandas_path()
     if isinstance(ascending, list | tuple):
         if len(ascending) != len(cols):
             raise ValueError(
@@ -225,7 +231,11 @@ def drop_duplicates(
         raise ValueError('keep must be either "first", "last" or False')
     if df.empty:
         return df.copy(deep=False)
-    cols = list(df.columns) if subset is None else _column_list(subset, df)
+    try:
+        cols = list(df.columns) if subset is None else _column_list(subset, df)
+    except _Unsupported as e:
+        _fallback("drop_duplicates", str(e))
+        return pandas_path()
     if not cols:
         raise ValueError("subset must name at least one column")
     try:
