@@ -47,7 +47,13 @@ pub fn take_table(table: &Table, indices: &[u32]) -> Result<Table> {
     let at = RowLocator::new(&lens);
     let columns: Vec<Source> = (0..table.schema.fields().len())
         .into_par_iter()
-        .map(|i| Source::new(table.chunks(i), table.schema.field(i).data_type(), at.is_none()))
+        .map(|i| {
+            Source::new(
+                table.chunks(i),
+                table.schema.field(i).data_type(),
+                at.is_none(),
+            )
+        })
         .collect::<Result<_>>()?;
     let at = at.unwrap_or_else(RowLocator::contiguous);
     let pieces: Vec<&[u32]> = if indices.is_empty() {
@@ -115,7 +121,9 @@ impl Source {
     fn new(chunks: Vec<ArrayRef>, dt: &DataType, make_contiguous: bool) -> Result<Self> {
         let fixed_width = match dt {
             DataType::Boolean | DataType::Null | DataType::Dictionary(_, _) => None,
-            dt => dt.primitive_width().filter(|w| matches!(w, 1 | 2 | 4 | 8 | 16)),
+            dt => dt
+                .primitive_width()
+                .filter(|w| matches!(w, 1 | 2 | 4 | 8 | 16)),
         };
         let bytes = matches!(
             dt,
