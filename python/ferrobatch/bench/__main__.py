@@ -1,0 +1,5 @@
+import sys
+
+from ferrobatch.bench.runner import main
+
+sys.exit(main())
