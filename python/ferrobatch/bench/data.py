@@ -25,10 +25,13 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 ID_COLS = ["id1", "id2", "id3", "id4", "id5", "id6"]
+#: Bumped whenever the generated data changes, so stale cached files are never reused.
+GENERATOR_VERSION = 2
 
 
 def cache_dir() -> Path:
-    d = Path(os.environ.get("FERROBATCH_DATA", Path.home() / ".cache" / "ferrobatch"))
+    root = Path(os.environ.get("FERROBATCH_DATA", Path.home() / ".cache" / "ferrobatch"))
+    d = root / f"v{GENERATOR_VERSION}"
     d.mkdir(parents=True, exist_ok=True)
     return d
 

@@ -74,6 +74,7 @@ def run_one(engine: str, qid: str, args: argparse.Namespace) -> dict[str, Any]:
     cmd = [
         sys.executable, "-m", "ferrobatch.bench.worker", "--engine", engine, "--question", qid,
         "--rows", str(args.rows), "--reps", str(args.reps), "--nas", str(args.nas),
+        "--sort", str(args.sort),
     ]  # fmt: skip
     proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode != 0:
@@ -173,6 +174,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--engines", default=None, help="comma list (default: all installed)")
     ap.add_argument("--reps", type=int, default=3, help="timed runs after one warm-up")
     ap.add_argument("--nas", type=int, default=0, help="percent of missing values in the data")
+    ap.add_argument("--sort", type=int, choices=[0, 1], default=0, help="1: data sorted by keys")
     ap.add_argument("--out", type=Path, default=Path("bench-results"), help="output directory")
     args = ap.parse_args(argv)
     suites = [s.strip() for s in args.suite.split(",") if s.strip()]
@@ -191,11 +193,12 @@ def main(argv: list[str] | None = None) -> int:
 
     from tqdm import tqdm
 
-    print(f"preparing data ({groupby_name(args.rows, nas=args.nas)}) ...", flush=True)
+    name = groupby_name(args.rows, nas=args.nas, sort=args.sort)
+    print(f"preparing data ({name}) ...", flush=True)
     if any(q.dataset == "groupby" for q in qs):
-        groupby_path(args.rows, nas=args.nas)
+        groupby_path(args.rows, nas=args.nas, sort=args.sort)
     if any(q.dataset == "join" for q in qs):
-        join_paths(args.rows, nas=args.nas)
+        join_paths(args.rows, nas=args.nas, sort=args.sort)
     jobs = [(q.qid, e) for q in qs for e in engines]
     results = []
     started = time.time()
@@ -212,10 +215,11 @@ def main(argv: list[str] | None = None) -> int:
     for p in problems:
         print(f"\n!!!! ANSWER MISMATCH {p}")
     args.out.mkdir(parents=True, exist_ok=True)
-    stem = f"ferrobatch-bench-{groupby_name(args.rows, nas=args.nas)}"
+    stem = f"ferrobatch-bench-{name}"
     report = {
         "rows": args.rows,
         "nas": args.nas,
+        "sort": args.sort,
         "reps": args.reps,
         "suites": suites,
         "engines": engines,
@@ -228,7 +232,7 @@ def main(argv: list[str] | None = None) -> int:
     json_path = args.out / f"{stem}.json"
     json_path.write_text(json.dumps(report, indent=2))
     png_path = args.out / f"{stem}.png"
-    title = f"ferrobatch vs peers, {groupby_name(args.rows, nas=args.nas)}, median of {args.reps}"
+    title = f"ferrobatch vs peers, {name}, median of {args.reps}"
     plot(results, engines, png_path, title)
     print(f"\nwrote {json_path} and {png_path}")
     return 1 if problems or errors else 0

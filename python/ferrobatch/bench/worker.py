@@ -22,12 +22,12 @@ def _rss_mb() -> float:
         return int(f.read().split()[1]) * 4096 / 2**20
 
 
-def run(engine: str, qid: str, rows: int, reps: int, nas: int) -> dict:
+def run(engine: str, qid: str, rows: int, reps: int, nas: int, sort: int) -> dict:
     q = next(q for q in questions() if q.qid == qid)
     if q.dataset == "groupby":
-        tables = {"x": pq.read_table(groupby_path(rows, nas=nas))}
+        tables = {"x": pq.read_table(groupby_path(rows, nas=nas, sort=sort))}
     else:
-        tables = {k: pq.read_table(p) for k, p in join_paths(rows, nas=nas).items()}
+        tables = {k: pq.read_table(p) for k, p in join_paths(rows, nas=nas, sort=sort).items()}
     data = prepare(engine, tables)
     del tables
     fn = q.impls[engine]
@@ -60,8 +60,9 @@ def main() -> None:
     ap.add_argument("--rows", type=int, required=True)
     ap.add_argument("--reps", type=int, required=True)
     ap.add_argument("--nas", type=int, default=0)
+    ap.add_argument("--sort", type=int, default=0)
     a = ap.parse_args()
-    print(json.dumps(run(a.engine, a.question, a.rows, a.reps, a.nas)))
+    print(json.dumps(run(a.engine, a.question, a.rows, a.reps, a.nas, a.sort)))
 
 
 if __name__ == "__main__":
