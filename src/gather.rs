@@ -15,17 +15,15 @@ use arrow_array::cast::AsArray;
 use arrow_array::types::{ByteArrayType, GenericBinaryType, GenericStringType};
 use arrow_array::{
     Array, ArrayRef, GenericByteArray, RecordBatch, RecordBatchOptions, UInt32Array, make_array,
-    new_empty_array,
 };
 use arrow_buffer::{ArrowNativeType, Buffer, NullBuffer, OffsetBuffer, ScalarBuffer};
 use arrow_data::ArrayDataBuilder;
 use arrow_schema::DataType;
-use arrow_select::concat::concat;
 use arrow_select::take::take;
 use rayon::prelude::*;
 
 use crate::error::{Error, Result};
-use crate::table::{RowLocator, Table};
+use crate::table::{RowLocator, Table, concat_chunks, native_values};
 
 /// Rows per output batch.
 pub const OUT_BATCH: usize = 1 << 20;
@@ -106,17 +104,6 @@ enum Source {
     Other(ArrayRef),
 }
 
-fn concat_all(chunks: &[ArrayRef], dt: &DataType) -> Result<ArrayRef> {
-    Ok(match chunks.len() {
-        0 => new_empty_array(dt),
-        1 => chunks[0].clone(),
-        _ => {
-            let refs: Vec<&dyn Array> = chunks.iter().map(|a| a.as_ref()).collect();
-            concat(&refs)?
-        }
-    })
-}
-
 impl Source {
     fn new(chunks: Vec<ArrayRef>, dt: &DataType, make_contiguous: bool) -> Result<Self> {
         let fixed_width = match dt {
@@ -130,10 +117,10 @@ impl Source {
             DataType::Utf8 | DataType::LargeUtf8 | DataType::Binary | DataType::LargeBinary
         );
         if chunks.is_empty() || !(bytes || fixed_width.is_some()) {
-            return Ok(Source::Other(concat_all(&chunks, dt)?));
+            return Ok(Source::Other(concat_chunks(&chunks, dt)?));
         }
         let chunks = if make_contiguous {
-            vec![concat_all(&chunks, dt)?]
+            vec![concat_chunks(&chunks, dt)?]
         } else {
             chunks
         };
@@ -203,13 +190,7 @@ fn gather_nulls(chunks: &[ArrayRef], loc: &[Loc]) -> Option<NullBuffer> {
 
 /// Gather of fixed-width values, as their bit patterns, prefetching `AHEAD` rows ahead.
 fn gather_native<N: ArrowNativeType>(chunks: &[ArrayRef], loc: &[Loc]) -> Buffer {
-    let bufs: Vec<ScalarBuffer<N>> = chunks
-        .iter()
-        .map(|c| {
-            let d = c.to_data();
-            ScalarBuffer::new(d.buffers()[0].clone(), d.offset(), d.len())
-        })
-        .collect();
+    let bufs: Vec<ScalarBuffer<N>> = chunks.iter().map(native_values).collect();
     let out: Vec<N> = loc
         .iter()
         .enumerate()

@@ -1,8 +1,9 @@
 //! `Table`: the core's view of a table, a schema plus record batches (chunks), and the
 //! lookups every kernel needs (columns by name, with a helpful error when missing).
 
-use arrow_array::{ArrayRef, RecordBatch};
-use arrow_schema::SchemaRef;
+use arrow_array::{Array, ArrayRef, RecordBatch, new_empty_array};
+use arrow_buffer::{ArrowNativeType, ScalarBuffer};
+use arrow_schema::{DataType, SchemaRef};
 
 use crate::error::{Error, Result};
 
@@ -141,15 +142,31 @@ impl RowLocator {
 }
 
 /// The chunks of a column, concatenated when they are too small for a [`RowLocator`].
-pub fn locatable(chunks: Vec<ArrayRef>) -> Result<(Vec<ArrayRef>, RowLocator)> {
+pub fn locatable(chunks: Vec<ArrayRef>, dt: &DataType) -> Result<(Vec<ArrayRef>, RowLocator)> {
     let lens: Vec<usize> = chunks.iter().map(|c| c.len()).collect();
     if let Some(at) = RowLocator::new(&lens) {
         return Ok((chunks, at));
     }
-    let refs: Vec<&dyn arrow_array::Array> = chunks.iter().map(|a| a.as_ref()).collect();
-    let one = arrow_select::concat::concat(&refs)?;
-    let at = RowLocator::new(&[one.len()]).ok_or_else(|| Error::Value("unreachable".into()))?;
-    Ok((vec![one], at))
+    Ok((vec![concat_chunks(&chunks, dt)?], RowLocator::contiguous()))
+}
+
+/// The chunks of one column as a single array (an empty one of type `dt` when none).
+pub fn concat_chunks(chunks: &[ArrayRef], dt: &DataType) -> Result<ArrayRef> {
+    Ok(match chunks.len() {
+        0 => new_empty_array(dt),
+        1 => chunks[0].clone(),
+        _ => {
+            let refs: Vec<&dyn Array> = chunks.iter().map(|a| a.as_ref()).collect();
+            arrow_select::concat::concat(&refs)?
+        }
+    })
+}
+
+/// The values buffer of a fixed-width chunk as native `N`s, whatever its logical type
+/// (timestamps of every unit, decimals and dates are plain native integers underneath).
+pub fn native_values<N: ArrowNativeType>(c: &ArrayRef) -> ScalarBuffer<N> {
+    let data = c.to_data();
+    ScalarBuffer::new(data.buffers()[0].clone(), data.offset(), data.len())
 }
 
 #[cfg(test)]

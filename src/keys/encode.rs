@@ -14,14 +14,14 @@
 
 use arrow_array::cast::AsArray;
 use arrow_array::{Array, ArrayRef};
-use arrow_buffer::{ArrowNativeType, ScalarBuffer};
+use arrow_buffer::ArrowNativeType;
 use arrow_schema::DataType;
 use rayon::prelude::*;
 
 use super::intern::{ByteChunk, ByteColumn, intern};
 use crate::error::{Error, Result};
 use crate::parallel::BLOCK;
-use crate::table::locatable;
+use crate::table::{locatable, native_values};
 
 const SIGN: u64 = 1 << 63;
 
@@ -116,13 +116,6 @@ fn validity(chunks: &[ArrayRef], n: usize) -> Option<Vec<bool>> {
     Some(out)
 }
 
-/// The values buffer of a primitive chunk, whatever its logical type (timestamps of every
-/// unit, decimals, dates are all plain native integers underneath).
-fn native_values<N: ArrowNativeType>(c: &ArrayRef) -> ScalarBuffer<N> {
-    let data = c.to_data();
-    ScalarBuffer::new(data.buffers()[0].clone(), data.offset(), data.len())
-}
-
 /// Map every chunk's values through `f` into one `Vec<u64>` (null slots get whatever `f`
 /// gives for their placeholder value; they are ignored later).
 fn map_native<N: ArrowNativeType>(
@@ -147,35 +140,38 @@ fn map_native<N: ArrowNativeType>(
     out
 }
 
-/// Offset order-preserving raw values by their minimum; rank-compress when the range leaves
-/// no room for a null code.
-fn densify(raw: Vec<u64>, valid: Option<Vec<bool>>) -> Dense {
+/// Offset order-preserving raw values (`u64`, or `u128` for decimals) by their minimum;
+/// rank-compress when the range leaves no room for a null code.
+fn densify<T>(raw: Vec<T>, valid: Option<Vec<bool>>) -> Dense
+where
+    T: Copy + Ord + Send + Sync + Into<u128>,
+{
     let is_valid = |i: usize| valid.as_ref().is_none_or(|v| v[i]);
-    let (lo, hi) = raw
+    let range = raw
         .par_iter()
         .enumerate()
         .filter(|(i, _)| is_valid(*i))
-        .fold(
-            || (u64::MAX, 0u64),
-            |(lo, hi), (_, &x)| (lo.min(x), hi.max(x)),
-        )
-        .reduce(|| (u64::MAX, 0u64), |a, b| (a.0.min(b.0), a.1.max(b.1)));
-    if lo > hi {
+        .map(|(_, &x)| (x, x))
+        .reduce_with(|a, b| (a.0.min(b.0), a.1.max(b.1)));
+    let Some((lo, hi)) = range else {
         // No valid value at all.
-        return Dense {
-            codes: raw,
-            valid,
-            card: 0,
-        };
-    }
-    let span = hi - lo;
-    if span < u64::MAX {
-        let mut codes = raw;
-        codes.par_iter_mut().for_each(|x| *x = x.wrapping_sub(lo));
+        let codes = vec![0; raw.len()];
         return Dense {
             codes,
             valid,
-            card: span + 1,
+            card: 0,
+        };
+    };
+    let (lo, span) = (lo.into(), hi.into() - lo.into());
+    if span < u64::MAX as u128 {
+        let codes = raw
+            .par_iter()
+            .map(|&x| (x.into().wrapping_sub(lo)) as u64)
+            .collect();
+        return Dense {
+            codes,
+            valid,
+            card: span as u64 + 1,
         };
     }
     rank(raw, valid)
@@ -270,7 +266,7 @@ pub fn dense_codes(name: &str, chunks: &[ArrayRef], ordered: bool) -> Result<Den
                     "column {name:?} has type {dt}, which cannot be used as a key"
                 )));
             }
-            let (chunks, at) = locatable(chunks.to_vec())?;
+            let (chunks, at) = locatable(chunks.to_vec(), &dt)?;
             let typed = chunks.iter().filter_map(ByteChunk::new).collect();
             let col = ByteColumn::new(typed, at);
             let interned = intern(&col, n, valid.as_deref());
@@ -330,32 +326,7 @@ fn decimal128(chunks: &[ArrayRef], n: usize, valid: Option<Vec<bool>>) -> Dense 
                 .map(|&v| (v as u128) ^ SIGN128),
         );
     }
-    let is_valid = |i: usize| valid.as_ref().is_none_or(|v| v[i]);
-    let (lo, hi) = raw
-        .par_iter()
-        .enumerate()
-        .filter(|(i, _)| is_valid(*i))
-        .fold(
-            || (u128::MAX, 0u128),
-            |(lo, hi), (_, &x)| (lo.min(x), hi.max(x)),
-        )
-        .reduce(|| (u128::MAX, 0u128), |a, b| (a.0.min(b.0), a.1.max(b.1)));
-    if lo > hi {
-        return Dense {
-            codes: vec![0; n],
-            valid,
-            card: 0,
-        };
-    }
-    if hi - lo < u64::MAX as u128 {
-        let codes = raw.par_iter().map(|&x| x.wrapping_sub(lo) as u64).collect();
-        return Dense {
-            codes,
-            valid,
-            card: (hi - lo) as u64 + 1,
-        };
-    }
-    rank(raw, valid)
+    densify(raw, valid)
 }
 
 /// Dictionary columns: codes of the dictionary values (all chunks' dictionaries together,
