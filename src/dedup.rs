@@ -276,4 +276,22 @@ mod tests {
             Err(Error::ColumnNotFound(_))
         ));
     }
+
+    #[test]
+    fn empty_dictionary_is_all_null() {
+        use arrow_array::{ArrayRef, DictionaryArray, Int32Array};
+        let d = DictionaryArray::new(
+            Int32Array::from(vec![None::<i32>, None]),
+            Arc::new(StringArray::from(Vec::<&str>::new())),
+        );
+        let a: ArrayRef = Arc::new(d);
+        let schema = Arc::new(Schema::new(vec![Field::new(
+            "d",
+            a.data_type().clone(),
+            true,
+        )]));
+        let b = RecordBatch::try_new(schema.clone(), vec![a]).unwrap();
+        let t = Table::try_new(schema, vec![b]).unwrap();
+        assert_eq!(dedup_indices(&t, None, Keep::First).unwrap(), vec![0]);
+    }
 }

@@ -25,13 +25,17 @@ pub type Result<T> = std::result::Result<T, Error>;
 
 impl Error {
     /// A `ColumnNotFound` whose message names the column and suggests close matches among
-    /// `available` (by Jaro-Winkler similarity, as a "did you mean" hint).
+    /// `available` (by Jaro-Winkler similarity, or an edit distance of at most a third of the
+    /// name: typos and swapped letters), as a "did you mean" hint.
     pub fn column_not_found<'a>(name: &str, available: impl IntoIterator<Item = &'a str>) -> Self {
         let mut scored: Vec<(f64, &str)> = available
             .into_iter()
             .map(|c| {
+                let (a, b) = (name.to_lowercase(), c.to_lowercase());
+                let edits = strsim::damerau_levenshtein(&a, &b);
+                let close = edits <= (a.chars().count() / 3).max(1);
                 (
-                    strsim::jaro_winkler(&name.to_lowercase(), &c.to_lowercase()),
+                    strsim::jaro_winkler(&a, &b).max(if close { 0.7 } else { 0.0 }),
                     c,
                 )
             })
@@ -62,6 +66,8 @@ mod tests {
         let msg = e.to_string();
         assert!(msg.contains("\"amout\""), "{msg}");
         assert!(msg.contains("did you mean \"amount\""), "{msg}");
+        let e = Error::column_not_found("kye", ["key", "value"]);
+        assert!(e.to_string().contains("did you mean \"key\""), "{e}");
         let e = Error::column_not_found("zzz", ["amount"]);
         assert!(!e.to_string().contains("did you mean"));
     }

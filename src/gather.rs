@@ -32,53 +32,22 @@ const WORD: usize = 16;
 /// How many rows ahead the gathers prefetch.
 const AHEAD: usize = 16;
 
+/// An index meaning "no row": the gathered value is null.
+pub const NULL_ROW: u32 = u32::MAX;
+
 /// The rows `indices` of `table`, in that order.
 pub fn take_table(table: &Table, indices: &[u32]) -> Result<Table> {
-    // Every column shares the table's chunk boundaries, so rows are located once per piece
-    // for all columns. Chunks too small for a locator are concatenated (all columns alike).
-    let lens: Vec<usize> = table
-        .batches
-        .iter()
-        .map(|b| b.num_rows())
-        .filter(|&l| l > 0)
-        .collect();
-    let at = RowLocator::new(&lens);
-    let columns: Vec<Source> = (0..table.schema.fields().len())
-        .into_par_iter()
-        .map(|i| {
-            Source::new(
-                table.chunks(i),
-                table.schema.field(i).data_type(),
-                at.is_none(),
-            )
-        })
-        .collect::<Result<_>>()?;
-    let at = at.unwrap_or_else(RowLocator::contiguous);
-    let pieces: Vec<&[u32]> = if indices.is_empty() {
-        vec![indices]
-    } else {
-        indices.chunks(OUT_BATCH).collect()
-    };
-    let batches = pieces
+    let all: Vec<usize> = (0..table.schema.fields().len()).collect();
+    let g = Gatherer::new(table, &all)?;
+    let batches = pieces(indices)
         .par_iter()
         .map(|piece| {
-            let loc: Vec<Loc> = piece
-                .iter()
-                .map(|&i| {
-                    let (c, r) = at.locate(i as usize);
-                    (c as u32, r as u32)
-                })
-                .collect();
-            let cols = columns
-                .par_iter()
-                .map(|c| c.gather(piece, &loc))
+            let loc = g.locate(piece);
+            let cols = (0..all.len())
+                .into_par_iter()
+                .map(|c| g.gather(c, piece, &loc))
                 .collect::<Result<Vec<_>>>()?;
-            let opts = RecordBatchOptions::new().with_row_count(Some(piece.len()));
-            Ok(RecordBatch::try_new_with_options(
-                table.schema.clone(),
-                cols,
-                &opts,
-            )?)
+            batch(&table.schema, cols, piece.len())
         })
         .collect::<Result<Vec<_>>>()?;
     Ok(Table {
@@ -87,8 +56,89 @@ pub fn take_table(table: &Table, indices: &[u32]) -> Result<Table> {
     })
 }
 
+/// The output pieces (one record batch each) of a gather by `indices`. Piece boundaries
+/// depend only on the length, never on the thread count.
+pub fn pieces(indices: &[u32]) -> Vec<&[u32]> {
+    if indices.is_empty() {
+        vec![indices]
+    } else {
+        indices.chunks(OUT_BATCH).collect()
+    }
+}
+
+/// One output record batch of `rows` rows.
+pub fn batch(
+    schema: &arrow_schema::SchemaRef,
+    cols: Vec<ArrayRef>,
+    rows: usize,
+) -> Result<RecordBatch> {
+    let opts = RecordBatchOptions::new().with_row_count(Some(rows));
+    Ok(RecordBatch::try_new_with_options(
+        schema.clone(),
+        cols,
+        &opts,
+    )?)
+}
+
+/// Some columns of a table, prepared for gathering rows by global row number.
+///
+/// Every column shares the table's chunk boundaries, so rows are located once per piece
+/// ([`Self::locate`]) for all columns. Chunks too small for a locator are concatenated (all
+/// columns alike).
+pub struct Gatherer {
+    columns: Vec<Source>,
+    at: RowLocator,
+}
+
+impl Gatherer {
+    pub fn new(table: &Table, columns: &[usize]) -> Result<Self> {
+        let lens: Vec<usize> = table
+            .batches
+            .iter()
+            .map(|b| b.num_rows())
+            .filter(|&l| l > 0)
+            .collect();
+        let at = RowLocator::new(&lens);
+        let columns: Vec<Source> = columns
+            .par_iter()
+            .map(|&i| {
+                Source::new(
+                    table.chunks(i),
+                    table.schema.field(i).data_type(),
+                    at.is_none(),
+                )
+            })
+            .collect::<Result<_>>()?;
+        let at = at.unwrap_or_else(RowLocator::contiguous);
+        Ok(Gatherer { columns, at })
+    }
+
+    /// (chunk, row within the chunk) of each index; [`NULL_ROW`] stays a null location.
+    pub fn locate(&self, piece: &[u32]) -> Vec<Loc> {
+        piece
+            .iter()
+            .map(|&i| {
+                if i == NULL_ROW {
+                    NULL_LOC
+                } else {
+                    let (c, r) = self.at.locate(i as usize);
+                    (c as u32, r as u32)
+                }
+            })
+            .collect()
+    }
+
+    /// Column `c` (the position in the list given to [`Self::new`]) at rows `piece`, located
+    /// as `loc`.
+    pub fn gather(&self, c: usize, piece: &[u32], loc: &[Loc]) -> Result<ArrayRef> {
+        self.columns[c].gather(piece, loc)
+    }
+}
+
 /// A row's (chunk, row within the chunk).
-type Loc = (u32, u32);
+pub type Loc = (u32, u32);
+/// The location of [`NULL_ROW`].
+const NULL_LOC: Loc = (u32::MAX, 0);
 
 /// One input column, prepared for gathering.
 enum Source {
@@ -137,7 +187,17 @@ impl Source {
     /// Rows `idx` (global row numbers), located as `loc`.
     fn gather(&self, idx: &[u32], loc: &[Loc]) -> Result<ArrayRef> {
         match self {
-            Source::Other(a) => Ok(take(a.as_ref(), &UInt32Array::from(idx.to_vec()), None)?),
+            Source::Other(a) if a.is_empty() => {
+                Ok(arrow_array::new_null_array(a.data_type(), idx.len()))
+            }
+            Source::Other(a) => {
+                let idx: UInt32Array = if idx.contains(&NULL_ROW) {
+                    idx.iter().map(|&i| (i != NULL_ROW).then_some(i)).collect()
+                } else {
+                    UInt32Array::from(idx.to_vec())
+                };
+                Ok(take(a.as_ref(), &idx, None)?)
+            }
             Source::Fixed { dt, width, chunks } => {
                 let values = match width {
                     1 => gather_native::<u8>(chunks, loc),
@@ -177,13 +237,17 @@ fn prefetch<T>(p: *const T) {
 
 /// Validity of the gathered rows, `None` when no chunk has nulls.
 fn gather_nulls(chunks: &[ArrayRef], loc: &[Loc]) -> Option<NullBuffer> {
-    if chunks.iter().all(|c| c.null_count() == 0) {
+    if chunks.iter().all(|c| c.null_count() == 0) && !loc.contains(&NULL_LOC) {
         return None;
     }
     let nulls: Vec<Option<&NullBuffer>> = chunks.iter().map(|c| c.nulls()).collect();
     let valid: Vec<bool> = loc
         .iter()
-        .map(|&(c, r)| nulls[c as usize].is_none_or(|n| n.is_valid(r as usize)))
+        .map(|&(c, r)| {
+            nulls
+                .get(c as usize)
+                .is_some_and(|n| n.is_none_or(|n| n.is_valid(r as usize)))
+        })
         .collect();
     Some(NullBuffer::from(valid))
 }
@@ -195,10 +259,15 @@ fn gather_native<N: ArrowNativeType>(chunks: &[ArrayRef], loc: &[Loc]) -> Buffer
         .iter()
         .enumerate()
         .map(|(j, &(c, r))| {
-            if let Some(&(fc, fr)) = loc.get(j + AHEAD) {
-                prefetch(bufs[fc as usize].as_ptr().wrapping_add(fr as usize));
+            if let Some(&(fc, fr)) = loc.get(j + AHEAD)
+                && let Some(b) = bufs.get(fc as usize)
+            {
+                prefetch(b.as_ptr().wrapping_add(fr as usize));
             }
-            bufs[c as usize][r as usize]
+            match bufs.get(c as usize) {
+                Some(b) => b[r as usize],
+                None => N::default(),
+            }
         })
         .collect();
     Buffer::from_vec(out)
@@ -224,14 +293,21 @@ fn gather_bytes<T: ByteArrayType>(chunks: &[ArrayRef], loc: &[Loc]) -> Result<Ar
     let mut out: Vec<u8> = vec![0u8; loc.len() * (total_bytes / total_rows.max(1)) + WORD];
     let mut pos = 0usize;
     for (j, &(c, i)) in loc.iter().enumerate() {
-        if let Some(&(c, r)) = loc.get(j + AHEAD) {
-            prefetch(srcs[c as usize].0.as_ptr().wrapping_add(r as usize));
+        if let Some(&(c, r)) = loc.get(j + AHEAD)
+            && let Some(s) = srcs.get(c as usize)
+        {
+            prefetch(s.0.as_ptr().wrapping_add(r as usize));
         }
-        if let Some(&(c, r)) = loc.get(j + AHEAD / 2) {
-            let (off, bytes) = srcs[c as usize];
+        if let Some(&(c, r)) = loc.get(j + AHEAD / 2)
+            && let Some(&(off, bytes)) = srcs.get(c as usize)
+        {
             prefetch(bytes.as_ptr().wrapping_add(off[r as usize].as_usize()));
         }
-        let (src_off, src) = srcs[c as usize];
+        let Some(&(src_off, src)) = srcs.get(c as usize) else {
+            // A null row: an empty value.
+            offsets.push(T::Offset::from_usize(pos).unwrap_or_default());
+            continue;
+        };
         let i = i as usize;
         let (s, e) = (src_off[i].as_usize(), src_off[i + 1].as_usize());
         let len = e - s;

@@ -99,15 +99,31 @@ pub fn partition_of(hash: u64, nparts: usize) -> usize {
 
 /// Scatter row indices into `nparts` hash partitions with a parallel counting sort.
 pub fn partition_rows(hashes: &[u64], nparts: usize) -> Partitions {
-    let n = hashes.len();
-    let blocks: Vec<&[u64]> = hashes.chunks(BLOCK).collect();
+    partition_by(hashes.len(), nparts, |i| {
+        Some(partition_of(hashes[i], nparts))
+    })
+}
+
+/// Scatter the rows `0..n` into `nparts` partitions by `part(row)` (`None`: left out), with a
+/// parallel counting sort over fixed blocks: each partition lists its rows in increasing
+/// order.
+pub fn partition_by(
+    n: usize,
+    nparts: usize,
+    part: impl Fn(usize) -> Option<usize> + Sync,
+) -> Partitions {
+    let blocks: Vec<std::ops::Range<usize>> = (0..n.div_ceil(BLOCK))
+        .map(|b| b * BLOCK..((b + 1) * BLOCK).min(n))
+        .collect();
     // counts[b][p]: rows of block b in partition p.
     let counts: Vec<Vec<usize>> = blocks
         .par_iter()
         .map(|blk| {
             let mut c = vec![0usize; nparts];
-            for &h in blk.iter() {
-                c[partition_of(h, nparts)] += 1;
+            for r in blk.clone() {
+                if let Some(p) = part(r) {
+                    c[p] += 1;
+                }
             }
             c
         })
@@ -124,19 +140,18 @@ pub fn partition_rows(hashes: &[u64], nparts: usize) -> Partitions {
         }
     }
     offsets.push(acc);
-    let mut rows = vec![0u32; n];
+    let mut rows = vec![0u32; acc];
     let out = DisjointSlice::new(&mut rows);
     blocks
         .par_iter()
         .zip(starts.into_par_iter())
-        .enumerate()
-        .for_each(|(b, (blk, mut pos))| {
-            let base = b * BLOCK;
-            for (j, &h) in blk.iter().enumerate() {
-                let p = partition_of(h, nparts);
-                // SAFETY: the (block, partition) slots are disjoint ranges of `rows`.
-                unsafe { out.write(pos[p], (base + j) as u32) };
-                pos[p] += 1;
+        .for_each(|(blk, mut pos)| {
+            for r in blk.clone() {
+                if let Some(p) = part(r) {
+                    // SAFETY: the (block, partition) slots are disjoint ranges of `rows`.
+                    unsafe { out.write(pos[p], r as u32) };
+                    pos[p] += 1;
+                }
             }
         });
     Partitions { rows, offsets }

@@ -23,6 +23,7 @@ __all__ = [
     "FallbackWarning",
     "dedup",
     "get_num_threads",
+    "join",
     "set_num_threads",
     "sort",
 ]
@@ -97,6 +98,111 @@ def dedup(
     if not isinstance(keep, str):
         raise TypeError(f'keep must be "first", "last" or "none", got {keep!r}')
     return _core.dedup(_arrow_input(data), subset, keep)
+
+
+JoinHow = Literal["inner", "left", "right", "outer", "semi", "anti", "cross"]
+
+
+def _key_list(keys: str | Sequence[str] | None, arg: str) -> list[str]:
+    if keys is None:
+        return []
+    if isinstance(keys, str):
+        return [keys]
+    if isinstance(keys, list | tuple):
+        for k in keys:
+            if not isinstance(k, str):
+                raise TypeError(f"{arg} must hold column names (str), got {type(k).__name__}")
+        return list(keys)
+    raise TypeError(f"{arg} must be a column name or a list of them, got {type(keys).__name__}")
+
+
+def _join_keys(
+    how: str,
+    on: str | Sequence[str] | None,
+    left_on: str | Sequence[str] | None,
+    right_on: str | Sequence[str] | None,
+) -> tuple[list[str], list[str]]:
+    if not isinstance(how, str):
+        raise TypeError(f"how must be a str, got {type(how).__name__}")
+    on_l, lo, ro = (
+        _key_list(on, "on"),
+        _key_list(left_on, "left_on"),
+        _key_list(right_on, "right_on"),
+    )
+    if how == "cross":
+        if on is not None or left_on is not None or right_on is not None:
+            raise ValueError("a cross join takes no keys (on / left_on / right_on)")
+        return [], []
+    if on is not None:
+        if left_on is not None or right_on is not None:
+            raise ValueError("pass either on= or left_on= and right_on=, not both")
+        if not on_l:
+            raise ValueError("on= must name at least one column")
+        return on_l, on_l
+    if left_on is None or right_on is None:
+        raise ValueError(f"a {how!r} join needs keys: pass on= or both left_on= and right_on=")
+    if len(lo) != len(ro):
+        raise ValueError(f"left_on has {len(lo)} columns but right_on has {len(ro)}")
+    if not lo:
+        raise ValueError("left_on / right_on must name at least one column")
+    return lo, ro
+
+
+def _check_max_rows(max_output_rows: int | None) -> int | None:
+    if max_output_rows is None:
+        return None
+    if isinstance(max_output_rows, bool) or not isinstance(max_output_rows, int):
+        raise TypeError(
+            f"max_output_rows must be an int or None, got {type(max_output_rows).__name__}"
+        )
+    if max_output_rows < 0:
+        raise ValueError(f"max_output_rows must be >= 0, got {max_output_rows}")
+    return min(max_output_rows, 2**64 - 1)
+
+
+def join(
+    left: Any,
+    right: Any,
+    on: str | Sequence[str] | None = None,
+    *,
+    left_on: str | Sequence[str] | None = None,
+    right_on: str | Sequence[str] | None = None,
+    how: JoinHow = "inner",
+    suffix: str = "_right",
+    nulls_equal: bool = False,
+    validate: Literal["1:1", "1:m", "m:1", "m:m"] | None = None,
+    max_output_rows: int | None = None,
+) -> pa.Table:
+    """Hash join of two table-likes.
+
+    ``how``: ``inner``, ``left``, ``right``, ``outer``, ``semi``, ``anti`` or ``cross``. Keys:
+    ``on`` (same names on both sides) or ``left_on`` / ``right_on``. Output: all left
+    columns, then right's non-key columns (a name already taken gets ``suffix``); key columns
+    appear once under the left names, coalesced for right/outer joins. Row order: left order
+    with each left row's matches in right order (inner/left/semi/anti), right order with
+    matches in left order (right), the left join then the unmatched right rows (outer).
+    ``nulls_equal=False``: null keys match nothing; NaN matches NaN and -0.0 matches 0.0.
+    ``validate`` checks key uniqueness ("1:1", "1:m", "m:1") and ``max_output_rows`` refuses
+    to materialize a larger result; both raise ``ValueError``.
+    """
+    lo, ro = _join_keys(how, on, left_on, right_on)
+    if not isinstance(suffix, str):
+        raise TypeError(f"suffix must be a str, got {type(suffix).__name__}")
+    if not isinstance(nulls_equal, bool):
+        raise TypeError(f"nulls_equal must be a bool, got {type(nulls_equal).__name__}")
+    if validate is not None and not isinstance(validate, str):
+        raise TypeError(f"validate must be a str or None, got {type(validate).__name__}")
+    return _core.join(
+        _arrow_input(left, "left"),
+        _arrow_input(right, "right"),
+        lo,
+        ro,
+        how,
+        suffix,
+        nulls_equal,
+        validate,
+        _check_max_rows(max_output_rows),
+    )
 
 
 def set_num_threads(n: int) -> None:

@@ -23,5 +23,26 @@ def sort_indices(
 ) -> pa.UInt32Array: ...
 def dedup(data: Any, subset: str | Sequence[str] | None, keep: str) -> pa.Table: ...
 def dedup_indices(data: Any, subset: str | Sequence[str] | None, keep: str) -> pa.UInt32Array: ...
+def join(
+    left: Any,
+    right: Any,
+    left_on: Sequence[str],
+    right_on: Sequence[str],
+    how: str,
+    suffix: str,
+    nulls_equal: bool,
+    validate: str | None,
+    max_output_rows: int | None,
+) -> pa.Table: ...
+def join_indices(
+    left: Any,
+    right: Any,
+    left_on: Sequence[str],
+    right_on: Sequence[str],
+    how: str,
+    nulls_equal: bool,
+    validate: str | None,
+    max_output_rows: int | None,
+) -> tuple[pa.UInt32Array, pa.UInt32Array]: ...
 def set_num_threads(n: int) -> None: ...
 def get_num_threads() -> int: ...

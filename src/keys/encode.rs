@@ -21,7 +21,7 @@ use rayon::prelude::*;
 use super::intern::{ByteChunk, ByteColumn, intern};
 use crate::error::{Error, Result};
 use crate::parallel::BLOCK;
-use crate::table::{locatable, native_values};
+use crate::table::{RowLocator, locatable, native_values};
 
 const SIGN: u64 = 1 << 63;
 
@@ -116,28 +116,137 @@ fn validity(chunks: &[ArrayRef], n: usize) -> Option<Vec<bool>> {
     Some(out)
 }
 
-/// Map every chunk's values through `f` into one `Vec<u64>` (null slots get whatever `f`
-/// gives for their placeholder value; they are ignored later).
-fn map_native<N: ArrowNativeType>(
-    chunks: &[ArrayRef],
-    n: usize,
-    f: impl Fn(N) -> u64 + Sync,
-) -> Vec<u64> {
-    let mut out = vec![0u64; n];
-    let mut rest = out.as_mut_slice();
+/// Write `f(value)` of every slot of chunk `c` into `out` (null slots get whatever `f` gives
+/// for their placeholder value; they are ignored later).
+fn fill<N: ArrowNativeType, T: Send>(c: &ArrayRef, out: &mut [T], f: impl Fn(N) -> T + Sync) {
+    let vals = native_values::<N>(c);
+    out.par_chunks_mut(BLOCK)
+        .zip(vals.par_chunks(BLOCK))
+        .for_each(|(o, v)| {
+            for (o, &v) in o.iter_mut().zip(v) {
+                *o = f(v);
+            }
+        });
+}
+
+/// The raw-key domain of a set of fixed-width chunks. A column has one type, but the two
+/// key columns of a join are encoded together and may differ in width or signedness.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Domain {
+    /// Unsigned integers (and booleans): the value itself.
+    Unsigned,
+    /// Signed integers, temporal types, and unsigned ones below 64 bits next to them:
+    /// the value as `i64` with the sign bit flipped.
+    Signed,
+    /// `uint64` next to a signed type: `i128` with the sign bit flipped.
+    Wide,
+    /// Floating point: [`f64_key`].
+    Float,
+}
+
+fn domain_of(chunks: &[ArrayRef]) -> Option<Domain> {
+    use DataType as D;
+    let (mut signed, mut u64s, mut unsigned, mut float) = (false, false, false, false);
+    for c in chunks {
+        match c.data_type() {
+            D::Boolean | D::UInt8 | D::UInt16 | D::UInt32 => unsigned = true,
+            D::UInt64 => u64s = true,
+            D::Int8
+            | D::Int16
+            | D::Int32
+            | D::Int64
+            | D::Date32
+            | D::Date64
+            | D::Time32(_)
+            | D::Time64(_)
+            | D::Timestamp(_, _)
+            | D::Duration(_)
+            | D::Decimal32(_, _)
+            | D::Decimal64(_, _) => signed = true,
+            D::Float16 | D::Float32 | D::Float64 => float = true,
+            _ => return None,
+        }
+    }
+    match (float, signed, u64s) {
+        (true, false, false) if !unsigned => Some(Domain::Float),
+        (true, _, _) => None,
+        (false, true, true) => Some(Domain::Wide),
+        (false, true, false) => Some(Domain::Signed),
+        (false, false, _) => Some(Domain::Unsigned),
+    }
+}
+
+/// The order-preserving `u64` image of chunk `c` in domain `d` (not [`Domain::Wide`]).
+fn raw_u64(c: &ArrayRef, out: &mut [u64], d: Domain) {
+    use DataType as D;
+    let flip = if d == Domain::Signed { SIGN } else { 0 };
+    match c.data_type() {
+        D::Boolean => {
+            for (o, v) in out.iter_mut().zip(c.as_boolean().values().iter()) {
+                *o = u64::from(v) ^ flip;
+            }
+        }
+        D::Int8 => fill::<i8, _>(c, out, |v| (v as u64) ^ SIGN),
+        D::Int16 => fill::<i16, _>(c, out, |v| (v as u64) ^ SIGN),
+        D::Int32 | D::Date32 | D::Time32(_) | D::Decimal32(_, _) => {
+            fill::<i32, _>(c, out, |v| (v as u64) ^ SIGN)
+        }
+        D::UInt8 => fill::<u8, _>(c, out, |v| (v as u64) ^ flip),
+        D::UInt16 => fill::<u16, _>(c, out, |v| (v as u64) ^ flip),
+        D::UInt32 => fill::<u32, _>(c, out, |v| (v as u64) ^ flip),
+        D::UInt64 => fill::<u64, _>(c, out, |v| v),
+        D::Float16 => fill::<half::f16, _>(c, out, |v| f64_key(v.to_f64())),
+        D::Float32 => fill::<f32, _>(c, out, |v| f64_key(v as f64)),
+        D::Float64 => fill::<f64, _>(c, out, f64_key),
+        // Every other fixed-width type `domain_of` accepts is a 64-bit signed integer.
+        _ => fill::<i64, _>(c, out, |v| (v as u64) ^ SIGN),
+    }
+}
+
+/// The order-preserving `u128` image of an integer chunk (for [`Domain::Wide`]).
+fn raw_u128(c: &ArrayRef, out: &mut [u128]) {
+    use DataType as D;
+    const SIGN128: u128 = 1 << 127;
+    let s = |v: i128| (v as u128) ^ SIGN128;
+    match c.data_type() {
+        D::Boolean => {
+            for (o, v) in out.iter_mut().zip(c.as_boolean().values().iter()) {
+                *o = s(i128::from(v));
+            }
+        }
+        D::Int8 => fill::<i8, _>(c, out, |v| s(v.into())),
+        D::Int16 => fill::<i16, _>(c, out, |v| s(v.into())),
+        D::UInt8 => fill::<u8, _>(c, out, |v| s(v.into())),
+        D::UInt16 => fill::<u16, _>(c, out, |v| s(v.into())),
+        D::UInt32 => fill::<u32, _>(c, out, |v| s(v.into())),
+        D::UInt64 => fill::<u64, _>(c, out, |v| s(v.into())),
+        D::Int32 | D::Date32 | D::Time32(_) | D::Decimal32(_, _) => {
+            fill::<i32, _>(c, out, |v| s(v.into()))
+        }
+        _ => fill::<i64, _>(c, out, |v| s(v.into())),
+    }
+}
+
+/// Raw keys of fixed-width chunks, one after the other.
+fn raw_fixed(chunks: &[ArrayRef], n: usize, valid: Option<Vec<bool>>, d: Domain) -> Dense {
+    if d == Domain::Wide {
+        let mut raw = vec![0u128; n];
+        let mut rest = raw.as_mut_slice();
+        for c in chunks {
+            let (head, tail) = rest.split_at_mut(c.len());
+            raw_u128(c, head);
+            rest = tail;
+        }
+        return densify(raw, valid);
+    }
+    let mut raw = vec![0u64; n];
+    let mut rest = raw.as_mut_slice();
     for c in chunks {
         let (head, tail) = rest.split_at_mut(c.len());
-        let vals = native_values::<N>(c);
-        head.par_chunks_mut(BLOCK)
-            .zip(vals.par_chunks(BLOCK))
-            .for_each(|(o, v)| {
-                for (o, &v) in o.iter_mut().zip(v) {
-                    *o = f(v);
-                }
-            });
+        raw_u64(c, head, d);
         rest = tail;
     }
-    out
+    densify(raw, valid)
 }
 
 /// Offset order-preserving raw values (`u64`, or `u128` for decimals) by their minimum;
@@ -206,15 +315,12 @@ fn rank<T: Ord + Copy + Send + Sync>(raw: Vec<T>, valid: Option<Vec<bool>>) -> D
     }
 }
 
-fn signed<N: ArrowNativeType + Into<i64>>(chunks: &[ArrayRef], n: usize) -> Vec<u64> {
-    map_native::<N>(chunks, n, |v| (v.into() as u64) ^ SIGN)
-}
-
-fn unsigned<N: ArrowNativeType + Into<u64>>(chunks: &[ArrayRef], n: usize) -> Vec<u64> {
-    map_native::<N>(chunks, n, |v| v.into())
-}
-
 /// Codes for one column given as chunks. `name` is used in error messages only.
+///
+/// The chunks normally share one type. They may also differ within one family — integers of
+/// any width and signedness (compared by value), floats of any width, byte strings of any
+/// layout, dictionaries next to their value type — which is how the two key columns of a
+/// join get codes in one space: both sides' chunks are encoded as one column.
 pub fn dense_codes(name: &str, chunks: &[ArrayRef], ordered: bool) -> Result<Dense> {
     let n: usize = chunks.iter().map(|c| c.len()).sum();
     let Some(first) = chunks.first() else {
@@ -226,64 +332,75 @@ pub fn dense_codes(name: &str, chunks: &[ArrayRef], ordered: bool) -> Result<Den
     };
     let dt = first.data_type().clone();
     let valid = validity(chunks, n);
-    use DataType as D;
-    let raw = match &dt {
-        D::Null => {
-            return Ok(Dense {
-                codes: vec![0; n],
-                valid,
-                card: 0,
-            });
-        }
-        D::Boolean => {
-            let mut out = Vec::with_capacity(n);
-            for c in chunks {
-                out.extend(c.as_boolean().values().iter().map(u64::from));
+    let same_type = chunks.iter().all(|c| c.data_type() == &dt);
+    let type_error = || {
+        let types: Vec<String> = chunks.iter().map(|c| c.data_type().to_string()).collect();
+        Error::Type(format!(
+            "column {name:?} has type {}, which cannot be used as a key",
+            if same_type {
+                dt.to_string()
+            } else {
+                types.join(" / ")
             }
-            out
-        }
-        D::Int8 => signed::<i8>(chunks, n),
-        D::Int16 => signed::<i16>(chunks, n),
-        D::Int32 | D::Date32 | D::Time32(_) | D::Decimal32(_, _) => signed::<i32>(chunks, n),
-        D::Int64
-        | D::Date64
-        | D::Time64(_)
-        | D::Timestamp(_, _)
-        | D::Duration(_)
-        | D::Decimal64(_, _) => signed::<i64>(chunks, n),
-        D::UInt8 => unsigned::<u8>(chunks, n),
-        D::UInt16 => unsigned::<u16>(chunks, n),
-        D::UInt32 => unsigned::<u32>(chunks, n),
-        D::UInt64 => unsigned::<u64>(chunks, n),
-        D::Float16 => map_native::<half::f16>(chunks, n, |v| f64_key(v.to_f64())),
-        D::Float32 => map_native::<f32>(chunks, n, |v| f64_key(v as f64)),
-        D::Float64 => map_native::<f64>(chunks, n, f64_key),
-        D::Decimal128(_, _) => return Ok(decimal128(chunks, n, valid)),
-        D::Dictionary(_, _) => return dictionary(name, chunks, n, valid, ordered),
-        _ => {
-            if chunks.iter().any(|c| ByteChunk::new(c).is_none()) {
-                return Err(Error::Type(format!(
-                    "column {name:?} has type {dt}, which cannot be used as a key"
-                )));
-            }
-            let (chunks, at) = locatable(chunks.to_vec(), &dt)?;
-            let typed = chunks.iter().filter_map(ByteChunk::new).collect();
-            let col = ByteColumn::new(typed, at);
-            let interned = intern(&col, n, valid.as_deref());
-            let card = interned.reps.len() as u64;
-            let mut codes = interned.ids;
-            if ordered {
-                let ranks = rank_bytes(&col, &interned.reps);
-                codes.par_iter_mut().for_each(|c| {
-                    if let Some(&r) = ranks.get(*c as usize) {
-                        *c = r;
-                    }
-                });
-            }
-            return Ok(Dense { codes, valid, card });
-        }
+        ))
     };
-    Ok(densify(raw, valid))
+    if chunks
+        .iter()
+        .any(|c| matches!(c.data_type(), DataType::Dictionary(_, _)))
+    {
+        return dictionary(name, chunks, n, valid, ordered);
+    }
+    match &dt {
+        DataType::Null if same_type => Ok(Dense {
+            codes: vec![0; n],
+            valid,
+            card: 0,
+        }),
+        DataType::Decimal128(_, _) if same_type => Ok(decimal128(chunks, n, valid)),
+        _ if chunks.iter().all(|c| ByteChunk::new(c).is_some()) => {
+            Ok(bytes(chunks, n, valid, ordered, same_type)?)
+        }
+        _ => match domain_of(chunks) {
+            Some(d) => Ok(raw_fixed(chunks, n, valid, d)),
+            None => Err(type_error()),
+        },
+    }
+}
+
+/// Byte-string chunks: interned, and ranked when `ordered`.
+fn bytes(
+    chunks: &[ArrayRef],
+    n: usize,
+    valid: Option<Vec<bool>>,
+    ordered: bool,
+    same_type: bool,
+) -> Result<Dense> {
+    let lens: Vec<usize> = chunks.iter().map(|c| c.len()).collect();
+    let chunks: Vec<ArrayRef> = if !same_type && RowLocator::new(&lens).is_none() {
+        // Too fragmented for a locator and not concatenable as is: one common layout first.
+        chunks
+            .iter()
+            .map(|c| Ok(arrow_cast::cast(c, &DataType::LargeBinary)?))
+            .collect::<Result<_>>()?
+    } else {
+        chunks.to_vec()
+    };
+    let dt = chunks[0].data_type().clone();
+    let (chunks, at) = locatable(chunks, &dt)?;
+    let typed = chunks.iter().filter_map(ByteChunk::new).collect();
+    let col = ByteColumn::new(typed, at);
+    let interned = intern(&col, n, valid.as_deref());
+    let card = interned.reps.len() as u64;
+    let mut codes = interned.ids;
+    if ordered {
+        let ranks = rank_bytes(&col, &interned.reps);
+        codes.par_iter_mut().for_each(|c| {
+            if let Some(&r) = ranks.get(*c as usize) {
+                *c = r;
+            }
+        });
+    }
+    Ok(Dense { codes, valid, card })
 }
 
 /// `ranks[id]`: position of the value of interned id `id` in byte-wise order.
@@ -331,6 +448,7 @@ fn decimal128(chunks: &[ArrayRef], n: usize, valid: Option<Vec<bool>>) -> Dense 
 
 /// Dictionary columns: codes of the dictionary values (all chunks' dictionaries together,
 /// so equal values in different dictionaries get equal codes), looked up through the keys.
+/// Plain chunks among them (the other side of a join) are encoded with the values.
 fn dictionary(
     name: &str,
     chunks: &[ArrayRef],
@@ -338,22 +456,32 @@ fn dictionary(
     valid: Option<Vec<bool>>,
     ordered: bool,
 ) -> Result<Dense> {
-    let dicts: Vec<&dyn arrow_array::AnyDictionaryArray> =
-        chunks.iter().map(|c| c.as_any_dictionary()).collect();
-    let values: Vec<ArrayRef> = dicts.iter().map(|d| d.values().clone()).collect();
-    let vd = dense_codes(name, &values, ordered)?;
+    let values: Vec<ArrayRef> = chunks
+        .iter()
+        .map(|c| match c.data_type() {
+            DataType::Dictionary(_, _) => c.as_any_dictionary().values().clone(),
+            _ => c.clone(),
+        })
+        .collect();
+    // Empty arrays (an empty dictionary: every key null) contribute no values.
+    let nonempty: Vec<ArrayRef> = values.iter().filter(|v| !v.is_empty()).cloned().collect();
+    let vd = dense_codes(name, &nonempty, ordered)?;
     let mut codes = Vec::with_capacity(n);
     let mut base = 0usize;
-    for (d, v) in dicts.iter().zip(&values) {
-        if v.is_empty() {
-            // Every key of an empty dictionary is null.
-            codes.extend(std::iter::repeat_n(0, d.keys().len()));
-        } else {
-            let keys = d.normalized_keys();
-            codes.extend(
-                keys.iter()
-                    .map(|&k| vd.codes.get(base + k).copied().unwrap_or(0)),
-            );
+    for (c, v) in chunks.iter().zip(&values) {
+        let vcodes = &vd.codes[base..base + v.len()];
+        match c.data_type() {
+            // Every key of an empty dictionary is null (and `normalized_keys` would panic).
+            DataType::Dictionary(_, _) if v.is_empty() => {
+                codes.extend(std::iter::repeat_n(0, c.len()));
+            }
+            DataType::Dictionary(_, _) => {
+                let keys = c.as_any_dictionary().normalized_keys();
+                // Keys of null slots may be anything: out-of-range keys get code 0, ignored
+                // as nulls later.
+                codes.extend(keys.iter().map(|&k| vcodes.get(k).copied().unwrap_or(0)));
+            }
+            _ => codes.extend_from_slice(vcodes),
         }
         base += v.len();
     }

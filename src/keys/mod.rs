@@ -65,9 +65,13 @@ pub fn packed_card(cols: &[KeyCodes]) -> Option<u128> {
 /// Pack `cols` into one integer per row, leaving `spare_bits` zero low bits for the caller
 /// (the sort puts the row index there). Row order of the packed values equals the
 /// lexicographic order of the column codes.
-pub fn pack(cols: Vec<KeyCodes>, n: usize, spare_bits: u32) -> Keys {
+pub fn pack(mut cols: Vec<KeyCodes>, n: usize, spare_bits: u32) -> Keys {
     let bits = packed_card(&cols).map(|p| bits_for(p) + spare_bits);
     match bits {
+        // One column needs no packing: its codes are the key.
+        Some(b) if b <= 64 && cols.len() == 1 && spare_bits == 0 => {
+            Keys::U64(cols.pop().map(|c| c.codes).unwrap_or_default())
+        }
         Some(b) if b <= 64 => Keys::U64(pack_as::<u64>(&cols, n, spare_bits)),
         Some(b) if b <= 128 => Keys::U128(pack_as::<u128>(&cols, n, spare_bits)),
         _ => Keys::Wide(cols.into_iter().map(|c| c.codes).collect()),

@@ -9,6 +9,7 @@ use pyo3_arrow::input::AnyRecordBatch;
 
 use crate::dedup::Keep;
 use crate::error::Error;
+use crate::join::{JoinOptions, JoinType, Validate};
 use crate::pool;
 use crate::sort::SortKey;
 use convert::{StrOrList, bool_list, table_in, table_out};
@@ -138,6 +139,92 @@ fn dedup_indices<'py>(
     convert::indices_out(py, idx)
 }
 
+fn join_options(
+    left_on: StrOrList,
+    right_on: StrOrList,
+    how: &str,
+    suffix: String,
+    nulls_equal: bool,
+    validate: Option<&str>,
+    max_output_rows: Option<u64>,
+) -> PyResult<JoinOptions> {
+    let how = how.parse::<JoinType>().map_err(to_py)?;
+    let validate = validate
+        .map(|v| v.parse::<Validate>())
+        .transpose()
+        .map_err(to_py)?;
+    Ok(JoinOptions {
+        how,
+        left_on: left_on.into_vec(),
+        right_on: right_on.into_vec(),
+        suffix,
+        nulls_equal,
+        validate,
+        max_output_rows,
+    })
+}
+
+#[pyfunction]
+#[pyo3(signature = (left, right, left_on, right_on, how, suffix, nulls_equal, validate, max_output_rows))]
+#[allow(clippy::too_many_arguments)]
+fn join<'py>(
+    py: Python<'py>,
+    left: AnyRecordBatch,
+    right: AnyRecordBatch,
+    left_on: StrOrList,
+    right_on: StrOrList,
+    how: &str,
+    suffix: String,
+    nulls_equal: bool,
+    validate: Option<&str>,
+    max_output_rows: Option<u64>,
+) -> PyResult<Bound<'py, PyAny>> {
+    let opts = join_options(
+        left_on,
+        right_on,
+        how,
+        suffix,
+        nulls_equal,
+        validate,
+        max_output_rows,
+    )?;
+    let (left, right) = (table_in(left)?, table_in(right)?);
+    let out = run(py, || crate::join::join(&left, &right, &opts))?;
+    table_out(py, out)
+}
+
+/// Row pairs of a join as two `uint32` arrays (`2**32 - 1` marks a missing side).
+#[pyfunction]
+#[pyo3(signature = (left, right, left_on, right_on, how, nulls_equal, validate, max_output_rows))]
+#[allow(clippy::too_many_arguments)]
+fn join_indices<'py>(
+    py: Python<'py>,
+    left: AnyRecordBatch,
+    right: AnyRecordBatch,
+    left_on: StrOrList,
+    right_on: StrOrList,
+    how: &str,
+    nulls_equal: bool,
+    validate: Option<&str>,
+    max_output_rows: Option<u64>,
+) -> PyResult<(Bound<'py, PyAny>, Bound<'py, PyAny>)> {
+    let opts = join_options(
+        left_on,
+        right_on,
+        how,
+        String::new(),
+        nulls_equal,
+        validate,
+        max_output_rows,
+    )?;
+    let (left, right) = (table_in(left)?, table_in(right)?);
+    let idx = run(py, || crate::join::join_indices(&left, &right, &opts))?;
+    Ok((
+        convert::indices_out(py, idx.left)?,
+        convert::indices_out(py, idx.right)?,
+    ))
+}
+
 #[pyfunction]
 fn set_num_threads(n: i64) -> PyResult<()> {
     if n < 1 {
@@ -159,6 +246,8 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(sort_indices, m)?)?;
     m.add_function(wrap_pyfunction!(dedup, m)?)?;
     m.add_function(wrap_pyfunction!(dedup_indices, m)?)?;
+    m.add_function(wrap_pyfunction!(join, m)?)?;
+    m.add_function(wrap_pyfunction!(join_indices, m)?)?;
     m.add_function(wrap_pyfunction!(set_num_threads, m)?)?;
     m.add_function(wrap_pyfunction!(get_num_threads, m)?)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
