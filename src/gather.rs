@@ -39,13 +39,14 @@ pub const NULL_ROW: u32 = u32::MAX;
 pub fn take_table(table: &Table, indices: &[u32]) -> Result<Table> {
     let all: Vec<usize> = (0..table.schema.fields().len()).collect();
     let g = Gatherer::new(table, &all)?;
-    let batches = pieces(indices)
-        .par_iter()
-        .map(|piece| {
-            let loc = g.locate(piece);
+    let batches = pieces(indices, g.chunk_starts())
+        .into_par_iter()
+        .map(|range| {
+            let piece = &indices[range];
+            let at = g.locate(piece);
             let cols = (0..all.len())
                 .into_par_iter()
-                .map(|c| g.gather(c, piece, &loc))
+                .map(|c| g.gather(c, piece, &at))
                 .collect::<Result<Vec<_>>>()?;
             batch(&table.schema, cols, piece.len())
         })
@@ -56,14 +57,29 @@ pub fn take_table(table: &Table, indices: &[u32]) -> Result<Table> {
     })
 }
 
-/// The output pieces (one record batch each) of a gather by `indices`. Piece boundaries
-/// depend only on the length, never on the thread count.
-pub fn pieces(indices: &[u32]) -> Vec<&[u32]> {
-    if indices.is_empty() {
-        vec![indices]
-    } else {
-        indices.chunks(OUT_BATCH).collect()
+/// The output pieces (one record batch each) of a gather by `indices`: ranges of at most
+/// [`OUT_BATCH`] positions. When `indices` is non-decreasing, pieces are also cut where the
+/// indices enter a new input chunk (`chunk_starts`), so that runs of consecutive rows become
+/// zero-copy slices ([`Gatherer::locate`]). Boundaries depend only on the data, never on
+/// the thread count.
+pub fn pieces(indices: &[u32], chunk_starts: &[usize]) -> Vec<std::ops::Range<usize>> {
+    let n = indices.len();
+    let mut cuts: Vec<usize> = (0..n).step_by(OUT_BATCH).collect();
+    if chunk_starts.len() > 1 && indices.par_windows(2).all(|w| w[0] <= w[1]) {
+        cuts.extend(
+            chunk_starts
+                .iter()
+                .map(|&s| indices.partition_point(|&i| (i as usize) < s)),
+        );
+        cuts.sort_unstable();
+        cuts.dedup();
     }
+    cuts.retain(|&c| c < n);
+    if cuts.first() != Some(&0) {
+        cuts.insert(0, 0);
+    }
+    cuts.push(n);
+    cuts.windows(2).map(|w| w[0]..w[1]).collect()
 }
 
 /// One output record batch of `rows` rows.
@@ -113,26 +129,70 @@ impl Gatherer {
         Ok(Gatherer { columns, at })
     }
 
-    /// (chunk, row within the chunk) of each index; [`NULL_ROW`] stays a null location.
-    pub fn locate(&self, piece: &[u32]) -> Vec<Loc> {
-        piece
+    /// First global row of each input chunk.
+    pub fn chunk_starts(&self) -> &[usize] {
+        self.at.chunk_starts()
+    }
+
+    /// Where the rows of `piece` are: a run of consecutive rows inside one chunk (gathered
+    /// as a zero-copy slice), or (chunk, row within the chunk) per index, [`NULL_ROW`]
+    /// becoming a null location.
+    pub fn locate(&self, piece: &[u32]) -> Located {
+        if let (Some(&first), Some(&last)) = (piece.first(), piece.last())
+            && first != NULL_ROW
+            && (last - first) as usize == piece.len() - 1
+            && piece.windows(2).all(|w| w[1] == w[0] + 1)
+        {
+            let (c0, r0) = self.at.locate(first as usize);
+            let (c1, _) = self.at.locate(last as usize);
+            if c0 == c1 {
+                return Located::Run {
+                    chunk: c0,
+                    start: r0,
+                    global: first as usize,
+                };
+            }
+        }
+        let mut any_null = false;
+        let loc = piece
             .iter()
             .map(|&i| {
                 if i == NULL_ROW {
+                    any_null = true;
                     NULL_LOC
                 } else {
                     let (c, r) = self.at.locate(i as usize);
                     (c as u32, r as u32)
                 }
             })
-            .collect()
+            .collect();
+        Located::Rows { loc, any_null }
     }
 
     /// Column `c` (the position in the list given to [`Self::new`]) at rows `piece`, located
-    /// as `loc`.
-    pub fn gather(&self, c: usize, piece: &[u32], loc: &[Loc]) -> Result<ArrayRef> {
-        self.columns[c].gather(piece, loc)
+    /// as `at`.
+    pub fn gather(&self, c: usize, piece: &[u32], at: &Located) -> Result<ArrayRef> {
+        match at {
+            &Located::Run {
+                chunk,
+                start,
+                global,
+            } => Ok(self.columns[c].slice(chunk, start, global, piece.len())),
+            Located::Rows { loc, any_null } => self.columns[c].gather(piece, loc, *any_null),
+        }
     }
+}
+
+/// The rows of one output piece, located in the input chunks.
+pub enum Located {
+    /// Consecutive rows of chunk `chunk` from row `start` (global row number `global`).
+    Run {
+        chunk: usize,
+        start: usize,
+        global: usize,
+    },
+    /// Row by row; `any_null`: some index is [`NULL_ROW`].
+    Rows { loc: Vec<Loc>, any_null: bool },
 }
 
 /// A row's (chunk, row within the chunk).
@@ -184,14 +244,24 @@ impl Source {
         })
     }
 
-    /// Rows `idx` (global row numbers), located as `loc`.
-    fn gather(&self, idx: &[u32], loc: &[Loc]) -> Result<ArrayRef> {
+    /// `len` rows of chunk `chunk` from `start` (global row `global`), zero-copy.
+    fn slice(&self, chunk: usize, start: usize, global: usize, len: usize) -> ArrayRef {
+        match self {
+            Source::Fixed { chunks, .. } | Source::Bytes(chunks) => chunks[chunk].slice(start, len),
+            // One concatenation of every chunk.
+            Source::Other(a) => a.slice(global, len),
+        }
+    }
+
+    /// Rows `idx` (global row numbers), located as `loc`; `any_null`: some index is
+    /// [`NULL_ROW`].
+    fn gather(&self, idx: &[u32], loc: &[Loc], any_null: bool) -> Result<ArrayRef> {
         match self {
             Source::Other(a) if a.is_empty() => {
                 Ok(arrow_array::new_null_array(a.data_type(), idx.len()))
             }
             Source::Other(a) => {
-                let idx: UInt32Array = if idx.contains(&NULL_ROW) {
+                let idx: UInt32Array = if any_null {
                     idx.iter().map(|&i| (i != NULL_ROW).then_some(i)).collect()
                 } else {
                     UInt32Array::from(idx.to_vec())
@@ -209,15 +279,17 @@ impl Source {
                 let data = ArrayDataBuilder::new(dt.clone())
                     .len(loc.len())
                     .add_buffer(values)
-                    .nulls(gather_nulls(chunks, loc))
+                    .nulls(gather_nulls(chunks, loc, any_null))
                     .build()?;
                 Ok(make_array(data))
             }
             Source::Bytes(chunks) => match chunks[0].data_type() {
-                DataType::Utf8 => gather_bytes::<GenericStringType<i32>>(chunks, loc),
-                DataType::LargeUtf8 => gather_bytes::<GenericStringType<i64>>(chunks, loc),
-                DataType::Binary => gather_bytes::<GenericBinaryType<i32>>(chunks, loc),
-                _ => gather_bytes::<GenericBinaryType<i64>>(chunks, loc),
+                DataType::Utf8 => gather_bytes::<GenericStringType<i32>>(chunks, loc, any_null),
+                DataType::LargeUtf8 => {
+                    gather_bytes::<GenericStringType<i64>>(chunks, loc, any_null)
+                }
+                DataType::Binary => gather_bytes::<GenericBinaryType<i32>>(chunks, loc, any_null),
+                _ => gather_bytes::<GenericBinaryType<i64>>(chunks, loc, any_null),
             },
         }
     }
@@ -236,8 +308,8 @@ fn prefetch<T>(p: *const T) {
 }
 
 /// Validity of the gathered rows, `None` when no chunk has nulls.
-fn gather_nulls(chunks: &[ArrayRef], loc: &[Loc]) -> Option<NullBuffer> {
-    if chunks.iter().all(|c| c.null_count() == 0) && !loc.contains(&NULL_LOC) {
+fn gather_nulls(chunks: &[ArrayRef], loc: &[Loc], any_null: bool) -> Option<NullBuffer> {
+    if chunks.iter().all(|c| c.null_count() == 0) && !any_null {
         return None;
     }
     let nulls: Vec<Option<&NullBuffer>> = chunks.iter().map(|c| c.nulls()).collect();
@@ -278,7 +350,11 @@ fn gather_native<N: ArrowNativeType>(chunks: &[ArrayRef], loc: &[Loc]) -> Buffer
 /// `AHEAD / 2` rows ahead. Values of at most 16 bytes are copied as one 16-byte block (the
 /// output keeps 16 bytes of slack and each later value overwrites the previous spill), which
 /// avoids a `memcpy` call per value.
-fn gather_bytes<T: ByteArrayType>(chunks: &[ArrayRef], loc: &[Loc]) -> Result<ArrayRef> {
+fn gather_bytes<T: ByteArrayType>(
+    chunks: &[ArrayRef],
+    loc: &[Loc],
+    any_null: bool,
+) -> Result<ArrayRef> {
     let srcs: Vec<(&[T::Offset], &[u8])> = chunks
         .iter()
         .map(|a| {
@@ -328,7 +404,7 @@ fn gather_bytes<T: ByteArrayType>(chunks: &[ArrayRef], loc: &[Loc]) -> Result<Ar
         })?);
     }
     out.truncate(pos);
-    let nulls = gather_nulls(chunks, loc);
+    let nulls = gather_nulls(chunks, loc, any_null);
     let offsets = OffsetBuffer::new(ScalarBuffer::from(offsets));
     // SAFETY: offsets are monotonic and end at `out.len()`; every value is a copy of a valid
     // value of the same type (so UTF-8 stays valid for strings).

@@ -29,7 +29,7 @@
 use std::collections::HashSet;
 use std::hash::BuildHasher;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 
 use arrow_array::{Array, ArrayRef, BooleanArray};
 use arrow_schema::{DataType, Field, Schema, SchemaRef};
@@ -605,18 +605,55 @@ impl Gids {
     }
 }
 
-/// Rows grouped by group id, each group's rows in increasing order:
-/// `rows[offsets[g]..offsets[g + 1]]` hold group `g`.
-struct Csr {
-    offsets: Vec<u32>,
-    rows: Vec<u32>,
+/// Rows grouped by group id, each group's rows in increasing order.
+enum Csr {
+    /// Every group has at most one row (a key unique on this side — the usual dimension
+    /// table): `row[g]`, or [`NONE`].
+    Unique(Vec<u32>),
+    /// `rows[offsets[g]..offsets[g + 1]]` hold group `g`.
+    Groups { offsets: Vec<u32>, rows: Vec<u32> },
 }
 
 impl Csr {
+    fn build(gid: &[u32], card: usize) -> Self {
+        Self::unique(gid, card).unwrap_or_else(|| Self::groups(gid, card))
+    }
+
+    /// One parallel pass claiming `row[g]` per row; `None` as soon as a group has two rows.
+    fn unique(gid: &[u32], card: usize) -> Option<Self> {
+        let mut row = vec![NONE; card];
+        let cells: &[AtomicU32] =
+            // SAFETY: `AtomicU32` has the same size, alignment and bit validity as `u32`, and
+            // `row` is exclusively borrowed for as long as `cells` lives.
+            unsafe { &*(row.as_mut_slice() as *mut [u32] as *const [AtomicU32]) };
+        let dup = AtomicBool::new(false);
+        gid.par_chunks(BLOCK).enumerate().for_each(|(b, gs)| {
+            if dup.load(Ordering::Relaxed) {
+                return;
+            }
+            for (j, &g) in gs.iter().enumerate() {
+                if g != NONE
+                    && cells[g as usize]
+                        .compare_exchange(
+                            NONE,
+                            (b * BLOCK + j) as u32,
+                            Ordering::Relaxed,
+                            Ordering::Relaxed,
+                        )
+                        .is_err()
+                {
+                    dup.store(true, Ordering::Relaxed);
+                    return;
+                }
+            }
+        });
+        (!dup.into_inner()).then_some(Csr::Unique(row))
+    }
+
     /// Stable parallel counting sort of the rows by `gid` (rows with [`NONE`] left out):
     /// rows are first scattered into contiguous gid ranges (partitions), then every
     /// partition sorts its rows locally.
-    fn build(gid: &[u32], card: usize) -> Self {
+    fn groups(gid: &[u32], card: usize) -> Self {
         let nparts = partition_count(gid.len()).min(card.max(1));
         let part_of = |g: u32| (g as u64 * nparts as u64 / card.max(1) as u64) as usize;
         // First gid of partition p: the smallest g with part_of(g) >= p.
@@ -652,7 +689,7 @@ impl Csr {
             }
         });
         offsets[card] = rows.len() as u32;
-        Csr { offsets, rows }
+        Csr::Groups { offsets, rows }
     }
 
     #[inline]
@@ -661,7 +698,11 @@ impl Csr {
             return &[];
         }
         let g = g as usize;
-        &self.rows[self.offsets[g] as usize..self.offsets[g + 1] as usize]
+        match self {
+            Csr::Unique(row) if row[g] == NONE => &[],
+            Csr::Unique(row) => std::slice::from_ref(&row[g]),
+            Csr::Groups { offsets, rows } => &rows[offsets[g] as usize..offsets[g + 1] as usize],
+        }
     }
 }
 
@@ -918,29 +959,33 @@ impl Plan {
         rcols.extend(self.coalesce.iter().map(|c| c.1));
         let rg = Gatherer::new(right, &rcols)?;
         let semi = matches!(self.how, JoinType::Semi | JoinType::Anti);
-        let lp = pieces(&idx.left);
-        let rp = if semi { Vec::new() } else { pieces(&idx.right) };
-        let batches = lp
-            .par_iter()
-            .enumerate()
-            .map(|(k, lpiece)| {
-                let lloc = lg.locate(lpiece);
-                let rpiece: &[u32] = rp.get(k).copied().unwrap_or(&[]);
-                let rloc = rg.locate(rpiece);
+        // Pieces aligned to the chunks of the side whose rows come in order.
+        let ranges = if self.how == JoinType::Right {
+            pieces(&idx.right, rg.chunk_starts())
+        } else {
+            pieces(&idx.left, lg.chunk_starts())
+        };
+        let batches = ranges
+            .into_par_iter()
+            .map(|range| {
+                let lpiece = &idx.left[range.clone()];
+                let lat = lg.locate(lpiece);
+                let rpiece: &[u32] = if semi { &[] } else { &idx.right[range] };
+                let rat = rg.locate(rpiece);
                 // Tasks: every left column, then every right output column.
                 let n_tasks = n_left_cols + if semi { 0 } else { self.right_cols.len() };
                 let mut cols = (0..n_tasks)
                     .into_par_iter()
                     .map(|t| {
                         if t < n_left_cols {
-                            lg.gather(t, lpiece, &lloc)
+                            lg.gather(t, lpiece, &lat)
                         } else {
-                            rg.gather(t - n_left_cols, rpiece, &rloc)
+                            rg.gather(t - n_left_cols, rpiece, &rat)
                         }
                     })
                     .collect::<Result<Vec<_>>>()?;
                 for (c, (li, _, dt)) in self.coalesce.iter().enumerate() {
-                    let r = rg.gather(self.right_cols.len() + c, rpiece, &rloc)?;
+                    let r = rg.gather(self.right_cols.len() + c, rpiece, &rat)?;
                     cols[*li] = coalesce(&cols[*li], &r, lpiece, dt)?;
                 }
                 batch(&self.schema, cols, lpiece.len())

@@ -128,6 +128,11 @@ impl RowLocator {
         }
     }
 
+    /// First row of each chunk.
+    pub fn chunk_starts(&self) -> &[usize] {
+        &self.starts[..self.starts.len() - 1]
+    }
+
     #[inline]
     pub fn locate(&self, row: usize) -> (usize, usize) {
         if self.first.len() == 1 {

@@ -53,6 +53,29 @@ def _dedup(keys: list[str]) -> dict[str, Callable[[Any], Any]]:
     }
 
 
+def _join(right: str, key: str, how: str) -> dict[str, Callable[[Any], Any]]:
+    """x joined with one of the J1 right tables; clashing right columns get "_right"."""
+    import ferrobatch as fb
+
+    def duck(con: Any) -> Any:
+        xcols = set(con.table("x").columns)
+        sel = ", ".join(
+            f"{right}.{c} AS {c}_right" if c in xcols else f"{right}.{c}"
+            for c in con.table(right).columns
+            if c != key
+        )
+        kind = "JOIN" if how == "inner" else "LEFT JOIN"
+        sql = f"SELECT x.*, {sel} FROM x {kind} {right} USING ({key})"
+        return con.sql(sql).to_arrow_table()
+
+    return {
+        "ferrobatch": lambda d: fb.join(d["x"], d[right], key, how=how),
+        "polars": lambda d: d["x"].join(d[right], on=key, how=how),
+        "duckdb": duck,
+        "pandas": lambda d: d["x"].merge(d[right], on=key, how=how, suffixes=("", "_right")),
+    }
+
+
 def questions() -> list[Question]:
     s1 = _sorted_by(["id3", "v3"], [False, True])
     s2 = _sorted_by(["id6"], [False])
@@ -72,6 +95,14 @@ def questions() -> list[Question]:
             _dedup(["id1", "id2", "id4"]),
         ),
         Question("dedup", "d2", "dedup [id3] keep first", "groupby", (), _dedup(["id3"])),
+        # db-benchmark join questions on J1 (x: N rows; small N/1e6, medium N/1e3, big N).
+        Question("join", "j1", "small inner on int", "join", (), _join("small", "id1", "inner")),
+        Question("join", "j2", "medium inner on int", "join", (), _join("medium", "id2", "inner")),
+        Question("join", "j3", "medium left on int", "join", (), _join("medium", "id2", "left")),
+        Question(
+            "join", "j4", "medium inner on string", "join", (), _join("medium", "id5", "inner")
+        ),
+        Question("join", "j5", "big inner on int", "join", (), _join("big", "id3", "inner")),
     ]
 
 
@@ -79,25 +110,28 @@ SUITES = sorted({q.suite for q in questions()})
 
 
 def prepare(engine: str, tables: dict[str, pa.Table]) -> Any:
-    """The dataset in the engine's native form (loading is not timed)."""
-    t = tables["x"]
-    if engine == "ferrobatch":
-        return t
-    if engine == "polars":
-        import polars as pl
-
-        return pl.from_arrow(t)
+    """The dataset in the engine's native form (loading is not timed): the table itself
+    for a one-table dataset, else a dict by name (DuckDB: one connection holding them all)."""
     if engine == "duckdb":
         import duckdb
 
         con = duckdb.connect()
-        con.register("arrow_x", t)
-        con.execute("CREATE TABLE x AS SELECT * FROM arrow_x")
-        con.unregister("arrow_x")
+        for name, t in tables.items():
+            con.register("arrow_t", t)
+            con.execute(f"CREATE TABLE {name} AS SELECT * FROM arrow_t")
+            con.unregister("arrow_t")
         return con
-    if engine == "pandas":
-        return t.to_pandas()
-    raise ValueError(f"unknown engine {engine!r}")
+    if engine == "ferrobatch":
+        native = dict(tables)
+    elif engine == "polars":
+        import polars as pl
+
+        native = {k: pl.from_arrow(t) for k, t in tables.items()}
+    elif engine == "pandas":
+        native = {k: t.to_pandas() for k, t in tables.items()}
+    else:
+        raise ValueError(f"unknown engine {engine!r}")
+    return native["x"] if len(native) == 1 else native
 
 
 def to_arrow(answer: Any) -> pa.Table:
