@@ -38,11 +38,11 @@ use rayon::prelude::*;
 
 use crate::error::{Error, Result};
 use crate::gather::{Gatherer, NULL_ROW, batch, pieces};
-use crate::keys::encode::dense_codes;
-use crate::keys::intern::SEED;
+use crate::keys::encode::{dense_codes, validity};
+use crate::keys::intern::{ByteChunk, ByteColumn, SEED, hash_bytes, intern};
 use crate::keys::{CodeMode, KeyCodes, Keys, pack, packed_card};
 use crate::parallel::{BLOCK, DisjointSlice, partition_by, partition_count, partition_of};
-use crate::table::{MAX_ROWS, Table};
+use crate::table::{MAX_ROWS, Table, locatable};
 
 /// "This row matches nothing."
 const NONE: u32 = u32::MAX;
@@ -152,6 +152,12 @@ pub fn join_indices(left: &Table, right: &Table, opts: &JoinOptions) -> Result<J
     let (n_l, n_r) = (left.checked_num_rows()?, right.checked_num_rows()?);
     if opts.how == JoinType::Cross {
         return cross(n_l, n_r, opts.max_output_rows);
+    }
+    if opts.validate.is_none()
+        && let [(li, ri)] = key_pairs[..]
+        && let Some(gids) = byte_gids(left, right, li, ri, opts.nulls_equal)?
+    {
+        return emit(&gids, opts.how, opts.max_output_rows);
     }
     let keys = JoinKeys::encode(left, right, &key_pairs, opts.nulls_equal)?;
     if let Some(v) = opts.validate {
@@ -586,6 +592,109 @@ impl JoinKeys {
 /// One hash partition of the build side: a table of local group ids, and each group's
 /// (hash, first row).
 type PartTable = (HashTable<u32>, Vec<(u64, u32)>);
+
+/// Group ids for a single byte-string key pair (utf8 / large_utf8 / utf8_view / binary of
+/// any layout on either side), without encoding the larger side at all: the smaller (build)
+/// side is interned, its distinct values go into hash-partitioned tables, and every probe row
+/// hashes its bytes once and looks them up. `None` when the columns are not byte strings.
+fn byte_gids(
+    left: &Table,
+    right: &Table,
+    li: usize,
+    ri: usize,
+    nulls_equal: bool,
+) -> Result<Option<Gids>> {
+    let (lc, rc) = (left.chunks(li), right.chunks(ri));
+    if !lc.iter().chain(&rc).all(|c| ByteChunk::new(c).is_some()) {
+        return Ok(None);
+    }
+    let (n_l, n_r) = (left.num_rows(), right.num_rows());
+    let build_left = n_l < n_r;
+    let (bchunks, pchunks, nb, np) = if build_left {
+        (lc, rc, n_l, n_r)
+    } else {
+        (rc, lc, n_r, n_l)
+    };
+    let bvalid = validity(&bchunks, nb);
+    let dt = bchunks
+        .first()
+        .map_or(DataType::Utf8, |c| c.data_type().clone());
+    let (bchunks, at) = locatable(bchunks, &dt)?;
+    let bcol = ByteColumn::new(bchunks.iter().filter_map(ByteChunk::new).collect(), at);
+    let interned = intern(&bcol, nb, bvalid.as_deref());
+    let card = interned.reps.len();
+    // With nulls_equal, every null row of both sides is group `card`.
+    let null_gid = if nulls_equal { card as u32 } else { NONE };
+    let mut bgid: Vec<u32> = interned.ids.iter().map(|&id| id as u32).collect();
+    if let Some(v) = &bvalid {
+        bgid.par_iter_mut().zip(v.par_iter()).for_each(|(g, &ok)| {
+            if !ok {
+                *g = null_gid;
+            }
+        });
+    }
+    // Hash-partitioned tables over the distinct build values.
+    let hs: Vec<u64> = interned
+        .reps
+        .par_iter()
+        .map(|&r| hash_bytes(bcol.value(r as usize)))
+        .collect();
+    let nparts = partition_count(card);
+    let parts = partition_by(card, nparts, |id| Some(partition_of(hs[id], nparts)));
+    let tables: Vec<HashTable<u32>> = (0..nparts)
+        .into_par_iter()
+        .map(|p| {
+            let ids = parts.part(p);
+            let mut t = HashTable::with_capacity(ids.len());
+            for &id in ids {
+                t.insert_unique(hs[id as usize], id, |&i| hs[i as usize]);
+            }
+            t
+        })
+        .collect();
+    let reps = &interned.reps;
+    // Probe chunk by chunk.
+    let mut pgid = vec![NONE; np];
+    let mut rest = pgid.as_mut_slice();
+    for c in &pchunks {
+        let (head, tail) = rest.split_at_mut(c.len());
+        rest = tail;
+        let bc = ByteChunk::new(c).expect("checked above");
+        let nulls = c.logical_nulls();
+        head.par_chunks_mut(BLOCK)
+            .enumerate()
+            .for_each(|(blk, out)| {
+                for (j, g) in out.iter_mut().enumerate() {
+                    let r = blk * BLOCK + j;
+                    if nulls.as_ref().is_some_and(|n| n.is_null(r)) {
+                        *g = null_gid;
+                        continue;
+                    }
+                    let v = bc.value(r);
+                    let h = hash_bytes(v);
+                    if let Some(&id) = tables[partition_of(h, nparts)]
+                        .find(h, |&id| bcol.value(reps[id as usize] as usize) == v)
+                    {
+                        *g = id;
+                    }
+                }
+            });
+    }
+    let card = card + usize::from(nulls_equal);
+    Ok(Some(if build_left {
+        Gids {
+            left: bgid,
+            right: pgid,
+            card,
+        }
+    } else {
+        Gids {
+            left: pgid,
+            right: bgid,
+            card,
+        }
+    }))
+}
 
 /// Group ids of both sides in `0..card`, or [`NONE`].
 struct Gids {

@@ -102,7 +102,7 @@ impl KeyCodes {
 }
 
 /// `true` where the row is valid, or `None` when every row is.
-fn validity(chunks: &[ArrayRef], n: usize) -> Option<Vec<bool>> {
+pub(crate) fn validity(chunks: &[ArrayRef], n: usize) -> Option<Vec<bool>> {
     if chunks.iter().all(|c| c.logical_null_count() == 0) {
         return None;
     }
