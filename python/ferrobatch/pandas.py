@@ -19,7 +19,7 @@ import pyarrow as pa
 
 from ferrobatch import FallbackWarning, _core
 
-__all__ = ["drop_duplicates", "sort_values"]
+__all__ = ["drop_duplicates", "merge", "sort_values"]
 
 
 class _Unsupported(Exception):
@@ -251,3 +251,190 @@ def drop_duplicates(
     if ignore_index:
         result.index = pd.RangeIndex(len(result))
     return result
+
+
+_NO_ROW = np.uint32(0xFFFFFFFF)
+
+# pandas' messages for a failed `validate`, by (validate, side).
+_VALIDATE_NAMES = {
+    "1:1": "one-to-one",
+    "one_to_one": "one-to-one",
+    "1:m": "one-to-many",
+    "one_to_many": "one-to-many",
+    "m:1": "many-to-one",
+    "many_to_one": "many-to-one",
+}
+
+
+def _indexer(a: pa.Array) -> np.ndarray:
+    """A core index array (2**32 - 1 = no row) as a pandas indexer (-1 = no row)."""
+    v = a.to_numpy(zero_copy_only=False)
+    out = v.astype(np.intp)
+    out[v == _NO_ROW] = -1
+    return out
+
+
+def _merge_key_tables(op: Any) -> tuple[pa.Table, pa.Table]:
+    """The join keys pandas settled on (after its own dtype coercion) as Arrow tables, with
+    every missing value (NaN, None, NaT, NA) as null: pandas matches missing keys."""
+    lk, rk = [], []
+    for a, b in zip(op.left_join_keys, op.right_join_keys, strict=True):
+        for keys, arr in ((lk, a), (rk, b)):
+            s = pd.Series(arr, copy=False)
+            if isinstance(s.dtype, pd.CategoricalDtype):
+                raise _Unsupported("categorical merge keys")
+            arrays = _key_arrays(s, none_is_nan=True)
+            if len(arrays) != 1:
+                raise _Unsupported("merge keys of mixed object types")
+            keys.append(arrays[0])
+    names = [f"k{j}" for j in range(len(lk))]
+    return pa.table(lk, names=names), pa.table(rk, names=names)
+
+
+def _common_type(a: pa.DataType, b: pa.DataType) -> pa.DataType | None:
+    if a == b:
+        return a
+    if pa.types.is_integer(a) and pa.types.is_integer(b):
+        return None if pa.types.is_uint64(a) or pa.types.is_uint64(b) else pa.int64()
+    if pa.types.is_floating(a) and pa.types.is_floating(b):
+        return pa.float64()
+    strings = (pa.types.is_string, pa.types.is_large_string, pa.types.is_string_view)
+    if any(f(a) for f in strings) and any(f(b) for f in strings):
+        return pa.large_string()
+    return None
+
+
+def _sort_by_keys(
+    li: np.ndarray, ri: np.ndarray, lkeys: pa.Table, rkeys: pa.Table, nulls_last: list[bool]
+) -> tuple[np.ndarray, np.ndarray]:
+    """Stable sort of the row pairs by their (coalesced) key values."""
+    import pyarrow.compute as pc
+
+    has_left = li >= 0
+    lpos = pa.array(np.where(has_left, li, 0))
+    rpos = pa.array(np.where(has_left, 0, np.maximum(ri, 0)))
+    cols = []
+    for name in lkeys.column_names:
+        a, b = lkeys.column(name).combine_chunks(), rkeys.column(name).combine_chunks()
+        typ = _common_type(a.type, b.type)
+        if typ is None:
+            raise _Unsupported(f"merge keys of types {a.type} and {b.type}")
+        a, b = a.cast(typ), b.cast(typ)
+        lv = a.take(lpos) if len(a) else pa.nulls(len(li), typ)
+        rv = b.take(rpos) if len(b) else pa.nulls(len(li), typ)
+        cols.append(pc.if_else(pa.array(has_left), lv, rv))
+    keys = pa.table(cols, names=lkeys.column_names)
+    perm = _core.sort_indices(keys, keys.column_names, False, nulls_last, None)
+    perm = perm.to_numpy(zero_copy_only=False).astype(np.intp, copy=False)
+    return li[perm], ri[perm]
+
+
+def merge(
+    left: pd.DataFrame,
+    right: pd.DataFrame,
+    how: Literal["inner", "left", "right", "outer", "cross"] = "inner",
+    on: Hashable | Sequence[Hashable] | None = None,
+    left_on: Hashable | Sequence[Hashable] | None = None,
+    right_on: Hashable | Sequence[Hashable] | None = None,
+    suffixes: tuple[str | None, str | None] = ("_x", "_y"),
+    sort: bool = False,
+    indicator: bool | str = False,
+    validate: str | None = None,
+    **kwargs: Any,
+) -> pd.DataFrame:
+    """``pandas.merge(left, right, how=..., on=..., ...)``, with the join computed by the
+    ferrobatch kernel.
+
+    pandas itself resolves the arguments and key dtypes (raising exactly its own errors) and
+    builds the result from the row indexers the kernel returns, so column order, suffixes,
+    dtypes (int -> float64 and bool -> object where rows are unmatched), key coalescing,
+    ``indicator`` and the RangeIndex are pandas' own. Row order follows pandas: left order
+    with matches in right order (inner/left), right order (right), sorted keys with missing
+    last (outer, or ``sort=True``). Missing keys match each other, as in pandas.
+    """
+    from pandas.core.reshape import merge as pdm
+
+    def pandas_path() -> pd.DataFrame:
+        return pd.merge(
+            left,
+            right,
+            how=how,
+            on=on,
+            left_on=left_on,
+            right_on=right_on,
+            suffixes=suffixes,
+            sort=sort,
+            indicator=indicator,
+            validate=validate,
+            **kwargs,
+        )
+
+    if kwargs:
+        _fallback("merge", f"argument(s) {sorted(kwargs)} not accelerated")
+        return pandas_path()
+    if not isinstance(left, pd.DataFrame) or not isinstance(right, pd.DataFrame):
+        _fallback("merge", "only DataFrame inputs are accelerated")
+        return pandas_path()
+    if how not in ("inner", "left", "right", "outer", "cross"):
+        _fallback("merge", f"how={how!r} not accelerated")
+        return pandas_path()
+    if how == "cross":
+        if on is not None or left_on is not None or right_on is not None or validate:
+            return pandas_path()  # pandas raises its own MergeError
+        op = pdm._CrossMergeOperation(left, right, suffixes=suffixes, indicator=indicator)
+        li, ri = _core.join_indices(
+            pa.table({"_": pa.nulls(len(left))}),
+            pa.table({"_": pa.nulls(len(right))}),
+            [],
+            [],
+            "cross",
+            False,
+            None,
+            None,
+        )
+        indexers = (_indexer(li), _indexer(ri))
+        op._get_join_indexers = lambda: indexers
+        return op.get_result()
+    # pandas parses the arguments and coerces key dtypes (its errors are the drop-in's).
+    op = pdm._MergeOperation(
+        left,
+        right,
+        how=how,
+        on=on,
+        left_on=left_on,
+        right_on=right_on,
+        sort=sort,
+        suffixes=suffixes,
+        indicator=indicator,
+        validate=None,
+    )
+    try:
+        lkeys, rkeys = _merge_key_tables(op)
+        names = lkeys.column_names
+        core_how = "outer" if how == "outer" else how
+        try:
+            li_a, ri_a = _core.join_indices(
+                lkeys, rkeys, names, names, core_how, True, validate, None
+            )
+        except TypeError as e:
+            raise _Unsupported(str(e)) from e
+        except ValueError as e:
+            msg = str(e)
+            if validate is None or "validate" not in msg:
+                raise
+            side = "left" if "the left keys" in msg else "right"
+            kind = _VALIDATE_NAMES.get(validate, validate)
+            raise pdm.MergeError(
+                f"Merge keys are not unique in {side} dataset; not a {kind} merge"
+            ) from None
+        li, ri = _indexer(li_a), _indexer(ri_a)
+        if how == "outer" or sort:
+            # pandas orders missing keys last, except NaT: it sorts as the smallest int64.
+            nulls_last = [getattr(k.dtype, "kind", "") not in "mM" for k in op.left_join_keys]
+            li, ri = _sort_by_keys(li, ri, lkeys, rkeys, nulls_last)
+    except _Unsupported as e:
+        _fallback("merge", str(e))
+        return pandas_path()
+    indexers = (li, ri)
+    op._get_join_indexers = lambda: indexers
+    return op.get_result()
