@@ -8,7 +8,7 @@ import pyarrow as pa
 import pytest
 
 import ferrobatch as fb
-from ferrobatch.bench.data import make_groupby
+from ferrobatch.bench.data import make_groupby, make_join
 
 
 @pytest.fixture(scope="module", params=[10**5, 10**6], ids=["1e5", "1e6"])
@@ -39,3 +39,26 @@ def test_dedup_three_keys(benchmark, g1):
 def test_dedup_high_cardinality(benchmark, g1):
     out = benchmark(fb.dedup, g1, ["id3", "id6"], keep="last")
     assert 0 < out.num_rows <= g1.num_rows
+
+
+@pytest.fixture(scope="module", params=[10**6], ids=["1e6"])
+def j1(request) -> dict[str, pa.Table]:
+    return make_join(request.param)
+
+
+# db-benchmark join questions q1-q5 (J1: x joined with its small / medium / big tables).
+JOINS = {
+    "q1_small_inner_int": ("small", "id1", "inner"),
+    "q2_medium_inner_int": ("medium", "id2", "inner"),
+    "q3_medium_left_int": ("medium", "id2", "left"),
+    "q4_medium_inner_str": ("medium", "id5", "inner"),
+    "q5_big_inner_int": ("big", "id3", "inner"),
+}
+
+
+@pytest.mark.parametrize("question", sorted(JOINS))
+def test_join(benchmark, j1, question):
+    right, key, how = JOINS[question]
+    out = benchmark(fb.join, j1["x"], j1[right], key, how=how)
+    # About 90% of x's keys are in each right table (left keeps every row).
+    assert 0.85 * j1["x"].num_rows < out.num_rows <= j1["x"].num_rows

@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ferrobatch.bench.data import groupby_name, groupby_path, join_paths
+from ferrobatch.bench.data import groupby_name, groupby_path, join_names, join_paths
 from ferrobatch.bench.questions import ENGINES, SUITES, questions
 
 PEERS = [e for e in ENGINES if e != "ferrobatch"]
@@ -193,7 +193,12 @@ def main(argv: list[str] | None = None) -> int:
 
     from tqdm import tqdm
 
-    name = groupby_name(args.rows, nas=args.nas, sort=args.sort)
+    names = []
+    if any(q.dataset == "groupby" for q in qs):
+        names.append(groupby_name(args.rows, nas=args.nas, sort=args.sort))
+    if any(q.dataset == "join" for q in qs):
+        names.append(join_names(args.rows, nas=args.nas, sort=args.sort)["x"])
+    name = "+".join(names)
     print(f"preparing data ({name}) ...", flush=True)
     if any(q.dataset == "groupby" for q in qs):
         groupby_path(args.rows, nas=args.nas, sort=args.sort)
