@@ -381,6 +381,9 @@ def merge(
     if how == "cross":
         if on is not None or left_on is not None or right_on is not None or validate:
             return pandas_path()  # pandas raises its own MergeError
+        if not hasattr(pdm, "_CrossMergeOperation"):  # pandas < 3.1
+            _fallback("merge", "how='cross' needs pandas >= 3.1")
+            return pandas_path()
         op = pdm._CrossMergeOperation(left, right, suffixes=suffixes, indicator=indicator)
         li, ri = _core.join_indices(
             pa.table({"_": pa.nulls(len(left))}),
