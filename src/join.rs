@@ -27,7 +27,6 @@
 //!    outer joins are coalesced (left value where the left row exists, else the right one).
 
 use std::collections::HashSet;
-use std::hash::BuildHasher;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 
@@ -36,10 +35,11 @@ use arrow_schema::{DataType, Field, Schema, SchemaRef};
 use hashbrown::HashTable;
 use rayon::prelude::*;
 
+use crate::dedup::{hash_u64, hash_u128};
 use crate::error::{Error, Result};
 use crate::gather::{Gatherer, NULL_ROW, batch, pieces};
 use crate::keys::encode::{dense_codes, validity};
-use crate::keys::intern::{ByteChunk, ByteColumn, SEED, hash_bytes, intern};
+use crate::keys::intern::{ByteChunk, ByteColumn, hash_bytes, intern};
 use crate::keys::{CodeMode, KeyCodes, Keys, pack, packed_card};
 use crate::parallel::{BLOCK, DisjointSlice, partition_by, partition_count, partition_of};
 use crate::table::{MAX_ROWS, Table, locatable};
@@ -141,14 +141,24 @@ pub struct JoinIndices {
 
 /// The joined table.
 pub fn join(left: &Table, right: &Table, opts: &JoinOptions) -> Result<Table> {
-    let plan = Plan::new(left, right, opts)?;
-    let idx = join_indices(left, right, opts)?;
+    let (plan, key_pairs) = Plan::new(left, right, opts)?;
+    let idx = indices_for(left, right, opts, &key_pairs)?;
     plan.materialize(left, right, &idx)
 }
 
 /// The row pairs of the join, in output order.
 pub fn join_indices(left: &Table, right: &Table, opts: &JoinOptions) -> Result<JoinIndices> {
     let key_pairs = check_keys(left, right, opts)?;
+    indices_for(left, right, opts, &key_pairs)
+}
+
+/// [`join_indices`] for key pairs already checked by [`check_keys`].
+fn indices_for(
+    left: &Table,
+    right: &Table,
+    opts: &JoinOptions,
+    key_pairs: &[(usize, usize)],
+) -> Result<JoinIndices> {
     let (n_l, n_r) = (left.checked_num_rows()?, right.checked_num_rows()?);
     if opts.how == JoinType::Cross {
         return cross(n_l, n_r, opts.max_output_rows);
@@ -159,7 +169,7 @@ pub fn join_indices(left: &Table, right: &Table, opts: &JoinOptions) -> Result<J
     {
         return emit(&gids, opts.how, opts.max_output_rows);
     }
-    let keys = JoinKeys::encode(left, right, &key_pairs, opts.nulls_equal)?;
+    let keys = JoinKeys::encode(left, right, key_pairs, opts.nulls_equal)?;
     if let Some(v) = opts.validate {
         let (l_unique, r_unique) = match v {
             Validate::OneToOne => (true, true),
@@ -438,11 +448,10 @@ impl JoinKeys {
 
     #[inline]
     fn hash(&self, row: usize) -> u64 {
-        let h = foldhash::fast::FixedState::with_seed(SEED);
         match &self.keys {
-            Keys::U64(k) => h.hash_one(k[row]),
-            Keys::U128(k) => h.hash_one(k[row]),
-            Keys::Wide(c) => c.iter().fold(0u64, |acc, col| h.hash_one(acc ^ col[row])),
+            Keys::U64(k) => hash_u64(k[row]),
+            Keys::U128(k) => hash_u128(k[row]),
+            Keys::Wide(c) => c.iter().fold(0u64, |acc, col| hash_u64(acc ^ col[row])),
         }
     }
 
@@ -977,7 +986,8 @@ struct Plan {
 }
 
 impl Plan {
-    fn new(left: &Table, right: &Table, opts: &JoinOptions) -> Result<Self> {
+    /// The plan, and the checked key pairs (see [`check_keys`]).
+    fn new(left: &Table, right: &Table, opts: &JoinOptions) -> Result<(Self, Vec<(usize, usize)>)> {
         let pairs = check_keys(left, right, opts)?;
         let how = opts.how;
         let nullable_left = matches!(how, JoinType::Right | JoinType::Outer);
@@ -1051,12 +1061,13 @@ impl Plan {
                 right_cols.push(i);
             }
         }
-        Ok(Plan {
+        let plan = Plan {
             schema: Arc::new(Schema::new(fields)),
             coalesce,
             right_cols,
             how,
-        })
+        };
+        Ok((plan, pairs))
     }
 
     fn materialize(&self, left: &Table, right: &Table, idx: &JoinIndices) -> Result<Table> {
