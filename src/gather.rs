@@ -16,7 +16,9 @@ use arrow_array::types::{ByteArrayType, GenericBinaryType, GenericStringType};
 use arrow_array::{
     Array, ArrayRef, GenericByteArray, RecordBatch, RecordBatchOptions, UInt32Array, make_array,
 };
-use arrow_buffer::{ArrowNativeType, Buffer, NullBuffer, OffsetBuffer, ScalarBuffer};
+use arrow_buffer::{
+    ArrowNativeType, BooleanBuffer, Buffer, NullBuffer, OffsetBuffer, ScalarBuffer,
+};
 use arrow_data::ArrayDataBuilder;
 use arrow_schema::DataType;
 use arrow_select::take::take;
@@ -29,6 +31,8 @@ use crate::table::{RowLocator, Table, concat_chunks, native_values};
 pub const OUT_BATCH: usize = 1 << 20;
 /// Copy window for short values: one unaligned 16-byte copy instead of a `memcpy` call.
 const WORD: usize = 16;
+/// Source columns up to this many bytes stay in cache: their gathers do not prefetch.
+const CACHED: usize = 512 << 10;
 /// How many rows ahead the gathers prefetch.
 const AHEAD: usize = 16;
 
@@ -153,12 +157,18 @@ impl Gatherer {
                 };
             }
         }
-        let mut any_null = false;
+        let present = piece.contains(&NULL_ROW).then(|| {
+            NullBuffer::new(BooleanBuffer::collect_bool(piece.len(), |j| {
+                piece[j] != NULL_ROW
+            }))
+        });
+        if self.at.is_single() {
+            return Located::Direct { present };
+        }
         let loc = piece
             .iter()
             .map(|&i| {
                 if i == NULL_ROW {
-                    any_null = true;
                     NULL_LOC
                 } else {
                     let (c, r) = self.at.locate(i as usize);
@@ -166,7 +176,7 @@ impl Gatherer {
                 }
             })
             .collect();
-        Located::Rows { loc, any_null }
+        Located::Rows { loc, present }
     }
 
     /// Column `c` (the position in the list given to [`Self::new`]) at rows `piece`, located
@@ -178,7 +188,10 @@ impl Gatherer {
                 start,
                 global,
             } => Ok(self.columns[c].slice(chunk, start, global, piece.len())),
-            Located::Rows { loc, any_null } => self.columns[c].gather(piece, loc, *any_null),
+            Located::Direct { present } => self.columns[c].gather(piece, &InChunk0(piece), present),
+            Located::Rows { loc, present } => {
+                self.columns[c].gather(piece, &InChunks(loc), present)
+            }
         }
     }
 }
@@ -191,8 +204,50 @@ pub enum Located {
         start: usize,
         global: usize,
     },
-    /// Row by row; `any_null`: some index is [`NULL_ROW`].
-    Rows { loc: Vec<Loc>, any_null: bool },
+    /// Row by row from a single-chunk source: the indices are the rows.
+    Direct { present: Option<NullBuffer> },
+    /// Row by row.
+    Rows {
+        loc: Vec<Loc>,
+        present: Option<NullBuffer>,
+    },
+}
+
+/// Where each output row of a gather comes from.
+trait Rows: Sync {
+    fn len(&self) -> usize;
+    /// (chunk, row within the chunk) of output row `j`; `None` for a null row.
+    fn at(&self, j: usize) -> Option<(usize, usize)>;
+}
+
+/// Indices into a single chunk, [`NULL_ROW`] for null rows.
+struct InChunk0<'a>(&'a [u32]);
+
+impl Rows for InChunk0<'_> {
+    #[inline(always)]
+    fn len(&self) -> usize {
+        self.0.len()
+    }
+    #[inline(always)]
+    fn at(&self, j: usize) -> Option<(usize, usize)> {
+        let i = self.0[j];
+        (i != NULL_ROW).then_some((0, i as usize))
+    }
+}
+
+/// Located rows of a multi-chunk source.
+struct InChunks<'a>(&'a [Loc]);
+
+impl Rows for InChunks<'_> {
+    #[inline(always)]
+    fn len(&self) -> usize {
+        self.0.len()
+    }
+    #[inline(always)]
+    fn at(&self, j: usize) -> Option<(usize, usize)> {
+        let (c, r) = self.0[j];
+        (c != NULL_LOC.0).then_some((c as usize, r as usize))
+    }
 }
 
 /// A row's (chunk, row within the chunk).
@@ -253,15 +308,20 @@ impl Source {
         }
     }
 
-    /// Rows `idx` (global row numbers), located as `loc`; `any_null`: some index is
-    /// [`NULL_ROW`].
-    fn gather(&self, idx: &[u32], loc: &[Loc], any_null: bool) -> Result<ArrayRef> {
+    /// Rows `idx` (global row numbers), located as `rows`; `present`: which indices are not
+    /// [`NULL_ROW`] (`None`: all), shared by every column of a piece.
+    fn gather(
+        &self,
+        idx: &[u32],
+        rows: &impl Rows,
+        present: &Option<NullBuffer>,
+    ) -> Result<ArrayRef> {
         match self {
             Source::Other(a) if a.is_empty() => {
                 Ok(arrow_array::new_null_array(a.data_type(), idx.len()))
             }
             Source::Other(a) => {
-                let idx: UInt32Array = if any_null {
+                let idx: UInt32Array = if present.is_some() {
                     idx.iter().map(|&i| (i != NULL_ROW).then_some(i)).collect()
                 } else {
                     UInt32Array::from(idx.to_vec())
@@ -269,29 +329,47 @@ impl Source {
                 Ok(take(a.as_ref(), &idx, None)?)
             }
             Source::Fixed { dt, width, chunks } => {
-                let values = match width {
-                    1 => gather_native::<u8>(chunks, loc),
-                    2 => gather_native::<u16>(chunks, loc),
-                    4 => gather_native::<u32>(chunks, loc),
-                    8 => gather_native::<u64>(chunks, loc),
-                    _ => gather_native::<i128>(chunks, loc),
+                let far = chunks.iter().map(|c| c.len()).sum::<usize>() * width > CACHED;
+                let values = match (width, far) {
+                    (1, _) => gather_native::<u8, false>(chunks, rows),
+                    (2, _) => gather_native::<u16, false>(chunks, rows),
+                    (4, false) => gather_native::<u32, false>(chunks, rows),
+                    (4, true) => gather_native::<u32, true>(chunks, rows),
+                    (8, false) => gather_native::<u64, false>(chunks, rows),
+                    (8, true) => gather_native::<u64, true>(chunks, rows),
+                    (_, false) => gather_native::<i128, false>(chunks, rows),
+                    (_, true) => gather_native::<i128, true>(chunks, rows),
                 };
                 let data = ArrayDataBuilder::new(dt.clone())
-                    .len(loc.len())
+                    .len(rows.len())
                     .add_buffer(values)
-                    .nulls(gather_nulls(chunks, loc, any_null))
+                    .nulls(gather_nulls(chunks, rows, present))
                     .build()?;
                 Ok(make_array(data))
             }
-            Source::Bytes(chunks) => match chunks[0].data_type() {
-                DataType::Utf8 => gather_bytes::<GenericStringType<i32>>(chunks, loc, any_null),
-                DataType::LargeUtf8 => {
-                    gather_bytes::<GenericStringType<i64>>(chunks, loc, any_null)
+            Source::Bytes(chunks) => {
+                let size: usize = chunks.iter().map(|c| c.get_buffer_memory_size()).sum();
+                if size > CACHED {
+                    bytes_of::<true>(chunks, rows, present)
+                } else {
+                    bytes_of::<false>(chunks, rows, present)
                 }
-                DataType::Binary => gather_bytes::<GenericBinaryType<i32>>(chunks, loc, any_null),
-                _ => gather_bytes::<GenericBinaryType<i64>>(chunks, loc, any_null),
-            },
+            }
         }
+    }
+}
+
+/// [`gather_bytes`] for the chunks' byte-array type.
+fn bytes_of<const FAR: bool>(
+    chunks: &[ArrayRef],
+    rows: &impl Rows,
+    present: &Option<NullBuffer>,
+) -> Result<ArrayRef> {
+    match chunks[0].data_type() {
+        DataType::Utf8 => gather_bytes::<GenericStringType<i32>, FAR>(chunks, rows, present),
+        DataType::LargeUtf8 => gather_bytes::<GenericStringType<i64>, FAR>(chunks, rows, present),
+        DataType::Binary => gather_bytes::<GenericBinaryType<i32>, FAR>(chunks, rows, present),
+        _ => gather_bytes::<GenericBinaryType<i64>, FAR>(chunks, rows, present),
     }
 }
 
@@ -307,37 +385,44 @@ fn prefetch<T>(p: *const T) {
     let _ = p;
 }
 
-/// Validity of the gathered rows, `None` when no chunk has nulls.
-fn gather_nulls(chunks: &[ArrayRef], loc: &[Loc], any_null: bool) -> Option<NullBuffer> {
-    if chunks.iter().all(|c| c.null_count() == 0) && !any_null {
-        return None;
+/// Validity of the gathered rows: `present` itself when no chunk has nulls, else built
+/// straight into a bitmap.
+fn gather_nulls(
+    chunks: &[ArrayRef],
+    rows: &impl Rows,
+    present: &Option<NullBuffer>,
+) -> Option<NullBuffer> {
+    if chunks.iter().all(|c| c.null_count() == 0) {
+        return present.clone();
     }
     let nulls: Vec<Option<&NullBuffer>> = chunks.iter().map(|c| c.nulls()).collect();
-    let valid: Vec<bool> = loc
-        .iter()
-        .map(|&(c, r)| {
-            nulls
-                .get(c as usize)
-                .is_some_and(|n| n.is_none_or(|n| n.is_valid(r as usize)))
-        })
-        .collect();
-    Some(NullBuffer::from(valid))
+    Some(NullBuffer::new(BooleanBuffer::collect_bool(
+        rows.len(),
+        |j| {
+            rows.at(j)
+                .is_some_and(|(c, r)| nulls[c].is_none_or(|n| n.is_valid(r)))
+        },
+    )))
 }
 
-/// Gather of fixed-width values, as their bit patterns, prefetching `AHEAD` rows ahead.
-fn gather_native<N: ArrowNativeType>(chunks: &[ArrayRef], loc: &[Loc]) -> Buffer {
+/// Gather of fixed-width values, as their bit patterns; from a source too big for the cache
+/// (`FAR`), prefetching `AHEAD` rows ahead.
+fn gather_native<N: ArrowNativeType, const FAR: bool>(
+    chunks: &[ArrayRef],
+    rows: &impl Rows,
+) -> Buffer {
     let bufs: Vec<ScalarBuffer<N>> = chunks.iter().map(native_values).collect();
-    let out: Vec<N> = loc
-        .iter()
-        .enumerate()
-        .map(|(j, &(c, r))| {
-            if let Some(&(fc, fr)) = loc.get(j + AHEAD)
-                && let Some(b) = bufs.get(fc as usize)
+    let n = rows.len();
+    let out: Vec<N> = (0..n)
+        .map(|j| {
+            if FAR
+                && j + AHEAD < n
+                && let Some((c, r)) = rows.at(j + AHEAD)
             {
-                prefetch(b.as_ptr().wrapping_add(fr as usize));
+                prefetch(bufs[c].as_ptr().wrapping_add(r));
             }
-            match bufs.get(c as usize) {
-                Some(b) => b[r as usize],
+            match rows.at(j) {
+                Some((c, r)) => bufs[c][r],
                 None => N::default(),
             }
         })
@@ -345,15 +430,16 @@ fn gather_native<N: ArrowNativeType>(chunks: &[ArrayRef], loc: &[Loc]) -> Buffer
     Buffer::from_vec(out)
 }
 
-/// Gather of offset-based byte arrays in one pass. Random rows cost two cache misses each
+/// Gather of offset-based byte arrays in one pass (the offset range is checked once, on the
+/// total). Random rows of a source too big for the cache (`FAR`) cost two cache misses each
 /// (offsets, then bytes), so the offsets are prefetched `AHEAD` rows ahead and the bytes
 /// `AHEAD / 2` rows ahead. Values of at most 16 bytes are copied as one 16-byte block (the
 /// output keeps 16 bytes of slack and each later value overwrites the previous spill), which
 /// avoids a `memcpy` call per value.
-fn gather_bytes<T: ByteArrayType>(
+fn gather_bytes<T: ByteArrayType, const FAR: bool>(
     chunks: &[ArrayRef],
-    loc: &[Loc],
-    any_null: bool,
+    rows: &impl Rows,
+    present: &Option<NullBuffer>,
 ) -> Result<ArrayRef> {
     let srcs: Vec<(&[T::Offset], &[u8])> = chunks
         .iter()
@@ -362,49 +448,55 @@ fn gather_bytes<T: ByteArrayType>(
             (a.value_offsets(), a.values().as_slice())
         })
         .collect();
+    let n = rows.len();
+    let span = |c: usize, r: usize| {
+        let off = srcs[c].0;
+        (off[r].as_usize(), off[r + 1].as_usize())
+    };
     let total_bytes: usize = srcs.iter().map(|s| s.1.len()).sum();
     let total_rows: usize = chunks.iter().map(|a| a.len()).sum();
-    let mut offsets: Vec<T::Offset> = Vec::with_capacity(loc.len() + 1);
+    let mut offsets: Vec<T::Offset> = Vec::with_capacity(n + 1);
     offsets.push(T::Offset::usize_as(0));
-    let mut out: Vec<u8> = vec![0u8; loc.len() * (total_bytes / total_rows.max(1)) + WORD];
+    let mut out: Vec<u8> = vec![0u8; n * (total_bytes / total_rows.max(1)) + WORD];
     let mut pos = 0usize;
-    for (j, &(c, i)) in loc.iter().enumerate() {
-        if let Some(&(c, r)) = loc.get(j + AHEAD)
-            && let Some(s) = srcs.get(c as usize)
+    for j in 0..n {
+        if FAR
+            && j + AHEAD < n
+            && let Some((c, r)) = rows.at(j + AHEAD)
         {
-            prefetch(s.0.as_ptr().wrapping_add(r as usize));
+            prefetch(srcs[c].0.as_ptr().wrapping_add(r));
         }
-        if let Some(&(c, r)) = loc.get(j + AHEAD / 2)
-            && let Some(&(off, bytes)) = srcs.get(c as usize)
+        if FAR
+            && j + AHEAD / 2 < n
+            && let Some((c, r)) = rows.at(j + AHEAD / 2)
         {
-            prefetch(bytes.as_ptr().wrapping_add(off[r as usize].as_usize()));
+            prefetch(srcs[c].1.as_ptr().wrapping_add(srcs[c].0[r].as_usize()));
         }
-        let Some(&(src_off, src)) = srcs.get(c as usize) else {
-            // A null row: an empty value.
-            offsets.push(T::Offset::from_usize(pos).unwrap_or_default());
-            continue;
-        };
-        let i = i as usize;
-        let (s, e) = (src_off[i].as_usize(), src_off[i + 1].as_usize());
-        let len = e - s;
-        if pos + len.max(WORD) > out.len() {
-            out.resize((out.len() * 2).max(pos + len + WORD), 0);
+        if let Some((c, r)) = rows.at(j) {
+            let (s, e) = span(c, r);
+            let src = srcs[c].1;
+            let len = e - s;
+            if pos + len.max(WORD) > out.len() {
+                out.resize((out.len() * 2).max(pos + len + WORD), 0);
+            }
+            if len <= WORD && s + WORD <= src.len() {
+                out[pos..pos + WORD].copy_from_slice(&src[s..s + WORD]);
+            } else {
+                out[pos..pos + len].copy_from_slice(&src[s..e]);
+            }
+            pos += len;
         }
-        if len <= WORD && s + WORD <= src.len() {
-            out[pos..pos + WORD].copy_from_slice(&src[s..s + WORD]);
-        } else {
-            out[pos..pos + len].copy_from_slice(&src[s..e]);
-        }
-        pos += len;
-        offsets.push(T::Offset::from_usize(pos).ok_or_else(|| {
-            Error::Value(format!(
-                "gathered values exceed the offset range of {}; use the large type",
-                T::DATA_TYPE
-            ))
-        })?);
+        offsets.push(T::Offset::usize_as(pos));
     }
-    out.truncate(pos);
-    let nulls = gather_nulls(chunks, loc, any_null);
+    let total = pos;
+    if T::Offset::from_usize(total).is_none() {
+        return Err(Error::Value(format!(
+            "gathered values exceed the offset range of {}; use the large type",
+            T::DATA_TYPE
+        )));
+    }
+    out.truncate(total);
+    let nulls = gather_nulls(chunks, rows, present);
     let offsets = OffsetBuffer::new(ScalarBuffer::from(offsets));
     // SAFETY: offsets are monotonic and end at `out.len()`; every value is a copy of a valid
     // value of the same type (so UTF-8 stays valid for strings).
@@ -473,5 +565,22 @@ mod tests {
         );
         assert_eq!(b.column(2).as_list::<i32>().value(0).len(), 1);
         assert!(b.column(2).is_null(2));
+
+        // NULL_ROW gives a null row in every layout, from one chunk or several, with the
+        // source's own nulls kept.
+        let one = Table::try_new(schema.clone(), vec![t.batches[0].clone()]).unwrap();
+        for (table, idx) in [
+            (&t, vec![NULL_ROW, 2, 1, 0]),
+            (&one, vec![NULL_ROW, 0, 1, 0]),
+        ] {
+            let out = take_table(table, &idx).unwrap();
+            let b = &out.batches[0];
+            let i = b.column(0).as_primitive::<Int32Type>();
+            let s = b.column(1).as_string::<i32>();
+            assert_eq!(i.null_count(), 2);
+            assert!(i.is_null(0) && i.is_null(2) && s.is_null(0) && s.is_null(2));
+            assert!(b.column(2).is_null(0));
+            assert_eq!(s.value(3), "a long string over 16 bytes");
+        }
     }
 }

@@ -128,6 +128,11 @@ impl RowLocator {
         }
     }
 
+    /// Whether there is at most one chunk (rows are their own location).
+    pub fn is_single(&self) -> bool {
+        self.starts.len() <= 2
+    }
+
     /// First row of each chunk.
     pub fn chunk_starts(&self) -> &[usize] {
         &self.starts[..self.starts.len() - 1]
