@@ -7,6 +7,7 @@
 pub mod dedup;
 pub mod error;
 pub mod gather;
+pub mod group_by;
 pub mod join;
 pub mod keys;
 pub mod parallel;

@@ -23,6 +23,7 @@ __all__ = [
     "FallbackWarning",
     "dedup",
     "get_num_threads",
+    "group_by",
     "join",
     "set_num_threads",
     "sort",
@@ -202,6 +203,68 @@ def join(
         nulls_equal,
         validate,
         _check_max_rows(max_output_rows),
+    )
+
+
+AggSpec = tuple[str | None, str] | tuple[str | None, str, Any]
+"""``(column, function)`` or ``(column, function, parameter)``."""
+
+
+def _agg_tuples(aggs: Any) -> list[tuple[str, str | None, str, Any]]:
+    if not isinstance(aggs, dict):
+        raise TypeError(
+            "aggs must be a dict {output_name: (column, function[, parameter])}, "
+            f"got {type(aggs).__name__}"
+        )
+    out = []
+    for name, spec in aggs.items():
+        if not isinstance(name, str):
+            raise TypeError(f"aggregate output names must be str, got {name!r}")
+        if not isinstance(spec, tuple | list) or len(spec) not in (2, 3):
+            raise TypeError(
+                f"aggregate {name!r} must be (column, function) or (column, function, "
+                f"parameter), got {spec!r}"
+            )
+        column, func = spec[0], spec[1]
+        if column is not None and not isinstance(column, str):
+            raise TypeError(f"aggregate {name!r}: column must be a str or None, got {column!r}")
+        if not isinstance(func, str):
+            raise TypeError(f"aggregate {name!r}: function must be a str, got {func!r}")
+        param = spec[2] if len(spec) == 3 else None
+        if len(spec) == 3 and param is None:
+            raise ValueError(f"aggregate {name!r}: parameter of {func} is None")
+        out.append((name, column, func, param))
+    return out
+
+
+def group_by(
+    data: Any,
+    keys: str | Sequence[str],
+    aggs: dict[str, AggSpec],
+    *,
+    dropna: bool = False,
+    sort: bool = False,
+) -> pa.Table:
+    """Group ``data`` by ``keys`` and aggregate: ``{"out": ("column", "fn"), ...}``.
+
+    Functions: ``count`` (non-null), ``size`` (rows; column may be None), ``sum``, ``mean``,
+    ``min``, ``max``, ``first`` / ``last`` (first / last non-null), ``std`` / ``var``
+    (ddof=1), ``median``, ``n_unique``, and with a parameter ``("col", "quantile", q)``
+    (linear interpolation), ``("col", "top_k", k)`` (list of the k largest, largest first),
+    ``("x", "corr", "y")`` (Pearson). ``keys=[]`` gives one row, also for an empty input.
+
+    Output: the keys, then one column per aggregate; groups in order of first appearance, or
+    by key (nulls last) with ``sort=True``. ``dropna=True`` drops rows with a null key; else
+    null keys form a group. Nulls are skipped; a group with no value gets null (count / size /
+    n_unique 0, top_k ``[]``); NaN propagates through sum / mean / std / var / median /
+    quantile / corr and is the greatest value for min / max / top_k. Integer sums are exact
+    and raise ``ValueError`` on overflow.
+    """
+    for flag, name in ((dropna, "dropna"), (sort, "sort")):
+        if not isinstance(flag, bool):
+            raise TypeError(f"{name} must be a bool, got {type(flag).__name__}")
+    return _core.group_by(
+        _arrow_input(data), _key_list(keys, "keys"), _agg_tuples(aggs), dropna, sort
     )
 
 

@@ -367,6 +367,32 @@ pub fn dense_codes(name: &str, chunks: &[ArrayRef], ordered: bool) -> Result<Den
     }
 }
 
+/// Order codes of one column for comparisons (min / max / top-k): valid rows get `u64` codes
+/// whose order is the value order (floats `-inf < .. < inf < NaN`, -0.0 == 0.0, strings
+/// byte-wise). Integer, boolean, float and temporal columns map each value straight to its
+/// order-preserving image (one pass, no ranking); other types are encoded as ordered keys.
+/// `card` is meaningless here.
+pub fn order_codes(name: &str, chunks: &[ArrayRef]) -> Result<Dense> {
+    let n: usize = chunks.iter().map(|c| c.len()).sum();
+    match domain_of(chunks) {
+        Some(d) if !chunks.is_empty() && d != Domain::Wide => {
+            let mut raw = vec![0u64; n];
+            let mut rest = raw.as_mut_slice();
+            for c in chunks {
+                let (head, tail) = rest.split_at_mut(c.len());
+                raw_u64(c, head, d);
+                rest = tail;
+            }
+            Ok(Dense {
+                codes: raw,
+                valid: validity(chunks, n),
+                card: u64::MAX,
+            })
+        }
+        _ => dense_codes(name, chunks, true),
+    }
+}
+
 /// Byte-string chunks: interned, and ranked when `ordered`.
 fn bytes(
     chunks: &[ArrayRef],

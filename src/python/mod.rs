@@ -9,6 +9,7 @@ use pyo3_arrow::input::AnyRecordBatch;
 
 use crate::dedup::Keep;
 use crate::error::Error;
+use crate::group_by::{AggFn, AggSpec, GroupByOptions, Param};
 use crate::join::{JoinOptions, JoinType, Validate};
 use crate::pool;
 use crate::sort::SortKey;
@@ -139,6 +140,63 @@ fn dedup_indices<'py>(
     convert::indices_out(py, idx)
 }
 
+/// An aggregate's parameter: an int, a float or a column name.
+fn agg_param(p: Option<&Bound<'_, PyAny>>) -> PyResult<Option<Param>> {
+    use pyo3::types::{PyBool, PyFloat, PyInt, PyString};
+    let Some(p) = p.filter(|p| !p.is_none()) else {
+        return Ok(None);
+    };
+    if p.cast::<PyBool>().is_ok() {
+        return Err(PyTypeError::new_err(format!(
+            "an aggregate parameter must be a number or a column name, got {p}"
+        )));
+    }
+    if p.cast::<PyInt>().is_ok() {
+        return Ok(Some(Param::Int(p.extract()?)));
+    }
+    if p.cast::<PyFloat>().is_ok() {
+        return Ok(Some(Param::Float(p.extract()?)));
+    }
+    if let Ok(s) = p.cast::<PyString>() {
+        return Ok(Some(Param::Str(s.to_str()?.to_owned())));
+    }
+    Err(PyTypeError::new_err(format!(
+        "an aggregate parameter must be a number or a column name, got {}",
+        p.get_type().name()?
+    )))
+}
+
+/// One aggregate as `(output name, column or None, function, parameter or None)`.
+type AggTuple<'py> = (String, Option<String>, String, Option<Bound<'py, PyAny>>);
+
+#[pyfunction]
+#[pyo3(signature = (data, keys, aggs, dropna, sort))]
+fn group_by<'py>(
+    py: Python<'py>,
+    data: AnyRecordBatch,
+    keys: StrOrList,
+    aggs: Vec<AggTuple<'py>>,
+    dropna: bool,
+    sort: bool,
+) -> PyResult<Bound<'py, PyAny>> {
+    let aggs = aggs
+        .into_iter()
+        .map(|(name, column, func, param)| {
+            let func = AggFn::parse(&func, agg_param(param.as_ref())?).map_err(to_py)?;
+            Ok(AggSpec { name, column, func })
+        })
+        .collect::<PyResult<Vec<_>>>()?;
+    let opts = GroupByOptions {
+        keys: keys.into_vec(),
+        aggs,
+        dropna,
+        sort,
+    };
+    let table = table_in(data)?;
+    let out = run(py, || crate::group_by::group_by(&table, &opts))?;
+    table_out(py, out)
+}
+
 fn join_options(
     left_on: StrOrList,
     right_on: StrOrList,
@@ -257,6 +315,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(dedup, m)?)?;
     m.add_function(wrap_pyfunction!(dedup_indices, m)?)?;
     m.add_function(wrap_pyfunction!(join, m)?)?;
+    m.add_function(wrap_pyfunction!(group_by, m)?)?;
     m.add_function(wrap_pyfunction!(join_indices, m)?)?;
     m.add_function(wrap_pyfunction!(set_num_threads, m)?)?;
     m.add_function(wrap_pyfunction!(get_num_threads, m)?)?;

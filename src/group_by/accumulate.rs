@@ -1,0 +1,391 @@
+//! Per-group states of the decomposable aggregates and the parallel driver that fills them.
+//!
+//! An aggregate is an [`Acc`]: a per-group state, an `update` with one row, and a `merge` of
+//! two states (the state of earlier rows first). [`accumulate`] fills one state per slot in
+//! one of two layouts, chosen from the row and slot counts only (never the thread count):
+//! * **blocks** (few groups: `slots * 8 <= n`): the rows are cut into at most 64 fixed blocks;
+//!   each block fills its own state array, and the arrays are merged slot by slot in block
+//!   order. Low-cardinality keys thus aggregate into dense arrays with no synchronization.
+//! * **partitions** (many groups): the rows are split into partitions that each own a slot
+//!   range (the hash partitions of hashed groups), and each partition updates its own states
+//!   in row order.
+//!
+//! Either way a group's rows are folded in a fixed order, so float results are bit-identical
+//! for every thread count. Everything here is `Copy` state — the holistic aggregates
+//! (median, quantile, n_unique, top_k) live in `holistic.rs`.
+
+use arrow_buffer::BooleanBuffer;
+use rayon::prelude::*;
+
+use super::groups::{Groups, NO_GROUP, NO_ROW};
+use crate::parallel::partition_count;
+
+/// One aggregate's per-group state machine.
+pub trait Acc: Sync {
+    type S: Copy + Send + Sync;
+    fn init(&self) -> Self::S;
+    /// Fold row `row` into `s`.
+    fn update(&self, s: &mut Self::S, row: usize);
+    /// Fold `b` (the state of later rows) into `a`.
+    fn merge(&self, a: &mut Self::S, b: &Self::S);
+}
+
+/// Most blocks of the block layout.
+const MAX_BLOCKS: usize = 64;
+
+/// One state per slot of `g`.
+pub fn accumulate<A: Acc>(acc: &A, g: &Groups) -> Vec<A::S> {
+    let n = g.slot.len();
+    let slots = g.slots;
+    if slots * 8 <= n || slots == 1 {
+        let nblocks = (n / (4 * slots.max(1))).clamp(1, MAX_BLOCKS);
+        let size = n.div_ceil(nblocks).max(1);
+        let slot = &g.slot;
+        let mut blocks: Vec<Vec<A::S>> = (0..n.div_ceil(size).max(1))
+            .into_par_iter()
+            .map(|b| {
+                let mut st = vec![acc.init(); slots];
+                for (r, &s) in slot
+                    .iter()
+                    .enumerate()
+                    .take(((b + 1) * size).min(n))
+                    .skip(b * size)
+                {
+                    if s != NO_GROUP {
+                        acc.update(&mut st[s as usize], r);
+                    }
+                }
+                st
+            })
+            .collect();
+        let rest = blocks.split_off(1);
+        let mut out = blocks.pop().unwrap_or_default();
+        out.par_iter_mut().enumerate().for_each(|(s, st)| {
+            for b in &rest {
+                acc.merge(st, &b[s]);
+            }
+        });
+        out
+    } else {
+        let (parts, bases) = g.partitions(partition_count(n) * 4);
+        let slot = &g.slot;
+        let locals: Vec<Vec<A::S>> = (0..parts.len())
+            .into_par_iter()
+            .map(|p| {
+                let base = bases[p];
+                let mut st = vec![acc.init(); bases[p + 1] - base];
+                for &r in parts.part(p) {
+                    acc.update(&mut st[slot[r as usize] as usize - base], r as usize);
+                }
+                st
+            })
+            .collect();
+        locals.concat()
+    }
+}
+
+/// Validity of a column (`None`: every row valid).
+#[inline(always)]
+fn ok(valid: Option<&BooleanBuffer>, row: usize) -> bool {
+    valid.is_none_or(|v| v.value(row))
+}
+
+/// Non-null count (`count`), or rows (`size`, with no validity).
+pub struct Count<'a> {
+    pub valid: Option<&'a BooleanBuffer>,
+}
+
+impl Acc for Count<'_> {
+    type S = u64;
+    fn init(&self) -> u64 {
+        0
+    }
+    #[inline(always)]
+    fn update(&self, s: &mut u64, row: usize) {
+        *s += u64::from(ok(self.valid, row));
+    }
+    fn merge(&self, a: &mut u64, b: &u64) {
+        *a += b;
+    }
+}
+
+/// Exact integer sums: `i128` (or `u128`) accumulators cannot overflow before 2^64 rows;
+/// the caller checks the final range. State: (sum, non-null count).
+pub struct SumInt<'a, T> {
+    pub values: &'a [T],
+    pub valid: Option<&'a BooleanBuffer>,
+}
+
+impl<T: Copy + Into<i128> + Sync> Acc for SumInt<'_, T> {
+    type S = (i128, u64);
+    fn init(&self) -> Self::S {
+        (0, 0)
+    }
+    #[inline(always)]
+    fn update(&self, s: &mut Self::S, row: usize) {
+        if ok(self.valid, row) {
+            s.0 += self.values[row].into();
+            s.1 += 1;
+        }
+    }
+    fn merge(&self, a: &mut Self::S, b: &Self::S) {
+        a.0 += b.0;
+        a.1 += b.1;
+    }
+}
+
+/// `u64` sums (beyond `i128`'s reach only past 2^64 rows). State: (sum, non-null count).
+pub struct SumU64<'a> {
+    pub values: &'a [u64],
+    pub valid: Option<&'a BooleanBuffer>,
+}
+
+impl Acc for SumU64<'_> {
+    type S = (u128, u64);
+    fn init(&self) -> Self::S {
+        (0, 0)
+    }
+    #[inline(always)]
+    fn update(&self, s: &mut Self::S, row: usize) {
+        if ok(self.valid, row) {
+            s.0 += u128::from(self.values[row]);
+            s.1 += 1;
+        }
+    }
+    fn merge(&self, a: &mut Self::S, b: &Self::S) {
+        a.0 += b.0;
+        a.1 += b.1;
+    }
+}
+
+/// Decimal sums with overflow detection. State: (sum, non-null count, overflowed).
+pub struct SumDecimal<'a> {
+    pub values: &'a [i128],
+    pub valid: Option<&'a BooleanBuffer>,
+}
+
+impl Acc for SumDecimal<'_> {
+    type S = (i128, u64, bool);
+    fn init(&self) -> Self::S {
+        (0, 0, false)
+    }
+    #[inline(always)]
+    fn update(&self, s: &mut Self::S, row: usize) {
+        if ok(self.valid, row) {
+            let (v, o) = s.0.overflowing_add(self.values[row]);
+            *s = (v, s.1 + 1, s.2 | o);
+        }
+    }
+    fn merge(&self, a: &mut Self::S, b: &Self::S) {
+        let (v, o) = a.0.overflowing_add(b.0);
+        *a = (v, a.1 + b.1, a.2 | b.2 | o);
+    }
+}
+
+/// Float sums (and means). State: (sum, non-null count).
+pub struct SumFloat<'a> {
+    pub values: &'a [f64],
+    pub valid: Option<&'a BooleanBuffer>,
+}
+
+impl Acc for SumFloat<'_> {
+    type S = (f64, u64);
+    fn init(&self) -> Self::S {
+        (0.0, 0)
+    }
+    #[inline(always)]
+    fn update(&self, s: &mut Self::S, row: usize) {
+        if ok(self.valid, row) {
+            s.0 += self.values[row];
+            s.1 += 1;
+        }
+    }
+    fn merge(&self, a: &mut Self::S, b: &Self::S) {
+        a.0 += b.0;
+        a.1 += b.1;
+    }
+}
+
+/// Count, mean and sum of squared deviations (Welford updates, Chan merges) for var / std.
+#[derive(Clone, Copy, Default)]
+pub struct Moments {
+    pub n: u64,
+    pub mean: f64,
+    pub m2: f64,
+}
+
+impl Moments {
+    #[inline(always)]
+    fn push(&mut self, x: f64) {
+        self.n += 1;
+        let d = x - self.mean;
+        self.mean += d / self.n as f64;
+        self.m2 += d * (x - self.mean);
+    }
+
+    fn combine(&mut self, b: &Moments) {
+        if b.n == 0 {
+            return;
+        }
+        if self.n == 0 {
+            *self = *b;
+            return;
+        }
+        let (na, nb) = (self.n as f64, b.n as f64);
+        let n = na + nb;
+        let d = b.mean - self.mean;
+        self.mean += d * nb / n;
+        self.m2 += b.m2 + d * d * na * nb / n;
+        self.n += b.n;
+    }
+
+    /// Sample variance (ddof = 1); `None` below two values.
+    pub fn var(&self) -> Option<f64> {
+        (self.n >= 2).then(|| self.m2 / (self.n - 1) as f64)
+    }
+}
+
+pub struct Variance<'a> {
+    pub values: &'a [f64],
+    pub valid: Option<&'a BooleanBuffer>,
+}
+
+impl Acc for Variance<'_> {
+    type S = Moments;
+    fn init(&self) -> Moments {
+        Moments::default()
+    }
+    #[inline(always)]
+    fn update(&self, s: &mut Moments, row: usize) {
+        if ok(self.valid, row) {
+            s.push(self.values[row]);
+        }
+    }
+    fn merge(&self, a: &mut Moments, b: &Moments) {
+        a.combine(b);
+    }
+}
+
+/// Co-moments of two columns over rows where both are valid (Pearson correlation).
+#[derive(Clone, Copy, Default)]
+pub struct CoMoments {
+    pub n: u64,
+    mx: f64,
+    my: f64,
+    m2x: f64,
+    m2y: f64,
+    cxy: f64,
+}
+
+impl CoMoments {
+    /// Pearson's r; `None` below two rows.
+    pub fn corr(&self) -> Option<f64> {
+        (self.n >= 2).then(|| self.cxy / (self.m2x * self.m2y).sqrt())
+    }
+}
+
+pub struct Correlation<'a> {
+    pub x: &'a [f64],
+    pub y: &'a [f64],
+    pub valid_x: Option<&'a BooleanBuffer>,
+    pub valid_y: Option<&'a BooleanBuffer>,
+}
+
+impl Acc for Correlation<'_> {
+    type S = CoMoments;
+    fn init(&self) -> CoMoments {
+        CoMoments::default()
+    }
+    #[inline(always)]
+    fn update(&self, s: &mut CoMoments, row: usize) {
+        if ok(self.valid_x, row) && ok(self.valid_y, row) {
+            let (x, y) = (self.x[row], self.y[row]);
+            s.n += 1;
+            let n = s.n as f64;
+            let dx = x - s.mx;
+            s.mx += dx / n;
+            let dy = y - s.my;
+            s.my += dy / n;
+            s.m2x += dx * (x - s.mx);
+            s.m2y += dy * (y - s.my);
+            s.cxy += dx * (y - s.my);
+        }
+    }
+    fn merge(&self, a: &mut CoMoments, b: &CoMoments) {
+        if b.n == 0 {
+            return;
+        }
+        if a.n == 0 {
+            *a = *b;
+            return;
+        }
+        let (na, nb) = (a.n as f64, b.n as f64);
+        let n = na + nb;
+        let (dx, dy) = (b.mx - a.mx, b.my - a.my);
+        let w = na * nb / n;
+        a.m2x += b.m2x + dx * dx * w;
+        a.m2y += b.m2y + dy * dy * w;
+        a.cxy += b.cxy + dx * dy * w;
+        a.mx += dx * nb / n;
+        a.my += dy * nb / n;
+        a.n += b.n;
+    }
+}
+
+/// Row of the least (`MAX = false`) or greatest order code among valid rows; ties keep the
+/// earliest row. State: (code, row), row [`NO_ROW`] when none.
+pub struct Extreme<'a, const MAX: bool> {
+    pub codes: &'a [u64],
+    pub valid: Option<&'a [bool]>,
+}
+
+impl<const MAX: bool> Extreme<'_, MAX> {
+    #[inline(always)]
+    fn better(a: u64, b: u64) -> bool {
+        if MAX { b > a } else { b < a }
+    }
+}
+
+impl<const MAX: bool> Acc for Extreme<'_, MAX> {
+    type S = (u64, u32);
+    fn init(&self) -> Self::S {
+        (0, NO_ROW)
+    }
+    #[inline(always)]
+    fn update(&self, s: &mut Self::S, row: usize) {
+        if self.valid.is_none_or(|v| v[row]) {
+            let c = self.codes[row];
+            if s.1 == NO_ROW || Self::better(s.0, c) {
+                *s = (c, row as u32);
+            }
+        }
+    }
+    fn merge(&self, a: &mut Self::S, b: &Self::S) {
+        if b.1 != NO_ROW && (a.1 == NO_ROW || Self::better(a.0, b.0)) {
+            *a = *b;
+        }
+    }
+}
+
+/// First (`LAST = false`) or last valid row.
+pub struct Pick<'a, const LAST: bool> {
+    pub valid: Option<&'a BooleanBuffer>,
+}
+
+impl<const LAST: bool> Acc for Pick<'_, LAST> {
+    type S = u32;
+    fn init(&self) -> u32 {
+        NO_ROW
+    }
+    #[inline(always)]
+    fn update(&self, s: &mut u32, row: usize) {
+        if ok(self.valid, row) && (LAST || *s == NO_ROW) {
+            *s = row as u32;
+        }
+    }
+    fn merge(&self, a: &mut u32, b: &u32) {
+        if *b != NO_ROW && (LAST || *a == NO_ROW) {
+            *a = *b;
+        }
+    }
+}

@@ -1,0 +1,635 @@
+//! Group-by aggregation.
+//!
+//! 1. [`groups::group`] gives every row a group slot (dense key codes, or hash partitions for
+//!    wide / high-cardinality keys) and lists the groups in output order (first appearance,
+//!    or key order with `sort`).
+//! 2. Each aggregate is computed independently over the slots: the decomposable ones (count,
+//!    size, sum, mean, std, var, corr, min, max, first, last) fold rows into per-slot states
+//!    ([`accumulate`]); the holistic ones (median, quantile, n_unique, top_k) evaluate each
+//!    group's row list ([`holistic`]). min / max / first / last produce a *row* per group, and
+//!    the values are gathered from the input, so they keep the input type (strings, dates,
+//!    dictionaries, ...).
+//! 3. The output is the key columns gathered at each group's first row, then one column per
+//!    aggregate in the requested order.
+//!
+//! Rules (DESIGN.md): nulls are skipped by every aggregate but `size`; a group without a
+//! non-null value gets null (0 for count / size / n_unique, `[]` for top_k); NaN propagates
+//! through sum / mean / std / var / median / quantile / corr; min / max / top_k follow the sort
+//! order (NaN greatest). Integer sums are exact (`i128` accumulators) and raise on int64 /
+//! uint64 overflow; decimal sums raise past 38 digits.
+
+pub mod accumulate;
+pub mod groups;
+pub mod holistic;
+
+use std::sync::Arc;
+
+use arrow_array::cast::AsArray;
+use arrow_array::types::{Decimal128Type, Float64Type, Int64Type, UInt64Type};
+use arrow_array::{
+    Array, ArrayRef, Decimal128Array, Float64Array, Int64Array, ListArray, RecordBatch,
+    RecordBatchOptions, UInt32Array, UInt64Array,
+};
+use arrow_buffer::{BooleanBuffer, OffsetBuffer};
+use arrow_schema::{DataType, Field, Schema};
+use arrow_select::take::take;
+
+use crate::error::{Error, Result};
+use crate::gather::take_table;
+use crate::keys::encode::{dense_codes, order_codes};
+use crate::table::{Table, concat_chunks};
+use accumulate::{
+    Acc, Correlation, Count, Extreme, Pick, SumDecimal, SumFloat, SumInt, SumU64, Variance,
+    accumulate,
+};
+use groups::{Groups, NO_ROW, group};
+use holistic::{Members, per_group};
+
+/// A parameter of an aggregate: `q` of quantile, `k` of top_k, the other column of corr.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Param {
+    Int(i64),
+    Float(f64),
+    Str(String),
+}
+
+/// An aggregate function.
+#[derive(Clone, Debug, PartialEq)]
+pub enum AggFn {
+    Count,
+    Size,
+    Sum,
+    Mean,
+    Min,
+    Max,
+    First,
+    Last,
+    Std,
+    Var,
+    Median,
+    NUnique,
+    Quantile(f64),
+    TopK(usize),
+    Corr(String),
+}
+
+const NAMES: &str = "count, size, sum, mean, min, max, first, last, std, var, median, n_unique, \
+                     quantile, top_k, corr";
+
+impl AggFn {
+    /// The function `name` with its parameter, checked.
+    pub fn parse(name: &str, param: Option<Param>) -> Result<Self> {
+        let plain = |f: AggFn| match &param {
+            None => Ok(f),
+            Some(p) => Err(Error::Value(format!(
+                "aggregate {name:?} takes no parameter, got {p:?}"
+            ))),
+        };
+        match name {
+            "count" => plain(AggFn::Count),
+            "size" => plain(AggFn::Size),
+            "sum" => plain(AggFn::Sum),
+            "mean" => plain(AggFn::Mean),
+            "min" => plain(AggFn::Min),
+            "max" => plain(AggFn::Max),
+            "first" => plain(AggFn::First),
+            "last" => plain(AggFn::Last),
+            "std" => plain(AggFn::Std),
+            "var" => plain(AggFn::Var),
+            "median" => plain(AggFn::Median),
+            "n_unique" => plain(AggFn::NUnique),
+            "quantile" => {
+                let q = match param {
+                    Some(Param::Float(q)) => q,
+                    Some(Param::Int(q)) => q as f64,
+                    Some(Param::Str(s)) => {
+                        return Err(Error::Type(format!(
+                            "quantile takes a number q in [0, 1], got {s:?}"
+                        )));
+                    }
+                    None => {
+                        return Err(Error::Value(
+                            "quantile needs q: (\"column\", \"quantile\", 0.9)".into(),
+                        ));
+                    }
+                };
+                if !(0.0..=1.0).contains(&q) {
+                    return Err(Error::Value(format!(
+                        "quantile q must be in [0, 1], got {q}"
+                    )));
+                }
+                Ok(AggFn::Quantile(q))
+            }
+            "top_k" => match param {
+                Some(Param::Int(k)) if k >= 0 => Ok(AggFn::TopK(k as usize)),
+                Some(Param::Int(k)) => Err(Error::Value(format!("top_k k must be >= 0, got {k}"))),
+                Some(p) => Err(Error::Type(format!("top_k takes an integer k, got {p:?}"))),
+                None => Err(Error::Value(
+                    "top_k needs k: (\"column\", \"top_k\", 3)".into(),
+                )),
+            },
+            "corr" => match param {
+                Some(Param::Str(c)) => Ok(AggFn::Corr(c)),
+                Some(p) => Err(Error::Type(format!(
+                    "corr takes the other column's name, got {p:?}"
+                ))),
+                None => Err(Error::Value(
+                    "corr needs the other column: (\"x\", \"corr\", \"y\")".into(),
+                )),
+            },
+            _ => Err(Error::Value(format!(
+                "unknown aggregate {name:?}; expected one of {NAMES}"
+            ))),
+        }
+    }
+
+    fn name(&self) -> &'static str {
+        match self {
+            AggFn::Count => "count",
+            AggFn::Size => "size",
+            AggFn::Sum => "sum",
+            AggFn::Mean => "mean",
+            AggFn::Min => "min",
+            AggFn::Max => "max",
+            AggFn::First => "first",
+            AggFn::Last => "last",
+            AggFn::Std => "std",
+            AggFn::Var => "var",
+            AggFn::Median => "median",
+            AggFn::NUnique => "n_unique",
+            AggFn::Quantile(_) => "quantile",
+            AggFn::TopK(_) => "top_k",
+            AggFn::Corr(_) => "corr",
+        }
+    }
+}
+
+/// One output column: `func` of `column` (`None` only for `size`).
+#[derive(Clone, Debug)]
+pub struct AggSpec {
+    pub name: String,
+    pub column: Option<String>,
+    pub func: AggFn,
+}
+
+#[derive(Clone, Debug)]
+pub struct GroupByOptions {
+    pub keys: Vec<String>,
+    pub aggs: Vec<AggSpec>,
+    pub dropna: bool,
+    pub sort: bool,
+}
+
+/// Key columns, then one column per aggregate; one row per group.
+pub fn group_by(table: &Table, opts: &GroupByOptions) -> Result<Table> {
+    let inputs = check(table, opts)?;
+    let g = group(table, &opts.keys, opts.dropna, opts.sort)?;
+    let members = opts
+        .aggs
+        .iter()
+        .any(|a| {
+            matches!(
+                a.func,
+                AggFn::Median | AggFn::Quantile(_) | AggFn::NUnique | AggFn::TopK(_)
+            )
+        })
+        .then(|| Members::new(&g));
+    let mut cols = Vec::with_capacity(opts.aggs.len());
+    for (spec, input) in opts.aggs.iter().zip(&inputs) {
+        cols.push(aggregate(spec, input, &g, members.as_ref())?);
+    }
+    assemble(table, opts, &g, cols)
+}
+
+/// An aggregate's input column(s), concatenated into one array each.
+struct Input {
+    name: String,
+    values: Option<ArrayRef>,
+    other: Option<(String, ArrayRef)>,
+}
+
+/// Check names and types before any work; concatenate the aggregated columns.
+fn check(table: &Table, opts: &GroupByOptions) -> Result<Vec<Input>> {
+    let mut seen: std::collections::HashSet<&str> = std::collections::HashSet::new();
+    for k in &opts.keys {
+        table.index_of(k)?;
+        if !seen.insert(k) {
+            return Err(Error::Value(format!("key column {k:?} is listed twice")));
+        }
+    }
+    let column = |name: &str| -> Result<ArrayRef> {
+        let i = table.index_of(name)?;
+        concat_chunks(&table.chunks(i), table.schema.field(i).data_type())
+    };
+    let mut out = Vec::with_capacity(opts.aggs.len());
+    for a in &opts.aggs {
+        if !seen.insert(&a.name) {
+            return Err(Error::Value(format!(
+                "output column {:?} is named twice (keys and aggregates share one namespace)",
+                a.name
+            )));
+        }
+        let values = match (&a.column, &a.func) {
+            (None, AggFn::Size) => None,
+            (None, f) => {
+                return Err(Error::Value(format!(
+                    "aggregate {:?}: {} needs a column (only size takes None)",
+                    a.name,
+                    f.name()
+                )));
+            }
+            (Some(c), _) => Some(column(c)?),
+        };
+        let other = match &a.func {
+            AggFn::Corr(y) => Some((y.clone(), column(y)?)),
+            _ => None,
+        };
+        let col = a.column.as_deref().unwrap_or("");
+        let bad = |dt: &DataType| {
+            Error::Type(format!(
+                "aggregate {:?}: cannot compute {} of column {col:?} of type {dt}",
+                a.name,
+                a.func.name()
+            ))
+        };
+        if let Some(v) = &values {
+            let dt = v.data_type();
+            let ok = match &a.func {
+                AggFn::Count | AggFn::Size | AggFn::First | AggFn::Last => true,
+                AggFn::Sum => numeric(dt) || matches!(dt, DataType::Decimal128(_, _)),
+                AggFn::Mean
+                | AggFn::Std
+                | AggFn::Var
+                | AggFn::Median
+                | AggFn::Quantile(_)
+                | AggFn::Corr(_) => numeric(dt) || dt.is_decimal(),
+                AggFn::Min | AggFn::Max | AggFn::TopK(_) | AggFn::NUnique => orderable(dt),
+            };
+            if !ok {
+                return Err(bad(dt));
+            }
+        }
+        if let Some((y, v)) = &other
+            && !(numeric(v.data_type()) || v.data_type().is_decimal())
+        {
+            return Err(Error::Type(format!(
+                "aggregate {:?}: cannot compute corr with column {y:?} of type {}",
+                a.name,
+                v.data_type()
+            )));
+        }
+        out.push(Input {
+            name: col.to_string(),
+            values,
+            other,
+        });
+    }
+    Ok(out)
+}
+
+/// Integers, floats and booleans.
+fn numeric(dt: &DataType) -> bool {
+    dt.is_integer() || dt.is_floating() || *dt == DataType::Boolean
+}
+
+/// Types with an order (and equality) the key encoders know.
+fn orderable(dt: &DataType) -> bool {
+    use DataType as D;
+    match dt {
+        D::Dictionary(_, v) => orderable(v),
+        D::Utf8 | D::LargeUtf8 | D::Utf8View | D::Binary | D::LargeBinary | D::BinaryView => true,
+        D::Date32 | D::Date64 | D::Time32(_) | D::Time64(_) | D::Timestamp(_, _) => true,
+        D::Duration(_) | D::Decimal32(_, _) | D::Decimal64(_, _) | D::Decimal128(_, _) => true,
+        dt => numeric(dt),
+    }
+}
+
+fn validity(a: &ArrayRef) -> Option<BooleanBuffer> {
+    a.logical_nulls()
+        .filter(|n| n.null_count() > 0)
+        .map(|n| n.inner().clone())
+}
+
+fn as_f64(a: &ArrayRef) -> Result<Float64Array> {
+    Ok(arrow_cast::cast(a, &DataType::Float64)?
+        .as_primitive::<Float64Type>()
+        .clone())
+}
+
+/// One aggregate's output column, a value per group in `g.order`.
+fn aggregate(
+    spec: &AggSpec,
+    input: &Input,
+    g: &Groups,
+    members: Option<&Members>,
+) -> Result<ArrayRef> {
+    let order = &g.order;
+    fn run<A: Acc>(a: &A, g: &Groups) -> Vec<A::S> {
+        in_order(g, accumulate(a, g))
+    }
+    let Some(values) = &input.values else {
+        let n = run(&Count { valid: None }, g);
+        return Ok(Arc::new(Int64Array::from_iter_values(
+            n.iter().map(|&c| c as i64),
+        )));
+    };
+    let valid = validity(values);
+    let valid = valid.as_ref();
+    let col = &input.name;
+    Ok(match &spec.func {
+        AggFn::Size => {
+            let n = run(&Count { valid: None }, g);
+            Arc::new(Int64Array::from_iter_values(n.iter().map(|&c| c as i64)))
+        }
+        AggFn::Count => {
+            let n = run(&Count { valid }, g);
+            Arc::new(Int64Array::from_iter_values(n.iter().map(|&c| c as i64)))
+        }
+        AggFn::Sum => sum(values, valid, g, col)?,
+        AggFn::Mean => {
+            let v = as_f64(values)?;
+            let st = run(
+                &SumFloat {
+                    values: v.values(),
+                    valid,
+                },
+                g,
+            );
+            Arc::new(Float64Array::from_iter(
+                st.iter().map(|&(s, n)| (n > 0).then(|| s / n as f64)),
+            ))
+        }
+        AggFn::Var | AggFn::Std => {
+            let v = as_f64(values)?;
+            let st = run(
+                &Variance {
+                    values: v.values(),
+                    valid,
+                },
+                g,
+            );
+            let std = spec.func == AggFn::Std;
+            Arc::new(Float64Array::from_iter(
+                st.iter()
+                    .map(|m| m.var().map(|v| if std { v.sqrt() } else { v })),
+            ))
+        }
+        AggFn::Corr(_) => {
+            let (_, other) = input.other.as_ref().expect("checked: corr has a column");
+            let (x, y) = (as_f64(values)?, as_f64(other)?);
+            let valid_y = validity(other);
+            let st = run(
+                &Correlation {
+                    x: x.values(),
+                    y: y.values(),
+                    valid_x: valid,
+                    valid_y: valid_y.as_ref(),
+                },
+                g,
+            );
+            Arc::new(Float64Array::from_iter(st.iter().map(|c| c.corr())))
+        }
+        AggFn::Min | AggFn::Max => {
+            let codes = order_codes(col, std::slice::from_ref(values))?;
+            let v = codes.valid.as_deref();
+            let rows: Vec<u32> = if spec.func == AggFn::Min {
+                let acc = Extreme::<false> {
+                    codes: &codes.codes,
+                    valid: v,
+                };
+                run(&acc, g).iter().map(|s| s.1).collect()
+            } else {
+                let acc = Extreme::<true> {
+                    codes: &codes.codes,
+                    valid: v,
+                };
+                run(&acc, g).iter().map(|s| s.1).collect()
+            };
+            gather(values, &rows)?
+        }
+        AggFn::First => gather(values, &run(&Pick::<false> { valid }, g))?,
+        AggFn::Last => gather(values, &run(&Pick::<true> { valid }, g))?,
+        AggFn::Median | AggFn::Quantile(_) => {
+            let q = match spec.func {
+                AggFn::Quantile(q) => q,
+                _ => 0.5,
+            };
+            let v = as_f64(values)?;
+            let m = members.expect("members are built for holistic aggregates");
+            let out = per_group(m, order, |rows, s: &mut Vec<f64>| {
+                holistic::quantile(v.values(), valid, rows, q, s)
+            });
+            Arc::new(Float64Array::from(out))
+        }
+        AggFn::NUnique => {
+            let codes = dense_codes(col, std::slice::from_ref(values), false)?;
+            let v = codes.valid.as_deref();
+            let m = members.expect("members are built for holistic aggregates");
+            let out = per_group(m, order, |rows, s: &mut Vec<u64>| {
+                holistic::n_unique(&codes.codes, v, rows, s) as i64
+            });
+            Arc::new(Int64Array::from(out))
+        }
+        AggFn::TopK(k) => {
+            let codes = order_codes(col, std::slice::from_ref(values))?;
+            let v = codes.valid.as_deref();
+            let m = members.expect("members are built for holistic aggregates");
+            let lists = per_group(m, order, |rows, s: &mut Vec<_>| {
+                holistic::top_k(&codes.codes, v, rows, *k, s)
+            });
+            let offsets = OffsetBuffer::from_lengths(lists.iter().map(|l| l.len()));
+            let rows: Vec<u32> = lists.concat();
+            let vals = gather(values, &rows)?;
+            let field = Arc::new(Field::new("item", values.data_type().clone(), true));
+            Arc::new(ListArray::try_new(field, offsets, vals, None)?)
+        }
+    })
+}
+
+/// Per-slot states in output order.
+fn in_order<T: Copy>(g: &Groups, st: Vec<T>) -> Vec<T> {
+    g.order.iter().map(|&s| st[s as usize]).collect()
+}
+
+/// `values` at `rows` ([`NO_ROW`] → null), any type.
+fn gather(values: &ArrayRef, rows: &[u32]) -> Result<ArrayRef> {
+    let idx: UInt32Array = rows.iter().map(|&r| (r != NO_ROW).then_some(r)).collect();
+    Ok(take(values.as_ref(), &idx, None)?)
+}
+
+/// Sums: exact for integers (int64 / uint64 out, overflow raises), float64 for floats,
+/// decimal128(38, s) for decimals (overflow raises). Null for a group without values.
+fn sum(
+    values: &ArrayRef,
+    valid: Option<&BooleanBuffer>,
+    g: &Groups,
+    col: &str,
+) -> Result<ArrayRef> {
+    let overflow = |ty: &str| {
+        Error::Value(format!(
+            "sum of column {col:?} overflows {ty} in at least one group; cast the column to \
+             float64 or decimal first"
+        ))
+    };
+    let dt = values.data_type();
+    if dt.is_floating() {
+        let v = as_f64(values)?;
+        let st: Vec<(f64, u64)> = in_order(
+            g,
+            accumulate(
+                &SumFloat {
+                    values: v.values(),
+                    valid,
+                },
+                g,
+            ),
+        );
+        return Ok(Arc::new(Float64Array::from_iter(
+            st.iter().map(|&(s, n)| (n > 0).then_some(s)),
+        )));
+    }
+    if let DataType::Decimal128(_, scale) = dt {
+        let v = values.as_primitive::<Decimal128Type>();
+        let st: Vec<(i128, u64, bool)> = in_order(
+            g,
+            accumulate(
+                &SumDecimal {
+                    values: v.values(),
+                    valid,
+                },
+                g,
+            ),
+        );
+        const MAX38: i128 = 99_999_999_999_999_999_999_999_999_999_999_999_999;
+        if st
+            .iter()
+            .any(|&(s, _, o)| o || !(-MAX38..=MAX38).contains(&s))
+        {
+            return Err(overflow("decimal128(38)"));
+        }
+        let out = Decimal128Array::from_iter(st.iter().map(|&(s, n, _)| (n > 0).then_some(s)))
+            .with_precision_and_scale(38, *scale)?;
+        return Ok(Arc::new(out));
+    }
+    if matches!(dt, DataType::UInt64) {
+        let v = values.as_primitive::<UInt64Type>();
+        let st: Vec<(u128, u64)> = in_order(
+            g,
+            accumulate(
+                &SumU64 {
+                    values: v.values(),
+                    valid,
+                },
+                g,
+            ),
+        );
+        let out: Vec<Option<u64>> = st
+            .iter()
+            .map(|&(s, n)| {
+                (n > 0)
+                    .then(|| u64::try_from(s).map_err(|_| overflow("uint64")))
+                    .transpose()
+            })
+            .collect::<Result<_>>()?;
+        return Ok(Arc::new(UInt64Array::from(out)));
+    }
+    let unsigned = dt.is_unsigned_integer();
+    // Every other integer (and bool) widens losslessly to int64.
+    let v = arrow_cast::cast(values, &DataType::Int64)?;
+    let v = v.as_primitive::<Int64Type>();
+    let st: Vec<(i128, u64)> = in_order(
+        g,
+        accumulate(
+            &SumInt {
+                values: v.values(),
+                valid,
+            },
+            g,
+        ),
+    );
+    if unsigned {
+        let out: Vec<Option<u64>> = st
+            .iter()
+            .map(|&(s, n)| {
+                (n > 0)
+                    .then(|| u64::try_from(s).map_err(|_| overflow("uint64")))
+                    .transpose()
+            })
+            .collect::<Result<_>>()?;
+        return Ok(Arc::new(UInt64Array::from(out)));
+    }
+    let out: Vec<Option<i64>> = st
+        .iter()
+        .map(|&(s, n)| {
+            (n > 0)
+                .then(|| i64::try_from(s).map_err(|_| overflow("int64")))
+                .transpose()
+        })
+        .collect::<Result<_>>()?;
+    Ok(Arc::new(Int64Array::from(out)))
+}
+
+/// Key columns at each group's first row, then the aggregates, cut into the key gather's
+/// record batches.
+fn assemble(
+    table: &Table,
+    opts: &GroupByOptions,
+    g: &Groups,
+    cols: Vec<ArrayRef>,
+) -> Result<Table> {
+    let ngroups = g.order.len();
+    let mut fields: Vec<Field> = Vec::new();
+    let key_idx: Vec<usize> = opts
+        .keys
+        .iter()
+        .map(|k| table.index_of(k))
+        .collect::<Result<_>>()?;
+    for &i in &key_idx {
+        fields.push(table.schema.field(i).clone());
+    }
+    for (a, c) in opts.aggs.iter().zip(&cols) {
+        fields.push(Field::new(&a.name, c.data_type().clone(), true));
+    }
+    let schema = Arc::new(Schema::new(fields));
+    let key_batches: Vec<RecordBatch> = if key_idx.is_empty() || ngroups == 0 {
+        Vec::new()
+    } else {
+        let keys = Table {
+            schema: Arc::new(table.schema.project(&key_idx)?),
+            batches: table
+                .batches
+                .iter()
+                .map(|b| b.project(&key_idx))
+                .collect::<std::result::Result<_, _>>()?,
+        };
+        let rows: Vec<u32> = g.order.iter().map(|&s| g.first[s as usize]).collect();
+        take_table(&keys, &rows)?.batches
+    };
+    let opts_rows = |n: usize| RecordBatchOptions::new().with_row_count(Some(n));
+    if key_batches.is_empty() {
+        let mut all: Vec<ArrayRef> = key_idx
+            .iter()
+            .map(|&i| arrow_array::new_empty_array(table.schema.field(i).data_type()))
+            .collect();
+        all.extend(cols);
+        let b = RecordBatch::try_new_with_options(schema.clone(), all, &opts_rows(ngroups))?;
+        return Ok(Table {
+            schema,
+            batches: vec![b],
+        });
+    }
+    let mut batches = Vec::with_capacity(key_batches.len());
+    let mut at = 0;
+    for kb in key_batches {
+        let len = kb.num_rows();
+        let mut all: Vec<ArrayRef> = kb.columns().to_vec();
+        all.extend(cols.iter().map(|c| c.slice(at, len)));
+        batches.push(RecordBatch::try_new_with_options(
+            schema.clone(),
+            all,
+            &opts_rows(len),
+        )?);
+        at += len;
+    }
+    Ok(Table { schema, batches })
+}
