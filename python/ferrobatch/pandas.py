@@ -19,7 +19,7 @@ import pyarrow as pa
 
 from ferrobatch import FallbackWarning, _core
 
-__all__ = ["drop_duplicates", "merge", "sort_values"]
+__all__ = ["drop_duplicates", "groupby_agg", "merge", "sort_values"]
 
 
 class _Unsupported(Exception):
@@ -441,3 +441,132 @@ def merge(
     indexers = (li, ri)
     op._get_join_indexers = lambda: indexers
     return op.get_result()
+
+
+# pandas function name -> ferrobatch aggregate, for the functions the kernel computes.
+_GROUPBY_FUNCS = {
+    "sum": "sum",
+    "mean": "mean",
+    "min": "min",
+    "max": "max",
+    "count": "count",
+    "size": "size",
+    "first": "first",
+    "last": "last",
+    "std": "std",
+    "var": "var",
+    "median": "median",
+    "nunique": "n_unique",
+}
+
+
+def _value_array(s: pd.Series) -> pa.Array:
+    """An aggregated column as Arrow, pandas' missing values (NaN, None, NaT) as nulls."""
+    dtype = s.dtype
+    if isinstance(dtype, np.dtype) and dtype.kind in "iubf":
+        return pa.array(s.to_numpy(), from_pandas=True)
+    if isinstance(dtype, np.dtype) and dtype.kind == "M":
+        return pa.array(s.to_numpy(), from_pandas=True)
+    if isinstance(dtype, pd.StringDtype) or (
+        pd.api.types.is_object_dtype(dtype) and pd.api.types.infer_dtype(s, skipna=True) == "string"
+    ):
+        return pa.array(s.to_numpy(dtype=object), type=pa.large_string(), from_pandas=True)
+    raise _Unsupported(f"column {s.name!r} of dtype {dtype} is not accelerated")
+
+
+def _agg_result(
+    out: pa.ChunkedArray, func: str, source: pd.Series
+) -> np.ndarray | pd.api.extensions.ExtensionArray:
+    """A kernel aggregate as the values pandas returns for ``func`` of ``source``."""
+    if func in ("count", "size", "nunique"):
+        return out.to_numpy().astype(np.int64, copy=False)
+    if func == "sum":
+        if pa.types.is_floating(out.type):
+            return out.fill_null(0.0).to_numpy()
+        return out.fill_null(0).to_numpy()
+    if func in ("mean", "std", "var", "median"):
+        return out.to_numpy(zero_copy_only=False)
+    # min / max / first / last keep the column's dtype.
+    values = out.to_pandas()
+    return values.astype(source.dtype).array if values.dtype != source.dtype else values.array
+
+
+def groupby_agg(
+    df: pd.DataFrame,
+    by: Hashable | Sequence[Hashable],
+    *,
+    dropna: bool = True,
+    sort: bool = True,
+    **named_aggs: Any,
+) -> pd.DataFrame:
+    """``df.groupby(by, dropna=dropna, sort=sort).agg(**named_aggs)``, named aggregation
+    ``out=(column, "func")`` with func in sum, mean, min, max, count, size, first, last, std,
+    var, median, nunique. Other functions, dtypes or arguments fall back to pandas."""
+    df = _require_frame(df, "groupby_agg")
+
+    def pandas_path() -> pd.DataFrame:
+        return df.groupby(by, dropna=dropna, sort=sort).agg(**named_aggs)
+
+    try:
+        keys = _column_list(by, df)
+        if not keys:
+            raise _Unsupported("no group keys")
+        if not named_aggs:
+            raise _Unsupported("no named aggregates")
+        specs = []
+        for out_name, spec in named_aggs.items():
+            if not isinstance(spec, tuple) or len(spec) != 2:
+                raise _Unsupported(f"aggregate {out_name!r} is not (column, function)")
+            col, func = spec
+            if not isinstance(func, str) or func not in _GROUPBY_FUNCS:
+                raise _Unsupported(f"aggregate function {func!r}")
+            if col not in df.columns or (df.columns == col).sum() != 1:
+                raise _Unsupported(f"column {col!r}")
+            specs.append((out_name, col, func))
+        key_arrays = []
+        for k in keys:
+            if isinstance(df[k].dtype, pd.CategoricalDtype):
+                raise _Unsupported(f"categorical key {k!r}")
+            if pd.api.types.is_object_dtype(df[k].dtype) and not df[k].notna().any():
+                # pandas gives an all-missing object key a float64 index level.
+                raise _Unsupported(f"object key {k!r} holds only missing values")
+            arrays = _key_arrays(df[k], none_is_nan=True)
+            key_arrays.extend(arrays)
+        cols = {f"k{j}": a for j, a in enumerate(key_arrays)}
+        needed = []
+        for _, col, func in specs:
+            if col not in needed and func != "size":
+                needed.append(col)
+        for j, col in enumerate(needed):
+            cols[f"v{j}"] = _value_array(df[col])
+        cols["row"] = pa.array(np.arange(len(df), dtype=np.int64))
+    except _Unsupported as e:
+        _fallback("groupby_agg", str(e))
+        return pandas_path()
+    table = pa.table(cols)
+    key_names = [f"k{j}" for j in range(len(key_arrays))]
+    aggs = [("first_row", "row", "first", None)]
+    for i, (_, col, func) in enumerate(specs):
+        source = None if func == "size" else f"v{needed.index(col)}"
+        aggs.append((f"a{i}", source, _GROUPBY_FUNCS[func], None))
+    try:
+        out = _core.group_by(table, key_names, aggs, dropna, sort)
+    except TypeError as e:
+        _fallback("groupby_agg", f"kernel refused the types ({e})")
+        return pandas_path()
+    except ValueError as e:
+        if "overflows" not in str(e):
+            raise
+        # pandas wraps integer sums around silently; a drop-in returns what pandas returns.
+        _fallback("groupby_agg", "an integer sum overflows (pandas wraps it around)")
+        return pandas_path()
+    rows = out.column("first_row").to_numpy()
+    if len(keys) == 1:
+        index = pd.Index(df[keys[0]].take(rows).array, name=keys[0])
+    else:
+        index = pd.MultiIndex.from_arrays([df[k].take(rows).array for k in keys], names=keys)
+    data = {
+        out_name: _agg_result(out.column(f"a{i}"), func, df[col])
+        for i, (out_name, col, func) in enumerate(specs)
+    }
+    return pd.DataFrame(data, index=index)
