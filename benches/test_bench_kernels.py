@@ -9,6 +9,7 @@ import pytest
 
 import ferrobatch as fb
 from ferrobatch.bench.data import make_groupby, make_join
+from ferrobatch.bench.questions import questions
 
 
 @pytest.fixture(scope="module", params=[10**5, 10**6], ids=["1e5", "1e6"])
@@ -62,3 +63,15 @@ def test_join(benchmark, j1, question):
     out = benchmark(fb.join, j1["x"], j1[right], key, how=how)
     # About 90% of x's keys are in each right table (left keeps every row).
     assert 0.85 * j1["x"].num_rows < out.num_rows <= j1["x"].num_rows
+
+
+# db-benchmark group-by questions q1-q10 on G1, through the same public-API implementations
+# that ferrobatch-bench times.
+GROUPBY = [q for q in questions() if q.suite == "groupby"]
+
+
+@pytest.mark.parametrize("question", GROUPBY, ids=[q.qid for q in GROUPBY])
+def test_group_by(benchmark, g1, question):
+    out = benchmark(question.impls["ferrobatch"], g1)
+    # Every question has at least the 100 groups of its smallest key and at most one per row.
+    assert 100 <= out.num_rows <= 2 * g1.num_rows
