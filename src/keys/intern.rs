@@ -82,6 +82,61 @@ impl<'a> ByteColumn<'a> {
         let (c, r) = self.at.locate(row);
         self.chunks[c].value(r)
     }
+
+    /// `f(row, value)` for every row of `rows`, chunk by chunk with one layout dispatch per
+    /// chunk (no per-row chunk lookup).
+    #[inline]
+    pub fn for_each(&self, rows: std::ops::Range<usize>, mut f: impl FnMut(usize, &'a [u8])) {
+        let mut row = rows.start;
+        while row < rows.end {
+            let (c, r) = self.at.locate(row);
+            let len = (self.chunk_len(c) - r).min(rows.end - row);
+            let base = row - r;
+            match &self.chunks[c] {
+                ByteChunk::Utf8(a) => {
+                    offsets_each(a.value_offsets(), a.values(), r..r + len, base, &mut f)
+                }
+                ByteChunk::LargeUtf8(a) => {
+                    offsets_each(a.value_offsets(), a.values(), r..r + len, base, &mut f)
+                }
+                ByteChunk::Binary(a) => {
+                    offsets_each(a.value_offsets(), a.values(), r..r + len, base, &mut f)
+                }
+                ByteChunk::LargeBinary(a) => {
+                    offsets_each(a.value_offsets(), a.values(), r..r + len, base, &mut f)
+                }
+                other => (r..r + len).for_each(|i| f(base + i, other.value(i))),
+            }
+            row += len;
+        }
+    }
+
+    fn chunk_len(&self, c: usize) -> usize {
+        match &self.chunks[c] {
+            ByteChunk::Utf8(a) => a.len(),
+            ByteChunk::LargeUtf8(a) => a.len(),
+            ByteChunk::Utf8View(a) => a.len(),
+            ByteChunk::Binary(a) => a.len(),
+            ByteChunk::LargeBinary(a) => a.len(),
+            ByteChunk::BinaryView(a) => a.len(),
+            ByteChunk::Fixed(a) => a.len(),
+        }
+    }
+}
+
+/// `f(base + i, value i)` over offset-based values.
+#[inline(always)]
+fn offsets_each<'a, O: arrow_array::OffsetSizeTrait>(
+    offsets: &'a [O],
+    values: &'a [u8],
+    rows: std::ops::Range<usize>,
+    base: usize,
+    f: &mut impl FnMut(usize, &'a [u8]),
+) {
+    for i in rows {
+        let (s, e) = (offsets[i].as_usize(), offsets[i + 1].as_usize());
+        f(base + i, &values[s..e]);
+    }
 }
 
 /// The result of interning: `ids[row]` in `0..reps.len()` (unspecified for null rows) and one
@@ -120,41 +175,62 @@ fn local_dictionary(
 ) -> Vec<(u32, u64)> {
     let mut dict = Dictionary::default();
     ids.clear();
-    for r in rows {
+    col.for_each(rows, |r, v| {
         if !is_valid(r) {
             ids.push(0);
-            continue;
+            return;
         }
-        let h = hash_bytes(col.value(r));
-        ids.push(dict.id_of(col, r as u32, h));
-    }
+        ids.push(dict.id_of(v, r as u32, hash_bytes(v)));
+    });
     dict.reps
 }
 
-/// Distinct values as (representative row, hash), ids in insertion order.
+/// Distinct values as (representative row, hash), ids in insertion order, with the values
+/// themselves at hand for comparisons.
 #[derive(Default)]
-struct Dictionary {
+struct Dictionary<'a> {
     table: HashTable<u32>,
     reps: Vec<(u32, u64)>,
+    values: Vec<&'a [u8]>,
 }
 
-impl Dictionary {
-    /// The id of the value at `row` (hash `h`), inserting it when new.
+impl<'a> Dictionary<'a> {
+    /// The id of `v` (the value at `row`, hash `h`), inserting it when new.
     #[inline]
-    fn id_of(&mut self, col: &ByteColumn<'_>, row: u32, h: u64) -> u64 {
-        let v = col.value(row as usize);
-        let reps = &mut self.reps;
+    fn id_of(&mut self, v: &'a [u8], row: u32, h: u64) -> u64 {
+        let (reps, values) = (&mut self.reps, &mut self.values);
         let found = self.table.find(h, |&id| {
-            let (rep, rh) = reps[id as usize];
-            rh == h && col.value(rep as usize) == v
+            reps[id as usize].1 == h && bytes_eq(values[id as usize], v)
         });
         if let Some(&id) = found {
             return id as u64;
         }
         let id = reps.len() as u32;
         reps.push((row, h));
+        values.push(v);
         self.table.insert_unique(h, id, |&id| reps[id as usize].1);
         id as u64
+    }
+}
+
+/// Byte-slice equality without a `memcmp` call for short values: two overlapping word
+/// loads per side cover any length from 4 to 16 bytes.
+#[inline(always)]
+pub fn bytes_eq(a: &[u8], b: &[u8]) -> bool {
+    let n = a.len();
+    if n != b.len() {
+        return false;
+    }
+    let word8 =
+        |s: &[u8], at: usize| u64::from_ne_bytes(s[at..at + 8].try_into().unwrap_or([0; 8]));
+    let word4 =
+        |s: &[u8], at: usize| u32::from_ne_bytes(s[at..at + 4].try_into().unwrap_or([0; 4]));
+    match n {
+        0 => true,
+        1..=3 => a == b,
+        4..=7 => word4(a, 0) == word4(b, 0) && word4(a, n - 4) == word4(b, n - 4),
+        8..=16 => word8(a, 0) == word8(b, 0) && word8(a, n - 8) == word8(b, n - 8),
+        _ => a == b,
     }
 }
 
@@ -182,7 +258,7 @@ fn intern_blocks(
         .map(|local| {
             local
                 .iter()
-                .map(|&(row, h)| dict.id_of(col, row, h))
+                .map(|&(row, h)| dict.id_of(col.value(row as usize), row, h))
                 .collect()
         })
         .collect();
@@ -330,4 +406,24 @@ fn intern_partitioned(col: &ByteColumn<'_>, n: usize, valid: Option<&[bool]>) ->
         .map(|e| rows[e as usize])
         .collect();
     Interned { ids, reps }
+}
+
+#[cfg(test)]
+mod eq_tests {
+    use super::bytes_eq;
+
+    #[test]
+    fn bytes_eq_matches_slice_equality_at_every_length() {
+        let base: Vec<u8> = (0u8..40).collect();
+        for n in 0..=20 {
+            let a = &base[..n];
+            assert!(bytes_eq(a, a));
+            for flip in 0..n {
+                let mut b = a.to_vec();
+                b[flip] ^= 0x80;
+                assert!(!bytes_eq(a, &b), "n={n} flip={flip}");
+            }
+            assert!(!bytes_eq(a, &base[..n + 1]));
+        }
+    }
 }
