@@ -109,46 +109,38 @@ impl Acc for Count<'_> {
     }
 }
 
-/// Exact integer sums: `i128` (or `u128`) accumulators cannot overflow before 2^64 rows;
-/// the caller checks the final range. State: (sum, non-null count).
-pub struct SumInt<'a, T> {
-    pub values: &'a [T],
+/// Sums in accumulator type `A` (state: sum, non-null count): `i128` for signed integers and
+/// `u128` for `u64` — exact, since they cannot overflow before 2^64 rows (the caller checks
+/// the final range) — and `f64` for floats (also the numerator of means).
+pub struct Sum<'a, V, A> {
+    pub values: &'a [V],
     pub valid: Option<&'a BooleanBuffer>,
+    pub acc: std::marker::PhantomData<A>,
 }
 
-impl<T: Copy + Into<i128> + Sync> Acc for SumInt<'_, T> {
-    type S = (i128, u64);
-    fn init(&self) -> Self::S {
-        (0, 0)
-    }
-    #[inline(always)]
-    fn update(&self, s: &mut Self::S, row: usize) {
-        if ok(self.valid, row) {
-            s.0 += self.values[row].into();
-            s.1 += 1;
+impl<'a, V, A> Sum<'a, V, A> {
+    pub fn new(values: &'a [V], valid: Option<&'a BooleanBuffer>) -> Self {
+        Sum {
+            values,
+            valid,
+            acc: std::marker::PhantomData,
         }
     }
-    fn merge(&self, a: &mut Self::S, b: &Self::S) {
-        a.0 += b.0;
-        a.1 += b.1;
-    }
 }
 
-/// `u64` sums (beyond `i128`'s reach only past 2^64 rows). State: (sum, non-null count).
-pub struct SumU64<'a> {
-    pub values: &'a [u64],
-    pub valid: Option<&'a BooleanBuffer>,
-}
-
-impl Acc for SumU64<'_> {
-    type S = (u128, u64);
+impl<V, A> Acc for Sum<'_, V, A>
+where
+    V: Copy + Sync,
+    A: Copy + Default + Send + Sync + std::ops::AddAssign + From<V>,
+{
+    type S = (A, u64);
     fn init(&self) -> Self::S {
-        (0, 0)
+        (A::default(), 0)
     }
     #[inline(always)]
     fn update(&self, s: &mut Self::S, row: usize) {
         if ok(self.valid, row) {
-            s.0 += u128::from(self.values[row]);
+            s.0 += A::from(self.values[row]);
             s.1 += 1;
         }
     }
@@ -179,30 +171,6 @@ impl Acc for SumDecimal<'_> {
     fn merge(&self, a: &mut Self::S, b: &Self::S) {
         let (v, o) = a.0.overflowing_add(b.0);
         *a = (v, a.1 + b.1, a.2 | b.2 | o);
-    }
-}
-
-/// Float sums (and means). State: (sum, non-null count).
-pub struct SumFloat<'a> {
-    pub values: &'a [f64],
-    pub valid: Option<&'a BooleanBuffer>,
-}
-
-impl Acc for SumFloat<'_> {
-    type S = (f64, u64);
-    fn init(&self) -> Self::S {
-        (0.0, 0)
-    }
-    #[inline(always)]
-    fn update(&self, s: &mut Self::S, row: usize) {
-        if ok(self.valid, row) {
-            s.0 += self.values[row];
-            s.1 += 1;
-        }
-    }
-    fn merge(&self, a: &mut Self::S, b: &Self::S) {
-        a.0 += b.0;
-        a.1 += b.1;
     }
 }
 

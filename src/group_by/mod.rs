@@ -38,10 +38,7 @@ use crate::error::{Error, Result};
 use crate::gather::take_table;
 use crate::keys::encode::{dense_codes, order_codes};
 use crate::table::{Table, concat_chunks};
-use accumulate::{
-    Acc, Correlation, Count, Extreme, Pick, SumDecimal, SumFloat, SumInt, SumU64, Variance,
-    accumulate,
-};
+use accumulate::{Acc, Correlation, Count, Extreme, Pick, Sum, SumDecimal, Variance, accumulate};
 use groups::{Groups, NO_ROW, group};
 use holistic::{Members, per_group};
 
@@ -324,9 +321,6 @@ fn aggregate(
     members: Option<&Members>,
 ) -> Result<ArrayRef> {
     let order = &g.order;
-    fn run<A: Acc>(a: &A, g: &Groups) -> Vec<A::S> {
-        in_order(g, accumulate(a, g))
-    }
     let Some(values) = &input.values else {
         let n = run(&Count { valid: None }, g);
         return Ok(Arc::new(Int64Array::from_iter_values(
@@ -348,13 +342,7 @@ fn aggregate(
         AggFn::Sum => sum(values, valid, g, col)?,
         AggFn::Mean => {
             let v = as_f64(values)?;
-            let st = run(
-                &SumFloat {
-                    values: v.values(),
-                    valid,
-                },
-                g,
-            );
+            let st = run(&Sum::<f64, f64>::new(v.values(), valid), g);
             Arc::new(Float64Array::from_iter(
                 st.iter().map(|&(s, n)| (n > 0).then(|| s / n as f64)),
             ))
@@ -446,9 +434,24 @@ fn aggregate(
     })
 }
 
-/// Per-slot states in output order.
-fn in_order<T: Copy>(g: &Groups, st: Vec<T>) -> Vec<T> {
+/// `acc`'s state of every group, in output order.
+fn run<A: Acc>(acc: &A, g: &Groups) -> Vec<A::S> {
+    let st = accumulate(acc, g);
     g.order.iter().map(|&s| st[s as usize]).collect()
+}
+
+/// Exact sums as `T`, null for a group without values; a sum outside `T` is an error.
+fn exact<S: Copy, T: TryFrom<S>>(
+    st: &[(S, u64)],
+    overflow: impl Fn() -> Error,
+) -> Result<Vec<Option<T>>> {
+    st.iter()
+        .map(|&(s, n)| {
+            (n > 0)
+                .then(|| T::try_from(s).map_err(|_| overflow()))
+                .transpose()
+        })
+        .collect()
 }
 
 /// `values` at `rows` ([`NO_ROW`] → null), any type.
@@ -474,31 +477,19 @@ fn sum(
     let dt = values.data_type();
     if dt.is_floating() {
         let v = as_f64(values)?;
-        let st: Vec<(f64, u64)> = in_order(
-            g,
-            accumulate(
-                &SumFloat {
-                    values: v.values(),
-                    valid,
-                },
-                g,
-            ),
-        );
+        let st = run(&Sum::<f64, f64>::new(v.values(), valid), g);
         return Ok(Arc::new(Float64Array::from_iter(
             st.iter().map(|&(s, n)| (n > 0).then_some(s)),
         )));
     }
     if let DataType::Decimal128(_, scale) = dt {
         let v = values.as_primitive::<Decimal128Type>();
-        let st: Vec<(i128, u64, bool)> = in_order(
+        let st = run(
+            &SumDecimal {
+                values: v.values(),
+                valid,
+            },
             g,
-            accumulate(
-                &SumDecimal {
-                    values: v.values(),
-                    valid,
-                },
-                g,
-            ),
         );
         const MAX38: i128 = 99_999_999_999_999_999_999_999_999_999_999_999_999;
         if st
@@ -513,60 +504,25 @@ fn sum(
     }
     if matches!(dt, DataType::UInt64) {
         let v = values.as_primitive::<UInt64Type>();
-        let st: Vec<(u128, u64)> = in_order(
-            g,
-            accumulate(
-                &SumU64 {
-                    values: v.values(),
-                    valid,
-                },
-                g,
-            ),
-        );
-        let out: Vec<Option<u64>> = st
-            .iter()
-            .map(|&(s, n)| {
-                (n > 0)
-                    .then(|| u64::try_from(s).map_err(|_| overflow("uint64")))
-                    .transpose()
-            })
-            .collect::<Result<_>>()?;
-        return Ok(Arc::new(UInt64Array::from(out)));
+        let st = run(&Sum::<u64, u128>::new(v.values(), valid), g);
+        return Ok(Arc::new(UInt64Array::from(exact(&st, || {
+            overflow("uint64")
+        })?)));
     }
-    let unsigned = dt.is_unsigned_integer();
     // Every other integer (and bool) widens losslessly to int64.
     let v = arrow_cast::cast(values, &DataType::Int64)?;
-    let v = v.as_primitive::<Int64Type>();
-    let st: Vec<(i128, u64)> = in_order(
+    let st = run(
+        &Sum::<i64, i128>::new(v.as_primitive::<Int64Type>().values(), valid),
         g,
-        accumulate(
-            &SumInt {
-                values: v.values(),
-                valid,
-            },
-            g,
-        ),
     );
-    if unsigned {
-        let out: Vec<Option<u64>> = st
-            .iter()
-            .map(|&(s, n)| {
-                (n > 0)
-                    .then(|| u64::try_from(s).map_err(|_| overflow("uint64")))
-                    .transpose()
-            })
-            .collect::<Result<_>>()?;
-        return Ok(Arc::new(UInt64Array::from(out)));
+    if dt.is_unsigned_integer() {
+        return Ok(Arc::new(UInt64Array::from(exact(&st, || {
+            overflow("uint64")
+        })?)));
     }
-    let out: Vec<Option<i64>> = st
-        .iter()
-        .map(|&(s, n)| {
-            (n > 0)
-                .then(|| i64::try_from(s).map_err(|_| overflow("int64")))
-                .transpose()
-        })
-        .collect::<Result<_>>()?;
-    Ok(Arc::new(Int64Array::from(out)))
+    Ok(Arc::new(Int64Array::from(exact(&st, || {
+        overflow("int64")
+    })?)))
 }
 
 /// Key columns at each group's first row, then the aggregates, cut into the key gather's

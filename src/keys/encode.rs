@@ -239,6 +239,11 @@ fn raw_fixed(chunks: &[ArrayRef], n: usize, valid: Option<Vec<bool>>, d: Domain)
         }
         return densify(raw, valid);
     }
+    densify(raw_u64_column(chunks, n, d), valid)
+}
+
+/// [`raw_u64`] of every chunk, one after the other.
+fn raw_u64_column(chunks: &[ArrayRef], n: usize, d: Domain) -> Vec<u64> {
     let mut raw = vec![0u64; n];
     let mut rest = raw.as_mut_slice();
     for c in chunks {
@@ -246,7 +251,7 @@ fn raw_fixed(chunks: &[ArrayRef], n: usize, valid: Option<Vec<bool>>, d: Domain)
         raw_u64(c, head, d);
         rest = tail;
     }
-    densify(raw, valid)
+    raw
 }
 
 /// Offset order-preserving raw values (`u64`, or `u128` for decimals) by their minimum;
@@ -375,20 +380,11 @@ pub fn dense_codes(name: &str, chunks: &[ArrayRef], ordered: bool) -> Result<Den
 pub fn order_codes(name: &str, chunks: &[ArrayRef]) -> Result<Dense> {
     let n: usize = chunks.iter().map(|c| c.len()).sum();
     match domain_of(chunks) {
-        Some(d) if !chunks.is_empty() && d != Domain::Wide => {
-            let mut raw = vec![0u64; n];
-            let mut rest = raw.as_mut_slice();
-            for c in chunks {
-                let (head, tail) = rest.split_at_mut(c.len());
-                raw_u64(c, head, d);
-                rest = tail;
-            }
-            Ok(Dense {
-                codes: raw,
-                valid: validity(chunks, n),
-                card: u64::MAX,
-            })
-        }
+        Some(d) if !chunks.is_empty() && d != Domain::Wide => Ok(Dense {
+            codes: raw_u64_column(chunks, n, d),
+            valid: validity(chunks, n),
+            card: u64::MAX,
+        }),
         _ => dense_codes(name, chunks, true),
     }
 }
