@@ -21,6 +21,7 @@ __version__: str = _core.__version__
 
 __all__ = [
     "FallbackWarning",
+    "GroupByState",
     "dedup",
     "get_num_threads",
     "group_by",
@@ -266,6 +267,63 @@ def group_by(
     return _core.group_by(
         _arrow_input(data), _key_list(keys, "keys"), _agg_tuples(aggs), dropna, sort
     )
+
+
+class GroupByState:
+    """Streaming group-by: absorb record batches one at a time, merge states, then finish.
+
+    ``GroupByState(schema, keys, aggs, dropna=, sort=)`` takes the arguments of
+    :func:`group_by` with the input's schema instead of the data; ``finish()`` returns what
+    ``group_by`` returns for all absorbed rows in absorb order (floating-point sums may differ
+    in the last bits, since they associate per batch). Memory is bounded by the number of
+    groups, except for median / quantile, which keep each group's values. ``merge(other)``
+    folds in a state over later rows (for example one built by another worker); ``other`` is
+    consumed.
+    """
+
+    def __init__(
+        self,
+        schema: pa.Schema,
+        keys: str | Sequence[str],
+        aggs: dict[str, AggSpec],
+        *,
+        dropna: bool = False,
+        sort: bool = False,
+    ) -> None:
+        if not isinstance(schema, pa.Schema):
+            raise TypeError(f"schema must be a pyarrow.Schema, got {type(schema).__name__}")
+        for flag, name in ((dropna, "dropna"), (sort, "sort")):
+            if not isinstance(flag, bool):
+                raise TypeError(f"{name} must be a bool, got {type(flag).__name__}")
+        self.schema = schema
+        self._state = _core.GroupByState(
+            schema, _key_list(keys, "keys"), _agg_tuples(aggs), dropna, sort
+        )
+
+    def absorb(self, data: Any) -> None:
+        """Aggregate a record batch, table or reader (read batch by batch) into the state."""
+        if isinstance(data, pa.RecordBatchReader):
+            for batch in data:
+                self._state.absorb(batch)
+            return
+        self._state.absorb(_arrow_input(data))
+
+    def merge(self, other: GroupByState) -> None:
+        """Fold in ``other``, a state of the same schema and arguments over later rows."""
+        if not isinstance(other, GroupByState):
+            raise TypeError(f"can only merge a GroupByState, got {type(other).__name__}")
+        if other is self:
+            raise ValueError("cannot merge a group-by state into itself")
+        self._state.merge(other._state)
+
+    def finish(self) -> pa.Table:
+        """The result table; the state cannot be used afterwards."""
+        return self._state.finish()
+
+    @property
+    def num_groups(self) -> int:
+        """Groups held (an upper bound while absorbed batches wait to be merged)."""
+        return self._state.num_groups
 
 
 def set_num_threads(n: int) -> None:

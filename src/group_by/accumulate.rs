@@ -191,7 +191,7 @@ impl Moments {
         self.m2 += d * (x - self.mean);
     }
 
-    fn combine(&mut self, b: &Moments) {
+    pub fn combine(&mut self, b: &Moments) {
         if b.n == 0 {
             return;
         }
@@ -238,14 +238,35 @@ impl Acc for Variance<'_> {
 #[derive(Clone, Copy, Default)]
 pub struct CoMoments {
     pub n: u64,
-    mx: f64,
-    my: f64,
-    m2x: f64,
-    m2y: f64,
-    cxy: f64,
+    pub mx: f64,
+    pub my: f64,
+    pub m2x: f64,
+    pub m2y: f64,
+    pub cxy: f64,
 }
 
 impl CoMoments {
+    /// Fold in `b`, the co-moments of later rows (Chan et al.).
+    pub fn combine(&mut self, b: &CoMoments) {
+        if b.n == 0 {
+            return;
+        }
+        if self.n == 0 {
+            *self = *b;
+            return;
+        }
+        let (na, nb) = (self.n as f64, b.n as f64);
+        let n = na + nb;
+        let (dx, dy) = (b.mx - self.mx, b.my - self.my);
+        let w = na * nb / n;
+        self.m2x += b.m2x + dx * dx * w;
+        self.m2y += b.m2y + dy * dy * w;
+        self.cxy += b.cxy + dx * dy * w;
+        self.mx += dx * nb / n;
+        self.my += dy * nb / n;
+        self.n += b.n;
+    }
+
     /// Pearson's r; `None` below two rows.
     pub fn corr(&self) -> Option<f64> {
         (self.n >= 2).then(|| self.cxy / (self.m2x * self.m2y).sqrt())
@@ -280,23 +301,43 @@ impl Acc for Correlation<'_> {
         }
     }
     fn merge(&self, a: &mut CoMoments, b: &CoMoments) {
-        if b.n == 0 {
-            return;
-        }
-        if a.n == 0 {
-            *a = *b;
-            return;
-        }
-        let (na, nb) = (a.n as f64, b.n as f64);
-        let n = na + nb;
-        let (dx, dy) = (b.mx - a.mx, b.my - a.my);
-        let w = na * nb / n;
-        a.m2x += b.m2x + dx * dx * w;
-        a.m2y += b.m2y + dy * dy * w;
-        a.cxy += b.cxy + dx * dy * w;
-        a.mx += dx * nb / n;
-        a.my += dy * nb / n;
-        a.n += b.n;
+        a.combine(b);
+    }
+}
+
+/// States that merge (partial states of earlier batches first).
+pub trait Mergeable: Copy + Default + Send + Sync {
+    fn combine(&mut self, b: &Self);
+}
+
+impl Mergeable for Moments {
+    fn combine(&mut self, b: &Self) {
+        Moments::combine(self, b)
+    }
+}
+
+impl Mergeable for CoMoments {
+    fn combine(&mut self, b: &Self) {
+        CoMoments::combine(self, b)
+    }
+}
+
+/// Rows that are themselves partial states (of earlier record batches), merged per group.
+pub struct Combine<'a, T> {
+    pub states: &'a [T],
+}
+
+impl<T: Mergeable> Acc for Combine<'_, T> {
+    type S = T;
+    fn init(&self) -> T {
+        T::default()
+    }
+    #[inline(always)]
+    fn update(&self, s: &mut T, row: usize) {
+        s.combine(&self.states[row]);
+    }
+    fn merge(&self, a: &mut T, b: &T) {
+        a.combine(b);
     }
 }
 

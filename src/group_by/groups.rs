@@ -127,23 +127,30 @@ pub fn group(table: &Table, keys: &[String], dropna: bool, sort: bool) -> Result
         }
         Keys::U64(k) => hashed(
             n,
+            sort,
             keep.as_deref(),
-            |i| hash_u64(k[i]),
-            |a, b| k[a] == k[b],
+            |i| k[i],
+            hash_u64,
+            |a, b| a == b,
             |a, b| k[a].cmp(&k[b]),
         ),
         Keys::U128(k) => hashed(
             n,
+            sort,
             keep.as_deref(),
-            |i| hash_u128(k[i]),
-            |a, b| k[a] == k[b],
+            |i| k[i],
+            hash_u128,
+            |a, b| a == b,
             |a, b| k[a].cmp(&k[b]),
         ),
+        // Wide keys: the table holds a row of the group, compared column by column.
         Keys::Wide(c) => hashed(
             n,
+            sort,
             keep.as_deref(),
-            |i| c.iter().fold(0u64, |h, col| hash_u64(h ^ col[i])),
-            |a, b| c.iter().all(|col| col[a] == col[b]),
+            |i| i as u32,
+            |i| c.iter().fold(0u64, |h, col| hash_u64(h ^ col[i as usize])),
+            |a, b| c.iter().all(|col| col[a as usize] == col[b as usize]),
             |a, b| {
                 c.iter()
                     .map(|col| col[a].cmp(&col[b]))
@@ -153,10 +160,26 @@ pub fn group(table: &Table, keys: &[String], dropna: bool, sort: bool) -> Result
         ),
     };
     if !sort {
-        let first = &g.first;
-        g.order.par_sort_unstable_by_key(|&s| first[s as usize]);
+        g.order = by_first_row(&g.order, &g.first, n);
     }
     Ok(g)
+}
+
+/// `slots` ordered by their first row. Many slots are placed by their first row in a row-sized
+/// array and read back in row order (linear; first rows are distinct); few are sorted.
+fn by_first_row(slots: &[u32], first: &[u32], n: usize) -> Vec<u32> {
+    if slots.len() * 16 < n {
+        let mut order = slots.to_vec();
+        order.par_sort_unstable_by_key(|&s| first[s as usize]);
+        return order;
+    }
+    let mut at = vec![NO_GROUP; n];
+    let out = DisjointSlice::new(&mut at);
+    slots.par_iter().for_each(|&s| {
+        // SAFETY: first rows of distinct slots are distinct rows < n.
+        unsafe { out.write(first[s as usize] as usize, s) };
+    });
+    at.into_par_iter().filter(|&s| s != NO_GROUP).collect()
 }
 
 /// First row of every slot `0..card`, by per-block arrays merged with `min` (commutative, so
@@ -186,16 +209,24 @@ fn first_rows(slot: &[u32], card: usize) -> Vec<u32> {
         .unwrap_or_else(|| vec![NO_ROW; card])
 }
 
-/// Hash-partitioned groups; `hash` / `eq` / `cmp` look at row keys (`cmp` in key order, used
-/// for the sorted order).
-fn hashed(
+/// Hash-partitioned groups. `key(row)` is what the tables store and compare with `eq` (the
+/// packed key itself where it fits a `u64` / `u128`, so a probe touches no other memory);
+/// `hash` hashes a key; `cmp` orders rows by key (for `sort`; without it the caller orders
+/// the slots).
+///
+/// A table starts small; once a sixteenth of its partition is seen it reserves room for the
+/// groups extrapolated from that prefix, so all-distinct keys do not rehash a dozen times.
+#[allow(clippy::too_many_arguments)]
+fn hashed<K: Copy + Send + Sync>(
     n: usize,
+    sort: bool,
     keep: Option<&[bool]>,
-    hash: impl Fn(usize) -> u64 + Sync,
-    eq: impl Fn(usize, usize) -> bool + Sync,
+    key: impl Fn(usize) -> K + Sync,
+    hash: impl Fn(K) -> u64 + Sync,
+    eq: impl Fn(K, K) -> bool + Sync,
     cmp: impl Fn(usize, usize) -> std::cmp::Ordering + Sync,
 ) -> Groups {
-    let hashes: Vec<u64> = (0..n).into_par_iter().map(&hash).collect();
+    let hashes: Vec<u64> = (0..n).into_par_iter().map(|i| hash(key(i))).collect();
     let nparts = partition_count(n);
     let parts = match keep {
         None => partition_rows(&hashes, nparts),
@@ -209,16 +240,24 @@ fn hashed(
     let firsts: Vec<Vec<u32>> = (0..parts.len())
         .into_par_iter()
         .map(|p| {
+            let rows = parts.part(p);
+            let probe = rows.len() / 16;
             let mut first: Vec<u32> = Vec::new();
-            let mut table: HashTable<u32> = HashTable::new();
-            for &r in parts.part(p) {
+            let mut table: HashTable<(K, u32)> = HashTable::new();
+            for (i, &r) in rows.iter().enumerate() {
+                if i == probe && i > 0 {
+                    let expect = first.len() * (rows.len() / i);
+                    table.reserve(expect.saturating_sub(first.len()), |e| hash(e.0));
+                    first.reserve(expect.saturating_sub(first.len()));
+                }
                 let h = hashes[r as usize];
-                let g = match table.find(h, |&g| eq(first[g as usize] as usize, r as usize)) {
-                    Some(&g) => g,
+                let k = key(r as usize);
+                let g = match table.find(h, |e| eq(e.0, k)) {
+                    Some(e) => e.1,
                     None => {
                         let g = first.len() as u32;
                         first.push(r);
-                        table.insert_unique(h, g, |&g| hashes[first[g as usize] as usize]);
+                        table.insert_unique(h, (k, g), |e| hash(e.0));
                         g
                     }
                 };
@@ -246,8 +285,11 @@ fn hashed(
     });
     let first: Vec<u32> = firsts.concat();
     let mut order: Vec<u32> = (0..acc as u32).collect();
-    order
-        .par_sort_unstable_by(|&a, &b| cmp(first[a as usize] as usize, first[b as usize] as usize));
+    if sort {
+        order.par_sort_unstable_by(|&a, &b| {
+            cmp(first[a as usize] as usize, first[b as usize] as usize)
+        });
+    }
     Groups {
         slot,
         slots: acc,

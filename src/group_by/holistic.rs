@@ -150,6 +150,26 @@ pub fn n_unique(
     scratch.len() as u64
 }
 
+/// The first row of each distinct valid code among `rows`, in row order.
+pub fn distinct(
+    codes: &[u64],
+    valid: Option<&[bool]>,
+    rows: &[u32],
+    scratch: &mut Vec<(u64, u32)>,
+) -> Vec<u32> {
+    scratch.clear();
+    scratch.extend(
+        rows.iter()
+            .filter(|&&r| valid.is_none_or(|v| v[r as usize]))
+            .map(|&r| (codes[r as usize], r)),
+    );
+    scratch.sort_unstable();
+    scratch.dedup_by_key(|e| e.0);
+    let mut out: Vec<u32> = scratch.iter().map(|e| e.1).collect();
+    out.sort_unstable();
+    out
+}
+
 /// Rows of the `k` largest valid order codes among `rows`, largest first (ties: earlier row
 /// first).
 pub fn top_k(

@@ -21,6 +21,7 @@
 pub mod accumulate;
 pub mod groups;
 pub mod holistic;
+pub mod stream;
 
 use std::sync::Arc;
 
@@ -162,14 +163,14 @@ impl AggFn {
 }
 
 /// One output column: `func` of `column` (`None` only for `size`).
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct AggSpec {
     pub name: String,
     pub column: Option<String>,
     pub func: AggFn,
 }
 
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct GroupByOptions {
     pub keys: Vec<String>,
     pub aggs: Vec<AggSpec>,

@@ -169,6 +169,27 @@ fn agg_param(p: Option<&Bound<'_, PyAny>>) -> PyResult<Option<Param>> {
 /// One aggregate as `(output name, column or None, function, parameter or None)`.
 type AggTuple<'py> = (String, Option<String>, String, Option<Bound<'py, PyAny>>);
 
+fn group_by_options(
+    keys: StrOrList,
+    aggs: Vec<AggTuple<'_>>,
+    dropna: bool,
+    sort: bool,
+) -> PyResult<GroupByOptions> {
+    let aggs = aggs
+        .into_iter()
+        .map(|(name, column, func, param)| {
+            let func = AggFn::parse(&func, agg_param(param.as_ref())?).map_err(to_py)?;
+            Ok(AggSpec { name, column, func })
+        })
+        .collect::<PyResult<Vec<_>>>()?;
+    Ok(GroupByOptions {
+        keys: keys.into_vec(),
+        aggs,
+        dropna,
+        sort,
+    })
+}
+
 #[pyfunction]
 #[pyo3(signature = (data, keys, aggs, dropna, sort))]
 fn group_by<'py>(
@@ -179,22 +200,70 @@ fn group_by<'py>(
     dropna: bool,
     sort: bool,
 ) -> PyResult<Bound<'py, PyAny>> {
-    let aggs = aggs
-        .into_iter()
-        .map(|(name, column, func, param)| {
-            let func = AggFn::parse(&func, agg_param(param.as_ref())?).map_err(to_py)?;
-            Ok(AggSpec { name, column, func })
-        })
-        .collect::<PyResult<Vec<_>>>()?;
-    let opts = GroupByOptions {
-        keys: keys.into_vec(),
-        aggs,
-        dropna,
-        sort,
-    };
+    let opts = group_by_options(keys, aggs, dropna, sort)?;
     let table = table_in(data)?;
     let out = run(py, || crate::group_by::group_by(&table, &opts))?;
     table_out(py, out)
+}
+
+/// Streaming group-by state ([`crate::group_by::stream::GroupByState`]); `None` once merged
+/// into another state or finished.
+#[pyclass(module = "ferrobatch._core")]
+struct GroupByState(Option<crate::group_by::stream::GroupByState>);
+
+impl GroupByState {
+    fn live(&mut self) -> PyResult<&mut crate::group_by::stream::GroupByState> {
+        self.0.as_mut().ok_or_else(|| {
+            PyValueError::new_err("this group-by state was already finished or merged")
+        })
+    }
+}
+
+#[pymethods]
+impl GroupByState {
+    #[new]
+    #[pyo3(signature = (schema, keys, aggs, dropna, sort))]
+    fn new(
+        py: Python<'_>,
+        schema: pyo3_arrow::PySchema,
+        keys: StrOrList,
+        aggs: Vec<AggTuple<'_>>,
+        dropna: bool,
+        sort: bool,
+    ) -> PyResult<Self> {
+        let opts = group_by_options(keys, aggs, dropna, sort)?;
+        let schema = schema.into_inner();
+        let st = run(py, || {
+            crate::group_by::stream::GroupByState::new(schema, opts)
+        })?;
+        Ok(GroupByState(Some(st)))
+    }
+
+    fn absorb(&mut self, py: Python<'_>, data: AnyRecordBatch) -> PyResult<()> {
+        let table = table_in(data)?;
+        let st = self.live()?;
+        run(py, || table.batches.iter().try_for_each(|b| st.absorb(b)))
+    }
+
+    fn merge(&mut self, py: Python<'_>, other: &mut GroupByState) -> PyResult<()> {
+        let st = self.live()?;
+        let o = other.0.take().ok_or_else(|| {
+            PyValueError::new_err("the other group-by state was already finished or merged")
+        })?;
+        run(py, || st.merge(o))
+    }
+
+    fn finish<'py>(&mut self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        self.live()?;
+        let st = self.0.take().expect("checked live");
+        let out = run(py, || st.finish())?;
+        table_out(py, out)
+    }
+
+    #[getter]
+    fn num_groups(&mut self) -> PyResult<usize> {
+        Ok(self.live()?.num_groups())
+    }
 }
 
 fn join_options(
@@ -316,6 +385,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(dedup_indices, m)?)?;
     m.add_function(wrap_pyfunction!(join, m)?)?;
     m.add_function(wrap_pyfunction!(group_by, m)?)?;
+    m.add_class::<GroupByState>()?;
     m.add_function(wrap_pyfunction!(join_indices, m)?)?;
     m.add_function(wrap_pyfunction!(set_num_threads, m)?)?;
     m.add_function(wrap_pyfunction!(get_num_threads, m)?)?;

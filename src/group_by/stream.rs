@@ -1,0 +1,697 @@
+//! Streaming group-by: a state that absorbs record batches one at a time, merges with other
+//! states, and finishes into exactly the table [`super::group_by`] returns for all the rows.
+//!
+//! The state is a *partial-state table*: the key columns and, per aggregate, the columns of
+//! its mergeable state, one row per group seen, groups in first-appearance order. A batch is
+//! aggregated on its own into such a table (the partial step, with the in-memory kernels);
+//! buffered partial tables are merged into the state by grouping their concatenation on the
+//! keys again and folding the state columns (the merge step). Concatenation keeps batch
+//! order, so first appearance, `first` / `last`, and the earliest-row tie rule of min / max /
+//! top_k are those of the whole input. Memory is bounded by the groups (plus one buffer of
+//! partial tables, merged once it holds as many rows as the state), except for median /
+//! quantile, whose state is every non-null value of the group.
+//!
+//! | aggregate | state columns | merge |
+//! |---|---|---|
+//! | count, size | int64 count | sum |
+//! | float sum; min, max, first, last | the aggregate itself | the same aggregate |
+//! | integer / decimal sum | exact decimal128 sum (i128, unscaled) | exact sum, range checked at the end |
+//! | mean | float64 sum, int64 count | sums |
+//! | var, std | count, mean, M2 | Chan's merge |
+//! | corr | count, means, M2s, co-moment | Chan's merge |
+//! | top_k | list of the k largest | top k of the lists |
+//! | n_unique | list of the distinct values | distinct values of the lists |
+//! | median, quantile | list of the values | concatenation |
+//!
+//! Floating-point results can differ from the in-memory kernel's in the last bits (the sums
+//! associate per batch); they do not depend on the thread count.
+
+use std::sync::Arc;
+
+use arrow_array::cast::AsArray;
+use arrow_array::types::{Decimal128Type, Float64Type, Int64Type};
+use arrow_array::{
+    Array, ArrayRef, Decimal128Array, Float64Array, Int64Array, ListArray, RecordBatch, UInt64Array,
+};
+use arrow_buffer::{BooleanBuffer, OffsetBuffer};
+use arrow_schema::{DataType, Field, SchemaRef};
+
+use super::accumulate::{CoMoments, Combine, Correlation, Moments, SumDecimal, Variance};
+use super::groups::{Groups, group};
+use super::holistic::{self, Members, per_group};
+use super::{
+    AggFn, AggSpec, GroupByOptions, Input, aggregate, as_f64, check, exact, run, validity,
+};
+use crate::error::{Error, Result};
+use crate::gather::take_table;
+use crate::keys::encode::{dense_codes, order_codes};
+use crate::table::Table;
+
+/// How one aggregate travels between batches (see the module table).
+#[derive(Clone, Debug)]
+enum Carry {
+    Count,
+    /// The aggregate is its own merge: float sum, min, max, first, last.
+    Same,
+    /// Exact sums of integers (`out` int64 / uint64) or decimals (`out` decimal128(38, s)).
+    Exact {
+        out: DataType,
+    },
+    Mean,
+    Moments {
+        std: bool,
+    },
+    Corr,
+    TopK(usize),
+    Quantile(f64),
+    NUnique,
+}
+
+impl Carry {
+    fn of(func: &AggFn, input: Option<&DataType>) -> Carry {
+        match func {
+            AggFn::Count | AggFn::Size => Carry::Count,
+            AggFn::Sum => match input {
+                Some(dt) if dt.is_floating() => Carry::Same,
+                Some(DataType::Decimal128(_, s)) => Carry::Exact {
+                    out: DataType::Decimal128(38, *s),
+                },
+                Some(dt) if dt.is_unsigned_integer() => Carry::Exact {
+                    out: DataType::UInt64,
+                },
+                _ => Carry::Exact {
+                    out: DataType::Int64,
+                },
+            },
+            AggFn::Min | AggFn::Max | AggFn::First | AggFn::Last => Carry::Same,
+            AggFn::Mean => Carry::Mean,
+            AggFn::Var => Carry::Moments { std: false },
+            AggFn::Std => Carry::Moments { std: true },
+            AggFn::Corr(_) => Carry::Corr,
+            AggFn::TopK(k) => Carry::TopK(*k),
+            AggFn::Median => Carry::Quantile(0.5),
+            AggFn::Quantile(q) => Carry::Quantile(*q),
+            AggFn::NUnique => Carry::NUnique,
+        }
+    }
+
+    fn holistic(&self) -> bool {
+        matches!(self, Carry::TopK(_) | Carry::Quantile(_) | Carry::NUnique)
+    }
+}
+
+/// Aggregation state that absorbs record batches one at a time (see the module docs).
+pub struct GroupByState {
+    opts: GroupByOptions,
+    schema: SchemaRef,
+    carries: Vec<Carry>,
+    /// Partial-state tables in input order; the first is the merged state.
+    tables: Vec<Table>,
+    /// Rows of `tables[0]` after the last merge.
+    merged_rows: usize,
+    /// Rows of the other tables.
+    pending_rows: usize,
+}
+
+/// Smallest buffer of partial-state rows worth a merge.
+const MIN_PENDING: usize = 1 << 16;
+
+impl GroupByState {
+    /// An empty state for input batches of `schema`; checks the options against it.
+    pub fn new(schema: SchemaRef, opts: GroupByOptions) -> Result<Self> {
+        let empty = Table {
+            schema: schema.clone(),
+            batches: vec![],
+        };
+        let inputs = check(&empty, &opts)?;
+        let carries = opts
+            .aggs
+            .iter()
+            .zip(&inputs)
+            .map(|(a, i)| Carry::of(&a.func, i.values.as_ref().map(|v| v.data_type())))
+            .collect();
+        let mut st = GroupByState {
+            opts,
+            schema,
+            carries,
+            tables: vec![],
+            merged_rows: 0,
+            pending_rows: 0,
+        };
+        let first = st.partial(&empty)?;
+        st.merged_rows = first.num_rows();
+        st.tables.push(first);
+        Ok(st)
+    }
+
+    /// Groups in the state (an upper bound while partial tables wait to be merged).
+    pub fn num_groups(&self) -> usize {
+        self.merged_rows + self.pending_rows
+    }
+
+    /// Aggregate `batch` into the state.
+    pub fn absorb(&mut self, batch: &RecordBatch) -> Result<()> {
+        if let Some(why) = mismatch(&batch.schema(), &self.schema) {
+            return Err(Error::Type(format!(
+                "record batch does not match the group-by state's schema: {why}"
+            )));
+        }
+        let t = Table {
+            schema: self.schema.clone(),
+            batches: vec![batch.clone()],
+        };
+        let p = self.partial(&t)?;
+        self.push(vec![p])
+    }
+
+    /// Fold in `other`, a state of the same options and schema over *later* rows.
+    pub fn merge(&mut self, other: GroupByState) -> Result<()> {
+        if mismatch(&other.schema, &self.schema).is_some() || other.opts != self.opts {
+            return Err(Error::Value(
+                "cannot merge group-by states of different schemas or options".into(),
+            ));
+        }
+        self.push(other.tables)
+    }
+
+    fn push(&mut self, tables: Vec<Table>) -> Result<()> {
+        self.pending_rows += tables.iter().map(Table::num_rows).sum::<usize>();
+        self.tables.extend(tables);
+        if self.pending_rows >= self.merged_rows.max(MIN_PENDING) {
+            self.compact()?;
+        }
+        Ok(())
+    }
+
+    /// Merge every partial table into one.
+    fn compact(&mut self) -> Result<()> {
+        if self.tables.len() > 1 {
+            let all = Table {
+                schema: self.tables[0].schema.clone(),
+                batches: self.tables.drain(..).flat_map(|t| t.batches).collect(),
+            };
+            let merged = self.merge_states(&all)?;
+            self.tables = vec![merged];
+        }
+        self.merged_rows = self.tables[0].num_rows();
+        self.pending_rows = 0;
+        Ok(())
+    }
+
+    /// The result: key columns and one column per aggregate, as [`super::group_by`] gives.
+    pub fn finish(mut self) -> Result<Table> {
+        self.compact()?;
+        let state = self.tables.pop().expect("a state table always exists");
+        let nk = self.opts.keys.len();
+        let mut cols: Vec<ArrayRef> = Vec::with_capacity(self.opts.aggs.len());
+        let mut at = nk;
+        for (spec, carry) in self.opts.aggs.iter().zip(&self.carries) {
+            let width = state_width(carry);
+            let st: Vec<ArrayRef> = (at..at + width).map(|i| state_column(&state, i)).collect();
+            cols.push(finish(spec, carry, &st)?);
+            at += width;
+        }
+        let mut fields: Vec<Field> = (0..nk).map(|i| state.schema.field(i).clone()).collect();
+        for (a, c) in self.opts.aggs.iter().zip(&cols) {
+            fields.push(Field::new(&a.name, c.data_type().clone(), true));
+        }
+        let schema = Arc::new(arrow_schema::Schema::new(fields));
+        let mut all: Vec<ArrayRef> = (0..nk).map(|i| state_column(&state, i)).collect();
+        all.extend(cols);
+        let opts = arrow_array::RecordBatchOptions::new().with_row_count(Some(state.num_rows()));
+        let out = Table {
+            schema: schema.clone(),
+            batches: vec![RecordBatch::try_new_with_options(schema, all, &opts)?],
+        };
+        if !self.opts.sort || nk == 0 {
+            return Ok(out);
+        }
+        // One row per group: the sorted group order is a row order.
+        let g = group(&out, &self.opts.keys, false, true)?;
+        let rows: Vec<u32> = g.order.iter().map(|&s| g.first[s as usize]).collect();
+        take_table(&out, &rows)
+    }
+
+    /// The partial-state table of `table`'s rows.
+    fn partial(&self, table: &Table) -> Result<Table> {
+        let inputs = check(table, &self.opts)?;
+        let g = group(table, &self.opts.keys, self.opts.dropna, false)?;
+        let members = self
+            .carries
+            .iter()
+            .any(Carry::holistic)
+            .then(|| Members::new(&g));
+        let mut cols = Vec::new();
+        for ((spec, carry), input) in self.opts.aggs.iter().zip(&self.carries).zip(&inputs) {
+            cols.extend(partial(spec, carry, input, &g, members.as_ref())?);
+        }
+        self.assemble(table, &g, cols)
+    }
+
+    /// The partial-state table of the partial-state tables `all` (in input order).
+    fn merge_states(&self, all: &Table) -> Result<Table> {
+        let g = group(all, &self.opts.keys, false, false)?;
+        let members = self
+            .carries
+            .iter()
+            .any(Carry::holistic)
+            .then(|| Members::new(&g));
+        let mut cols = Vec::new();
+        let mut at = self.opts.keys.len();
+        for (spec, carry) in self.opts.aggs.iter().zip(&self.carries) {
+            let width = state_width(carry);
+            let st: Vec<ArrayRef> = (at..at + width).map(|i| state_column(all, i)).collect();
+            cols.extend(merge(spec, carry, &st, &g, members.as_ref())?);
+            at += width;
+        }
+        self.assemble(all, &g, cols)
+    }
+
+    /// Keys at each group's first row, then the state columns.
+    fn assemble(&self, table: &Table, g: &Groups, cols: Vec<ArrayRef>) -> Result<Table> {
+        let opts = GroupByOptions {
+            keys: self.opts.keys.clone(),
+            aggs: (0..cols.len())
+                .map(|i| AggSpec {
+                    name: format!("state#{i}"),
+                    column: None,
+                    func: AggFn::Size,
+                })
+                .collect(),
+            dropna: false,
+            sort: false,
+        };
+        super::assemble(table, &opts, g, cols)
+    }
+}
+
+/// How `got` differs from `want` in column names or types (nullability and metadata aside).
+fn mismatch(got: &SchemaRef, want: &SchemaRef) -> Option<String> {
+    let names = |s: &SchemaRef| {
+        s.fields()
+            .iter()
+            .map(|f| f.name().clone())
+            .collect::<Vec<_>>()
+    };
+    if names(got) != names(want) {
+        return Some(format!(
+            "columns {:?}, expected {:?}",
+            names(got),
+            names(want)
+        ));
+    }
+    got.fields()
+        .iter()
+        .zip(want.fields())
+        .find(|(x, y)| x.data_type() != y.data_type())
+        .map(|(x, y)| {
+            format!(
+                "column {:?} is {} in the batch but {} in the state's schema",
+                x.name(),
+                x.data_type(),
+                y.data_type()
+            )
+        })
+}
+
+/// Number of state columns of an aggregate.
+fn state_width(c: &Carry) -> usize {
+    match c {
+        Carry::Mean => 2,
+        Carry::Moments { .. } => 3,
+        Carry::Corr => 6,
+        _ => 1,
+    }
+}
+
+/// Column `i` of a partial-state table as one array.
+fn state_column(t: &Table, i: usize) -> ArrayRef {
+    let chunks = t.chunks(i);
+    let dt = t.schema.field(i).data_type();
+    crate::table::concat_chunks(&chunks, dt).unwrap_or_else(|_| arrow_array::new_empty_array(dt))
+}
+
+fn spec_of(spec: &AggSpec, func: AggFn) -> AggSpec {
+    AggSpec {
+        name: spec.name.clone(),
+        column: spec.column.clone(),
+        func,
+    }
+}
+
+fn input_of(name: &str, values: ArrayRef) -> Input {
+    Input {
+        name: name.to_string(),
+        values: Some(values),
+        other: None,
+    }
+}
+
+/// Unscaled decimal sums, i128 (overflow raises), null for a group without values.
+fn raw_sum(values: &ArrayRef, g: &Groups, scale: i8, col: &str) -> Result<ArrayRef> {
+    let valid = validity(values);
+    let v = values.as_primitive::<Decimal128Type>();
+    let st = run(
+        &SumDecimal {
+            values: v.values(),
+            valid: valid.as_ref(),
+        },
+        g,
+    );
+    if st.iter().any(|s| s.2) {
+        return Err(Error::Value(format!(
+            "sum of column {col:?} overflows 128 bits in at least one group"
+        )));
+    }
+    Ok(Arc::new(
+        Decimal128Array::from_iter(st.iter().map(|&(s, n, _)| (n > 0).then_some(s)))
+            .with_precision_and_scale(38, scale)?,
+    ))
+}
+
+fn int64(v: impl Iterator<Item = u64>) -> ArrayRef {
+    Arc::new(Int64Array::from_iter_values(v.map(|c| c as i64)))
+}
+
+fn f64s(v: impl Iterator<Item = f64>) -> ArrayRef {
+    Arc::new(Float64Array::from_iter_values(v))
+}
+
+fn moments_columns(st: &[Moments]) -> Vec<ArrayRef> {
+    vec![
+        int64(st.iter().map(|m| m.n)),
+        f64s(st.iter().map(|m| m.mean)),
+        f64s(st.iter().map(|m| m.m2)),
+    ]
+}
+
+fn moments_of(cols: &[ArrayRef]) -> Vec<Moments> {
+    let n = cols[0].as_primitive::<Int64Type>().values();
+    let mean = cols[1].as_primitive::<Float64Type>().values();
+    let m2 = cols[2].as_primitive::<Float64Type>().values();
+    (0..n.len())
+        .map(|i| Moments {
+            n: n[i] as u64,
+            mean: mean[i],
+            m2: m2[i],
+        })
+        .collect()
+}
+
+fn comoments_columns(st: &[CoMoments]) -> Vec<ArrayRef> {
+    vec![
+        int64(st.iter().map(|m| m.n)),
+        f64s(st.iter().map(|m| m.mx)),
+        f64s(st.iter().map(|m| m.my)),
+        f64s(st.iter().map(|m| m.m2x)),
+        f64s(st.iter().map(|m| m.m2y)),
+        f64s(st.iter().map(|m| m.cxy)),
+    ]
+}
+
+fn comoments_of(cols: &[ArrayRef]) -> Vec<CoMoments> {
+    let n = cols[0].as_primitive::<Int64Type>().values();
+    let f = |i: usize| cols[i].as_primitive::<Float64Type>().values();
+    let (mx, my, m2x, m2y, cxy) = (f(1), f(2), f(3), f(4), f(5));
+    (0..n.len())
+        .map(|i| CoMoments {
+            n: n[i] as u64,
+            mx: mx[i],
+            my: my[i],
+            m2x: m2x[i],
+            m2y: m2y[i],
+            cxy: cxy[i],
+        })
+        .collect()
+}
+
+/// One list per group in `g.order`: `values` at the rows `pick` returns from each group's
+/// candidate rows (`candidates` turns a group's member rows into candidate rows).
+fn lists<W: Default + Send>(
+    values: &ArrayRef,
+    g: &Groups,
+    m: &Members,
+    candidates: impl Fn(&[u32], &mut Vec<u32>) + Sync,
+    pick: impl Fn(&[u32], &mut W) -> Vec<u32> + Sync,
+) -> Result<ArrayRef> {
+    let picked = per_group(m, &g.order, |rows, w: &mut (Vec<u32>, W)| {
+        w.0.clear();
+        candidates(rows, &mut w.0);
+        pick(&w.0, &mut w.1)
+    });
+    let offsets = OffsetBuffer::from_lengths(picked.iter().map(Vec::len));
+    let rows: Vec<u32> = picked.concat();
+    let vals = super::gather(values, &rows)?;
+    let field = Arc::new(Field::new("item", values.data_type().clone(), true));
+    Ok(Arc::new(ListArray::try_new(field, offsets, vals, None)?))
+}
+
+/// Candidate rows of a list kind: a group's rows themselves (partial step) or the value
+/// positions of its rows' lists (merge step).
+fn own_rows(rows: &[u32], out: &mut Vec<u32>) {
+    out.extend_from_slice(rows);
+}
+
+/// A list column's values (from its first offset on) and its offsets rebased onto them.
+fn flatten(list: &ArrayRef) -> (ArrayRef, Vec<u32>) {
+    let l = list.as_list::<i32>();
+    let off = l.value_offsets();
+    let base = off[0];
+    let values = l
+        .values()
+        .slice(base as usize, (off[l.len()] - base) as usize);
+    (values, off.iter().map(|&o| (o - base) as u32).collect())
+}
+
+/// Candidate rows of the merge step: the positions of a group's state rows' list elements.
+fn elements(off: &[u32]) -> impl Fn(&[u32], &mut Vec<u32>) + Sync + '_ {
+    move |rows, out| {
+        for &r in rows {
+            out.extend(off[r as usize]..off[r as usize + 1]);
+        }
+    }
+}
+
+fn partial(
+    spec: &AggSpec,
+    carry: &Carry,
+    input: &Input,
+    g: &Groups,
+    m: Option<&Members>,
+) -> Result<Vec<ArrayRef>> {
+    let col = input.name.as_str();
+    Ok(match carry {
+        Carry::Count | Carry::Same => vec![aggregate(spec, input, g, m)?],
+        Carry::Exact { out } => {
+            let v = input.values.as_ref().expect("checked: sum has a column");
+            let (dec, scale) = match out {
+                DataType::Decimal128(_, s) => (v.clone(), *s),
+                _ => {
+                    let wide = if *v.data_type() == DataType::Boolean {
+                        arrow_cast::cast(v, &DataType::Int64)?
+                    } else {
+                        v.clone()
+                    };
+                    (arrow_cast::cast(&wide, &DataType::Decimal128(38, 0))?, 0)
+                }
+            };
+            vec![raw_sum(&dec, g, scale, col)?]
+        }
+        Carry::Mean => {
+            let v = input.values.as_ref().expect("checked: mean has a column");
+            let f: ArrayRef = Arc::new(as_f64(v)?);
+            vec![
+                aggregate(&spec_of(spec, AggFn::Sum), &input_of(col, f), g, m)?,
+                aggregate(&spec_of(spec, AggFn::Count), input, g, m)?,
+            ]
+        }
+        Carry::Moments { .. } => {
+            let v = input.values.as_ref().expect("checked: var has a column");
+            let valid = validity(v);
+            let f = as_f64(v)?;
+            let st = run(
+                &Variance {
+                    values: f.values(),
+                    valid: valid.as_ref(),
+                },
+                g,
+            );
+            moments_columns(&st)
+        }
+        Carry::Corr => {
+            let v = input.values.as_ref().expect("checked: corr has a column");
+            let (_, other) = input.other.as_ref().expect("checked: corr has a column");
+            let (x, y) = (as_f64(v)?, as_f64(other)?);
+            let (vx, vy) = (validity(v), validity(other));
+            let st = run(
+                &Correlation {
+                    x: x.values(),
+                    y: y.values(),
+                    valid_x: vx.as_ref(),
+                    valid_y: vy.as_ref(),
+                },
+                g,
+            );
+            comoments_columns(&st)
+        }
+        Carry::TopK(_) => vec![aggregate(spec, input, g, m)?],
+        Carry::Quantile(_) => {
+            let v = input
+                .values
+                .as_ref()
+                .expect("checked: quantile has a column");
+            let f: ArrayRef = Arc::new(as_f64(v)?);
+            let valid: Option<BooleanBuffer> = validity(&f);
+            let m = m.expect("members are built for holistic aggregates");
+            vec![lists(&f, g, m, own_rows, |c, _: &mut ()| match &valid {
+                None => c.to_vec(),
+                Some(v) => c.iter().copied().filter(|&r| v.value(r as usize)).collect(),
+            })?]
+        }
+        Carry::NUnique => {
+            let v = input
+                .values
+                .as_ref()
+                .expect("checked: n_unique has a column");
+            let codes = dense_codes(col, std::slice::from_ref(v), false)?;
+            let valid = codes.valid.as_deref();
+            let m = m.expect("members are built for holistic aggregates");
+            vec![lists(v, g, m, own_rows, |c, w| {
+                holistic::distinct(&codes.codes, valid, c, w)
+            })?]
+        }
+    })
+}
+
+fn merge(
+    spec: &AggSpec,
+    carry: &Carry,
+    st: &[ArrayRef],
+    g: &Groups,
+    m: Option<&Members>,
+) -> Result<Vec<ArrayRef>> {
+    let col = spec.column.as_deref().unwrap_or("");
+    Ok(match carry {
+        Carry::Count => vec![aggregate(
+            &spec_of(spec, AggFn::Sum),
+            &input_of(col, st[0].clone()),
+            g,
+            m,
+        )?],
+        Carry::Same => vec![aggregate(spec, &input_of(col, st[0].clone()), g, m)?],
+        Carry::Exact { out } => {
+            let scale = match out {
+                DataType::Decimal128(_, s) => *s,
+                _ => 0,
+            };
+            vec![raw_sum(&st[0], g, scale, col)?]
+        }
+        Carry::Mean => st
+            .iter()
+            .map(|c| aggregate(&spec_of(spec, AggFn::Sum), &input_of(col, c.clone()), g, m))
+            .collect::<Result<_>>()?,
+        Carry::Moments { .. } => {
+            let states = moments_of(st);
+            moments_columns(&run(&Combine { states: &states }, g))
+        }
+        Carry::Corr => {
+            let states = comoments_of(st);
+            comoments_columns(&run(&Combine { states: &states }, g))
+        }
+        Carry::TopK(k) => {
+            let m = m.expect("members are built for holistic aggregates");
+            let (values, off) = flatten(&st[0]);
+            let codes = order_codes(col, std::slice::from_ref(&values))?;
+            let valid = codes.valid.as_deref();
+            vec![lists(&values, g, m, elements(&off), |c, w| {
+                holistic::top_k(&codes.codes, valid, c, *k, w)
+            })?]
+        }
+        Carry::Quantile(_) => {
+            let m = m.expect("members are built for holistic aggregates");
+            let (values, off) = flatten(&st[0]);
+            vec![lists(&values, g, m, elements(&off), |c, _: &mut ()| {
+                c.to_vec()
+            })?]
+        }
+        Carry::NUnique => {
+            let m = m.expect("members are built for holistic aggregates");
+            let (values, off) = flatten(&st[0]);
+            let codes = dense_codes(col, std::slice::from_ref(&values), false)?;
+            let valid = codes.valid.as_deref();
+            vec![lists(&values, g, m, elements(&off), |c, w| {
+                holistic::distinct(&codes.codes, valid, c, w)
+            })?]
+        }
+    })
+}
+
+/// The aggregate's output column from its merged state columns.
+fn finish(spec: &AggSpec, carry: &Carry, st: &[ArrayRef]) -> Result<ArrayRef> {
+    let col = spec.column.as_deref().unwrap_or("");
+    Ok(match carry {
+        Carry::Count | Carry::Same | Carry::TopK(_) => st[0].clone(),
+        Carry::Exact { out } => {
+            let d = st[0].as_primitive::<Decimal128Type>();
+            let sums: Vec<(i128, u64)> = d
+                .iter()
+                .map(|v| (v.unwrap_or(0), u64::from(v.is_some())))
+                .collect();
+            let overflow = |ty: &str| {
+                Error::Value(format!(
+                    "sum of column {col:?} overflows {ty} in at least one group; cast the \
+                     column to float64 or decimal first"
+                ))
+            };
+            match out {
+                DataType::Int64 => Arc::new(Int64Array::from(exact::<i128, i64>(&sums, || {
+                    overflow("int64")
+                })?)),
+                DataType::UInt64 => Arc::new(UInt64Array::from(exact::<i128, u64>(&sums, || {
+                    overflow("uint64")
+                })?)),
+                _ => {
+                    const MAX38: i128 = 99_999_999_999_999_999_999_999_999_999_999_999_999;
+                    if d.values().iter().any(|s| !(-MAX38..=MAX38).contains(s)) {
+                        return Err(overflow("decimal128(38)"));
+                    }
+                    st[0].clone()
+                }
+            }
+        }
+        Carry::Mean => {
+            let s = st[0].as_primitive::<Float64Type>();
+            let n = st[1].as_primitive::<Int64Type>();
+            Arc::new(Float64Array::from_iter(
+                s.iter()
+                    .zip(n.values())
+                    .map(|(s, &n)| (n > 0).then(|| s.unwrap_or(0.0) / n as f64)),
+            ))
+        }
+        Carry::Moments { std } => Arc::new(Float64Array::from_iter(
+            moments_of(st)
+                .iter()
+                .map(|m| m.var().map(|v| if *std { v.sqrt() } else { v })),
+        )),
+        Carry::Corr => Arc::new(Float64Array::from_iter(
+            comoments_of(st).iter().map(CoMoments::corr),
+        )),
+        Carry::Quantile(q) => {
+            let l = st[0].as_list::<i32>();
+            let values = l.values().as_primitive::<Float64Type>().values();
+            let off = l.value_offsets();
+            let mut scratch = Vec::new();
+            let out: Vec<Option<f64>> = (0..l.len())
+                .map(|i| {
+                    let rows: Vec<u32> = (off[i] as u32..off[i + 1] as u32).collect();
+                    holistic::quantile(values, None, &rows, *q, &mut scratch)
+                })
+                .collect();
+            Arc::new(Float64Array::from(out))
+        }
+        Carry::NUnique => {
+            let l = st[0].as_list::<i32>();
+            int64(l.value_offsets().windows(2).map(|w| (w[1] - w[0]) as u64))
+        }
+    })
+}

@@ -1,0 +1,175 @@
+"""fb.GroupByState (streaming group-by) against the in-memory fb.group_by on the same rows:
+any cut into record batches, any split into states merged in order, every aggregate, the
+key rules; plus overflow across batches, bounded state, and every error path."""
+
+from __future__ import annotations
+
+import decimal
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from nasty import I64_MAX, canonical
+from test_group_by import AGGS, close, grouped
+
+import ferrobatch as fb
+
+
+def batches(table: pa.Table, cuts: list[int]) -> list[pa.RecordBatch]:
+    bounds = [0, *sorted({c for c in cuts if 0 < c < table.num_rows}), table.num_rows]
+    return [table.slice(a, b - a).combine_chunks().to_batches()[0]
+            for a, b in zip(bounds, bounds[1:], strict=False) if b > a]  # fmt: skip
+
+
+def stream(
+    table: pa.Table, keys: Any, aggs: dict, cuts: list[int], splits: list[int], **kw: Any
+) -> pa.Table:
+    """Absorb `table` cut at `cuts`; batches go to consecutive states split at `splits`
+    (batch indices), which are then merged in order."""
+    parts = batches(table, cuts)
+    edges = [0, *sorted({s for s in splits if 0 < s < len(parts)}), len(parts)]
+    states = []
+    for a, b in zip(edges, edges[1:], strict=False):
+        s = fb.GroupByState(table.schema, keys, aggs, **kw)
+        for batch in parts[a:b]:
+            s.absorb(batch)
+        states.append(s)
+    head = states[0] if states else fb.GroupByState(table.schema, keys, aggs, **kw)
+    for s in states[1:]:
+        head.merge(s)
+    return head.finish()
+
+
+def assert_same(got: pa.Table, want: pa.Table, keys: list[str]) -> None:
+    assert got.schema == want.schema
+    assert got.num_rows == want.num_rows
+    for name in got.column_names:
+        a, b = got.column(name).to_pylist(), want.column(name).to_pylist()
+        if name in keys:
+            assert [canonical(v) for v in a] == [canonical(v) for v in b], name
+        else:
+            assert all(close(x, y) for x, y in zip(a, b, strict=True)), (name, a, b)
+
+
+@given(
+    grouped(max_rows=60),
+    st.lists(st.integers(0, 60), max_size=6),
+    st.lists(st.integers(0, 6), max_size=2),
+    st.booleans(),
+    st.booleans(),
+)
+def test_stream_equals_in_memory(
+    data: tuple[pa.Table, list[str]], cuts: list[int], splits: list[int], dropna: bool, sort: bool
+) -> None:
+    table, keys = data
+    want = fb.group_by(table, keys, AGGS, dropna=dropna, sort=sort)
+    got = stream(table, keys, AGGS, cuts, splits, dropna=dropna, sort=sort)
+    assert_same(got, want, keys)
+
+
+def test_types_and_exact_sums_across_batches() -> None:
+    t = pa.table({
+        "k": pa.array(["x", "y", "x", "y"]).dictionary_encode(),
+        "i": pa.array([I64_MAX, 1, -10, None], pa.int64()),
+        "u": pa.array([2**64 - 1, 0, 0, 5], pa.uint64()),
+        "b": pa.array([True, True, None, False]),
+        "d": pa.array([decimal.Decimal("1.25"), None, decimal.Decimal("-3.50"), None],
+                      pa.decimal128(5, 2)),
+        "ts": pa.array([1, 2, 3, None], pa.timestamp("us", tz="Europe/Paris")),
+    })  # fmt: skip
+    aggs = {"i": ("i", "sum"), "u": ("u", "sum"), "b": ("b", "sum"), "d": ("d", "sum"),
+            "lo": ("ts", "min"), "la": ("ts", "last"), "nu": ("ts", "n_unique"),
+            "top": ("ts", "top_k", 1)}  # fmt: skip
+    # Per-batch partial sums leave int64 (I64_MAX, then -10 in the next batch): still exact.
+    got = stream(t, "k", aggs, [1, 2, 3], [2])
+    assert_same(got, fb.group_by(t, "k", aggs), ["k"])
+    assert got.column("i").to_pylist() == [I64_MAX - 10, 1]
+    over = pa.table({"k": [1, 1], "v": pa.array([I64_MAX, 1], pa.int64())})
+    st_ = fb.GroupByState(over.schema, "k", {"s": ("v", "sum")})
+    for b in batches(over, [1]):
+        st_.absorb(b)
+    with pytest.raises(ValueError, match='sum of column "v" overflows int64'):
+        st_.finish()
+
+
+def test_dictionaries_differ_between_batches() -> None:
+    a = pa.table({"k": pa.array(["p", "q", "p"]).dictionary_encode(), "v": [1, 2, 3]})
+    idx = pa.array([1, 0], pa.int32())
+    b = pa.table({"k": pa.DictionaryArray.from_arrays(idx, ["q", "r"]), "v": [4, 5]})
+    s = fb.GroupByState(a.schema, "k", {"s": ("v", "sum"), "f": ("k", "first")}, sort=True)
+    s.absorb(a)
+    s.absorb(b)
+    out = s.finish()
+    assert out.column("k").to_pylist() == ["p", "q", "r"]
+    assert out.column("s").to_pylist() == [4, 7, 4]  # b holds r=4, q=5
+
+
+def test_many_batches_many_groups_bounded_state() -> None:
+    """Enough partial rows to merge many times; the state never holds much more than the
+    groups (plus one buffer)."""
+    rng = np.random.default_rng(3)
+    n, groups = 400_000, 90_000
+    t = pa.table({
+        "k": rng.integers(0, groups, n),
+        "s": pa.array(rng.integers(0, 50, n).astype(str)),
+        "x": rng.standard_normal(n),
+        "y": rng.integers(-5, 5, n),
+    })  # fmt: skip
+    aggs = {"n": (None, "size"), "sx": ("x", "sum"), "sd": ("x", "std"), "r": ("x", "corr", "y"),
+            "sy": ("y", "sum"), "mx": ("s", "max"), "f": ("x", "first"), "t": ("y", "top_k", 2),
+            "nu": ("s", "n_unique"), "q": ("y", "median")}  # fmt: skip
+    s = fb.GroupByState(t.schema, ["k"], aggs)
+    peak = 0
+    for b in t.to_batches(max_chunksize=20_000):
+        s.absorb(b)
+        peak = max(peak, s.num_groups)
+    assert peak <= 2 * max(groups, 1 << 16) + 20_000
+    got = s.finish()
+    assert_same(got, fb.group_by(t, ["k"], aggs), ["k"])
+
+
+def test_reader_and_empty() -> None:
+    t = pa.table({"k": [1, 2, 1], "v": [1.0, None, 3.0]})
+    aggs = {"m": ("v", "mean"), "n": (None, "size"), "c": ("v", "count")}
+    s = fb.GroupByState(t.schema, "k", aggs)
+    s.absorb(pa.RecordBatchReader.from_batches(t.schema, t.to_batches(max_chunksize=1)))
+    assert s.finish().equals(fb.group_by(t, "k", aggs))
+    empty = t.slice(0, 0)
+    for keys in (["k"], []):
+        got = fb.GroupByState(t.schema, keys, aggs).finish()
+        assert got.equals(fb.group_by(empty, keys, aggs))
+    assert fb.GroupByState(t.schema, [], aggs).finish().to_pydict() == {
+        "m": [None],
+        "n": [0],
+        "c": [0],
+    }
+
+
+def test_errors() -> None:
+    t = pa.table({"k": [1, 2], "v": [1.0, 2.0]})
+    with pytest.raises(KeyError, match="nope"):
+        fb.GroupByState(t.schema, "nope", {"s": ("v", "sum")})
+    with pytest.raises(TypeError, match="cannot compute sum"):
+        schema = pa.schema([("k", pa.int64()), ("v", pa.string())])
+        fb.GroupByState(schema, "k", {"s": ("v", "sum")})
+    with pytest.raises(TypeError, match="pyarrow.Schema"):
+        fb.GroupByState(t, "k", {"s": ("v", "sum")})  # type: ignore[arg-type]
+    s = fb.GroupByState(t.schema, "k", {"s": ("v", "sum")})
+    with pytest.raises(TypeError, match="column 'v' is utf8 in the batch but double|Float64"):
+        s.absorb(pa.table({"k": [1], "v": ["a"]}))
+    other = fb.GroupByState(t.schema, "k", {"s": ("v", "mean")})
+    with pytest.raises(ValueError, match="different schemas or options"):
+        s.merge(other)
+    with pytest.raises(ValueError, match="into itself"):
+        s.merge(s)
+    with pytest.raises(TypeError):
+        s.merge(t)  # type: ignore[arg-type]
+    s.absorb(t)
+    s.finish()
+    with pytest.raises(ValueError, match="already finished"):
+        s.absorb(t)
+    with pytest.raises(ValueError, match="already finished"):
+        s.finish()
