@@ -20,11 +20,11 @@ use rayon::prelude::*;
 use super::groups::{Groups, NO_GROUP, NO_ROW};
 use crate::parallel::partition_count;
 
-/// One aggregate's per-group state machine.
+/// One aggregate's per-group state machine over one input chunk.
 pub trait Acc: Sync {
     type S: Copy + Send + Sync;
     fn init(&self) -> Self::S;
-    /// Fold row `row` into `s`.
+    /// Fold row `row` (of this accumulator's chunk) into `s`.
     fn update(&self, s: &mut Self::S, row: usize);
     /// Fold `b` (the state of later rows) into `a`.
     fn merge(&self, a: &mut Self::S, b: &Self::S);
@@ -33,33 +33,44 @@ pub trait Acc: Sync {
 /// Most blocks of the block layout.
 const MAX_BLOCKS: usize = 64;
 
-/// One state per slot of `g`.
-pub fn accumulate<A: Acc>(acc: &A, g: &Groups) -> Vec<A::S> {
+/// One state per slot of `g`. The input comes in chunks: `accs[c]` reads the rows
+/// `starts[c]..starts[c + 1]` (by their offset in the chunk), so chunked columns are read in
+/// place, never concatenated. Block ranges are cut at chunk boundaries; a partition's rows
+/// ascend, so its chunk cursor only moves forward. `accs` holds at least one accumulator.
+pub fn accumulate<A: Acc>(accs: &[A], starts: &[usize], g: &Groups) -> Vec<A::S> {
     let n = g.slot.len();
+    debug_assert_eq!(starts.len(), accs.len() + 1);
+    debug_assert_eq!(starts.last().copied().unwrap_or(0), n);
     let slots = g.slots;
+    let zero = accs[0].init();
+    let slot = &g.slot;
     if slots * 8 <= n || slots == 1 {
         let nblocks = (n / (4 * slots.max(1))).clamp(1, MAX_BLOCKS);
         let size = n.div_ceil(nblocks).max(1);
-        let slot = &g.slot;
         let mut blocks: Vec<Vec<A::S>> = (0..n.div_ceil(size).max(1))
             .into_par_iter()
             .map(|b| {
-                let mut st = vec![acc.init(); slots];
-                for (r, &s) in slot
-                    .iter()
-                    .enumerate()
-                    .take(((b + 1) * size).min(n))
-                    .skip(b * size)
-                {
-                    if s != NO_GROUP {
-                        acc.update(&mut st[s as usize], r);
+                let mut st = vec![zero; slots];
+                let (lo, hi) = (b * size, ((b + 1) * size).min(n));
+                let mut c = starts.partition_point(|&s| s <= lo).saturating_sub(1);
+                let mut at = lo;
+                while at < hi {
+                    let end = starts[c + 1].min(hi);
+                    let (acc, base) = (&accs[c], starts[c]);
+                    for (j, &s) in slot[at..end].iter().enumerate() {
+                        if s != NO_GROUP {
+                            acc.update(&mut st[s as usize], at - base + j);
+                        }
                     }
+                    at = end;
+                    c += 1;
                 }
                 st
             })
             .collect();
         let rest = blocks.split_off(1);
         let mut out = blocks.pop().unwrap_or_default();
+        let acc = &accs[0];
         out.par_iter_mut().enumerate().for_each(|(s, st)| {
             for b in &rest {
                 acc.merge(st, &b[s]);
@@ -68,20 +79,33 @@ pub fn accumulate<A: Acc>(acc: &A, g: &Groups) -> Vec<A::S> {
         out
     } else {
         let (parts, bases) = g.partitions(partition_count(n) * 4);
-        let slot = &g.slot;
         let locals: Vec<Vec<A::S>> = (0..parts.len())
             .into_par_iter()
             .map(|p| {
                 let base = bases[p];
-                let mut st = vec![acc.init(); bases[p + 1] - base];
+                let mut st = vec![zero; bases[p + 1] - base];
+                let mut c = 0;
                 for &r in parts.part(p) {
-                    acc.update(&mut st[slot[r as usize] as usize - base], r as usize);
+                    let r = r as usize;
+                    while r >= starts[c + 1] {
+                        c += 1;
+                    }
+                    accs[c].update(&mut st[slot[r] as usize - base], r - starts[c]);
                 }
                 st
             })
             .collect();
         locals.concat()
     }
+}
+
+/// Row offsets of chunks of these lengths, and the total.
+pub fn chunk_starts(lens: impl IntoIterator<Item = usize>) -> Vec<usize> {
+    let mut out = vec![0];
+    for l in lens {
+        out.push(out.last().copied().unwrap_or(0) + l);
+    }
+    out
 }
 
 /// Validity of a column (`None`: every row valid).
@@ -91,18 +115,18 @@ fn ok(valid: Option<&BooleanBuffer>, row: usize) -> bool {
 }
 
 /// Non-null count (`count`), or rows (`size`, with no validity).
-pub struct Count<'a> {
-    pub valid: Option<&'a BooleanBuffer>,
+pub struct Count {
+    pub valid: Option<BooleanBuffer>,
 }
 
-impl Acc for Count<'_> {
+impl Acc for Count {
     type S = u64;
     fn init(&self) -> u64 {
         0
     }
     #[inline(always)]
     fn update(&self, s: &mut u64, row: usize) {
-        *s += u64::from(ok(self.valid, row));
+        *s += u64::from(ok(self.valid.as_ref(), row));
     }
     fn merge(&self, a: &mut u64, b: &u64) {
         *a += b;
@@ -114,12 +138,12 @@ impl Acc for Count<'_> {
 /// the final range) — and `f64` for floats (also the numerator of means).
 pub struct Sum<'a, V, A> {
     pub values: &'a [V],
-    pub valid: Option<&'a BooleanBuffer>,
+    pub valid: Option<BooleanBuffer>,
     pub acc: std::marker::PhantomData<A>,
 }
 
 impl<'a, V, A> Sum<'a, V, A> {
-    pub fn new(values: &'a [V], valid: Option<&'a BooleanBuffer>) -> Self {
+    pub fn new(values: &'a [V], valid: Option<BooleanBuffer>) -> Self {
         Sum {
             values,
             valid,
@@ -139,7 +163,7 @@ where
     }
     #[inline(always)]
     fn update(&self, s: &mut Self::S, row: usize) {
-        if ok(self.valid, row) {
+        if ok(self.valid.as_ref(), row) {
             s.0 += A::from(self.values[row]);
             s.1 += 1;
         }
@@ -153,7 +177,7 @@ where
 /// Decimal sums with overflow detection. State: (sum, non-null count, overflowed).
 pub struct SumDecimal<'a> {
     pub values: &'a [i128],
-    pub valid: Option<&'a BooleanBuffer>,
+    pub valid: Option<BooleanBuffer>,
 }
 
 impl Acc for SumDecimal<'_> {
@@ -163,7 +187,7 @@ impl Acc for SumDecimal<'_> {
     }
     #[inline(always)]
     fn update(&self, s: &mut Self::S, row: usize) {
-        if ok(self.valid, row) {
+        if ok(self.valid.as_ref(), row) {
             let (v, o) = s.0.overflowing_add(self.values[row]);
             *s = (v, s.1 + 1, s.2 | o);
         }
@@ -215,7 +239,7 @@ impl Moments {
 
 pub struct Variance<'a> {
     pub values: &'a [f64],
-    pub valid: Option<&'a BooleanBuffer>,
+    pub valid: Option<BooleanBuffer>,
 }
 
 impl Acc for Variance<'_> {
@@ -225,7 +249,7 @@ impl Acc for Variance<'_> {
     }
     #[inline(always)]
     fn update(&self, s: &mut Moments, row: usize) {
-        if ok(self.valid, row) {
+        if ok(self.valid.as_ref(), row) {
             s.push(self.values[row]);
         }
     }
@@ -276,8 +300,8 @@ impl CoMoments {
 pub struct Correlation<'a> {
     pub x: &'a [f64],
     pub y: &'a [f64],
-    pub valid_x: Option<&'a BooleanBuffer>,
-    pub valid_y: Option<&'a BooleanBuffer>,
+    pub valid_x: Option<BooleanBuffer>,
+    pub valid_y: Option<BooleanBuffer>,
 }
 
 impl Acc for Correlation<'_> {
@@ -287,7 +311,7 @@ impl Acc for Correlation<'_> {
     }
     #[inline(always)]
     fn update(&self, s: &mut CoMoments, row: usize) {
-        if ok(self.valid_x, row) && ok(self.valid_y, row) {
+        if ok(self.valid_x.as_ref(), row) && ok(self.valid_y.as_ref(), row) {
             let (x, y) = (self.x[row], self.y[row]);
             s.n += 1;
             let n = s.n as f64;
@@ -376,20 +400,21 @@ impl<const MAX: bool> Acc for Extreme<'_, MAX> {
     }
 }
 
-/// First (`LAST = false`) or last valid row.
-pub struct Pick<'a, const LAST: bool> {
-    pub valid: Option<&'a BooleanBuffer>,
+/// First (`LAST = false`) or last valid row (table row: chunk row + `base`).
+pub struct Pick<const LAST: bool> {
+    pub valid: Option<BooleanBuffer>,
+    pub base: usize,
 }
 
-impl<const LAST: bool> Acc for Pick<'_, LAST> {
+impl<const LAST: bool> Acc for Pick<LAST> {
     type S = u32;
     fn init(&self) -> u32 {
         NO_ROW
     }
     #[inline(always)]
     fn update(&self, s: &mut u32, row: usize) {
-        if ok(self.valid, row) && (LAST || *s == NO_ROW) {
-            *s = row as u32;
+        if ok(self.valid.as_ref(), row) && (LAST || *s == NO_ROW) {
+            *s = (self.base + row) as u32;
         }
     }
     fn merge(&self, a: &mut u32, b: &u32) {

@@ -23,7 +23,7 @@ pub mod groups;
 pub mod holistic;
 pub mod stream;
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use arrow_array::cast::AsArray;
 use arrow_array::types::{Decimal128Type, Float64Type, Int64Type, UInt64Type};
@@ -39,7 +39,9 @@ use crate::error::{Error, Result};
 use crate::gather::take_table;
 use crate::keys::encode::{dense_codes, order_codes};
 use crate::table::{Table, concat_chunks};
-use accumulate::{Acc, Correlation, Count, Extreme, Pick, Sum, SumDecimal, Variance, accumulate};
+use accumulate::{
+    Acc, Correlation, Count, Extreme, Pick, Sum, SumDecimal, Variance, accumulate, chunk_starts,
+};
 use groups::{Groups, NO_ROW, group};
 use holistic::{Members, per_group};
 
@@ -199,14 +201,87 @@ pub fn group_by(table: &Table, opts: &GroupByOptions) -> Result<Table> {
     assemble(table, opts, &g, cols)
 }
 
-/// An aggregate's input column(s), concatenated into one array each.
-struct Input {
-    name: String,
-    values: Option<ArrayRef>,
-    other: Option<(String, ArrayRef)>,
+/// An aggregated column as its input chunks (at least one), concatenated only on demand.
+struct Column {
+    chunks: Vec<ArrayRef>,
+    starts: Vec<usize>,
+    whole: OnceLock<ArrayRef>,
 }
 
-/// Check names and types before any work; concatenate the aggregated columns.
+impl Column {
+    fn new(mut chunks: Vec<ArrayRef>, dt: &DataType) -> Self {
+        if chunks.is_empty() {
+            chunks.push(arrow_array::new_empty_array(dt));
+        }
+        let starts = chunk_starts(chunks.iter().map(|c| c.len()));
+        Column {
+            chunks,
+            starts,
+            whole: OnceLock::new(),
+        }
+    }
+
+    fn one(a: ArrayRef) -> Self {
+        let dt = a.data_type().clone();
+        Column::new(vec![a], &dt)
+    }
+
+    fn data_type(&self) -> &DataType {
+        self.chunks[0].data_type()
+    }
+
+    /// The column as one array.
+    fn whole(&self) -> Result<&ArrayRef> {
+        if let Some(w) = self.whole.get() {
+            return Ok(w);
+        }
+        let w = match self.chunks.as_slice() {
+            [one] => one.clone(),
+            many => concat_chunks(many, self.data_type())?,
+        };
+        Ok(self.whole.get_or_init(|| w))
+    }
+
+    /// `f` applied to every chunk (a cast to the same type costs nothing).
+    fn map(&self, f: impl Fn(&ArrayRef) -> Result<ArrayRef>) -> Result<Column> {
+        let chunks = self.chunks.iter().map(f).collect::<Result<Vec<_>>>()?;
+        Ok(Column {
+            chunks,
+            starts: self.starts.clone(),
+            whole: OnceLock::new(),
+        })
+    }
+
+    fn cast(&self, dt: &DataType) -> Result<Column> {
+        self.map(|c| Ok(arrow_cast::cast(c, dt)?))
+    }
+
+    /// Every group's state of the accumulator `make(chunk, chunk's first row)` builds per
+    /// chunk, in output order.
+    fn run<'s, A: Acc + 's>(
+        &'s self,
+        g: &Groups,
+        make: impl Fn(&'s ArrayRef, usize) -> A,
+    ) -> Vec<A::S> {
+        let accs: Vec<A> = self
+            .chunks
+            .iter()
+            .zip(&self.starts)
+            .map(|(c, &s)| make(c, s))
+            .collect();
+        let st = accumulate(&accs, &self.starts, g);
+        g.order.iter().map(|&s| st[s as usize]).collect()
+    }
+}
+
+/// An aggregate's input column(s).
+struct Input {
+    name: String,
+    values: Option<Column>,
+    other: Option<(String, Column)>,
+}
+
+/// Check names and types before any work.
 fn check(table: &Table, opts: &GroupByOptions) -> Result<Vec<Input>> {
     let mut seen: std::collections::HashSet<&str> = std::collections::HashSet::new();
     for k in &opts.keys {
@@ -215,9 +290,12 @@ fn check(table: &Table, opts: &GroupByOptions) -> Result<Vec<Input>> {
             return Err(Error::Value(format!("key column {k:?} is listed twice")));
         }
     }
-    let column = |name: &str| -> Result<ArrayRef> {
+    let column = |name: &str| -> Result<Column> {
         let i = table.index_of(name)?;
-        concat_chunks(&table.chunks(i), table.schema.field(i).data_type())
+        Ok(Column::new(
+            table.chunks(i),
+            table.schema.field(i).data_type(),
+        ))
     };
     let mut out = Vec::with_capacity(opts.aggs.len());
     for a in &opts.aggs {
@@ -308,10 +386,19 @@ fn validity(a: &ArrayRef) -> Option<BooleanBuffer> {
         .map(|n| n.inner().clone())
 }
 
-fn as_f64(a: &ArrayRef) -> Result<Float64Array> {
-    Ok(arrow_cast::cast(a, &DataType::Float64)?
-        .as_primitive::<Float64Type>()
-        .clone())
+/// The column as float64 (a float64 column itself, not copied).
+fn as_f64(a: &ArrayRef) -> Result<ArrayRef> {
+    Ok(arrow_cast::cast(a, &DataType::Float64)?)
+}
+
+fn f64s(c: &ArrayRef) -> &[f64] {
+    c.as_primitive::<Float64Type>().values()
+}
+
+fn int64s(n: Vec<u64>) -> ArrayRef {
+    Arc::new(Int64Array::from_iter_values(
+        n.into_iter().map(|c| c as i64),
+    ))
 }
 
 /// One aggregate's output column, a value per group in `g.order`.
@@ -322,41 +409,36 @@ fn aggregate(
     members: Option<&Members>,
 ) -> Result<ArrayRef> {
     let order = &g.order;
+    let size = || run(&Count { valid: None }, g);
     let Some(values) = &input.values else {
-        let n = run(&Count { valid: None }, g);
-        return Ok(Arc::new(Int64Array::from_iter_values(
-            n.iter().map(|&c| c as i64),
-        )));
+        return Ok(int64s(size()));
     };
-    let valid = validity(values);
-    let valid = valid.as_ref();
     let col = &input.name;
     Ok(match &spec.func {
-        AggFn::Size => {
-            let n = run(&Count { valid: None }, g);
-            Arc::new(Int64Array::from_iter_values(n.iter().map(|&c| c as i64)))
+        AggFn::Size => int64s(size()),
+        AggFn::Count => int64s(values.run(g, |c, _| Count { valid: validity(c) })),
+        AggFn::Sum => sum(values, g, col)?,
+        AggFn::Mean if values.data_type().is_integer() || values.data_type().is_decimal() => {
+            // Exact integer sums (decimals: unscaled), divided once.
+            let scale = match values.data_type() {
+                DataType::Decimal128(_, s) => 10f64.powi(i32::from(*s)),
+                _ => 1.0,
+            };
+            let st = exact_sums(values, g)?;
+            Arc::new(Float64Array::from_iter(
+                st.iter()
+                    .map(|&(s, n)| (n > 0).then(|| s as f64 / scale / n as f64)),
+            ))
         }
-        AggFn::Count => {
-            let n = run(&Count { valid }, g);
-            Arc::new(Int64Array::from_iter_values(n.iter().map(|&c| c as i64)))
-        }
-        AggFn::Sum => sum(values, valid, g, col)?,
         AggFn::Mean => {
-            let v = as_f64(values)?;
-            let st = run(&Sum::<f64, f64>::new(v.values(), valid), g);
+            let v = values.map(as_f64)?;
+            let st = v.run(g, |c, _| Sum::<f64, f64>::new(f64s(c), validity(c)));
             Arc::new(Float64Array::from_iter(
                 st.iter().map(|&(s, n)| (n > 0).then(|| s / n as f64)),
             ))
         }
         AggFn::Var | AggFn::Std => {
-            let v = as_f64(values)?;
-            let st = run(
-                &Variance {
-                    values: v.values(),
-                    valid,
-                },
-                g,
-            );
+            let st = moments(values, g)?;
             let std = spec.func == AggFn::Std;
             Arc::new(Float64Array::from_iter(
                 st.iter()
@@ -365,21 +447,11 @@ fn aggregate(
         }
         AggFn::Corr(_) => {
             let (_, other) = input.other.as_ref().expect("checked: corr has a column");
-            let (x, y) = (as_f64(values)?, as_f64(other)?);
-            let valid_y = validity(other);
-            let st = run(
-                &Correlation {
-                    x: x.values(),
-                    y: y.values(),
-                    valid_x: valid,
-                    valid_y: valid_y.as_ref(),
-                },
-                g,
-            );
+            let st = comoments(values, other, g)?;
             Arc::new(Float64Array::from_iter(st.iter().map(|c| c.corr())))
         }
         AggFn::Min | AggFn::Max => {
-            let codes = order_codes(col, std::slice::from_ref(values))?;
+            let codes = order_codes(col, &values.chunks)?;
             let v = codes.valid.as_deref();
             let rows: Vec<u32> = if spec.func == AggFn::Min {
                 let acc = Extreme::<false> {
@@ -394,24 +466,38 @@ fn aggregate(
                 };
                 run(&acc, g).iter().map(|s| s.1).collect()
             };
-            gather(values, &rows)?
+            gather(values.whole()?, &rows)?
         }
-        AggFn::First => gather(values, &run(&Pick::<false> { valid }, g))?,
-        AggFn::Last => gather(values, &run(&Pick::<true> { valid }, g))?,
+        AggFn::First => {
+            let rows = values.run(g, |c, base| Pick::<false> {
+                valid: validity(c),
+                base,
+            });
+            gather(values.whole()?, &rows)?
+        }
+        AggFn::Last => {
+            let rows = values.run(g, |c, base| Pick::<true> {
+                valid: validity(c),
+                base,
+            });
+            gather(values.whole()?, &rows)?
+        }
         AggFn::Median | AggFn::Quantile(_) => {
             let q = match spec.func {
                 AggFn::Quantile(q) => q,
                 _ => 0.5,
             };
-            let v = as_f64(values)?;
+            let whole = values.whole()?;
+            let v = as_f64(whole)?;
+            let valid = validity(whole);
             let m = members.expect("members are built for holistic aggregates");
             let out = per_group(m, order, |rows, s: &mut Vec<f64>| {
-                holistic::quantile(v.values(), valid, rows, q, s)
+                holistic::quantile(f64s(&v), valid.as_ref(), rows, q, s)
             });
             Arc::new(Float64Array::from(out))
         }
         AggFn::NUnique => {
-            let codes = dense_codes(col, std::slice::from_ref(values), false)?;
+            let codes = dense_codes(col, &values.chunks, false)?;
             let v = codes.valid.as_deref();
             let m = members.expect("members are built for holistic aggregates");
             let out = per_group(m, order, |rows, s: &mut Vec<u64>| {
@@ -420,7 +506,7 @@ fn aggregate(
             Arc::new(Int64Array::from(out))
         }
         AggFn::TopK(k) => {
-            let codes = order_codes(col, std::slice::from_ref(values))?;
+            let codes = order_codes(col, &values.chunks)?;
             let v = codes.valid.as_deref();
             let m = members.expect("members are built for holistic aggregates");
             let lists = per_group(m, order, |rows, s: &mut Vec<_>| {
@@ -428,16 +514,41 @@ fn aggregate(
             });
             let offsets = OffsetBuffer::from_lengths(lists.iter().map(|l| l.len()));
             let rows: Vec<u32> = lists.concat();
-            let vals = gather(values, &rows)?;
-            let field = Arc::new(Field::new("item", values.data_type().clone(), true));
+            let whole = values.whole()?;
+            let vals = gather(whole, &rows)?;
+            let field = Arc::new(Field::new("item", whole.data_type().clone(), true));
             Arc::new(ListArray::try_new(field, offsets, vals, None)?)
         }
     })
 }
 
-/// `acc`'s state of every group, in output order.
+/// Welford moments of every group, in output order.
+fn moments(values: &Column, g: &Groups) -> Result<Vec<accumulate::Moments>> {
+    let v = values.map(as_f64)?;
+    Ok(v.run(g, |c, _| Variance {
+        values: f64s(c),
+        valid: validity(c),
+    }))
+}
+
+/// Co-moments of `x` and `y` (columns of the same table) of every group, in output order.
+fn comoments(x: &Column, y: &Column, g: &Groups) -> Result<Vec<accumulate::CoMoments>> {
+    let (x, y) = (x.map(as_f64)?, y.map(as_f64)?);
+    // Both come from the same record batches: the chunks line up.
+    Ok(x.run(g, |c, base| {
+        let yc = &y.chunks[x.starts.partition_point(|&s| s < base)];
+        Correlation {
+            x: f64s(c),
+            y: f64s(yc),
+            valid_x: validity(c),
+            valid_y: validity(yc),
+        }
+    }))
+}
+
+/// `acc`'s state of every group, in output order (`acc` reads rows `0..n`).
 fn run<A: Acc>(acc: &A, g: &Groups) -> Vec<A::S> {
-    let st = accumulate(acc, g);
+    let st = accumulate(std::slice::from_ref(acc), &[0, g.slot.len()], g);
     g.order.iter().map(|&s| st[s as usize]).collect()
 }
 
@@ -461,14 +572,48 @@ fn gather(values: &ArrayRef, rows: &[u32]) -> Result<ArrayRef> {
     Ok(take(values.as_ref(), &idx, None)?)
 }
 
+/// Exact `i128` sums and counts of an integer, bool or decimal (unscaled) column; decimal
+/// sums past 128 bits raise (the caller names the column).
+fn exact_sums(values: &Column, g: &Groups) -> Result<Vec<(i128, u64)>> {
+    let dt = values.data_type();
+    if dt.is_decimal() {
+        let v = values.cast(&DataType::Decimal128(38, dt_scale(dt)))?;
+        let st = v.run(g, |c, _| SumDecimal {
+            values: c.as_primitive::<Decimal128Type>().values(),
+            valid: validity(c),
+        });
+        if st.iter().any(|s| s.2) {
+            return Err(Error::Value("an exact sum overflows 128 bits".into()));
+        }
+        return Ok(st.iter().map(|&(s, n, _)| (s, n)).collect());
+    }
+    if matches!(dt, DataType::UInt64) {
+        let st = values.run(g, |c, _| {
+            Sum::<u64, u128>::new(c.as_primitive::<UInt64Type>().values(), validity(c))
+        });
+        // A u64 sum over fewer than 2^63 rows fits an i128.
+        return Ok(st.iter().map(|&(s, n)| (s as i128, n)).collect());
+    }
+    // Every other integer (and bool) widens losslessly to int64.
+    let v = values.cast(&DataType::Int64)?;
+    Ok(v.run(g, |c, _| {
+        Sum::<i64, i128>::new(c.as_primitive::<Int64Type>().values(), validity(c))
+    }))
+}
+
+fn dt_scale(dt: &DataType) -> i8 {
+    match dt {
+        DataType::Decimal32(_, s)
+        | DataType::Decimal64(_, s)
+        | DataType::Decimal128(_, s)
+        | DataType::Decimal256(_, s) => *s,
+        _ => 0,
+    }
+}
+
 /// Sums: exact for integers (int64 / uint64 out, overflow raises), float64 for floats,
 /// decimal128(38, s) for decimals (overflow raises). Null for a group without values.
-fn sum(
-    values: &ArrayRef,
-    valid: Option<&BooleanBuffer>,
-    g: &Groups,
-    col: &str,
-) -> Result<ArrayRef> {
+fn sum(values: &Column, g: &Groups, col: &str) -> Result<ArrayRef> {
     let overflow = |ty: &str| {
         Error::Value(format!(
             "sum of column {col:?} overflows {ty} in at least one group; cast the column to \
@@ -477,45 +622,22 @@ fn sum(
     };
     let dt = values.data_type();
     if dt.is_floating() {
-        let v = as_f64(values)?;
-        let st = run(&Sum::<f64, f64>::new(v.values(), valid), g);
+        let v = values.map(as_f64)?;
+        let st = v.run(g, |c, _| Sum::<f64, f64>::new(f64s(c), validity(c)));
         return Ok(Arc::new(Float64Array::from_iter(
             st.iter().map(|&(s, n)| (n > 0).then_some(s)),
         )));
     }
+    let st = exact_sums(values, g).map_err(|_| overflow("decimal128(38)"))?;
     if let DataType::Decimal128(_, scale) = dt {
-        let v = values.as_primitive::<Decimal128Type>();
-        let st = run(
-            &SumDecimal {
-                values: v.values(),
-                valid,
-            },
-            g,
-        );
         const MAX38: i128 = 99_999_999_999_999_999_999_999_999_999_999_999_999;
-        if st
-            .iter()
-            .any(|&(s, _, o)| o || !(-MAX38..=MAX38).contains(&s))
-        {
+        if st.iter().any(|&(s, _)| !(-MAX38..=MAX38).contains(&s)) {
             return Err(overflow("decimal128(38)"));
         }
-        let out = Decimal128Array::from_iter(st.iter().map(|&(s, n, _)| (n > 0).then_some(s)))
+        let out = Decimal128Array::from_iter(st.iter().map(|&(s, n)| (n > 0).then_some(s)))
             .with_precision_and_scale(38, *scale)?;
         return Ok(Arc::new(out));
     }
-    if matches!(dt, DataType::UInt64) {
-        let v = values.as_primitive::<UInt64Type>();
-        let st = run(&Sum::<u64, u128>::new(v.values(), valid), g);
-        return Ok(Arc::new(UInt64Array::from(exact(&st, || {
-            overflow("uint64")
-        })?)));
-    }
-    // Every other integer (and bool) widens losslessly to int64.
-    let v = arrow_cast::cast(values, &DataType::Int64)?;
-    let st = run(
-        &Sum::<i64, i128>::new(v.as_primitive::<Int64Type>().values(), valid),
-        g,
-    );
     if dt.is_unsigned_integer() {
         return Ok(Arc::new(UInt64Array::from(exact(&st, || {
             overflow("uint64")

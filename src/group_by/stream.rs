@@ -36,11 +36,12 @@ use arrow_array::{
 use arrow_buffer::{BooleanBuffer, OffsetBuffer};
 use arrow_schema::{DataType, Field, SchemaRef};
 
-use super::accumulate::{CoMoments, Combine, Correlation, Moments, SumDecimal, Variance};
+use super::accumulate::{CoMoments, Combine, Moments};
 use super::groups::{Groups, group};
 use super::holistic::{self, Members, per_group};
 use super::{
-    AggFn, AggSpec, GroupByOptions, Input, aggregate, as_f64, check, exact, run, validity,
+    AggFn, AggSpec, Column, GroupByOptions, Input, aggregate, as_f64, check, comoments, exact,
+    exact_sums, moments, run, validity,
 };
 use crate::error::{Error, Result};
 use crate::gather::take_table;
@@ -57,7 +58,10 @@ enum Carry {
     Exact {
         out: DataType,
     },
-    Mean,
+    /// `exact`: integer / decimal input summed exactly (decimal scale), else float sums.
+    Mean {
+        exact: Option<i8>,
+    },
     Moments {
         std: bool,
     },
@@ -84,7 +88,11 @@ impl Carry {
                 },
             },
             AggFn::Min | AggFn::Max | AggFn::First | AggFn::Last => Carry::Same,
-            AggFn::Mean => Carry::Mean,
+            AggFn::Mean => Carry::Mean {
+                exact: input
+                    .filter(|dt| dt.is_integer() || dt.is_decimal())
+                    .map(super::dt_scale),
+            },
             AggFn::Var => Carry::Moments { std: false },
             AggFn::Std => Carry::Moments { std: true },
             AggFn::Corr(_) => Carry::Corr,
@@ -317,7 +325,7 @@ fn mismatch(got: &SchemaRef, want: &SchemaRef) -> Option<String> {
 /// Number of state columns of an aggregate.
 fn state_width(c: &Carry) -> usize {
     match c {
-        Carry::Mean => 2,
+        Carry::Mean { .. } => 2,
         Carry::Moments { .. } => 3,
         Carry::Corr => 6,
         _ => 1,
@@ -342,29 +350,21 @@ fn spec_of(spec: &AggSpec, func: AggFn) -> AggSpec {
 fn input_of(name: &str, values: ArrayRef) -> Input {
     Input {
         name: name.to_string(),
-        values: Some(values),
+        values: Some(Column::one(values)),
         other: None,
     }
 }
 
-/// Unscaled decimal sums, i128 (overflow raises), null for a group without values.
-fn raw_sum(values: &ArrayRef, g: &Groups, scale: i8, col: &str) -> Result<ArrayRef> {
-    let valid = validity(values);
-    let v = values.as_primitive::<Decimal128Type>();
-    let st = run(
-        &SumDecimal {
-            values: v.values(),
-            valid: valid.as_ref(),
-        },
-        g,
-    );
-    if st.iter().any(|s| s.2) {
-        return Err(Error::Value(format!(
+/// Exact sums as decimal128(38, `scale`) (unscaled i128; past 128 bits raises), null for a
+/// group without values.
+fn exact_state(values: &Column, g: &Groups, scale: i8, col: &str) -> Result<ArrayRef> {
+    let st = exact_sums(values, g).map_err(|_| {
+        Error::Value(format!(
             "sum of column {col:?} overflows 128 bits in at least one group"
-        )));
-    }
+        ))
+    })?;
     Ok(Arc::new(
-        Decimal128Array::from_iter(st.iter().map(|&(s, n, _)| (n > 0).then_some(s)))
+        Decimal128Array::from_iter(st.iter().map(|&(s, n)| (n > 0).then_some(s)))
             .with_precision_and_scale(38, scale)?,
     ))
 }
@@ -480,67 +480,30 @@ fn partial(
     m: Option<&Members>,
 ) -> Result<Vec<ArrayRef>> {
     let col = input.name.as_str();
+    let values = || {
+        input
+            .values
+            .as_ref()
+            .expect("checked: the aggregate has a column")
+    };
     Ok(match carry {
-        Carry::Count | Carry::Same => vec![aggregate(spec, input, g, m)?],
-        Carry::Exact { out } => {
-            let v = input.values.as_ref().expect("checked: sum has a column");
-            let (dec, scale) = match out {
-                DataType::Decimal128(_, s) => (v.clone(), *s),
-                _ => {
-                    let wide = if *v.data_type() == DataType::Boolean {
-                        arrow_cast::cast(v, &DataType::Int64)?
-                    } else {
-                        v.clone()
-                    };
-                    (arrow_cast::cast(&wide, &DataType::Decimal128(38, 0))?, 0)
-                }
-            };
-            vec![raw_sum(&dec, g, scale, col)?]
-        }
-        Carry::Mean => {
-            let v = input.values.as_ref().expect("checked: mean has a column");
-            let f: ArrayRef = Arc::new(as_f64(v)?);
-            vec![
-                aggregate(&spec_of(spec, AggFn::Sum), &input_of(col, f), g, m)?,
-                aggregate(&spec_of(spec, AggFn::Count), input, g, m)?,
-            ]
-        }
-        Carry::Moments { .. } => {
-            let v = input.values.as_ref().expect("checked: var has a column");
-            let valid = validity(v);
-            let f = as_f64(v)?;
-            let st = run(
-                &Variance {
-                    values: f.values(),
-                    valid: valid.as_ref(),
-                },
-                g,
-            );
-            moments_columns(&st)
-        }
+        Carry::Count | Carry::Same | Carry::TopK(_) => vec![aggregate(spec, input, g, m)?],
+        Carry::Exact { out } => vec![exact_state(values(), g, super::dt_scale(out), col)?],
+        Carry::Mean { exact: Some(scale) } => vec![
+            exact_state(values(), g, *scale, col)?,
+            aggregate(&spec_of(spec, AggFn::Count), input, g, m)?,
+        ],
+        Carry::Mean { exact: None } => vec![
+            aggregate(&spec_of(spec, AggFn::Sum), input, g, m)?,
+            aggregate(&spec_of(spec, AggFn::Count), input, g, m)?,
+        ],
+        Carry::Moments { .. } => moments_columns(&moments(values(), g)?),
         Carry::Corr => {
-            let v = input.values.as_ref().expect("checked: corr has a column");
             let (_, other) = input.other.as_ref().expect("checked: corr has a column");
-            let (x, y) = (as_f64(v)?, as_f64(other)?);
-            let (vx, vy) = (validity(v), validity(other));
-            let st = run(
-                &Correlation {
-                    x: x.values(),
-                    y: y.values(),
-                    valid_x: vx.as_ref(),
-                    valid_y: vy.as_ref(),
-                },
-                g,
-            );
-            comoments_columns(&st)
+            comoments_columns(&comoments(values(), other, g)?)
         }
-        Carry::TopK(_) => vec![aggregate(spec, input, g, m)?],
         Carry::Quantile(_) => {
-            let v = input
-                .values
-                .as_ref()
-                .expect("checked: quantile has a column");
-            let f: ArrayRef = Arc::new(as_f64(v)?);
+            let f = as_f64(values().whole()?)?;
             let valid: Option<BooleanBuffer> = validity(&f);
             let m = m.expect("members are built for holistic aggregates");
             vec![lists(&f, g, m, own_rows, |c, _: &mut ()| match &valid {
@@ -549,14 +512,11 @@ fn partial(
             })?]
         }
         Carry::NUnique => {
-            let v = input
-                .values
-                .as_ref()
-                .expect("checked: n_unique has a column");
-            let codes = dense_codes(col, std::slice::from_ref(v), false)?;
+            let v = values();
+            let codes = dense_codes(col, &v.chunks, false)?;
             let valid = codes.valid.as_deref();
             let m = m.expect("members are built for holistic aggregates");
-            vec![lists(v, g, m, own_rows, |c, w| {
+            vec![lists(v.whole()?, g, m, own_rows, |c, w| {
                 holistic::distinct(&codes.codes, valid, c, w)
             })?]
         }
@@ -579,14 +539,16 @@ fn merge(
             m,
         )?],
         Carry::Same => vec![aggregate(spec, &input_of(col, st[0].clone()), g, m)?],
-        Carry::Exact { out } => {
-            let scale = match out {
-                DataType::Decimal128(_, s) => *s,
-                _ => 0,
-            };
-            vec![raw_sum(&st[0], g, scale, col)?]
+        Carry::Exact { .. } | Carry::Mean { exact: Some(_) } => {
+            let scale = super::dt_scale(st[0].data_type());
+            let mut out = vec![exact_state(&Column::one(st[0].clone()), g, scale, col)?];
+            if st.len() == 2 {
+                let sum = spec_of(spec, AggFn::Sum);
+                out.push(aggregate(&sum, &input_of(col, st[1].clone()), g, m)?);
+            }
+            out
         }
-        Carry::Mean => st
+        Carry::Mean { exact: None } => st
             .iter()
             .map(|c| aggregate(&spec_of(spec, AggFn::Sum), &input_of(col, c.clone()), g, m))
             .collect::<Result<_>>()?,
@@ -659,7 +621,15 @@ fn finish(spec: &AggSpec, carry: &Carry, st: &[ArrayRef]) -> Result<ArrayRef> {
                 }
             }
         }
-        Carry::Mean => {
+        Carry::Mean { exact: Some(scale) } => {
+            let s = st[0].as_primitive::<Decimal128Type>();
+            let n = st[1].as_primitive::<Int64Type>();
+            let scale = 10f64.powi(i32::from(*scale));
+            Arc::new(Float64Array::from_iter(s.iter().zip(n.values()).map(
+                |(s, &n)| (n > 0).then(|| s.unwrap_or(0) as f64 / scale / n as f64),
+            )))
+        }
+        Carry::Mean { exact: None } => {
             let s = st[0].as_primitive::<Float64Type>();
             let n = st[1].as_primitive::<Int64Type>();
             Arc::new(Float64Array::from_iter(
