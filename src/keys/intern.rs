@@ -146,69 +146,143 @@ pub struct Interned {
     pub reps: Vec<u32>,
 }
 
-/// Distinct values in a block below which the block-local strategy is used.
-const FEW_DISTINCT: usize = BLOCK / 64;
-
 /// Intern the valid rows of `col` (`valid[row] == false` rows are skipped).
 ///
-/// Few distinct values (judged on the first block): every block interns its rows into a
-/// small cache-resident table in parallel, and the blocks' dictionaries are merged in block
-/// order ([`intern_blocks`]). Otherwise the rows are hash-partitioned
+/// Far fewer distinct values than rows: one shared dictionary probed in parallel
+/// ([`intern_shared`]). Mostly distinct values: the rows are hash-partitioned
 /// ([`intern_partitioned`]).
 pub fn intern(col: &ByteColumn<'_>, n: usize, valid: Option<&[bool]>) -> Interned {
     let is_valid = |r: usize| valid.is_none_or(|v| v[r]);
-    let first = local_dictionary(col, 0..n.min(BLOCK), &is_valid, &mut Vec::new());
-    if first.len() <= FEW_DISTINCT {
-        intern_blocks(col, n, &is_valid)
-    } else {
-        intern_partitioned(col, n, valid)
-    }
+    intern_shared(col, n, &is_valid).unwrap_or_else(|| intern_partitioned(col, n, valid))
 }
 
-/// Intern the rows `rows` into a local table: `ids[j]` gets the local id of row
-/// `rows.start + j`; returns the representative row of each local id.
-fn local_dictionary(
+/// Rows value-interned sequentially before the shared dictionary is probed in parallel.
+const STEP: usize = 1 << 16;
+
+/// One dictionary for the whole column: grown sequentially over leading steps of rows until a
+/// step adds under 1 % new values, then probed read-only by all threads in parallel; the rows
+/// whose values it lacks are added afterwards in row order. Ids are first-appearance order.
+/// `None` (the caller hash-partitions instead) when the values look mostly distinct: a step
+/// adds over half its rows while the dictionary holds more than a step, or the parallel probe
+/// misses more than an eighth of the rows.
+fn intern_shared(
     col: &ByteColumn<'_>,
-    rows: std::ops::Range<usize>,
+    n: usize,
     is_valid: &(impl Fn(usize) -> bool + Sync),
-    ids: &mut Vec<u64>,
-) -> Vec<(u32, u64)> {
+) -> Option<Interned> {
     let mut dict = Dictionary::default();
-    ids.clear();
-    col.for_each(rows, |r, v| {
-        if !is_valid(r) {
-            ids.push(0);
-            return;
+    let mut ids = vec![0u64; n];
+    let mut at = 0;
+    while at < n {
+        let end = (at + STEP).min(n);
+        let before = dict.reps.len();
+        col.for_each(at..end, |r, v| {
+            if is_valid(r) {
+                ids[r] = dict.id_of(v, r as u32, hash_bytes(v));
+            }
+        });
+        let new = dict.reps.len() - before;
+        at = end;
+        if new * 2 > STEP && dict.reps.len() > STEP {
+            return None;
         }
-        ids.push(dict.id_of(v, r as u32, hash_bytes(v)));
-    });
-    dict.reps
+        if new * 100 <= STEP {
+            break;
+        }
+    }
+    const MISS: u64 = u64::MAX;
+    let dict_ref = &dict;
+    let misses: Vec<Vec<(u32, u64)>> = ids[at..]
+        .par_chunks_mut(BLOCK)
+        .enumerate()
+        .map(|(b, out)| {
+            let start = at + b * BLOCK;
+            let mut miss = Vec::new();
+            col.for_each(start..start + out.len(), |r, v| {
+                if is_valid(r) {
+                    let h = hash_bytes(v);
+                    out[r - start] = dict_ref.find(v, h).unwrap_or_else(|| {
+                        miss.push((r as u32, h));
+                        MISS
+                    });
+                }
+            });
+            miss
+        })
+        .collect();
+    if misses.iter().map(Vec::len).sum::<usize>() > n / 8 {
+        return None;
+    }
+    for (r, h) in misses.into_iter().flatten() {
+        ids[r as usize] = dict.id_of(col.value(r as usize), r, h);
+    }
+    Some(Interned {
+        ids,
+        reps: dict.reps.into_iter().map(|(r, _)| r).collect(),
+    })
 }
 
 /// Distinct values as (representative row, hash), ids in insertion order, with the values
 /// themselves at hand for comparisons.
+///
+/// The table holds each value's length and first 16 bytes (zero-padded) next to its id, so a
+/// probe of a value of up to 16 bytes is decided inside the table entry, without following a
+/// pointer into the column (a cache miss per probe once the dictionary outgrows the cache).
 #[derive(Default)]
 struct Dictionary<'a> {
-    table: HashTable<u32>,
+    table: HashTable<Entry>,
     reps: Vec<(u32, u64)>,
     values: Vec<&'a [u8]>,
 }
 
+#[derive(Clone, Copy)]
+struct Entry {
+    head: [u64; 2],
+    len: u32,
+    id: u32,
+}
+
+/// The first 16 bytes of `v`, zero-padded.
+#[inline(always)]
+fn head(v: &[u8]) -> [u64; 2] {
+    let mut b = [0u8; 16];
+    let k = v.len().min(16);
+    b[..k].copy_from_slice(&v[..k]);
+    let (lo, hi) = b.split_at(8);
+    [
+        u64::from_ne_bytes(lo.try_into().unwrap_or([0; 8])),
+        u64::from_ne_bytes(hi.try_into().unwrap_or([0; 8])),
+    ]
+}
+
 impl<'a> Dictionary<'a> {
+    /// The id of `v` (hash `h`) if present.
+    #[inline]
+    fn find(&self, v: &[u8], h: u64) -> Option<u64> {
+        let (hd, len) = (head(v), v.len() as u32);
+        self.table
+            .find(h, |e| {
+                e.len == len && e.head == hd && (len <= 16 || self.values[e.id as usize] == v)
+            })
+            .map(|e| e.id as u64)
+    }
+
     /// The id of `v` (the value at `row`, hash `h`), inserting it when new.
     #[inline]
     fn id_of(&mut self, v: &'a [u8], row: u32, h: u64) -> u64 {
+        let (hd, len) = (head(v), v.len() as u32);
         let (reps, values) = (&mut self.reps, &mut self.values);
-        let found = self.table.find(h, |&id| {
-            reps[id as usize].1 == h && bytes_eq(values[id as usize], v)
+        let found = self.table.find(h, |e| {
+            e.len == len && e.head == hd && (len <= 16 || values[e.id as usize] == v)
         });
-        if let Some(&id) = found {
-            return id as u64;
+        if let Some(e) = found {
+            return e.id as u64;
         }
         let id = reps.len() as u32;
         reps.push((row, h));
         values.push(v);
-        self.table.insert_unique(h, id, |&id| reps[id as usize].1);
+        let e = Entry { head: hd, len, id };
+        self.table.insert_unique(h, e, |e| reps[e.id as usize].1);
         id as u64
     }
 }
@@ -231,50 +305,6 @@ pub fn bytes_eq(a: &[u8], b: &[u8]) -> bool {
         4..=7 => word4(a, 0) == word4(b, 0) && word4(a, n - 4) == word4(b, n - 4),
         8..=16 => word8(a, 0) == word8(b, 0) && word8(a, n - 8) == word8(b, n - 8),
         _ => a == b,
-    }
-}
-
-/// Block-local dictionaries merged in block order: ids in first-appearance order.
-fn intern_blocks(
-    col: &ByteColumn<'_>,
-    n: usize,
-    is_valid: &(impl Fn(usize) -> bool + Sync),
-) -> Interned {
-    let mut ids = vec![0u64; n];
-    let locals: Vec<Vec<(u32, u64)>> = ids
-        .par_chunks_mut(BLOCK)
-        .enumerate()
-        .map(|(b, out)| {
-            let mut local = Vec::with_capacity(out.len());
-            let start = b * BLOCK;
-            let reps = local_dictionary(col, start..start + out.len(), is_valid, &mut local);
-            out.copy_from_slice(&local);
-            reps
-        })
-        .collect();
-    let mut dict = Dictionary::default();
-    let remaps: Vec<Vec<u64>> = locals
-        .iter()
-        .map(|local| {
-            local
-                .iter()
-                .map(|&(row, h)| dict.id_of(col.value(row as usize), row, h))
-                .collect()
-        })
-        .collect();
-    ids.par_chunks_mut(BLOCK)
-        .zip(remaps.par_iter())
-        .enumerate()
-        .for_each(|(b, (out, remap))| {
-            for (j, id) in out.iter_mut().enumerate() {
-                if is_valid(b * BLOCK + j) {
-                    *id = remap[*id as usize];
-                }
-            }
-        });
-    Interned {
-        ids,
-        reps: dict.reps.into_iter().map(|(r, _)| r).collect(),
     }
 }
 
@@ -425,5 +455,91 @@ mod eq_tests {
             }
             assert!(!bytes_eq(a, &base[..n + 1]));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+    use std::sync::Arc;
+
+    use arrow_array::{ArrayRef, StringArray};
+
+    use super::*;
+
+    /// Intern `values` (as two chunks) and check: equal ids exactly for equal values, each
+    /// representative holds its id's value, and (`ordered`) ids number the values in order of
+    /// first appearance.
+    fn check(values: &[String], valid: Option<&[bool]>, ordered: bool) {
+        let mid = values.len() / 3;
+        let chunks: Vec<ArrayRef> = vec![
+            Arc::new(StringArray::from_iter_values(&values[..mid])),
+            Arc::new(StringArray::from_iter_values(&values[mid..])),
+        ];
+        let at = RowLocator::new(&[mid, values.len() - mid]).unwrap();
+        let col = ByteColumn::new(chunks.iter().filter_map(ByteChunk::new).collect(), at);
+        let got = intern(&col, values.len(), valid);
+        let mut first: HashMap<&str, u64> = HashMap::new();
+        let mut next = 0u64;
+        for (r, v) in values.iter().enumerate() {
+            if valid.is_some_and(|ok| !ok[r]) {
+                continue;
+            }
+            let id = got.ids[r];
+            assert_eq!(values[got.reps[id as usize] as usize], *v, "row {r}");
+            let want = *first.entry(v).or_insert_with(|| {
+                next += 1;
+                if ordered { next - 1 } else { id }
+            });
+            assert_eq!(id, want, "row {r}: {v:?}");
+        }
+        assert_eq!(got.reps.len(), first.len());
+    }
+
+    #[test]
+    fn shared_dictionary_paths_and_fallback() {
+        let n = 300_000usize;
+        let s = |i: usize| format!("v{i:011}");
+        // Few distinct, 20k distinct spread out, long values past the inline 16 bytes.
+        check(
+            &(0..n).map(|i| s(i * 7 % 97)).collect::<Vec<_>>(),
+            None,
+            true,
+        );
+        check(
+            &(0..n).map(|i| s(i * 7919 % 20_000)).collect::<Vec<_>>(),
+            None,
+            true,
+        );
+        let long: Vec<String> = (0..n).map(|i| format!("{:030}{}", 0, i % 50)).collect();
+        check(&long, None, true);
+        // New values keep appearing after the sequential prefix: the parallel probe misses
+        // them and they are added in row order.
+        let late: Vec<String> = (0..n)
+            .map(|i| {
+                if i < 270_000 {
+                    s(i % 10)
+                } else {
+                    s(10 + i % 5_000)
+                }
+            })
+            .collect();
+        check(&late, None, true);
+        // Nulls are skipped wherever they are.
+        let valid: Vec<bool> = (0..n).map(|i| i % 5 != 0).collect();
+        check(&late, Some(&valid), true);
+        // Mostly distinct, or too many rows missed by the probe: hash-partitioned (ids not in
+        // appearance order).
+        check(&(0..n).map(s).collect::<Vec<_>>(), None, false);
+        let later: Vec<String> = (0..n)
+            .map(|i| {
+                if i < 70_000 {
+                    s(i % 10)
+                } else {
+                    s(10 + i % 30_000)
+                }
+            })
+            .collect();
+        check(&later, None, false);
     }
 }
