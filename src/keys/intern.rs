@@ -242,17 +242,30 @@ struct Entry {
     id: u32,
 }
 
-/// The first 16 bytes of `v`, zero-padded.
+/// The first 16 bytes of `v`, zero-padded, as little-endian words — from at most two
+/// overlapping word loads per word (a variable-length copy into a buffer would stall the
+/// loads that read it back).
 #[inline(always)]
 fn head(v: &[u8]) -> [u64; 2] {
-    let mut b = [0u8; 16];
-    let k = v.len().min(16);
-    b[..k].copy_from_slice(&v[..k]);
-    let (lo, hi) = b.split_at(8);
-    [
-        u64::from_ne_bytes(lo.try_into().unwrap_or([0; 8])),
-        u64::from_ne_bytes(hi.try_into().unwrap_or([0; 8])),
-    ]
+    let w8 = |at: usize| u64::from_le_bytes(v[at..at + 8].try_into().unwrap_or([0; 8]));
+    let w4 = |at: usize| {
+        u64::from(u32::from_le_bytes(
+            v[at..at + 4].try_into().unwrap_or([0; 4]),
+        ))
+    };
+    let n = v.len();
+    match n {
+        16.. => [w8(0), w8(8)],
+        9..=15 => [w8(0), w8(n - 8) >> (8 * (16 - n))],
+        8 => [w8(0), 0],
+        4..=7 => [w4(0) | (w4(n - 4) >> (8 * (8 - n))) << 32, 0],
+        _ => [
+            v.iter()
+                .enumerate()
+                .fold(0, |w, (i, &b)| w | u64::from(b) << (8 * i)),
+            0,
+        ],
+    }
 }
 
 impl<'a> Dictionary<'a> {
@@ -494,6 +507,20 @@ mod tests {
             assert_eq!(id, want, "row {r}: {v:?}");
         }
         assert_eq!(got.reps.len(), first.len());
+    }
+
+    #[test]
+    fn head_is_the_zero_padded_prefix() {
+        let base: Vec<u8> = (1u8..=40).collect();
+        for n in 0..=20 {
+            let mut b = [0u8; 16];
+            b[..n.min(16)].copy_from_slice(&base[..n.min(16)]);
+            let want = [
+                u64::from_le_bytes(b[..8].try_into().unwrap()),
+                u64::from_le_bytes(b[8..].try_into().unwrap()),
+            ];
+            assert_eq!(head(&base[..n]), want, "n={n}");
+        }
     }
 
     #[test]
