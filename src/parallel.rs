@@ -112,6 +112,18 @@ pub fn partition_by(
     nparts: usize,
     part: impl Fn(usize) -> Option<usize> + Sync,
 ) -> Partitions {
+    partition_with(n, nparts, part, |_| ()).0
+}
+
+/// [`partition_by`], also scattering `value(row)` alongside each row, so that work per
+/// partition reads its rows' values sequentially instead of gathering them across the
+/// table.
+pub fn partition_with<T: Copy + Default + Send + Sync>(
+    n: usize,
+    nparts: usize,
+    part: impl Fn(usize) -> Option<usize> + Sync,
+    value: impl Fn(usize) -> T + Sync,
+) -> (Partitions, Vec<T>) {
     let blocks: Vec<std::ops::Range<usize>> = (0..n.div_ceil(BLOCK))
         .map(|b| b * BLOCK..((b + 1) * BLOCK).min(n))
         .collect();
@@ -141,20 +153,28 @@ pub fn partition_by(
     }
     offsets.push(acc);
     let mut rows = vec![0u32; acc];
+    let mut values = vec![T::default(); if size_of::<T>() == 0 { 0 } else { acc }];
     let out = DisjointSlice::new(&mut rows);
+    let vals = DisjointSlice::new(&mut values);
     blocks
         .par_iter()
         .zip(starts.into_par_iter())
         .for_each(|(blk, mut pos)| {
             for r in blk.clone() {
                 if let Some(p) = part(r) {
-                    // SAFETY: the (block, partition) slots are disjoint ranges of `rows`.
-                    unsafe { out.write(pos[p], r as u32) };
+                    // SAFETY: the (block, partition) slots are disjoint ranges of `rows` (and
+                    // of `values`, unless `T` is zero-sized and nothing is written).
+                    unsafe {
+                        out.write(pos[p], r as u32);
+                        if size_of::<T>() != 0 {
+                            vals.write(pos[p], value(r));
+                        }
+                    }
                     pos[p] += 1;
                 }
             }
         });
-    Partitions { rows, offsets }
+    (Partitions { rows, offsets }, values)
 }
 
 #[cfg(test)]

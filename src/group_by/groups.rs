@@ -20,7 +20,7 @@ use crate::dedup::{hash_u64, hash_u128};
 use crate::error::Result;
 use crate::keys::encode::{KeyCodes, dense_codes};
 use crate::keys::{CodeMode, Keys, pack, packed_card};
-use crate::parallel::{DisjointSlice, Partitions, partition_by, partition_count, partition_rows};
+use crate::parallel::{DisjointSlice, Partitions, partition_by, partition_count, partition_with};
 use crate::table::Table;
 
 /// Slot of a row that belongs to no group (a null key under `dropna`).
@@ -212,12 +212,14 @@ fn first_rows(slot: &[u32], card: usize) -> Vec<u32> {
 /// Hash-partitioned groups. `key(row)` is what the tables store and compare with `eq` (the
 /// packed key itself where it fits a `u64` / `u128`, so a probe touches no other memory);
 /// `hash` hashes a key; `cmp` orders rows by key (for `sort`; without it the caller orders
-/// the slots).
+/// the slots). The keys are scattered into partition order along with the rows, so each
+/// partition's table reads its keys sequentially and records local ids sequentially; one
+/// final pass writes every row's global slot.
 ///
 /// A table starts small; once a sixteenth of its partition is seen it reserves room for the
 /// groups extrapolated from that prefix, so all-distinct keys do not rehash a dozen times.
 #[allow(clippy::too_many_arguments)]
-fn hashed<K: Copy + Send + Sync>(
+fn hashed<K: Copy + Default + Send + Sync>(
     n: usize,
     sort: bool,
     keep: Option<&[bool]>,
@@ -226,43 +228,47 @@ fn hashed<K: Copy + Send + Sync>(
     eq: impl Fn(K, K) -> bool + Sync,
     cmp: impl Fn(usize, usize) -> std::cmp::Ordering + Sync,
 ) -> Groups {
-    let hashes: Vec<u64> = (0..n).into_par_iter().map(|i| hash(key(i))).collect();
     let nparts = partition_count(n);
-    let parts = match keep {
-        None => partition_rows(&hashes, nparts),
-        Some(keep) => partition_by(n, nparts, |r| {
-            keep[r].then(|| crate::parallel::partition_of(hashes[r], nparts))
-        }),
-    };
-    let mut slot = vec![NO_GROUP; n];
-    let out = DisjointSlice::new(&mut slot);
-    // First rows of each partition's groups, numbered from 0 within the partition.
+    let (parts, keys) = partition_with(
+        n,
+        nparts,
+        |r| {
+            keep.is_none_or(|k| k[r])
+                .then(|| crate::parallel::partition_of(hash(key(r)), nparts))
+        },
+        &key,
+    );
+    // Local group ids, numbered from 0 within each partition, in partition order.
+    let mut local = vec![0u32; parts.rows.len()];
+    let local_w = DisjointSlice::new(&mut local);
+    // First rows of each partition's groups.
     let firsts: Vec<Vec<u32>> = (0..parts.len())
         .into_par_iter()
         .map(|p| {
-            let rows = parts.part(p);
-            let probe = rows.len() / 16;
+            let range = parts.offsets[p]..parts.offsets[p + 1];
+            let len = range.len();
+            let probe = len / 16;
             let mut first: Vec<u32> = Vec::new();
             let mut table: HashTable<(K, u32)> = HashTable::new();
-            for (i, &r) in rows.iter().enumerate() {
+            for (i, e) in range.enumerate() {
                 if i == probe && i > 0 {
-                    let expect = first.len() * (rows.len() / i);
+                    let expect = first.len() * (len / i);
                     table.reserve(expect.saturating_sub(first.len()), |e| hash(e.0));
                     first.reserve(expect.saturating_sub(first.len()));
                 }
-                let h = hashes[r as usize];
-                let k = key(r as usize);
-                let g = match table.find(h, |e| eq(e.0, k)) {
-                    Some(e) => e.1,
+                let k = keys[e];
+                let h = hash(k);
+                let g = match table.find(h, |t| eq(t.0, k)) {
+                    Some(t) => t.1,
                     None => {
                         let g = first.len() as u32;
-                        first.push(r);
-                        table.insert_unique(h, (k, g), |e| hash(e.0));
+                        first.push(parts.rows[e]);
+                        table.insert_unique(h, (k, g), |t| hash(t.0));
                         g
                     }
                 };
-                // SAFETY: every row is in exactly one partition. (Local ids; rebased below.)
-                unsafe { out.write(r as usize, g) };
+                // SAFETY: every entry belongs to exactly one partition.
+                unsafe { local_w.write(e, g) };
             }
             first
         })
@@ -274,13 +280,15 @@ fn hashed<K: Copy + Send + Sync>(
         acc += f.len();
     }
     bases.push(acc);
-    // Rebase the local ids of each partition's rows.
+    // Global slots in row order: local id + the partition's base.
+    let mut slot = vec![NO_GROUP; n];
     let out = DisjointSlice::new(&mut slot);
     (0..parts.len()).into_par_iter().for_each(|p| {
         let base = bases[p] as u32;
-        for &r in parts.part(p) {
-            // SAFETY: as above, each row is written by its partition only.
-            unsafe { out.write(r as usize, out.read(r as usize) + base) };
+        let range = parts.offsets[p]..parts.offsets[p + 1];
+        for (&r, &g) in parts.rows[range.clone()].iter().zip(&local[range]) {
+            // SAFETY: each row is in one partition only.
+            unsafe { out.write(r as usize, g + base) };
         }
     });
     let first: Vec<u32> = firsts.concat();
