@@ -43,8 +43,8 @@ pub fn accumulate<A: Acc>(accs: &[A], starts: &[usize], g: &Groups) -> Vec<A::S>
     debug_assert_eq!(starts.last().copied().unwrap_or(0), n);
     let slots = g.slots;
     let zero = accs[0].init();
-    let slot = &g.slot;
     if slots * 8 <= n || slots == 1 {
+        let slot = &g.slot;
         let nblocks = (n / (4 * slots.max(1))).clamp(1, MAX_BLOCKS);
         let size = n.div_ceil(nblocks).max(1);
         let mut blocks: Vec<Vec<A::S>> = (0..n.div_ceil(size).max(1))
@@ -78,19 +78,20 @@ pub fn accumulate<A: Acc>(accs: &[A], starts: &[usize], g: &Groups) -> Vec<A::S>
         });
         out
     } else {
-        let (parts, bases) = g.partitions(partition_count(n) * 4);
-        let locals: Vec<Vec<A::S>> = (0..parts.len())
+        let sp = g.partitions(partition_count(n) * 4);
+        let locals: Vec<Vec<A::S>> = (0..sp.parts.len())
             .into_par_iter()
             .map(|p| {
-                let base = bases[p];
-                let mut st = vec![zero; bases[p + 1] - base];
+                let base = sp.bases[p];
+                let mut st = vec![zero; sp.bases[p + 1] - base];
                 let mut c = 0;
-                for &r in parts.part(p) {
+                let (rows, slots) = sp.part(p);
+                for (&r, &s) in rows.iter().zip(slots) {
                     let r = r as usize;
                     while r >= starts[c + 1] {
                         c += 1;
                     }
-                    accs[c].update(&mut st[slot[r] as usize - base], r - starts[c]);
+                    accs[c].update(&mut st[s as usize - base], r - starts[c]);
                 }
                 st
             })

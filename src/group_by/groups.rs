@@ -20,7 +20,7 @@ use crate::dedup::{hash_u64, hash_u128};
 use crate::error::Result;
 use crate::keys::encode::{KeyCodes, dense_codes};
 use crate::keys::{CodeMode, Keys, pack, packed_card};
-use crate::parallel::{DisjointSlice, Partitions, partition_by, partition_count, partition_with};
+use crate::parallel::{DisjointSlice, Partitions, partition_count, partition_with};
 use crate::table::Table;
 
 /// Slot of a row that belongs to no group (a null key under `dropna`).
@@ -38,28 +38,52 @@ pub struct Groups {
     pub first: Vec<u32>,
     /// The non-empty slots in output order.
     pub order: Vec<u32>,
-    /// Row lists that each own a contiguous slot range, rows in row order: `(rows, slot
-    /// ranges)`. Set by hashed grouping; built on demand otherwise ([`Self::partitions`]).
-    parts: std::sync::OnceLock<(Partitions, Vec<usize>)>,
+    /// Row lists that each own a contiguous slot range. Set by hashed grouping; built on
+    /// demand otherwise ([`Self::partitions`]).
+    parts: std::sync::OnceLock<SlotParts>,
+}
+
+/// Partitions of the rows that each own a slot range: partition `p` lists its rows in row
+/// order, `slots` holds each listed row's slot alongside (so work per partition reads slots
+/// sequentially), and it owns the slots `bases[p]..bases[p + 1]`.
+pub struct SlotParts {
+    pub parts: Partitions,
+    pub slots: Vec<u32>,
+    pub bases: Vec<usize>,
+}
+
+impl SlotParts {
+    /// Rows and their slots of partition `p`.
+    pub fn part(&self, p: usize) -> (&[u32], &[u32]) {
+        let range = self.parts.offsets[p]..self.parts.offsets[p + 1];
+        (&self.parts.rows[range.clone()], &self.slots[range])
+    }
 }
 
 impl Groups {
-    /// Rows in partitions that each own the slots `bases[p]..bases[p + 1]`, rows in row
-    /// order, built on first use; `want` is a hint of the number of partitions (a function
-    /// of the row count only).
-    pub fn partitions(&self, want: usize) -> (&Partitions, &[usize]) {
-        let (p, b) = self.parts.get_or_init(|| {
+    /// Rows in partitions that each own a slot range ([`SlotParts`]), built on first use;
+    /// `want` is a hint of the number of partitions (a function of the row count only).
+    pub fn partitions(&self, want: usize) -> &SlotParts {
+        self.parts.get_or_init(|| {
             let shift = crate::keys::bits_for(self.slots.div_ceil(want.max(1)) as u128);
             let nparts = (self.slots >> shift) + 1;
             let slot = &self.slot;
-            let parts = partition_by(slot.len(), nparts, |r| {
-                let s = slot[r];
-                (s != NO_GROUP).then_some((s >> shift) as usize)
-            });
+            let (parts, slots) = partition_with(
+                slot.len(),
+                nparts,
+                |r| {
+                    let s = slot[r];
+                    (s != NO_GROUP).then_some((s >> shift) as usize)
+                },
+                |r| slot[r],
+            );
             let bases = (0..=nparts).map(|p| (p << shift).min(self.slots)).collect();
-            (parts, bases)
-        });
-        (p, b)
+            SlotParts {
+                parts,
+                slots,
+                bases,
+            }
+        })
     }
 }
 
@@ -280,15 +304,19 @@ fn hashed<K: Copy + Default + Send + Sync>(
         acc += f.len();
     }
     bases.push(acc);
-    // Global slots in row order: local id + the partition's base.
+    // Global slots: local id + the partition's base, in partition order and in row order.
     let mut slot = vec![NO_GROUP; n];
     let out = DisjointSlice::new(&mut slot);
+    let local_w = DisjointSlice::new(&mut local);
     (0..parts.len()).into_par_iter().for_each(|p| {
         let base = bases[p] as u32;
-        let range = parts.offsets[p]..parts.offsets[p + 1];
-        for (&r, &g) in parts.rows[range.clone()].iter().zip(&local[range]) {
-            // SAFETY: each row is in one partition only.
-            unsafe { out.write(r as usize, g + base) };
+        for e in parts.offsets[p]..parts.offsets[p + 1] {
+            // SAFETY: each row and each entry is in one partition only.
+            unsafe {
+                let g = local_w.read(e) + base;
+                local_w.write(e, g);
+                out.write(parts.rows[e] as usize, g);
+            }
         }
     });
     let first: Vec<u32> = firsts.concat();
@@ -303,7 +331,11 @@ fn hashed<K: Copy + Default + Send + Sync>(
         slots: acc,
         first,
         order,
-        parts: std::sync::OnceLock::from((parts, bases)),
+        parts: std::sync::OnceLock::from(SlotParts {
+            parts,
+            slots: local,
+            bases,
+        }),
     }
 }
 

@@ -22,14 +22,15 @@ pub struct Members {
 impl Members {
     pub fn new(g: &Groups) -> Self {
         let n = g.slot.len();
-        let (parts, bases) = g.partitions(partition_count(n) * 4);
+        let sp = g.partitions(partition_count(n) * 4);
+        let bases = &sp.bases;
         // Rows per slot, then offsets; partition p fills offsets[bases[p]..bases[p + 1]].
-        let sizes: Vec<usize> = (0..parts.len())
+        let sizes: Vec<usize> = (0..sp.parts.len())
             .into_par_iter()
             .map(|p| {
                 let mut c = vec![0usize; bases[p + 1] - bases[p]];
-                for &r in parts.part(p) {
-                    c[g.slot[r as usize] as usize - bases[p]] += 1;
+                for &s in sp.part(p).1 {
+                    c[s as usize - bases[p]] += 1;
                 }
                 c
             })
@@ -44,10 +45,11 @@ impl Members {
         }
         let mut rows = vec![0u32; acc];
         let out = DisjointSlice::new(&mut rows);
-        (0..parts.len()).into_par_iter().for_each(|p| {
+        (0..sp.parts.len()).into_par_iter().for_each(|p| {
             let mut pos: Vec<usize> = offsets[bases[p]..bases[p + 1]].to_vec();
-            for &r in parts.part(p) {
-                let s = g.slot[r as usize] as usize - bases[p];
+            let (prow, pslot) = sp.part(p);
+            for (&r, &s) in prow.iter().zip(pslot) {
+                let s = s as usize - bases[p];
                 // SAFETY: slots of different partitions own disjoint row ranges, and each
                 // slot's cursor stays inside its own range.
                 unsafe { out.write(pos[s], r) };

@@ -215,7 +215,9 @@ impl GroupByState {
         let mut at = nk;
         for (spec, carry) in self.opts.aggs.iter().zip(&self.carries) {
             let width = state_width(carry);
-            let st: Vec<ArrayRef> = (at..at + width).map(|i| state_column(&state, i)).collect();
+            let st = (at..at + width)
+                .map(|i| state_column(&state, i))
+                .collect::<Result<Vec<_>>>()?;
             cols.push(finish(spec, carry, &st)?);
             at += width;
         }
@@ -224,7 +226,9 @@ impl GroupByState {
             fields.push(Field::new(&a.name, c.data_type().clone(), true));
         }
         let schema = Arc::new(arrow_schema::Schema::new(fields));
-        let mut all: Vec<ArrayRef> = (0..nk).map(|i| state_column(&state, i)).collect();
+        let mut all = (0..nk)
+            .map(|i| state_column(&state, i))
+            .collect::<Result<Vec<_>>>()?;
         all.extend(cols);
         let opts = arrow_array::RecordBatchOptions::new().with_row_count(Some(state.num_rows()));
         let out = Table {
@@ -268,7 +272,9 @@ impl GroupByState {
         let mut at = self.opts.keys.len();
         for (spec, carry) in self.opts.aggs.iter().zip(&self.carries) {
             let width = state_width(carry);
-            let st: Vec<ArrayRef> = (at..at + width).map(|i| state_column(all, i)).collect();
+            let st = (at..at + width)
+                .map(|i| state_column(all, i))
+                .collect::<Result<Vec<_>>>()?;
             cols.extend(merge(spec, carry, &st, &g, members.as_ref())?);
             at += width;
         }
@@ -333,10 +339,10 @@ fn state_width(c: &Carry) -> usize {
 }
 
 /// Column `i` of a partial-state table as one array.
-fn state_column(t: &Table, i: usize) -> ArrayRef {
-    let chunks = t.chunks(i);
-    let dt = t.schema.field(i).data_type();
-    crate::table::concat_chunks(&chunks, dt).unwrap_or_else(|_| arrow_array::new_empty_array(dt))
+fn state_column(t: &Table, i: usize) -> Result<ArrayRef> {
+    Column::new(t.chunks(i), t.schema.field(i).data_type())
+        .whole()
+        .cloned()
 }
 
 fn spec_of(spec: &AggSpec, func: AggFn) -> AggSpec {
