@@ -244,15 +244,19 @@ impl GroupByState {
         take_table(&out, &rows)
     }
 
+    /// Member lists of the groups, when a list-state aggregate needs them.
+    fn members(&self, g: &Groups) -> Option<Members> {
+        self.carries
+            .iter()
+            .any(Carry::holistic)
+            .then(|| Members::new(g))
+    }
+
     /// The partial-state table of `table`'s rows.
     fn partial(&self, table: &Table) -> Result<Table> {
         let inputs = check(table, &self.opts)?;
         let g = group(table, &self.opts.keys, self.opts.dropna, false)?;
-        let members = self
-            .carries
-            .iter()
-            .any(Carry::holistic)
-            .then(|| Members::new(&g));
+        let members = self.members(&g);
         let mut cols = Vec::new();
         for ((spec, carry), input) in self.opts.aggs.iter().zip(&self.carries).zip(&inputs) {
             cols.extend(partial(spec, carry, input, &g, members.as_ref())?);
@@ -263,11 +267,7 @@ impl GroupByState {
     /// The partial-state table of the partial-state tables `all` (in input order).
     fn merge_states(&self, all: &Table) -> Result<Table> {
         let g = group(all, &self.opts.keys, false, false)?;
-        let members = self
-            .carries
-            .iter()
-            .any(Carry::holistic)
-            .then(|| Members::new(&g));
+        let members = self.members(&g);
         let mut cols = Vec::new();
         let mut at = self.opts.keys.len();
         for (spec, carry) in self.opts.aggs.iter().zip(&self.carries) {
