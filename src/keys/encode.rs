@@ -256,10 +256,7 @@ fn raw_u64_column(chunks: &[ArrayRef], n: usize, d: Domain) -> Vec<u64> {
 
 /// Offset order-preserving raw values (`u64`, or `u128` for decimals) by their minimum;
 /// rank-compress when the range leaves no room for a null code.
-fn densify<T>(raw: Vec<T>, valid: Option<Vec<bool>>) -> Dense
-where
-    T: Copy + Ord + Send + Sync + Into<u128>,
-{
+fn densify<T: Raw>(raw: Vec<T>, valid: Option<Vec<bool>>) -> Dense {
     let is_valid = |i: usize| valid.as_ref().is_none_or(|v| v[i]);
     let range = raw
         .par_iter()
@@ -278,10 +275,7 @@ where
     };
     let (lo, span) = (lo.into(), hi.into() - lo.into());
     if span < u64::MAX as u128 {
-        let codes = raw
-            .par_iter()
-            .map(|&x| (x.into().wrapping_sub(lo)) as u64)
-            .collect();
+        let codes = T::offset(raw, lo);
         return Dense {
             codes,
             valid,
@@ -289,6 +283,27 @@ where
         };
     }
     rank(raw, valid)
+}
+
+/// Raw order images: `u64`, or `u128` for decimals.
+trait Raw: Copy + Ord + Send + Sync + Into<u128> {
+    /// `x - lo` of every value (all within `u64`).
+    fn offset(raw: Vec<Self>, lo: u128) -> Vec<u64>;
+}
+
+impl Raw for u64 {
+    /// In place: no second column-sized buffer.
+    fn offset(mut raw: Vec<u64>, lo: u128) -> Vec<u64> {
+        let lo = lo as u64;
+        raw.par_iter_mut().for_each(|x| *x = x.wrapping_sub(lo));
+        raw
+    }
+}
+
+impl Raw for u128 {
+    fn offset(raw: Vec<u128>, lo: u128) -> Vec<u64> {
+        raw.par_iter().map(|&x| x.wrapping_sub(lo) as u64).collect()
+    }
 }
 
 /// Replace each valid value by its rank among the distinct valid values.
