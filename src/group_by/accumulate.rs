@@ -28,6 +28,15 @@ pub trait Acc: Sync {
     fn update(&self, s: &mut Self::S, row: usize);
     /// Fold `b` (the state of later rows) into `a`.
     fn merge(&self, a: &mut Self::S, b: &Self::S);
+    /// Fold the rows `first..` whose slots are `slots` (a run of one chunk) into `st`.
+    #[inline(always)]
+    fn update_run(&self, st: &mut [Self::S], slots: &[u32], first: usize) {
+        for (j, &s) in slots.iter().enumerate() {
+            if s != NO_GROUP {
+                self.update(&mut st[s as usize], first + j);
+            }
+        }
+    }
 }
 
 /// Most blocks of the block layout.
@@ -56,12 +65,7 @@ pub fn accumulate<A: Acc>(accs: &[A], starts: &[usize], g: &Groups) -> Vec<A::S>
                 let mut at = lo;
                 while at < hi {
                     let end = starts[c + 1].min(hi);
-                    let (acc, base) = (&accs[c], starts[c]);
-                    for (j, &s) in slot[at..end].iter().enumerate() {
-                        if s != NO_GROUP {
-                            acc.update(&mut st[s as usize], at - base + j);
-                        }
-                    }
+                    accs[c].update_run(&mut st, &slot[at..end], at - starts[c]);
                     at = end;
                     c += 1;
                 }
@@ -132,6 +136,23 @@ impl Acc for Count {
     fn merge(&self, a: &mut u64, b: &u64) {
         *a += b;
     }
+    /// Without nulls: every row counts.
+    #[inline(always)]
+    fn update_run(&self, st: &mut [u64], slots: &[u32], first: usize) {
+        if self.valid.is_some() {
+            for (j, &s) in slots.iter().enumerate() {
+                if s != NO_GROUP {
+                    self.update(&mut st[s as usize], first + j);
+                }
+            }
+            return;
+        }
+        for &s in slots {
+            if s != NO_GROUP {
+                st[s as usize] += 1;
+            }
+        }
+    }
 }
 
 /// Sums in accumulator type `A` (state: sum, non-null count): `i128` for signed integers and
@@ -172,6 +193,26 @@ where
     fn merge(&self, a: &mut Self::S, b: &Self::S) {
         a.0 += b.0;
         a.1 += b.1;
+    }
+    /// Without nulls: no validity test per row.
+    #[inline(always)]
+    fn update_run(&self, st: &mut [Self::S], slots: &[u32], first: usize) {
+        if self.valid.is_some() {
+            for (j, &s) in slots.iter().enumerate() {
+                if s != NO_GROUP {
+                    self.update(&mut st[s as usize], first + j);
+                }
+            }
+            return;
+        }
+        let values = &self.values[first..first + slots.len()];
+        for (&s, &v) in slots.iter().zip(values) {
+            if s != NO_GROUP {
+                let st = &mut st[s as usize];
+                st.0 += A::from(v);
+                st.1 += 1;
+            }
+        }
     }
 }
 
@@ -256,6 +297,24 @@ impl Acc for Variance<'_> {
     }
     fn merge(&self, a: &mut Moments, b: &Moments) {
         a.combine(b);
+    }
+    /// Without nulls: no validity test per row.
+    #[inline(always)]
+    fn update_run(&self, st: &mut [Moments], slots: &[u32], first: usize) {
+        if self.valid.is_some() {
+            for (j, &s) in slots.iter().enumerate() {
+                if s != NO_GROUP {
+                    self.update(&mut st[s as usize], first + j);
+                }
+            }
+            return;
+        }
+        let values = &self.values[first..first + slots.len()];
+        for (&s, &v) in slots.iter().zip(values) {
+            if s != NO_GROUP {
+                st[s as usize].push(v);
+            }
+        }
     }
 }
 
