@@ -22,10 +22,13 @@ __version__: str = _core.__version__
 __all__ = [
     "FallbackWarning",
     "GroupByState",
+    "Pipeline",
+    "Report",
     "dedup",
     "get_num_threads",
     "group_by",
     "join",
+    "scan",
     "set_num_threads",
     "sort",
 ]
@@ -337,3 +340,6 @@ def set_num_threads(n: int) -> None:
 def get_num_threads() -> int:
     """The number of threads ferrobatch kernels use."""
     return _core.get_num_threads()
+
+
+from ferrobatch.pipeline import Pipeline, Report, scan  # noqa: E402  (uses the kernels above)

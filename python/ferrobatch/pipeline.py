@@ -1,0 +1,761 @@
+"""The batch pipeline: an immutable, lazy plan over record-batch streams.
+
+``fb.scan(source)`` starts a plan; every method returns a new :class:`Pipeline` and leaves the
+receiver unchanged (one pipeline may feed several others); nothing runs until a sink
+(``collect``, ``to_batches``, ``to_pandas``). Every source is read through
+``pyarrow.dataset``: only the columns the plan needs are read, and filters on source columns
+directly above the scan are pushed into the scanner (Parquet row groups are skipped by their
+statistics). Plans are checked when they are built: an unknown column raises ``KeyError`` and
+an expression that does not type-check raises ``TypeError`` before any data is read.
+
+Execution streams: filter / select / rename / with_columns / map_batches / head go batch by
+batch; ``group_by`` feeds a :class:`ferrobatch.GroupByState` (state bounded by the groups);
+``sort``, ``dedup`` and ``join``'s right side materialize.
+"""
+
+from __future__ import annotations
+
+import glob as _glob
+import os
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.dataset as ds
+
+import ferrobatch as fb
+
+_FORMATS = {
+    ".parquet": "parquet",
+    ".pq": "parquet",
+    ".arrow": "ipc",
+    ".ipc": "ipc",
+    ".feather": "ipc",
+    ".csv": "csv",
+}
+
+
+def _format_of(paths: Sequence[str]) -> str:
+    kinds = {_FORMATS.get(os.path.splitext(p)[1].lower()) for p in paths}
+    if None in kinds or len(kinds) != 1:
+        raise ValueError(
+            f"cannot tell the file format of {list(paths)[:3]}: expected one of "
+            f"{sorted(_FORMATS)} (all files of one format)"
+        )
+    return kinds.pop()  # type: ignore[return-value]
+
+
+def _files(source: str | os.PathLike | Sequence[str | os.PathLike]) -> list[str]:
+    items = [source] if isinstance(source, str | os.PathLike) else list(source)
+    out: list[str] = []
+    for item in items:
+        p = os.fspath(item)
+        if any(ch in p for ch in "*?["):
+            out.extend(sorted(_glob.glob(p, recursive=True)))
+        elif os.path.isdir(p):
+            for root, _dirs, names in sorted(os.walk(p)):
+                out.extend(
+                    os.path.join(root, n)
+                    for n in sorted(names)
+                    if os.path.splitext(n)[1].lower() in _FORMATS
+                )
+        elif os.path.exists(p):
+            out.append(p)
+        else:
+            raise FileNotFoundError(f"no such file or directory: {p!r}")
+    if not out:
+        raise FileNotFoundError(f"no input files match {source!r}")
+    return out
+
+
+def _source(source: Any) -> tuple[Any, pa.Schema, str]:
+    """A dataset (or a one-shot reader) for `source`, its schema and a description."""
+    if isinstance(source, ds.Dataset):
+        return source, source.schema, f"dataset {type(source).__name__}"
+    if isinstance(source, str | os.PathLike) or (
+        isinstance(source, list | tuple) and source and isinstance(source[0], str | os.PathLike)
+    ):
+        files = _files(source)
+        fmt = _format_of(files)
+        d = ds.dataset(files, format=fmt)
+        return (
+            d,
+            d.schema,
+            f"{fmt} files ({len(files)}): {files[0]}{' ...' if len(files) > 1 else ''}",
+        )
+    if isinstance(source, pa.RecordBatchReader):
+        return source, source.schema, "record batch reader (one pass)"
+    if isinstance(source, pa.RecordBatch):
+        source = pa.Table.from_batches([source])
+    if not isinstance(source, pa.Table):
+        data = fb._arrow_input(source, "source")
+        if hasattr(data, "__arrow_c_stream__"):
+            source = pa.table(data) if not isinstance(data, pa.Table) else data
+        else:
+            source = pa.Table.from_batches([pa.record_batch(data)])
+    return ds.dataset(source), source.schema, f"in-memory table ({source.num_rows} rows)"
+
+
+def _check_expr(expr: Any, schema: pa.Schema, what: str) -> pa.DataType:
+    """Type-check `expr` against `schema`; returns its result type."""
+    if not isinstance(expr, pc.Expression):
+        raise TypeError(f"{what} must be a pyarrow.compute.Expression, got {type(expr).__name__}")
+    try:
+        out = ds.dataset(schema.empty_table()).to_table(columns={"_": expr})
+    except pa.ArrowInvalid as e:
+        msg = str(e)
+        if "No match for FieldRef" in msg:
+            name = msg.split("FieldRef.Name(", 1)[-1].split(")", 1)[0]
+            raise KeyError(
+                f"{what} refers to column {name!r}, which is not among {schema.names}"
+            ) from None
+        raise TypeError(f"{what} {expr} is invalid for the input: {msg}") from None
+    except pa.ArrowNotImplementedError as e:
+        raise TypeError(f"{what} {expr} cannot be evaluated on the input: {e}") from None
+    return out.schema.field(0).type
+
+
+def _columns_of(expr: pc.Expression, schema: pa.Schema) -> set[str]:
+    """The input columns `expr` reads: those without which it no longer evaluates."""
+    needed = set()
+    for name in schema.names:
+        rest = pa.schema([f for f in schema if f.name != name])
+        try:
+            ds.dataset(rest.empty_table()).to_table(columns={"_": expr})
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+            needed.add(name)
+    return needed
+
+
+def _eval(
+    batch: pa.RecordBatch, columns: dict[str, Any] | None = None, filt: Any = None
+) -> pa.Table:
+    d = ds.dataset(pa.Table.from_batches([batch]))
+    return d.to_table(columns=columns, filter=filt)
+
+
+@dataclass
+class StageStats:
+    """Rows and time of one plan stage in a run."""
+
+    stage: str
+    rows_in: int = 0
+    rows_out: int = 0
+    batches: int = 0
+    seconds: float = 0.0
+
+
+@dataclass
+class _Run:
+    """One execution: the stats of every stage, with the node that produced them."""
+
+    stats: list[tuple[_Node, StageStats]] = field(default_factory=list)
+    start: float = field(default_factory=lambda: _now())
+
+    def stage(self, node: _Node) -> StageStats:
+        s = StageStats(node.label().split("\n")[0])
+        self.stats.append((node, s))
+        return s
+
+    def report(self) -> Report:
+        """Rows in = the rows out of a stage's inputs; seconds exclude the inputs' time."""
+        by_node: dict[int, list[StageStats]] = {}
+        for node, st in self.stats:
+            by_node.setdefault(id(node), []).append(st)
+        stages = []
+        for node, st in self.stats:
+            kids = [k for c in node.inputs for k in by_node.get(id(c), [])]
+            st.rows_in = sum(k.rows_out for k in kids)
+            own = st.seconds - sum(k.seconds for k in kids)
+            stages.append(StageStats(st.stage, st.rows_in, st.rows_out, st.batches, max(own, 0.0)))
+        return Report(stages, _now() - self.start, _peak_rss_mb())
+
+
+def _now() -> float:
+    import time
+
+    return time.perf_counter()
+
+
+def _reset_peak_rss() -> None:
+    """Reset the kernel's peak-RSS mark of this process (Linux), so a run reports its own."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+    except OSError:
+        pass
+
+
+def _peak_rss_mb() -> float:
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+class _Node:
+    schema: pa.Schema
+    inputs: tuple[_Node, ...] = ()
+
+    def label(self) -> str:
+        raise NotImplementedError
+
+    def needs(self, out: set[str]) -> list[set[str]]:
+        """Input columns needed to produce the output columns `out`, per input."""
+        return [set(out) for _ in self.inputs]
+
+    def batches(self, run: _Run, need: dict[int, set[str]]) -> Iterator[pa.RecordBatch]:
+        raise NotImplementedError
+
+
+class _Scan(_Node):
+    def __init__(self, source: Any, batch_size: int | None, columns: list[str] | None) -> None:
+        self.data, schema, self.desc = _source(source)
+        if columns is not None:
+            missing = [c for c in columns if c not in schema.names]
+            if missing:
+                raise KeyError(f"scan columns {missing} are not in the source {schema.names}")
+            schema = pa.schema([schema.field(c) for c in columns])
+        self.schema = schema
+        self.batch_size = batch_size
+        self.filters: list[pc.Expression] = []
+        self.used = False
+
+    def label(self) -> str:
+        return f"scan {self.desc}"
+
+    def scanner(self, columns: list[str], filters: list[pc.Expression]) -> Any:
+        filt = None
+        for f in filters:
+            filt = f if filt is None else filt & f
+        kw: dict[str, Any] = {"columns": columns, "filter": filt}
+        if self.batch_size is not None:
+            kw["batch_size"] = self.batch_size
+        if isinstance(self.data, pa.RecordBatchReader):
+            if self.used:
+                raise ValueError("a pipeline over a RecordBatchReader can run only once")
+            self.used = True
+            return ds.Scanner.from_batches(self.data, **kw)
+        return self.data.scanner(**kw)
+
+
+@dataclass
+class _Plan:
+    """Per run: the columns each node must produce, and the filters pushed into scans."""
+
+    need: dict[int, set[str]]
+    columns: dict[int, list[str]]
+    filters: dict[int, list[pc.Expression]]
+    pushed: set[int]
+
+
+def _topo(root: _Node) -> list[_Node]:
+    """Nodes with every consumer before its inputs."""
+    seen: set[int] = set()
+    post: list[_Node] = []
+
+    def visit(node: _Node) -> None:
+        if id(node) in seen:
+            return
+        seen.add(id(node))
+        for child in node.inputs:
+            visit(child)
+        post.append(node)
+
+    visit(root)
+    return post[::-1]
+
+
+def _plan(root: _Node) -> _Plan:
+    order = _topo(root)
+    consumers: dict[int, int] = {}
+    for node in order:
+        for child in node.inputs:
+            consumers[id(child)] = consumers.get(id(child), 0) + 1
+    need: dict[int, set[str]] = {id(root): set(root.schema.names)}
+    for node in order:
+        out = need.setdefault(id(node), set())
+        for child, cols in zip(node.inputs, node.needs(out), strict=True):
+            need.setdefault(id(child), set()).update(cols)
+    filters: dict[int, list[pc.Expression]] = {}
+    pushed: set[int] = set()
+    for node in order:
+        # A chain of filters over a scan that feeds nothing else is read pre-filtered.
+        if isinstance(node, _Filter):
+            chain, below = [node], node.inputs[0]
+            while isinstance(below, _Filter) and consumers.get(id(below), 0) == 1:
+                chain.append(below)
+                below = below.inputs[0]
+            if (
+                isinstance(below, _Scan)
+                and consumers.get(id(below), 0) == 1
+                and id(node) not in pushed
+            ):
+                if all(consumers.get(id(f), 0) <= 1 for f in chain[1:]):
+                    for f in chain:
+                        if id(f) not in pushed:
+                            pushed.add(id(f))
+                            filters.setdefault(id(below), []).append(f.expr)
+    columns = {
+        id(n): [c for c in n.schema.names if c in need.get(id(n), set())]
+        for n in order
+        if isinstance(n, _Scan)
+    }
+    return _Plan(need, columns, filters, pushed)
+
+
+def _execute(node: _Node, run: _Run, plan: _Plan) -> Iterator[pa.RecordBatch]:
+    stats = run.stage(node)
+    it = node.run(run, plan)  # type: ignore[attr-defined]
+    while True:
+        start = _now()
+        try:
+            batch = next(it)
+        except StopIteration:
+            stats.seconds += _now() - start
+            return
+        stats.seconds += _now() - start
+        stats.batches += 1
+        stats.rows_out += batch.num_rows
+        yield batch
+
+
+def _scan_run(self: _Scan, run: _Run, plan: _Plan) -> Iterator[pa.RecordBatch]:
+    cols = plan.columns[id(self)]
+    scanner = self.scanner(cols, plan.filters.get(id(self), []))
+    for b in scanner.to_batches():
+        if b.num_rows:
+            yield b
+
+
+_Scan.run = _scan_run  # type: ignore[attr-defined]
+
+
+class _Filter(_Node):
+    def __init__(self, child: _Node, expr: Any) -> None:
+        t = _check_expr(expr, child.schema, "filter")
+        if t != pa.bool_():
+            raise TypeError(f"filter needs a boolean expression, {expr} is {t}")
+        self.inputs = (child,)
+        self.schema = child.schema
+        self.expr = expr
+
+    def label(self) -> str:
+        return f"filter {self.expr}"
+
+    def needs(self, out: set[str]) -> list[set[str]]:
+        return [set(out) | _columns_of(self.expr, self.inputs[0].schema)]
+
+    def run(self, run: _Run, plan: _Plan) -> Iterator[pa.RecordBatch]:
+        rows = _execute(self.inputs[0], run, plan)
+        if id(self) in plan.pushed:
+            yield from rows
+            return
+        for b in rows:
+            yield from _eval(b, filt=self.expr).to_batches()
+
+
+class _Project(_Node):
+    """select / rename / with_columns: output columns as expressions of the input."""
+
+    def __init__(self, child: _Node, columns: Any, label: str | None = None) -> None:
+        schema = child.schema
+        if isinstance(columns, str):
+            columns = [columns]
+        if isinstance(columns, list | tuple):
+            for c in columns:
+                if not isinstance(c, str):
+                    raise TypeError(f"select takes column names, got {c!r}")
+                if c not in schema.names:
+                    raise KeyError(f"select: column {c!r} is not among {schema.names}")
+            columns = {c: pc.field(c) for c in columns}
+        if not isinstance(columns, dict):
+            raise TypeError(f"select takes a name, a list or a dict, got {type(columns).__name__}")
+        exprs: dict[str, pc.Expression] = {}
+        fields = []
+        for name, e in columns.items():
+            if isinstance(e, str):
+                if e not in schema.names:
+                    raise KeyError(f"select: column {e!r} is not among {schema.names}")
+                e = pc.field(e)
+            t = _check_expr(e, schema, f"column {name!r}")
+            exprs[name] = e
+            fields.append(pa.field(name, t))
+        self.inputs = (child,)
+        self.exprs = exprs
+        self.schema = pa.schema(fields)
+        self._label = label or f"select {list(exprs)}"
+
+    def label(self) -> str:
+        return self._label
+
+    def needs(self, out: set[str]) -> list[set[str]]:
+        cols: set[str] = set()
+        for name, e in self.exprs.items():
+            if name in out:
+                cols |= _columns_of(e, self.inputs[0].schema)
+        return [cols]
+
+    def run(self, run: _Run, plan: _Plan) -> Iterator[pa.RecordBatch]:
+        want = plan.need.get(id(self), set(self.exprs))
+        cols = {n: e for n, e in self.exprs.items() if n in want}
+        for b in _execute(self.inputs[0], run, plan):
+            t = _eval(b, columns=cols) if cols else pa.table({}).take([])
+            if not cols:
+                yield pa.RecordBatch.from_pydict({}, schema=pa.schema([])).slice(0, 0)
+                continue
+            yield from t.to_batches()
+
+
+class _MapBatches(_Node):
+    def __init__(self, child: _Node, fn: Callable[[pa.RecordBatch], Any]) -> None:
+        self.inputs = (child,)
+        self.fn = fn
+        # The output schema: `fn` of an empty batch.
+        empty = pa.record_batch([pa.array([], f.type) for f in child.schema], schema=child.schema)
+        probe = fn(empty)
+        self.schema = _to_table(probe).schema
+        self.name = getattr(fn, "__name__", type(fn).__name__)
+
+    def label(self) -> str:
+        return f"map_batches {self.name}"
+
+    def needs(self, out: set[str]) -> list[set[str]]:
+        return [set(self.inputs[0].schema.names)]
+
+    def run(self, run: _Run, plan: _Plan) -> Iterator[pa.RecordBatch]:
+        for b in _execute(self.inputs[0], run, plan):
+            t = _to_table(self.fn(b))
+            if t.schema != self.schema:
+                t = t.cast(self.schema)
+            yield from t.to_batches()
+
+
+def _to_table(x: Any) -> pa.Table:
+    if isinstance(x, pa.Table):
+        return x
+    if isinstance(x, pa.RecordBatch):
+        return pa.Table.from_batches([x])
+    return pa.table(fb._arrow_input(x, "map_batches result"))
+
+
+class _Head(_Node):
+    def __init__(self, child: _Node, n: int) -> None:
+        self.inputs = (child,)
+        self.schema = child.schema
+        self.n = n
+
+    def label(self) -> str:
+        return f"head {self.n}"
+
+    def run(self, run: _Run, plan: _Plan) -> Iterator[pa.RecordBatch]:
+        left = self.n
+        if left == 0:
+            return
+        for b in _execute(self.inputs[0], run, plan):
+            yield b.slice(0, left)
+            left -= min(left, b.num_rows)
+            if left == 0:
+                return
+
+
+class _GroupBy(_Node):
+    def __init__(
+        self, child: _Node, keys: Any, aggs: dict[str, Any], dropna: bool, sort: bool
+    ) -> None:
+        # The state checks names, types and arguments now, before any data is read.
+        self.args = (fb._key_list(keys, "keys"), aggs, dropna, sort)
+        fb.GroupByState(child.schema, keys, aggs, dropna=dropna, sort=sort)
+        self.inputs = (child,)
+        self.schema = fb.group_by(
+            child.schema.empty_table(), keys, aggs, dropna=dropna, sort=sort
+        ).schema
+
+    def label(self) -> str:
+        keys, aggs, _, _ = self.args
+        return f"group_by {keys} {aggs}"
+
+    def needs(self, out: set[str]) -> list[set[str]]:
+        keys, aggs, _, _ = self.args
+        cols = set(keys)
+        for spec in aggs.values():
+            if spec[0] is not None:
+                cols.add(spec[0])
+            if len(spec) == 3 and spec[1] == "corr":
+                cols.add(spec[2])
+        return [cols]
+
+    def run(self, run: _Run, plan: _Plan) -> Iterator[pa.RecordBatch]:
+        keys, aggs, dropna, sort = self.args
+        child = self.inputs[0]
+        cols = [c for c in child.schema.names if c in plan.need.get(id(child), set())]
+        state = fb.GroupByState(pa.schema([child.schema.field(c) for c in cols]), keys, aggs,
+                                dropna=dropna, sort=sort)  # fmt: skip
+        for b in _execute(child, run, plan):
+            state.absorb(b.select(cols))
+        yield from state.finish().to_batches()
+
+
+class _Whole(_Node):
+    """A kernel over the whole (materialized) input: sort, dedup."""
+
+    def __init__(
+        self, child: _Node, what: str, fn: Callable[[pa.Table], pa.Table], args: Any
+    ) -> None:
+        self.inputs = (child,)
+        self.fn = fn
+        self.schema = fn(child.schema.empty_table()).schema
+        self.what = f"{what} {args!r}"
+
+    def label(self) -> str:
+        return self.what
+
+    def needs(self, out: set[str]) -> list[set[str]]:
+        return [set(self.inputs[0].schema.names)]
+
+    def run(self, run: _Run, plan: _Plan) -> Iterator[pa.RecordBatch]:
+        child = self.inputs[0]
+        t = pa.Table.from_batches(list(_execute(child, run, plan)), schema=child.schema)
+        yield from self.fn(t).to_batches()
+
+
+class _Join(_Node):
+    def __init__(self, left: _Node, right: _Node, on: Any, kw: dict[str, Any]) -> None:
+        self.inputs = (left, right)
+        self.on, self.kw = on, kw
+        self.schema = fb.join(
+            left.schema.empty_table(), right.schema.empty_table(), on, **kw
+        ).schema
+
+    def label(self) -> str:
+        return f"join on={self.on!r} {self.kw}"
+
+    def needs(self, out: set[str]) -> list[set[str]]:
+        return [set(c.schema.names) for c in self.inputs]
+
+    def run(self, run: _Run, plan: _Plan) -> Iterator[pa.RecordBatch]:
+        left, right = self.inputs
+        r = pa.Table.from_batches(list(_execute(right, run, plan)), schema=right.schema)
+        if self.kw["how"] in ("inner", "left", "semi", "anti"):
+            # Row order is the left order: the left side streams batch by batch.
+            for b in _execute(left, run, plan):
+                yield from fb.join(b, r, self.on, **self.kw).to_batches()
+            return
+        lt = pa.Table.from_batches(list(_execute(left, run, plan)), schema=left.schema)
+        yield from fb.join(lt, r, self.on, **self.kw).to_batches()
+
+
+class Pipeline:
+    """An immutable, lazy batch plan; see the module docs."""
+
+    def __init__(self, node: _Node) -> None:
+        self._node = node
+        self.last_report: Report | None = None
+
+    @property
+    def schema(self) -> pa.Schema:
+        """The schema of the pipeline's output."""
+        return self._node.schema
+
+    def _then(self, node: _Node) -> Pipeline:
+        return Pipeline(node)
+
+    # -- streaming stages --------------------------------------------------------------------
+
+    def filter(self, expr: pc.Expression) -> Pipeline:
+        """Keep the rows where `expr` is true."""
+        return self._then(_Filter(self._node, expr))
+
+    def select(self, columns: str | Sequence[str] | dict[str, Any]) -> Pipeline:
+        """Keep (and order) columns: a name, a list, or ``{new_name: name_or_expr}``."""
+        return self._then(_Project(self._node, columns))
+
+    def rename(self, mapping: dict[str, str]) -> Pipeline:
+        """Rename columns ``{old: new}``."""
+        if not isinstance(mapping, dict):
+            raise TypeError(f"rename takes a dict {{old: new}}, got {type(mapping).__name__}")
+        for old in mapping:
+            if old not in self.schema.names:
+                raise KeyError(f"cannot rename {old!r}: not among {self.schema.names}")
+        cols = {mapping.get(n, n): pc.field(n) for n in self.schema.names}
+        if len(cols) != len(self.schema.names):
+            raise ValueError(f"rename {mapping} makes two columns share a name")
+        return self._then(_Project(self._node, cols, label=f"rename {mapping}"))
+
+    def with_columns(self, **exprs: Any) -> Pipeline:
+        """Add or replace columns: new names appended, existing ones replaced in place,
+        scalars repeated on every row."""
+        cols: dict[str, Any] = {n: pc.field(n) for n in self.schema.names}
+        for name, e in exprs.items():
+            cols[name] = e if isinstance(e, pc.Expression) else pc.scalar(e)
+        return self._then(_Project(self._node, cols, label=f"with_columns {sorted(exprs)}"))
+
+    def map_batches(self, fn: Callable[[pa.RecordBatch], Any]) -> Pipeline:
+        """Apply `fn` to every batch (it returns a batch, a table or any table-like)."""
+        if not callable(fn):
+            raise TypeError(f"map_batches takes a callable, got {type(fn).__name__}")
+        return self._then(_MapBatches(self._node, fn))
+
+    def head(self, n: int) -> Pipeline:
+        """The first `n` rows."""
+        if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+            raise ValueError(f"head takes an int >= 0, got {n!r}")
+        return self._then(_Head(self._node, n))
+
+    # -- kernels -----------------------------------------------------------------------------
+
+    def group_by(
+        self,
+        keys: str | Sequence[str],
+        aggs: dict[str, Any],
+        *,
+        dropna: bool = False,
+        sort: bool = False,
+    ) -> Pipeline:
+        """Streaming group-by (state per group): :func:`ferrobatch.group_by`'s semantics."""
+        return self._then(_GroupBy(self._node, keys, aggs, dropna, sort))
+
+    def sort(
+        self,
+        by: str | Sequence[str],
+        *,
+        descending: bool | Sequence[bool] = False,
+        nulls_last: bool | Sequence[bool] = True,
+        limit: int | None = None,
+    ) -> Pipeline:
+        """:func:`ferrobatch.sort` of the whole input (materializes)."""
+        kw = {"descending": descending, "nulls_last": nulls_last, "limit": limit}
+        return self._then(_Whole(self._node, "sort", lambda t: fb.sort(t, by, **kw), by))
+
+    def dedup(self, subset: str | Sequence[str] | None = None, *, keep: str = "first") -> Pipeline:
+        """:func:`ferrobatch.dedup` of the whole input (materializes)."""
+        return self._then(
+            _Whole(self._node, "dedup", lambda t: fb.dedup(t, subset, keep=keep), subset)
+        )
+
+    def join(
+        self,
+        other: Pipeline | Any,
+        on: str | Sequence[str] | None = None,
+        *,
+        left_on: str | Sequence[str] | None = None,
+        right_on: str | Sequence[str] | None = None,
+        how: str = "inner",
+        suffix: str = "_right",
+        nulls_equal: bool = False,
+    ) -> Pipeline:
+        """:func:`ferrobatch.join` with `other` (a Pipeline or a table-like)."""
+        right = other if isinstance(other, Pipeline) else scan(other)
+        kw = {"left_on": left_on, "right_on": right_on, "how": how, "suffix": suffix,
+              "nulls_equal": nulls_equal}  # fmt: skip
+        return self._then(_Join(self._node, right._node, on, kw))
+
+    # -- sinks -------------------------------------------------------------------------------
+
+    def _run(self) -> tuple[_Run, Iterator[pa.RecordBatch]]:
+        _reset_peak_rss()
+        run = _Run()
+        plan = _plan(self._node)
+        return run, _execute(self._node, run, plan)
+
+    def to_batches(self) -> pa.RecordBatchReader:
+        """The result as a stream of record batches, produced as they are read."""
+        run, it = self._run()
+        schema = self.schema
+
+        def gen() -> Iterator[pa.RecordBatch]:
+            yield from it
+            self.last_report = run.report()
+
+        return pa.RecordBatchReader.from_batches(schema, gen())
+
+    def collect(self) -> pa.Table:
+        """The result as one ``pyarrow.Table``."""
+        run, it = self._run()
+        out = pa.Table.from_batches(list(it), schema=self.schema)
+        self.last_report = run.report()
+        return out
+
+    def to_pandas(self) -> Any:
+        """The result as a ``pandas.DataFrame``."""
+        return self.collect().to_pandas()
+
+    def explain(self) -> str:
+        """The plan, one stage per line (source last), with pushed-down columns and filters."""
+        plan = _plan(self._node)
+        lines: list[str] = []
+
+        def walk(node: _Node, depth: int) -> None:
+            text = node.label()
+            if isinstance(node, _Scan):
+                text += f"\n{'  ' * (depth + 1)}columns: {plan.columns[id(node)]}"
+                pushed = plan.filters.get(id(node), [])
+                if pushed:
+                    text += f"\n{'  ' * (depth + 1)}pushed filter: {' and '.join(map(str, pushed))}"
+            if id(node) in plan.pushed:
+                text += " (pushed into the scan)"
+            lines.append("  " * depth + text)
+            for child in node.inputs:
+                walk(child, depth + 1)
+
+        walk(self._node, 0)
+        return "\n".join(lines)
+
+    def __repr__(self) -> str:
+        return f"<ferrobatch.Pipeline\n{self.explain()}>"
+
+
+@dataclass
+class Report:
+    """What a run did: per stage (output first) rows in / out, batches and its own seconds
+    (inputs' time excluded); the run's wall seconds and peak resident memory."""
+
+    stages: list[StageStats]
+    seconds: float
+    peak_rss_mb: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "seconds": self.seconds,
+            "peak_rss_mb": self.peak_rss_mb,
+            "stages": [dict(s.__dict__) for s in self.stages],
+        }
+
+    def to_json(self) -> str:
+        """One JSON line (for tracking job durations over time)."""
+        import json
+
+        return json.dumps(self.to_dict())
+
+    def __str__(self) -> str:
+        w = max([len(s.stage) for s in self.stages] + [5])
+        w = min(w, 60)
+        lines = [
+            f"{'stage':<{w}}  {'rows in':>12}  {'rows out':>12}  {'batches':>8}  {'seconds':>8}"
+        ]
+        for s in self.stages:
+            name = s.stage if len(s.stage) <= w else s.stage[: w - 3] + "..."
+            counts = f"{s.rows_in:>12,}  {s.rows_out:>12,}  {s.batches:>8,}"
+            lines.append(f"{name:<{w}}  {counts}  {s.seconds:>8.3f}")
+        lines.append(f"total {self.seconds:.3f} s, peak RSS {self.peak_rss_mb:,.0f} MB")
+        return "\n".join(lines)
+
+
+def scan(
+    source: Any, *, batch_size: int | None = None, columns: Sequence[str] | None = None
+) -> Pipeline:
+    """Start a pipeline over a table-like, a reader, a path / glob / list of paths / directory of
+    Parquet, Arrow IPC / Feather or CSV files, or a ``pyarrow.dataset.Dataset``."""
+    if batch_size is not None and (
+        isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1
+    ):
+        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+    return Pipeline(_Scan(source, batch_size, list(columns) if columns is not None else None))

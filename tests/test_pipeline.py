@@ -1,0 +1,145 @@
+"""fb.scan / Pipeline: every source kind, build-time errors, pushdown visible and effective,
+streaming stages equal to the in-memory kernels, shared sub-plans, and run reports whose
+counts are the real row counts."""
+
+from __future__ import annotations
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pacsv
+import pyarrow.dataset as ds
+import pyarrow.feather as feather
+import pyarrow.parquet as pq
+import pytest
+
+import ferrobatch as fb
+
+
+def table(n: int = 1000) -> pa.Table:
+    return pa.table({
+        "k": [i % 7 for i in range(n)],
+        "s": [f"s{i % 13}" for i in range(n)],
+        "v": [float(i) for i in range(n)],
+        "w": list(range(n)),
+    })  # fmt: skip
+
+
+def test_sources_of_every_kind(tmp_path) -> None:
+    t = table()
+    pq.write_table(t.slice(0, 500), tmp_path / "a.parquet")
+    pq.write_table(t.slice(500), tmp_path / "b.parquet")
+    feather.write_feather(t, tmp_path / "t.arrow")
+    pacsv.write_csv(t, tmp_path / "t.csv")
+    sources = [
+        t,
+        t.to_batches()[0],
+        pa.RecordBatchReader.from_batches(t.schema, t.to_batches(max_chunksize=100)),
+        str(tmp_path / "a.parquet"),
+        str(tmp_path / "*.parquet"),
+        [tmp_path / "a.parquet", tmp_path / "b.parquet"],
+        str(tmp_path / "t.arrow"),
+        str(tmp_path / "t.csv"),
+        ds.dataset(t),
+    ]
+    for src in sources:
+        got = fb.scan(src).collect()
+        want = t.slice(0, 500) if src == str(tmp_path / "a.parquet") else t
+        if isinstance(src, pa.RecordBatch):
+            want = pa.Table.from_batches([src])
+        assert got.num_rows == want.num_rows, src
+        assert got.column("w").to_pylist() == want.column("w").to_pylist()
+    d = tmp_path / "dir"
+    d.mkdir()
+    pq.write_table(t, d / "part-0.parquet")
+    assert fb.scan(d).collect().num_rows == t.num_rows
+
+
+def test_reader_runs_once() -> None:
+    t = table()
+    p = fb.scan(pa.RecordBatchReader.from_batches(t.schema, t.to_batches()))
+    assert p.collect().num_rows == t.num_rows
+    with pytest.raises(ValueError, match="only once"):
+        p.collect()
+
+
+def test_plan_errors_before_reading() -> None:
+    p = fb.scan(table())
+    with pytest.raises(KeyError, match="nope"):
+        p.filter(pc.field("nope") > 1)
+    with pytest.raises(TypeError, match="boolean"):
+        p.filter(pc.field("v") + 1)
+    with pytest.raises(TypeError):
+        p.with_columns(x=pc.field("s") + 1)
+    with pytest.raises(KeyError, match="zz"):
+        p.select(["k", "zz"])
+    with pytest.raises(KeyError):
+        p.group_by("zz", {"n": (None, "size")})
+    with pytest.raises(TypeError):
+        p.group_by("k", {"x": ("s", "sum")})
+    with pytest.raises(KeyError):
+        p.rename({"zz": "a"})
+    with pytest.raises(KeyError):
+        p.sort("zz")
+    with pytest.raises(KeyError):
+        p.join(table(), on="zz")
+
+
+def test_stages_equal_the_kernels_and_receiver_unchanged() -> None:
+    t = table()
+    base = fb.scan(t, batch_size=64).filter(pc.field("k") != 3)
+    enriched = base.with_columns(x=pc.field("v") * 2, k=pc.field("k") + 1)
+    assert base.schema == t.schema  # the receiver is unchanged
+    rows = t.filter(pc.field("k") != 3)
+    want_rows = rows.set_column(0, "k", pc.add(rows.column("k"), 1)).append_column(
+        "x", pc.multiply(rows.column("v"), 2)
+    )
+    assert enriched.collect().equals(want_rows)
+    aggs = {"n": (None, "size"), "s": ("v", "sum"), "m": ("s", "max"), "med": ("v", "median")}
+    got = enriched.group_by(["k"], aggs, sort=True).collect()
+    assert got.equals(fb.group_by(want_rows, ["k"], aggs, sort=True))
+    # One pipeline feeding two others (a shared sub-plan), joined back together.
+    totals = enriched.group_by("k", {"total": ("v", "sum")})
+    joined = enriched.join(totals, on="k", how="left").sort(["w"]).collect()
+    want = fb.sort(fb.join(want_rows, fb.group_by(want_rows, "k", {"total": ("v", "sum")}),
+                           on="k", how="left"), ["w"])  # fmt: skip
+    assert joined.equals(want)
+    assert enriched.dedup(["k"]).collect().equals(fb.dedup(want_rows, ["k"]))
+    assert enriched.head(5).collect().equals(want_rows.slice(0, 5))
+    sel = enriched.select({"kk": "k", "y": pc.field("x") + 1}).rename({"kk": "key"})
+    assert sel.collect().column_names == ["key", "y"]
+    mb = base.map_batches(lambda b: b.select(["w"]))
+    assert mb.collect().column("w").to_pylist() == rows.column("w").to_pylist()
+
+
+def test_pushdown_visible_and_effective(tmp_path) -> None:
+    t = table(10_000)
+    path = tmp_path / "t.parquet"
+    pq.write_table(t, path, row_group_size=1000)
+    p = fb.scan(path).filter(pc.field("w") >= 9000).select(["w", "v"])
+    text = p.explain()
+    assert "pushed filter: (w >= 9000)" in text
+    assert "columns: ['v', 'w']" in text
+    out = p.collect()
+    assert out.num_rows == 1000 and out.column_names == ["w", "v"]
+    scan_stage = p.last_report.stages[-1]
+    assert scan_stage.stage.startswith("scan")
+    assert scan_stage.rows_out == 1000  # only matching rows leave the scan
+    # A filter on a computed column cannot be pushed.
+    q = fb.scan(path).with_columns(z=pc.field("w") * 2).filter(pc.field("z") > 5)
+    assert "pushed filter" not in q.explain()
+
+
+def test_report_counts_are_real() -> None:
+    t = table()
+    p = fb.scan(t, batch_size=100).filter(pc.field("k") == 1).group_by("s", {"n": (None, "size")})
+    out = p.collect()
+    r = p.last_report
+    assert r is not None
+    want_filtered = t.filter(pc.field("k") == 1).num_rows
+    by_name = {s.stage.split(" ")[0]: s for s in r.stages}
+    assert by_name["group_by"].rows_in == want_filtered
+    assert by_name["group_by"].rows_out == out.num_rows
+    assert r.peak_rss_mb > 0 and r.seconds >= 0
+    assert "rows in" in str(r) and '"stages"' in r.to_json()
+    reader = p.to_batches()
+    assert sum(b.num_rows for b in reader) == out.num_rows
