@@ -143,3 +143,56 @@ def test_report_counts_are_real() -> None:
     assert "rows in" in str(r) and '"stages"' in r.to_json()
     reader = p.to_batches()
     assert sum(b.num_rows for b in reader) == out.num_rows
+
+
+def test_atomic_writes_and_expectations(tmp_path) -> None:
+    t = table()
+    p = fb.scan(t).filter(pc.field("k") < 5)
+    for write, read in (
+        ("write_parquet", pq.read_table),
+        ("write_ipc", feather.read_table),
+        ("write_csv", pacsv.read_csv),
+    ):
+        out = tmp_path / f"out.{write}"
+        report = getattr(p, write)(out)
+        assert read(out).num_rows == t.filter(pc.field("k") < 5).num_rows
+        assert report.stages[0].rows_out == read(out).num_rows
+        with pytest.raises(FileExistsError):
+            getattr(p, write)(out)
+    # Same plan, same input: identical bytes.
+    a, b = tmp_path / "a.parquet", tmp_path / "b.parquet"
+    p.write_parquet(a)
+    p.write_parquet(b)
+    assert a.read_bytes() == b.read_bytes()
+    # A failing expectation or a failure mid-write leaves no file and keeps an existing one.
+    target = tmp_path / "x.parquet"
+    with pytest.raises(fb.ExpectationError, match="not_null: column 'n' has 1,000 null rows"):
+        fb.scan(t).with_columns(n=pa.scalar(None, pa.int64())).expect(not_null=["n"]).write_parquet(
+            target
+        )
+    assert not target.exists()
+    p.write_parquet(target)
+    before = target.read_bytes()
+
+    def boom(batch: pa.RecordBatch) -> pa.RecordBatch:
+        if batch.num_rows and batch.column("w")[0].as_py() > 0:
+            raise RuntimeError("injected failure")
+        return batch
+
+    with pytest.raises(RuntimeError, match="injected"):
+        fb.scan(t, batch_size=100).map_batches(boom).write_parquet(target, overwrite=True)
+    assert target.read_bytes() == before
+    assert [f.name for f in tmp_path.iterdir() if f.name.endswith(".tmp")] == []
+    # Expectations that pass, and each kind that fails.
+    ok = p.expect(min_rows=1, max_rows=10_000, not_null=["k"], unique=["w"])
+    assert ok.collect().num_rows == p.collect().num_rows
+    n = t.filter(pc.field("k") < 5).num_rows
+    for kw, msg in (
+        ({"min_rows": 10_000}, f"min_rows: {n} rows, expected at least 10,000"),
+        ({"max_rows": 10}, f"max_rows: {n} rows"),
+        ({"unique": ["k"]}, f"unique: {n} rows share"),  # every k repeats
+    ):
+        with pytest.raises(fb.ExpectationError, match=msg):
+            p.expect(**kw).collect()
+    with pytest.raises(KeyError):
+        p.expect(not_null=["zz"])

@@ -20,6 +20,7 @@ from ferrobatch import _core
 __version__: str = _core.__version__
 
 __all__ = [
+    "ExpectationError",
     "FallbackWarning",
     "GroupByState",
     "Pipeline",
@@ -342,4 +343,9 @@ def get_num_threads() -> int:
     return _core.get_num_threads()
 
 
-from ferrobatch.pipeline import Pipeline, Report, scan  # noqa: E402  (uses the kernels above)
+from ferrobatch.pipeline import (  # noqa: E402  (uses the kernels above)
+    ExpectationError,
+    Pipeline,
+    Report,
+    scan,
+)

@@ -553,6 +553,74 @@ class _Join(_Node):
         yield from fb.join(lt, r, self.on, **self.kw).to_batches()
 
 
+class ExpectationError(ValueError):
+    """A pipeline's ``expect`` check failed; nothing was written."""
+
+
+class _Expect(_Node):
+    """Checks over the whole stream, raised at its end (before any sink commits)."""
+
+    def __init__(
+        self,
+        child: _Node,
+        min_rows: int | None,
+        max_rows: int | None,
+        not_null: Sequence[str],
+        unique: Sequence[str],
+    ) -> None:
+        for name, v in (("min_rows", min_rows), ("max_rows", max_rows)):
+            if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 0):
+                raise ValueError(f"{name} must be an int >= 0 or None, got {v!r}")
+        self.not_null = fb._key_list(list(not_null), "not_null")
+        self.unique = fb._key_list(list(unique), "unique")
+        for c in [*self.not_null, *self.unique]:
+            if c not in child.schema.names:
+                raise KeyError(f"expect: column {c!r} is not among {child.schema.names}")
+        self.inputs = (child,)
+        self.schema = child.schema
+        self.min_rows, self.max_rows = min_rows, max_rows
+
+    def label(self) -> str:
+        parts = [f"{k}={v!r}" for k, v in (("min_rows", self.min_rows),
+                 ("max_rows", self.max_rows), ("not_null", self.not_null),
+                 ("unique", self.unique)) if v]  # fmt: skip
+        return f"expect {' '.join(parts)}"
+
+    def needs(self, out: set[str]) -> list[set[str]]:
+        return [set(out) | set(self.not_null) | set(self.unique)]
+
+    def run(self, run: _Run, plan: _Plan) -> Iterator[pa.RecordBatch]:
+        child = self.inputs[0]
+        rows = 0
+        nulls = dict.fromkeys(self.not_null, 0)
+        seen = None
+        if self.unique:
+            fields = [child.schema.field(c) for c in self.unique]
+            seen = fb.GroupByState(pa.schema(fields), self.unique, {"__n": (None, "size")})
+        for b in _execute(child, run, plan):
+            rows += b.num_rows
+            for c in nulls:
+                nulls[c] += b.column(c).null_count
+            if seen is not None:
+                seen.absorb(b.select(self.unique))
+            yield b
+        failed = []
+        if self.min_rows is not None and rows < self.min_rows:
+            failed.append(f"min_rows: {rows:,} rows, expected at least {self.min_rows:,}")
+        if self.max_rows is not None and rows > self.max_rows:
+            failed.append(f"max_rows: {rows:,} rows, expected at most {self.max_rows:,}")
+        for c, n in nulls.items():
+            if n:
+                failed.append(f"not_null: column {c!r} has {n:,} null rows")
+        if seen is not None:
+            counts = seen.finish().column("__n")
+            dup = pc.sum(pc.filter(counts, pc.greater(counts, 1))).as_py() or 0
+            if dup:
+                failed.append(f"unique: {dup:,} rows share their {self.unique} with another row")
+        if failed:
+            raise ExpectationError("expectation failed: " + "; ".join(failed))
+
+
 class Pipeline:
     """An immutable, lazy batch plan; see the module docs."""
 
@@ -658,6 +726,18 @@ class Pipeline:
               "nulls_equal": nulls_equal}  # fmt: skip
         return self._then(_Join(self._node, right._node, on, kw))
 
+    def expect(
+        self,
+        *,
+        min_rows: int | None = None,
+        max_rows: int | None = None,
+        not_null: Sequence[str] = (),
+        unique: Sequence[str] = (),
+    ) -> Pipeline:
+        """Checks that fail the run with :class:`ExpectationError` (saying which check failed on
+        how many rows) before any output is written."""
+        return self._then(_Expect(self._node, min_rows, max_rows, not_null, unique))
+
     # -- sinks -------------------------------------------------------------------------------
 
     def _run(self) -> tuple[_Run, Iterator[pa.RecordBatch]]:
@@ -687,6 +767,62 @@ class Pipeline:
     def to_pandas(self) -> Any:
         """The result as a ``pandas.DataFrame``."""
         return self.collect().to_pandas()
+
+    def write_parquet(
+        self, path: str | os.PathLike, *, overwrite: bool = False, **kw: Any
+    ) -> Report:
+        """Write Parquet atomically (see :meth:`_write`); extra keywords go to
+        ``pyarrow.parquet.ParquetWriter``."""
+        import pyarrow.parquet as pq
+
+        return self._write(path, overwrite, lambda f, schema: pq.ParquetWriter(f, schema, **kw))
+
+    def write_ipc(self, path: str | os.PathLike, *, overwrite: bool = False) -> Report:
+        """Write an Arrow IPC (Feather v2) file atomically."""
+        return self._write(path, overwrite, lambda f, schema: pa.ipc.new_file(f, schema))
+
+    def write_csv(self, path: str | os.PathLike, *, overwrite: bool = False) -> Report:
+        """Write CSV atomically."""
+        import pyarrow.csv as pacsv
+
+        return self._write(path, overwrite, lambda f, schema: pacsv.CSVWriter(f, schema))
+
+    def _write(self, path: str | os.PathLike, overwrite: bool, open_writer: Callable) -> Report:
+        """Stream the result into a temporary sibling of `path`, fsync it and rename it into
+        place: a failed, interrupted (Ctrl-C) or expectation-failing run leaves no file behind
+        and an existing `path` untouched. `overwrite=False` refuses an existing `path`."""
+        import tempfile
+
+        path = os.fspath(path)
+        if not isinstance(overwrite, bool):
+            raise TypeError(f"overwrite must be a bool, got {type(overwrite).__name__}")
+        if os.path.exists(path) and not overwrite:
+            raise FileExistsError(f"{path!r} exists; pass overwrite=True to replace it")
+        folder = os.path.dirname(os.path.abspath(path))
+        fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=folder)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                run, it = self._run()
+                writer = open_writer(f, self.schema)
+                try:
+                    for batch in it:
+                        writer.write_batch(batch)
+                finally:
+                    writer.close()
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+            raise
+        dfd = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(dfd)
+        finally:
+            os.close(dfd)
+        self.last_report = run.report()
+        return self.last_report
 
     def explain(self) -> str:
         """The plan, one stage per line (source last), with pushed-down columns and filters."""
