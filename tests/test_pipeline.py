@@ -196,3 +196,14 @@ def test_atomic_writes_and_expectations(tmp_path) -> None:
             p.expect(**kw).collect()
     with pytest.raises(KeyError):
         p.expect(not_null=["zz"])
+
+
+def test_progress_bar_counts_input_rows(tmp_path, capsys) -> None:
+    t = table()
+    pq.write_table(t, tmp_path / "t.parquet")
+    p = fb.scan(tmp_path / "t.parquet", batch_size=100).group_by("k", {"n": (None, "size")})
+    assert p.collect(progress=True).num_rows == 7
+    err = capsys.readouterr().err
+    assert "1.00k/1.00k" in err or "1000/1000" in err
+    with pytest.raises(TypeError):
+        p.collect(progress="yes")  # type: ignore[arg-type]

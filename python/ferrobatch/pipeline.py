@@ -153,6 +153,7 @@ class _Run:
 
     stats: list[tuple[_Node, StageStats]] = field(default_factory=list)
     start: float = field(default_factory=lambda: _now())
+    progress: Any = None
 
     def stage(self, node: _Node) -> StageStats:
         s = StageStats(node.label().split("\n")[0])
@@ -332,6 +333,8 @@ def _scan_run(self: _Scan, run: _Run, plan: _Plan) -> Iterator[pa.RecordBatch]:
     cols = plan.columns[id(self)]
     scanner = self.scanner(cols, plan.filters.get(id(self), []))
     for b in scanner.to_batches():
+        if run.progress is not None:
+            run.progress.update(b.num_rows)
         if b.num_rows:
             yield b
 
@@ -740,11 +743,27 @@ class Pipeline:
 
     # -- sinks -------------------------------------------------------------------------------
 
-    def _run(self) -> tuple[_Run, Iterator[pa.RecordBatch]]:
+    def _run(self, progress: bool = False) -> tuple[_Run, Iterator[pa.RecordBatch]]:
+        if not isinstance(progress, bool):
+            raise TypeError(f"progress must be a bool, got {type(progress).__name__}")
         _reset_peak_rss()
         run = _Run()
         plan = _plan(self._node)
-        return run, _execute(self._node, run, plan)
+        it = _execute(self._node, run, plan)
+        if not progress:
+            return run, it
+        from tqdm.auto import tqdm
+
+        run.progress = tqdm(total=_input_rows(self._node, plan), unit=" rows", unit_scale=True,
+                            desc="ferrobatch")  # fmt: skip
+
+        def closing() -> Iterator[pa.RecordBatch]:
+            try:
+                yield from it
+            finally:
+                run.progress.close()
+
+        return run, closing()
 
     def to_batches(self) -> pa.RecordBatchReader:
         """The result as a stream of record batches, produced as they are read."""
@@ -757,37 +776,44 @@ class Pipeline:
 
         return pa.RecordBatchReader.from_batches(schema, gen())
 
-    def collect(self) -> pa.Table:
-        """The result as one ``pyarrow.Table``."""
-        run, it = self._run()
+    def collect(self, *, progress: bool = False) -> pa.Table:
+        """The result as one ``pyarrow.Table``; ``progress=True`` shows a bar over input rows."""
+        run, it = self._run(progress)
         out = pa.Table.from_batches(list(it), schema=self.schema)
         self.last_report = run.report()
         return out
 
-    def to_pandas(self) -> Any:
+    def to_pandas(self, *, progress: bool = False) -> Any:
         """The result as a ``pandas.DataFrame``."""
-        return self.collect().to_pandas()
+        return self.collect(progress=progress).to_pandas()
 
     def write_parquet(
-        self, path: str | os.PathLike, *, overwrite: bool = False, **kw: Any
+        self, path: str | os.PathLike, *, overwrite: bool = False, progress: bool = False, **kw: Any
     ) -> Report:
         """Write Parquet atomically (see :meth:`_write`); extra keywords go to
         ``pyarrow.parquet.ParquetWriter``."""
         import pyarrow.parquet as pq
 
-        return self._write(path, overwrite, lambda f, schema: pq.ParquetWriter(f, schema, **kw))
+        writer = lambda f, schema: pq.ParquetWriter(f, schema, **kw)  # noqa: E731
+        return self._write(path, overwrite, progress, writer)
 
-    def write_ipc(self, path: str | os.PathLike, *, overwrite: bool = False) -> Report:
+    def write_ipc(
+        self, path: str | os.PathLike, *, overwrite: bool = False, progress: bool = False
+    ) -> Report:
         """Write an Arrow IPC (Feather v2) file atomically."""
-        return self._write(path, overwrite, lambda f, schema: pa.ipc.new_file(f, schema))
+        return self._write(path, overwrite, progress, lambda f, s: pa.ipc.new_file(f, s))
 
-    def write_csv(self, path: str | os.PathLike, *, overwrite: bool = False) -> Report:
+    def write_csv(
+        self, path: str | os.PathLike, *, overwrite: bool = False, progress: bool = False
+    ) -> Report:
         """Write CSV atomically."""
         import pyarrow.csv as pacsv
 
-        return self._write(path, overwrite, lambda f, schema: pacsv.CSVWriter(f, schema))
+        return self._write(path, overwrite, progress, lambda f, s: pacsv.CSVWriter(f, s))
 
-    def _write(self, path: str | os.PathLike, overwrite: bool, open_writer: Callable) -> Report:
+    def _write(
+        self, path: str | os.PathLike, overwrite: bool, progress: bool, open_writer: Callable
+    ) -> Report:
         """Stream the result into a temporary sibling of `path`, fsync it and rename it into
         place: a failed, interrupted (Ctrl-C) or expectation-failing run leaves no file behind
         and an existing `path` untouched. `overwrite=False` refuses an existing `path`."""
@@ -802,7 +828,7 @@ class Pipeline:
         fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=folder)
         try:
             with os.fdopen(fd, "wb") as f:
-                run, it = self._run()
+                run, it = self._run(progress)
                 writer = open_writer(f, self.schema)
                 try:
                     for batch in it:
@@ -883,6 +909,22 @@ class Report:
             lines.append(f"{name:<{w}}  {counts}  {s.seconds:>8.3f}")
         lines.append(f"total {self.seconds:.3f} s, peak RSS {self.peak_rss_mb:,.0f} MB")
         return "\n".join(lines)
+
+
+def _input_rows(root: _Node, plan: _Plan) -> int | None:
+    """Rows the scans will read, when their metadata says so without reading (unfiltered
+    in-memory or Parquet datasets: Parquet footers)."""
+    total = 0
+    for node in _topo(root):
+        if isinstance(node, _Scan):
+            if isinstance(node.data, pa.RecordBatchReader) or plan.filters.get(id(node)):
+                return None
+            if isinstance(node.data, ds.FileSystemDataset) and not isinstance(
+                node.data.format, ds.ParquetFileFormat
+            ):
+                return None
+            total += node.data.count_rows()
+    return total
 
 
 def scan(
