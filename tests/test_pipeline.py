@@ -11,6 +11,10 @@ import pyarrow.dataset as ds
 import pyarrow.feather as feather
 import pyarrow.parquet as pq
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from nasty import canonical
+from test_group_by import grouped
 
 import ferrobatch as fb
 
@@ -207,3 +211,24 @@ def test_progress_bar_counts_input_rows(tmp_path, capsys) -> None:
     assert "1.00k/1.00k" in err or "1000/1000" in err
     with pytest.raises(TypeError):
         p.collect(progress="yes")  # type: ignore[arg-type]
+
+
+def same(a: pa.Table, b: pa.Table) -> bool:
+    """Equal schemas and values, NaN equal to NaN."""
+    return a.schema == b.schema and all(
+        [canonical(v) for v in a.column(n).to_pylist()]
+        == [canonical(v) for v in b.column(n).to_pylist()]
+        for n in a.column_names
+    )
+
+
+@settings(max_examples=40)
+@given(grouped(max_rows=80), st.integers(1, 40))
+def test_streaming_dedup_and_group_by_equal_the_kernels(data, batch_size) -> None:
+    t, keys = data
+    keys = keys or ["vs"]
+    p = fb.scan(t, batch_size=batch_size)
+    assert same(p.dedup(keys).collect(), fb.dedup(t, keys))
+    aggs = {"n": (None, "size"), "si": ("vi", "sum"), "lo": ("vs", "min"), "f": ("vf", "first")}
+    got = p.group_by(keys, aggs, sort=True).collect()
+    assert same(got, fb.group_by(t, keys, aggs, sort=True))

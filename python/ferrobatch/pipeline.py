@@ -530,6 +530,34 @@ class _Whole(_Node):
         yield from self.fn(t).to_batches()
 
 
+class _DedupFirst(_Node):
+    """Streaming ``dedup(keep="first")``: each batch's first rows per key, minus the keys of
+    earlier batches (an anti join with null == null, NaN == NaN, -0.0 == 0.0, as dedup's key
+    rules); the state is one row per distinct key."""
+
+    def __init__(self, child: _Node, subset: Any) -> None:
+        self.inputs = (child,)
+        self.schema = fb.dedup(child.schema.empty_table(), subset).schema
+        self.subset = fb._key_list(subset, "subset") or list(child.schema.names)
+
+    def label(self) -> str:
+        return f"dedup {self.subset} keep='first' (streaming)"
+
+    def needs(self, out: set[str]) -> list[set[str]]:
+        return [set(out) | set(self.subset)]
+
+    def run(self, run: _Run, plan: _Plan) -> Iterator[pa.RecordBatch]:
+        seen: pa.Table | None = None
+        for b in _execute(self.inputs[0], run, plan):
+            new = fb.dedup(b, self.subset, keep="first")
+            if seen is not None:
+                new = fb.join(new, seen, self.subset, how="anti", nulls_equal=True)
+            if new.num_rows:
+                keys = new.select(self.subset)
+                seen = keys if seen is None else pa.concat_tables([seen, keys]).combine_chunks()
+                yield from new.to_batches()
+
+
 class _Join(_Node):
     def __init__(self, left: _Node, right: _Node, on: Any, kw: dict[str, Any]) -> None:
         self.inputs = (left, right)
@@ -707,10 +735,13 @@ class Pipeline:
         return self._then(_Whole(self._node, "sort", lambda t: fb.sort(t, by, **kw), by))
 
     def dedup(self, subset: str | Sequence[str] | None = None, *, keep: str = "first") -> Pipeline:
-        """:func:`ferrobatch.dedup` of the whole input (materializes)."""
-        return self._then(
-            _Whole(self._node, "dedup", lambda t: fb.dedup(t, subset, keep=keep), subset)
-        )
+        """:func:`ferrobatch.dedup`. ``keep="first"`` streams with state per distinct key;
+        ``"last"`` / ``"none"`` materialize the input."""
+        if keep != "first":
+            return self._then(
+                _Whole(self._node, "dedup", lambda t: fb.dedup(t, subset, keep=keep), subset)
+            )
+        return self._then(_DedupFirst(self._node, subset))
 
     def join(
         self,
