@@ -245,7 +245,9 @@ class _Scan(_Node):
                 raise ValueError("a pipeline over a RecordBatchReader can run only once")
             self.used = True
             return ds.Scanner.from_batches(self.data, **kw)
-        return self.data.scanner(**kw)
+        # Bounded read-ahead (pyarrow's defaults keep 4 files and 16 batches in flight): the
+        # memory of a streaming run stays a few batches, not a few files.
+        return self.data.scanner(batch_readahead=2, fragment_readahead=1, **kw)
 
 
 @dataclass
