@@ -115,6 +115,17 @@ def test_stages_equal_the_kernels_and_receiver_unchanged() -> None:
     assert mb.collect().column("w").to_pylist() == rows.column("w").to_pylist()
 
 
+def test_row_counts_survive_stages_whose_columns_are_not_needed() -> None:
+    t = table()
+    size = {"n": (None, "size")}
+    for p in (
+        fb.scan(t).select(["k"]),
+        fb.scan(t).with_columns(x=pc.field("v") * 2),
+        fb.scan(t).rename({"k": "key"}),
+    ):
+        assert p.group_by([], size).collect().column("n").to_pylist() == [t.num_rows]
+
+
 def test_pushdown_visible_and_effective(tmp_path) -> None:
     t = table(10_000)
     path = tmp_path / "t.parquet"

@@ -413,11 +413,11 @@ class _Project(_Node):
         want = plan.need.get(id(self), set(self.exprs))
         cols = {n: e for n, e in self.exprs.items() if n in want}
         for b in _execute(self.inputs[0], run, plan):
-            t = _eval(b, columns=cols) if cols else pa.table({}).take([])
-            if not cols:
-                yield pa.RecordBatch.from_pydict({}, schema=pa.schema([])).slice(0, 0)
-                continue
-            yield from t.to_batches()
+            if cols:
+                yield from _eval(b, columns=cols).to_batches()
+            else:
+                # No column is needed downstream (a row count): keep the rows, not the columns.
+                yield b.select([])
 
 
 class _MapBatches(_Node):
