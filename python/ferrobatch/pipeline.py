@@ -156,7 +156,7 @@ class _Run:
     progress: Any = None
 
     def stage(self, node: _Node) -> StageStats:
-        s = StageStats(node.label().split("\n")[0])
+        s = StageStats(node.label())
         self.stats.append((node, s))
         return s
 
@@ -213,7 +213,8 @@ class _Node:
         """Input columns needed to produce the output columns `out`, per input."""
         return [set(out) for _ in self.inputs]
 
-    def batches(self, run: _Run, need: dict[int, set[str]]) -> Iterator[pa.RecordBatch]:
+    def run(self, run: _Run, plan: _Plan) -> Iterator[pa.RecordBatch]:
+        """The node's output batches (inputs pulled through :func:`_execute`)."""
         raise NotImplementedError
 
 
@@ -248,6 +249,14 @@ class _Scan(_Node):
         # Bounded read-ahead (pyarrow's defaults keep 4 files and 16 batches in flight): the
         # memory of a streaming run stays a few batches, not a few files.
         return self.data.scanner(batch_readahead=2, fragment_readahead=1, **kw)
+
+    def run(self, run: _Run, plan: _Plan) -> Iterator[pa.RecordBatch]:
+        scanner = self.scanner(plan.columns[id(self)], plan.filters.get(id(self), []))
+        for b in scanner.to_batches():
+            if run.progress is not None:
+                run.progress.update(b.num_rows)
+            if b.num_rows:
+                yield b
 
 
 @dataclass
@@ -317,7 +326,7 @@ def _plan(root: _Node) -> _Plan:
 
 def _execute(node: _Node, run: _Run, plan: _Plan) -> Iterator[pa.RecordBatch]:
     stats = run.stage(node)
-    it = node.run(run, plan)  # type: ignore[attr-defined]
+    it = node.run(run, plan)
     while True:
         start = _now()
         try:
@@ -329,19 +338,6 @@ def _execute(node: _Node, run: _Run, plan: _Plan) -> Iterator[pa.RecordBatch]:
         stats.batches += 1
         stats.rows_out += batch.num_rows
         yield batch
-
-
-def _scan_run(self: _Scan, run: _Run, plan: _Plan) -> Iterator[pa.RecordBatch]:
-    cols = plan.columns[id(self)]
-    scanner = self.scanner(cols, plan.filters.get(id(self), []))
-    for b in scanner.to_batches():
-        if run.progress is not None:
-            run.progress.update(b.num_rows)
-        if b.num_rows:
-            yield b
-
-
-_Scan.run = _scan_run  # type: ignore[attr-defined]
 
 
 class _Filter(_Node):
@@ -478,11 +474,9 @@ class _GroupBy(_Node):
     ) -> None:
         # The state checks names, types and arguments now, before any data is read.
         self.args = (fb._key_list(keys, "keys"), aggs, dropna, sort)
-        fb.GroupByState(child.schema, keys, aggs, dropna=dropna, sort=sort)
         self.inputs = (child,)
-        self.schema = fb.group_by(
-            child.schema.empty_table(), keys, aggs, dropna=dropna, sort=sort
-        ).schema
+        state = fb.GroupByState(child.schema, keys, aggs, dropna=dropna, sort=sort)
+        self.schema = state.finish().schema
 
     def label(self) -> str:
         keys, aggs, _, _ = self.args

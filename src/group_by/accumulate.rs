@@ -31,10 +31,17 @@ pub trait Acc: Sync {
     /// Fold the rows `first..` whose slots are `slots` (a run of one chunk) into `st`.
     #[inline(always)]
     fn update_run(&self, st: &mut [Self::S], slots: &[u32], first: usize) {
-        for (j, &s) in slots.iter().enumerate() {
-            if s != NO_GROUP {
-                self.update(&mut st[s as usize], first + j);
-            }
+        update_rows(self, st, slots, first);
+    }
+}
+
+/// [`Acc::update`] of every grouped row of a run (the general `update_run`; accumulators
+/// whose input has no nulls override it with a tighter loop).
+#[inline(always)]
+fn update_rows<A: Acc + ?Sized>(acc: &A, st: &mut [A::S], slots: &[u32], first: usize) {
+    for (j, &s) in slots.iter().enumerate() {
+        if s != NO_GROUP {
+            acc.update(&mut st[s as usize], first + j);
         }
     }
 }
@@ -140,12 +147,7 @@ impl Acc for Count {
     #[inline(always)]
     fn update_run(&self, st: &mut [u64], slots: &[u32], first: usize) {
         if self.valid.is_some() {
-            for (j, &s) in slots.iter().enumerate() {
-                if s != NO_GROUP {
-                    self.update(&mut st[s as usize], first + j);
-                }
-            }
-            return;
+            return update_rows(self, st, slots, first);
         }
         for &s in slots {
             if s != NO_GROUP {
@@ -198,12 +200,7 @@ where
     #[inline(always)]
     fn update_run(&self, st: &mut [Self::S], slots: &[u32], first: usize) {
         if self.valid.is_some() {
-            for (j, &s) in slots.iter().enumerate() {
-                if s != NO_GROUP {
-                    self.update(&mut st[s as usize], first + j);
-                }
-            }
-            return;
+            return update_rows(self, st, slots, first);
         }
         let values = &self.values[first..first + slots.len()];
         for (&s, &v) in slots.iter().zip(values) {
@@ -302,12 +299,7 @@ impl Acc for Variance<'_> {
     #[inline(always)]
     fn update_run(&self, st: &mut [Moments], slots: &[u32], first: usize) {
         if self.valid.is_some() {
-            for (j, &s) in slots.iter().enumerate() {
-                if s != NO_GROUP {
-                    self.update(&mut st[s as usize], first + j);
-                }
-            }
-            return;
+            return update_rows(self, st, slots, first);
         }
         let values = &self.values[first..first + slots.len()];
         for (&s, &v) in slots.iter().zip(values) {

@@ -272,7 +272,13 @@ impl<'a> Dictionary<'a> {
     /// The id of `v` (hash `h`) if present.
     #[inline]
     fn find(&self, v: &[u8], h: u64) -> Option<u64> {
-        let (hd, len) = (head(v), v.len() as u32);
+        self.lookup(v, head(v), h)
+    }
+
+    /// [`Self::find`] with the value's head at hand.
+    #[inline(always)]
+    fn lookup(&self, v: &[u8], hd: [u64; 2], h: u64) -> Option<u64> {
+        let len = v.len() as u32;
         self.table
             .find(h, |e| {
                 e.len == len && e.head == hd && (len <= 16 || self.values[e.id as usize] == v)
@@ -283,18 +289,19 @@ impl<'a> Dictionary<'a> {
     /// The id of `v` (the value at `row`, hash `h`), inserting it when new.
     #[inline]
     fn id_of(&mut self, v: &'a [u8], row: u32, h: u64) -> u64 {
-        let (hd, len) = (head(v), v.len() as u32);
-        let (reps, values) = (&mut self.reps, &mut self.values);
-        let found = self.table.find(h, |e| {
-            e.len == len && e.head == hd && (len <= 16 || values[e.id as usize] == v)
-        });
-        if let Some(e) = found {
-            return e.id as u64;
+        let hd = head(v);
+        if let Some(id) = self.lookup(v, hd, h) {
+            return id;
         }
+        let (reps, values) = (&mut self.reps, &mut self.values);
         let id = reps.len() as u32;
         reps.push((row, h));
         values.push(v);
-        let e = Entry { head: hd, len, id };
+        let e = Entry {
+            head: hd,
+            len: v.len() as u32,
+            id,
+        };
         self.table.insert_unique(h, e, |e| reps[e.id as usize].1);
         id as u64
     }

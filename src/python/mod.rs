@@ -213,9 +213,11 @@ struct GroupByState(Option<crate::group_by::stream::GroupByState>);
 
 impl GroupByState {
     fn live(&mut self) -> PyResult<&mut crate::group_by::stream::GroupByState> {
-        self.0.as_mut().ok_or_else(|| {
-            PyValueError::new_err("this group-by state was already finished or merged")
-        })
+        self.0.as_mut().ok_or_else(Self::gone)
+    }
+
+    fn gone() -> PyErr {
+        PyValueError::new_err("this group-by state was already finished or merged")
     }
 }
 
@@ -254,8 +256,7 @@ impl GroupByState {
     }
 
     fn finish<'py>(&mut self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
-        self.live()?;
-        let st = self.0.take().expect("checked live");
+        let st = self.0.take().ok_or_else(Self::gone)?;
         let out = run(py, || st.finish())?;
         table_out(py, out)
     }
