@@ -39,6 +39,18 @@ const AHEAD: usize = 16;
 /// An index meaning "no row": the gathered value is null.
 pub const NULL_ROW: u32 = u32::MAX;
 
+/// The rows `indices` of `table`, in that order, with every index checked to be a row of
+/// `table` (the entry point for indices from outside the core).
+pub fn take_checked(table: &Table, indices: &[u32]) -> Result<Table> {
+    let n = table.checked_num_rows()?;
+    if let Some(&bad) = indices.iter().find(|&&i| i as usize >= n) {
+        return Err(Error::Value(format!(
+            "take: index {bad} is out of bounds for a table of {n} rows"
+        )));
+    }
+    take_table(table, indices)
+}
+
 /// The rows `indices` of `table`, in that order.
 pub fn take_table(table: &Table, indices: &[u32]) -> Result<Table> {
     let all: Vec<usize> = (0..table.schema.fields().len()).collect();
@@ -144,6 +156,7 @@ impl Gatherer {
     pub fn locate(&self, piece: &[u32]) -> Located {
         if let (Some(&first), Some(&last)) = (piece.first(), piece.last())
             && first != NULL_ROW
+            && last >= first
             && (last - first) as usize == piece.len() - 1
             && piece.windows(2).all(|w| w[1] == w[0] + 1)
         {
@@ -581,6 +594,14 @@ mod tests {
             assert!(i.is_null(0) && i.is_null(2) && s.is_null(0) && s.is_null(2));
             assert!(b.column(2).is_null(0));
             assert_eq!(s.value(3), "a long string over 16 bytes");
+        }
+
+        // Indices from outside the core are checked: NULL_ROW and any index past the end
+        // are errors, not panics.
+        assert_eq!(take_checked(&t, &[2, 0]).unwrap().num_rows(), 2);
+        for bad in [3, NULL_ROW] {
+            let e = take_checked(&t, &[0, bad]).unwrap_err().to_string();
+            assert!(e.contains("out of bounds for a table of 3 rows"), "{e}");
         }
     }
 }

@@ -4,6 +4,9 @@ counts are the real row counts."""
 
 from __future__ import annotations
 
+import os
+import signal
+
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
@@ -139,6 +142,12 @@ def test_pushdown_visible_and_effective(tmp_path) -> None:
     scan_stage = p.last_report.stages[-1]
     assert scan_stage.stage.startswith("scan")
     assert scan_stage.rows_out == 1000  # only matching rows leave the scan
+    assert scan_stage.rows_in == 1000  # and only the one row group that can match is read
+    assert "reads: 1 of 10 row groups, 1,000 of 10,000 rows" in text
+    # A filter the statistics cannot decide reads every row group.
+    every = fb.scan(path).filter(pc.field("k") == 3)
+    assert every.collect().num_rows == t.filter(pc.field("k") == 3).num_rows
+    assert every.last_report.stages[-1].rows_in == t.num_rows
     # A filter on a computed column cannot be pushed.
     q = fb.scan(path).with_columns(z=pc.field("w") * 2).filter(pc.field("z") > 5)
     assert "pushed filter" not in q.explain()
@@ -211,6 +220,77 @@ def test_atomic_writes_and_expectations(tmp_path) -> None:
             p.expect(**kw).collect()
     with pytest.raises(KeyError):
         p.expect(not_null=["zz"])
+
+
+def test_ctrl_c_stops_between_batches_and_leaves_no_output(tmp_path) -> None:
+    t = table()
+    target = tmp_path / "out.parquet"
+    seen = []
+
+    def interrupt_at_third(batch: pa.RecordBatch) -> pa.RecordBatch:
+        seen.append(batch.num_rows)
+        if len(seen) == 3:
+            os.kill(os.getpid(), signal.SIGINT)  # as a user's Ctrl-C
+        return batch
+
+    p = (
+        fb.scan(t, batch_size=100)
+        .map_batches(interrupt_at_third)
+        .group_by("k", {"n": (None, "size")})
+    )
+    with pytest.raises(KeyboardInterrupt):
+        p.write_parquet(target)
+    assert 3 <= len(seen) < 10  # stopped early, not after reading everything
+    assert list(tmp_path.iterdir()) == []
+
+
+def view_table() -> pa.Table:
+    names = ["Ann@X.com ", "bob@y.org", None, "", "ünï@código.es", "bob@y.org"] * 50
+    return pa.table({
+        "email": pa.array(names, pa.string_view()),
+        "raw": pa.array([None if n is None else n.encode() for n in names], pa.binary_view()),
+        "v": list(range(len(names))),
+    })  # fmt: skip
+
+
+def test_expressions_work_on_view_columns(tmp_path) -> None:
+    """string_view / binary_view columns (as Parquet scans may yield) work in every expression,
+    although pyarrow's own kernels lack the view types; bare references keep the view type."""
+    t = view_table()
+    path = tmp_path / "views.parquet"
+    pq.write_table(t, path, row_group_size=100)
+    plain = t.cast(pa.schema([("email", pa.large_string()), ("raw", pa.large_binary()),
+                              ("v", pa.int64())]))  # fmt: skip
+    p = (
+        fb.scan(path, batch_size=64)
+        .filter(pc.starts_with(pc.field("email"), "b") | (pc.field("v") < 30))
+        .with_columns(
+            clean=pc.utf8_lower(pc.utf8_trim_whitespace(pc.field("email"))),
+            n=pc.binary_length(pc.field("raw")),
+        )  # fmt: skip
+        .filter(pc.field("email") != "")
+    )
+    assert p.schema.field("email").type == pa.string_view()
+    got = p.collect()
+    assert got.schema.field("email").type == pa.string_view()
+    mask = (pc.starts_with(pc.field("email"), "b") | (pc.field("v") < 30)) & (
+        pc.field("email") != ""
+    )
+    want = plain.filter(mask)
+    assert got.column("v").to_pylist() == want.column("v").to_pylist()
+    assert got.column("email").to_pylist() == want.column("email").to_pylist()
+    assert got.column("clean").to_pylist() == [
+        None if e is None else e.strip().lower() for e in want.column("email").to_pylist()
+    ]
+    assert got.column("n").to_pylist() == [
+        None if r is None else len(r) for r in want.column("raw").to_pylist()
+    ]
+    # Keys of the view type through group_by, dedup and join.
+    agg = p.group_by("clean", {"n": (None, "size")}, sort=True).collect()
+    assert agg.column("clean").to_pylist() == ["ann@x.com", "bob@y.org", "ünï@código.es"]
+    assert p.dedup("email").collect().num_rows == 3
+    joined = fb.scan(path).join(fb.scan(path).dedup("email").select(["email"]), on="email")
+    assert joined.collect().num_rows == t.num_rows - 50  # null emails do not match
 
 
 def test_progress_bar_counts_input_rows(tmp_path, capsys) -> None:

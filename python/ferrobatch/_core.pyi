@@ -34,6 +34,7 @@ def join(
     validate: str | None,
     max_output_rows: int | None,
 ) -> pa.Table: ...
+def take(data: Any, indices: pa.UInt32Array) -> pa.Table: ...
 def join_indices(
     left: Any,
     right: Any,

@@ -98,12 +98,38 @@ def _source(source: Any) -> tuple[Any, pa.Schema, str]:
     return ds.dataset(source), source.schema, f"in-memory table ({source.num_rows} rows)"
 
 
+_UNVIEW = {pa.string_view(): pa.large_string(), pa.binary_view(): pa.large_binary()}
+
+
+def _unview_schema(schema: pa.Schema) -> pa.Schema:
+    """`schema` with string_view / binary_view columns as large_string / large_binary: the types
+    expressions are evaluated on (pyarrow's compute kernels mostly lack the view types)."""
+    return pa.schema([f.with_type(_UNVIEW.get(f.type, f.type)) for f in schema])
+
+
+def _unview(batch: pa.RecordBatch) -> pa.RecordBatch:
+    schema = _unview_schema(batch.schema)
+    return batch if schema == batch.schema else batch.cast(schema)
+
+
+def _try_eval(expr: pc.Expression, schema: pa.Schema) -> pa.DataType:
+    return ds.dataset(schema.empty_table()).to_table(columns={"_": expr}).schema.field(0).type
+
+
+def _evaluates(expr: pc.Expression, schema: pa.Schema) -> bool:
+    try:
+        _try_eval(expr, schema)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError):
+        return False
+    return True
+
+
 def _check_expr(expr: Any, schema: pa.Schema, what: str) -> pa.DataType:
-    """Type-check `expr` against `schema`; returns its result type."""
+    """Type-check `expr` against `schema` (view columns unviewed); returns its result type."""
     if not isinstance(expr, pc.Expression):
         raise TypeError(f"{what} must be a pyarrow.compute.Expression, got {type(expr).__name__}")
     try:
-        out = ds.dataset(schema.empty_table()).to_table(columns={"_": expr})
+        return _try_eval(expr, _unview_schema(schema))
     except pa.ArrowInvalid as e:
         msg = str(e)
         if "No match for FieldRef" in msg:
@@ -111,29 +137,55 @@ def _check_expr(expr: Any, schema: pa.Schema, what: str) -> pa.DataType:
             raise KeyError(
                 f"{what} refers to column {name!r}, which is not among {schema.names}"
             ) from None
+        if "Precision is not great enough" in msg:
+            msg += " (compare decimals with decimal literals, e.g. pc.scalar(Decimal('300')))"
         raise TypeError(f"{what} {expr} is invalid for the input: {msg}") from None
-    except pa.ArrowNotImplementedError as e:
+    except (pa.ArrowNotImplementedError, pa.ArrowTypeError) as e:
         raise TypeError(f"{what} {expr} cannot be evaluated on the input: {e}") from None
-    return out.schema.field(0).type
 
 
 def _columns_of(expr: pc.Expression, schema: pa.Schema) -> set[str]:
     """The input columns `expr` reads: those without which it no longer evaluates."""
-    needed = set()
-    for name in schema.names:
-        rest = pa.schema([f for f in schema if f.name != name])
-        try:
-            ds.dataset(rest.empty_table()).to_table(columns={"_": expr})
-        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
-            needed.add(name)
-    return needed
+    schema = _unview_schema(schema)
+    return {
+        name
+        for name in schema.names
+        if not _evaluates(expr, pa.schema([f for f in schema if f.name != name]))
+    }
 
 
-def _eval(
-    batch: pa.RecordBatch, columns: dict[str, Any] | None = None, filt: Any = None
-) -> pa.Table:
-    d = ds.dataset(pa.Table.from_batches([batch]))
-    return d.to_table(columns=columns, filter=filt)
+def _field_name(expr: pc.Expression, schema: pa.Schema) -> str | None:
+    """The column `expr` is a bare reference to, if it is one."""
+    return next((n for n in schema.names if expr.equals(pc.field(n))), None)
+
+
+def _evaluate(batch: pa.RecordBatch, exprs: dict[str, pc.Expression]) -> dict[str, pa.Array]:
+    """The columns `exprs` of `batch`: bare column references pass through with their type,
+    the rest are evaluated on the batch with view columns unviewed."""
+    cols: dict[str, pa.Array] = {}
+    computed = {}
+    for name, e in exprs.items():
+        ref = _field_name(e, batch.schema)
+        if ref is not None:
+            cols[name] = batch.column(ref)
+        else:
+            computed[name] = e
+    if computed:
+        t = ds.dataset(pa.Table.from_batches([_unview(batch)])).to_table(columns=computed)
+        for name in computed:
+            cols[name] = t.column(name).combine_chunks()
+    return cols
+
+
+def _filter(batch: pa.RecordBatch, expr: pc.Expression) -> pa.RecordBatch:
+    """The rows of `batch` where `expr` is true (null counts as false)."""
+    mask = _evaluate(batch, {"_": expr})["_"]
+    if not any(f.type in _UNVIEW for f in batch.schema):
+        return batch.filter(mask)
+    # pyarrow's filter lacks the view types: gather the kept rows with the core's `take`.
+    rows = pc.indices_nonzero(mask).cast(pa.uint32())
+    kept = fb._core.take(batch, rows)
+    return kept.combine_chunks().to_batches()[0] if kept.num_rows else batch.slice(0, 0)
 
 
 @dataclass
@@ -161,14 +213,16 @@ class _Run:
         return s
 
     def report(self) -> Report:
-        """Rows in = the rows out of a stage's inputs; seconds exclude the inputs' time."""
+        """Rows in = the rows out of a stage's inputs (a scan's: the rows it decoded); seconds
+        exclude the inputs' time."""
         by_node: dict[int, list[StageStats]] = {}
         for node, st in self.stats:
             by_node.setdefault(id(node), []).append(st)
         stages = []
         for node, st in self.stats:
             kids = [k for c in node.inputs for k in by_node.get(id(c), [])]
-            st.rows_in = sum(k.rows_out for k in kids)
+            if node.inputs:  # a scan's rows in are the rows it read
+                st.rows_in = sum(k.rows_out for k in kids)
             own = st.seconds - sum(k.seconds for k in kids)
             stages.append(StageStats(st.stage, st.rows_in, st.rows_out, st.batches, max(own, 0.0)))
         return Report(stages, _now() - self.start, _peak_rss_mb())
@@ -213,7 +267,7 @@ class _Node:
         """Input columns needed to produce the output columns `out`, per input."""
         return [set(out) for _ in self.inputs]
 
-    def run(self, run: _Run, plan: _Plan) -> Iterator[pa.RecordBatch]:
+    def run(self, run: _Run, plan: _Plan, stats: StageStats) -> Iterator[pa.RecordBatch]:
         """The node's output batches (inputs pulled through :func:`_execute`)."""
         raise NotImplementedError
 
@@ -228,33 +282,62 @@ class _Scan(_Node):
             schema = pa.schema([schema.field(c) for c in columns])
         self.schema = schema
         self.batch_size = batch_size
-        self.filters: list[pc.Expression] = []
         self.used = False
 
     def label(self) -> str:
         return f"scan {self.desc}"
 
-    def scanner(self, columns: list[str], filters: list[pc.Expression]) -> Any:
-        filt = None
+    def source(self, filters: list[pc.Expression]) -> tuple[Any, int | None, str]:
+        """What a run reads under the pushed `filters`: the data (for Parquet, only the row
+        groups whose statistics the filters cannot rule out), the rows that will be read when
+        the metadata tells, and a description of the pruning."""
+        data = self.data
+        filt = None  # the filters pyarrow's statistics pruning can evaluate (no view types)
         for f in filters:
-            filt = f if filt is None else filt & f
-        kw: dict[str, Any] = {"columns": columns, "filter": filt}
+            if _evaluates(f, data.schema):
+                filt = f if filt is None else filt & f
+        if isinstance(data, pa.RecordBatchReader):
+            return data, None, ""
+        if isinstance(data, ds.FileSystemDataset) and isinstance(data.format, ds.ParquetFileFormat):
+            frags = list(data.get_fragments())
+            groups = sum(f.num_row_groups for f in frags)
+            rows = sum(rg.num_rows for f in frags for rg in f.row_groups)
+            if filt is None:
+                return data, rows, f"{groups:,} row groups, {rows:,} rows"
+            kept = [f.subset(filter=filt) for f in data.get_fragments(filter=filt)]
+            kept = [f for f in kept if f.num_row_groups]
+            kept_rows = sum(rg.num_rows for f in kept for rg in f.row_groups)
+            pruned = ds.FileSystemDataset(kept, data.schema, data.format, data.filesystem)
+            note = (f"{sum(f.num_row_groups for f in kept):,} of {groups:,} row groups, "
+                    f"{kept_rows:,} of {rows:,} rows (statistics)")  # fmt: skip
+            return pruned, kept_rows, note
+        if isinstance(data, ds.InMemoryDataset):
+            return data, data.count_rows(), ""
+        return data, None, ""
+
+    def run(self, run: _Run, plan: _Plan, stats: StageStats) -> Iterator[pa.RecordBatch]:
+        """Read the needed columns of the pruned source; the pushed filter is applied to each
+        batch as it is decoded. Rows in = rows read from the source."""
+        data, _, _ = plan.sources[id(self)]
+        filt = plan.scan_filter(self)
+        kw: dict[str, Any] = {"columns": plan.columns[id(self)]}
         if self.batch_size is not None:
             kw["batch_size"] = self.batch_size
-        if isinstance(self.data, pa.RecordBatchReader):
+        if isinstance(data, pa.RecordBatchReader):
             if self.used:
                 raise ValueError("a pipeline over a RecordBatchReader can run only once")
             self.used = True
-            return ds.Scanner.from_batches(self.data, **kw)
-        # Bounded read-ahead (pyarrow's defaults keep 4 files and 16 batches in flight): the
-        # memory of a streaming run stays a few batches, not a few files.
-        return self.data.scanner(batch_readahead=2, fragment_readahead=1, **kw)
-
-    def run(self, run: _Run, plan: _Plan) -> Iterator[pa.RecordBatch]:
-        scanner = self.scanner(plan.columns[id(self)], plan.filters.get(id(self), []))
+            scanner = ds.Scanner.from_batches(data, **kw)
+        else:
+            # Bounded read-ahead (pyarrow's defaults keep 4 files and 16 batches in flight):
+            # the memory of a streaming run stays a few batches, not a few files.
+            scanner = data.scanner(batch_readahead=2, fragment_readahead=1, **kw)
         for b in scanner.to_batches():
+            stats.rows_in += b.num_rows
             if run.progress is not None:
                 run.progress.update(b.num_rows)
+            if filt is not None:
+                b = _filter(b, filt)
             if b.num_rows:
                 yield b
 
@@ -267,6 +350,13 @@ class _Plan:
     columns: dict[int, list[str]]
     filters: dict[int, list[pc.Expression]]
     pushed: set[int]
+    sources: dict[int, tuple[Any, int | None, str]] = field(default_factory=dict)
+
+    def scan_filter(self, scan: _Scan) -> pc.Expression | None:
+        filt = None
+        for f in self.filters.get(id(scan), []):
+            filt = f if filt is None else filt & f
+        return filt
 
 
 def _topo(root: _Node) -> list[_Node]:
@@ -321,12 +411,16 @@ def _plan(root: _Node) -> _Plan:
         for n in order
         if isinstance(n, _Scan)
     }
-    return _Plan(need, columns, filters, pushed)
+    plan = _Plan(need, columns, filters, pushed)
+    for n in order:
+        if isinstance(n, _Scan):
+            plan.sources[id(n)] = n.source(plan.filters.get(id(n), []))
+    return plan
 
 
 def _execute(node: _Node, run: _Run, plan: _Plan) -> Iterator[pa.RecordBatch]:
     stats = run.stage(node)
-    it = node.run(run, plan)
+    it = node.run(run, plan, stats)
     while True:
         start = _now()
         try:
@@ -355,13 +449,15 @@ class _Filter(_Node):
     def needs(self, out: set[str]) -> list[set[str]]:
         return [set(out) | _columns_of(self.expr, self.inputs[0].schema)]
 
-    def run(self, run: _Run, plan: _Plan) -> Iterator[pa.RecordBatch]:
+    def run(self, run: _Run, plan: _Plan, stats: StageStats) -> Iterator[pa.RecordBatch]:
         rows = _execute(self.inputs[0], run, plan)
         if id(self) in plan.pushed:
             yield from rows
             return
         for b in rows:
-            yield from _eval(b, filt=self.expr).to_batches()
+            b = _filter(b, self.expr)
+            if b.num_rows:
+                yield b
 
 
 class _Project(_Node):
@@ -387,9 +483,12 @@ class _Project(_Node):
                 if e not in schema.names:
                     raise KeyError(f"select: column {e!r} is not among {schema.names}")
                 e = pc.field(e)
-            t = _check_expr(e, schema, f"column {name!r}")
+            ref = _field_name(e, schema)
+            if ref is not None:  # passes through: keeps its type (views included)
+                fields.append(schema.field(ref).with_name(name))
+            else:
+                fields.append(pa.field(name, _check_expr(e, schema, f"column {name!r}")))
             exprs[name] = e
-            fields.append(pa.field(name, t))
         self.inputs = (child,)
         self.exprs = exprs
         self.schema = pa.schema(fields)
@@ -405,12 +504,14 @@ class _Project(_Node):
                 cols |= _columns_of(e, self.inputs[0].schema)
         return [cols]
 
-    def run(self, run: _Run, plan: _Plan) -> Iterator[pa.RecordBatch]:
+    def run(self, run: _Run, plan: _Plan, stats: StageStats) -> Iterator[pa.RecordBatch]:
         want = plan.need.get(id(self), set(self.exprs))
         cols = {n: e for n, e in self.exprs.items() if n in want}
+        schema = pa.schema([f for f in self.schema if f.name in cols])
         for b in _execute(self.inputs[0], run, plan):
             if cols:
-                yield from _eval(b, columns=cols).to_batches()
+                out = _evaluate(b, cols)
+                yield pa.record_batch([out[f.name] for f in schema], schema=schema)
             else:
                 # No column is needed downstream (a row count): keep the rows, not the columns.
                 yield b.select([])
@@ -432,7 +533,7 @@ class _MapBatches(_Node):
     def needs(self, out: set[str]) -> list[set[str]]:
         return [set(self.inputs[0].schema.names)]
 
-    def run(self, run: _Run, plan: _Plan) -> Iterator[pa.RecordBatch]:
+    def run(self, run: _Run, plan: _Plan, stats: StageStats) -> Iterator[pa.RecordBatch]:
         for b in _execute(self.inputs[0], run, plan):
             t = _to_table(self.fn(b))
             if t.schema != self.schema:
@@ -457,7 +558,7 @@ class _Head(_Node):
     def label(self) -> str:
         return f"head {self.n}"
 
-    def run(self, run: _Run, plan: _Plan) -> Iterator[pa.RecordBatch]:
+    def run(self, run: _Run, plan: _Plan, stats: StageStats) -> Iterator[pa.RecordBatch]:
         left = self.n
         if left == 0:
             return
@@ -492,7 +593,7 @@ class _GroupBy(_Node):
                 cols.add(spec[2])
         return [cols]
 
-    def run(self, run: _Run, plan: _Plan) -> Iterator[pa.RecordBatch]:
+    def run(self, run: _Run, plan: _Plan, stats: StageStats) -> Iterator[pa.RecordBatch]:
         keys, aggs, dropna, sort = self.args
         child = self.inputs[0]
         cols = [c for c in child.schema.names if c in plan.need.get(id(child), set())]
@@ -520,7 +621,7 @@ class _Whole(_Node):
     def needs(self, out: set[str]) -> list[set[str]]:
         return [set(self.inputs[0].schema.names)]
 
-    def run(self, run: _Run, plan: _Plan) -> Iterator[pa.RecordBatch]:
+    def run(self, run: _Run, plan: _Plan, stats: StageStats) -> Iterator[pa.RecordBatch]:
         child = self.inputs[0]
         t = pa.Table.from_batches(list(_execute(child, run, plan)), schema=child.schema)
         yield from self.fn(t).to_batches()
@@ -542,7 +643,7 @@ class _DedupFirst(_Node):
     def needs(self, out: set[str]) -> list[set[str]]:
         return [set(out) | set(self.subset)]
 
-    def run(self, run: _Run, plan: _Plan) -> Iterator[pa.RecordBatch]:
+    def run(self, run: _Run, plan: _Plan, stats: StageStats) -> Iterator[pa.RecordBatch]:
         seen: pa.Table | None = None
         for b in _execute(self.inputs[0], run, plan):
             new = fb.dedup(b, self.subset, keep="first")
@@ -568,7 +669,7 @@ class _Join(_Node):
     def needs(self, out: set[str]) -> list[set[str]]:
         return [set(c.schema.names) for c in self.inputs]
 
-    def run(self, run: _Run, plan: _Plan) -> Iterator[pa.RecordBatch]:
+    def run(self, run: _Run, plan: _Plan, stats: StageStats) -> Iterator[pa.RecordBatch]:
         left, right = self.inputs
         r = pa.Table.from_batches(list(_execute(right, run, plan)), schema=right.schema)
         if self.kw["how"] in ("inner", "left", "semi", "anti"):
@@ -616,7 +717,7 @@ class _Expect(_Node):
     def needs(self, out: set[str]) -> list[set[str]]:
         return [set(out) | set(self.not_null) | set(self.unique)]
 
-    def run(self, run: _Run, plan: _Plan) -> Iterator[pa.RecordBatch]:
+    def run(self, run: _Run, plan: _Plan, stats: StageStats) -> Iterator[pa.RecordBatch]:
         child = self.inputs[0]
         rows = 0
         nulls = dict.fromkeys(self.not_null, 0)
@@ -889,6 +990,9 @@ class Pipeline:
                 pushed = plan.filters.get(id(node), [])
                 if pushed:
                     text += f"\n{'  ' * (depth + 1)}pushed filter: {' and '.join(map(str, pushed))}"
+                note = plan.sources[id(node)][2]
+                if note:
+                    text += f"\n{'  ' * (depth + 1)}reads: {note}"
             if id(node) in plan.pushed:
                 text += " (pushed into the scan)"
             lines.append("  " * depth + text)
@@ -939,19 +1043,10 @@ class Report:
 
 
 def _input_rows(root: _Node, plan: _Plan) -> int | None:
-    """Rows the scans will read, when their metadata says so without reading (unfiltered
-    in-memory or Parquet datasets: Parquet footers)."""
-    total = 0
-    for node in _topo(root):
-        if isinstance(node, _Scan):
-            if isinstance(node.data, pa.RecordBatchReader) or plan.filters.get(id(node)):
-                return None
-            if isinstance(node.data, ds.FileSystemDataset) and not isinstance(
-                node.data.format, ds.ParquetFileFormat
-            ):
-                return None
-            total += node.data.count_rows()
-    return total
+    """Rows the scans will read, when their metadata says so without reading (in-memory
+    tables; Parquet footers, after row-group pruning)."""
+    rows = [plan.sources[id(n)][1] for n in _topo(root) if isinstance(n, _Scan)]
+    return None if None in rows else sum(rows)  # type: ignore[arg-type]
 
 
 def scan(

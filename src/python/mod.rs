@@ -322,6 +322,27 @@ fn join<'py>(
 }
 
 /// Row pairs of a join as two `uint32` arrays (`2**32 - 1` marks a missing side).
+/// The rows `indices` (a `uint32` array) of `data`: a gather for every Arrow type, view
+/// types included (pyarrow's `take` lacks them).
+#[pyfunction]
+fn take<'py>(
+    py: Python<'py>,
+    data: AnyRecordBatch,
+    indices: pyo3_arrow::PyArray,
+) -> PyResult<Bound<'py, PyAny>> {
+    let table = table_in(data)?;
+    let idx = indices
+        .array()
+        .as_any()
+        .downcast_ref::<arrow_array::UInt32Array>()
+        .filter(|a| arrow_array::Array::null_count(*a) == 0)
+        .ok_or_else(|| PyTypeError::new_err("take: indices must be a uint32 array without nulls"))?
+        .values()
+        .to_vec();
+    let out = run(py, || crate::gather::take_checked(&table, &idx))?;
+    table_out(py, out)
+}
+
 #[pyfunction]
 #[pyo3(signature = (left, right, left_on, right_on, how, nulls_equal, validate, max_output_rows))]
 #[allow(clippy::too_many_arguments)]
@@ -388,6 +409,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(group_by, m)?)?;
     m.add_class::<GroupByState>()?;
     m.add_function(wrap_pyfunction!(join_indices, m)?)?;
+    m.add_function(wrap_pyfunction!(take, m)?)?;
     m.add_function(wrap_pyfunction!(set_num_threads, m)?)?;
     m.add_function(wrap_pyfunction!(get_num_threads, m)?)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
