@@ -206,6 +206,8 @@ class _Run:
     stats: list[tuple[_Node, StageStats]] = field(default_factory=list)
     start: float = field(default_factory=lambda: _now())
     progress: Any = None
+    nested: list[float] = field(default_factory=list)
+    cache: dict[int, list[pa.RecordBatch]] = field(default_factory=dict)
 
     def stage(self, node: _Node) -> StageStats:
         s = StageStats(node.label())
@@ -213,8 +215,7 @@ class _Run:
         return s
 
     def report(self) -> Report:
-        """Rows in = the rows out of a stage's inputs (a scan's: the rows it decoded); seconds
-        exclude the inputs' time."""
+        """Rows in = the rows out of a stage's inputs (a scan's: the rows it decoded)."""
         by_node: dict[int, list[StageStats]] = {}
         for node, st in self.stats:
             by_node.setdefault(id(node), []).append(st)
@@ -223,8 +224,7 @@ class _Run:
             kids = [k for c in node.inputs for k in by_node.get(id(c), [])]
             if node.inputs:  # a scan's rows in are the rows it read
                 st.rows_in = sum(k.rows_out for k in kids)
-            own = st.seconds - sum(k.seconds for k in kids)
-            stages.append(StageStats(st.stage, st.rows_in, st.rows_out, st.batches, max(own, 0.0)))
+            stages.append(StageStats(st.stage, st.rows_in, st.rows_out, st.batches, st.seconds))
         return Report(stages, _now() - self.start, _peak_rss_mb())
 
 
@@ -259,6 +259,7 @@ def _peak_rss_mb() -> float:
 class _Node:
     schema: pa.Schema
     inputs: tuple[_Node, ...] = ()
+    kernel = False  # group_by, sort, dedup, join: worth running once when shared
 
     def label(self) -> str:
         raise NotImplementedError
@@ -351,6 +352,7 @@ class _Plan:
     filters: dict[int, list[pc.Expression]]
     pushed: set[int]
     sources: dict[int, tuple[Any, int | None, str]] = field(default_factory=dict)
+    reuse: set[int] = field(default_factory=set)
 
     def scan_filter(self, scan: _Scan) -> pc.Expression | None:
         filt = None
@@ -412,6 +414,12 @@ def _plan(root: _Node) -> _Plan:
         if isinstance(n, _Scan)
     }
     plan = _Plan(need, columns, filters, pushed)
+    # A shared sub-plan with a kernel in it (expensive to recompute, materialized or holding
+    # state anyway) runs once per run; a shared streaming chain is re-read by each consumer,
+    # so that memory stays bounded by batches.
+    plan.reuse = {
+        id(n) for n in order if consumers.get(id(n), 0) > 1 and any(m.kernel for m in _topo(n))
+    }
     for n in order:
         if isinstance(n, _Scan):
             plan.sources[id(n)] = n.source(plan.filters.get(id(n), []))
@@ -419,16 +427,33 @@ def _plan(root: _Node) -> _Plan:
 
 
 def _execute(node: _Node, run: _Run, plan: _Plan) -> Iterator[pa.RecordBatch]:
+    """The output batches of `node` in this run. A shared sub-plan in `plan.reuse` runs once:
+    its first consumer runs it, keeping the batches for the others."""
+    if id(node) not in plan.reuse:
+        yield from _stream(node, run, plan)
+        return
+    if id(node) not in run.cache:
+        run.cache[id(node)] = list(_stream(node, run, plan))
+    yield from run.cache[id(node)]
+
+
+def _stream(node: _Node, run: _Run, plan: _Plan) -> Iterator[pa.RecordBatch]:
+    """Run `node`, counting its batches and rows and timing its own work: the time inside its
+    `next()` less the time its inputs took within it (`run.nested` holds those sums)."""
     stats = run.stage(node)
     it = node.run(run, plan, stats)
     while True:
+        run.nested.append(0.0)
         start = _now()
         try:
             batch = next(it)
         except StopIteration:
-            stats.seconds += _now() - start
             return
-        stats.seconds += _now() - start
+        finally:
+            elapsed = _now() - start
+            stats.seconds += elapsed - run.nested.pop()
+            if run.nested:
+                run.nested[-1] += elapsed
         stats.batches += 1
         stats.rows_out += batch.num_rows
         yield batch
@@ -570,6 +595,8 @@ class _Head(_Node):
 
 
 class _GroupBy(_Node):
+    kernel = True
+
     def __init__(
         self, child: _Node, keys: Any, aggs: dict[str, Any], dropna: bool, sort: bool
     ) -> None:
@@ -607,6 +634,8 @@ class _GroupBy(_Node):
 class _Whole(_Node):
     """A kernel over the whole (materialized) input: sort, dedup."""
 
+    kernel = True
+
     def __init__(
         self, child: _Node, what: str, fn: Callable[[pa.Table], pa.Table], args: Any
     ) -> None:
@@ -632,6 +661,8 @@ class _DedupFirst(_Node):
     earlier batches (an anti join with null == null, NaN == NaN, -0.0 == 0.0, as dedup's key
     rules); the state is one row per distinct key."""
 
+    kernel = True
+
     def __init__(self, child: _Node, subset: Any) -> None:
         self.inputs = (child,)
         self.schema = fb.dedup(child.schema.empty_table(), subset).schema
@@ -656,6 +687,8 @@ class _DedupFirst(_Node):
 
 
 class _Join(_Node):
+    kernel = True
+
     def __init__(self, left: _Node, right: _Node, on: Any, kw: dict[str, Any]) -> None:
         self.inputs = (left, right)
         self.on, self.kw = on, kw
