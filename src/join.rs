@@ -26,6 +26,8 @@
 //!    [`crate::gather`] (a [`NULL_ROW`] index gives a null); the key columns of right and
 //!    outer joins are coalesced (left value where the left row exists, else the right one).
 
+pub mod stream;
+
 use std::collections::HashSet;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};

@@ -637,22 +637,29 @@ class _Whole(_Node):
     kernel = True
 
     def __init__(
-        self, child: _Node, what: str, fn: Callable[[pa.Table], pa.Table], args: Any
+        self,
+        child: _Node,
+        what: str,
+        fn: Callable[[pa.Table], pa.Table],
+        keys: str | Sequence[str] | None,
     ) -> None:
         self.inputs = (child,)
         self.fn = fn
         self.schema = fn(child.schema.empty_table()).schema
-        self.what = f"{what} {args!r}"
+        self.what = f"{what} {keys!r}"
+        self.keys = set(fb._key_list(keys, "keys") or child.schema.names)
 
     def label(self) -> str:
         return self.what
 
     def needs(self, out: set[str]) -> list[set[str]]:
-        return [set(self.inputs[0].schema.names)]
+        return [set(out) | self.keys]
 
     def run(self, run: _Run, plan: _Plan, stats: StageStats) -> Iterator[pa.RecordBatch]:
         child = self.inputs[0]
-        t = pa.Table.from_batches(list(_execute(child, run, plan)), schema=child.schema)
+        cols = _needed(child, plan)
+        batches = [b.select(cols) for b in _execute(child, run, plan)]
+        t = pa.Table.from_batches(batches, schema=_select(child.schema, cols))
         yield from self.fn(t).to_batches()
 
 
@@ -687,31 +694,85 @@ class _DedupFirst(_Node):
 
 
 class _Join(_Node):
+    """inner / left / semi / anti: the right side is built once (:class:`fb._core.JoinBuild`,
+    a hash table of its keys) and every left batch is probed as it arrives, so the output
+    streams in left order. right / outer / cross joins materialize both sides."""
+
     kernel = True
 
     def __init__(self, left: _Node, right: _Node, on: Any, kw: dict[str, Any]) -> None:
         self.inputs = (left, right)
         self.on, self.kw = on, kw
-        self.schema = fb.join(
-            left.schema.empty_table(), right.schema.empty_table(), on, **kw
-        ).schema
+        self.keys = fb._join_keys(kw["how"], on, kw["left_on"], kw["right_on"])
+        self.schema = self._join(left.schema.empty_table(), right.schema.empty_table()).schema
+        # Where each output column comes from: join empty tables whose non-key columns carry
+        # tags instead of names (no suffixes apply, output positions are the same).
+        tagged = []
+        for side, (node, keys) in enumerate(zip(self.inputs, self.keys, strict=True)):
+            names = [c if c in keys else f"__fb_tag_{side}_{i}"
+                     for i, c in enumerate(node.schema.names)]  # fmt: skip
+            tagged.append(node.schema.empty_table().rename_columns(names))
+        out = self._join(*tagged).column_names
+        self.origin: dict[str, tuple[int, str]] = {}
+        for name, tag in zip(self.schema.names, out, strict=True):
+            if tag.startswith("__fb_tag_"):
+                side, i = map(int, tag.removeprefix("__fb_tag_").split("_"))
+                self.origin[name] = (side, self.inputs[side].schema.names[i])
+            else:  # a key: under its left name
+                self.origin[name] = (0, tag)
+
+    def _join(self, left: pa.Table, right: pa.Table) -> pa.Table:
+        lo, ro = self.keys
+        kw = {**self.kw, "left_on": lo or None, "right_on": ro or None}
+        return fb.join(left, right, **kw)
 
     def label(self) -> str:
-        return f"join on={self.on!r} {self.kw}"
+        return (
+            f"join {self.kw['how']} on={self.on!r}"
+            if self.on is not None
+            else (
+                f"join {self.kw['how']} left_on={self.kw['left_on']!r} "
+                f"right_on={self.kw['right_on']!r}"
+            )
+        )
 
     def needs(self, out: set[str]) -> list[set[str]]:
-        return [set(c.schema.names) for c in self.inputs]
+        left, right = set(self.keys[0]), set(self.keys[1])
+        for name in out:
+            side, col = self.origin[name]
+            (left if side == 0 else right).add(col)
+        # A needed right column named like a left column keeps that column, so that the
+        # suffix it gets stays the same.
+        left |= right & set(self.inputs[0].schema.names)
+        return [left, right]
 
     def run(self, run: _Run, plan: _Plan, stats: StageStats) -> Iterator[pa.RecordBatch]:
         left, right = self.inputs
-        r = pa.Table.from_batches(list(_execute(right, run, plan)), schema=right.schema)
+        lcols, rcols = (_needed(n, plan) for n in self.inputs)
+        r = pa.Table.from_batches([b.select(rcols) for b in _execute(right, run, plan)],
+                                  schema=_select(right.schema, rcols))  # fmt: skip
+        lschema = _select(left.schema, lcols)
         if self.kw["how"] in ("inner", "left", "semi", "anti"):
-            # Row order is the left order: the left side streams batch by batch.
+            lo, ro = self.keys
+            build = fb._core.JoinBuild(lschema, r, lo, ro, self.kw["how"], self.kw["suffix"],
+                                       self.kw["nulls_equal"])  # fmt: skip
             for b in _execute(left, run, plan):
-                yield from fb.join(b, r, self.on, **self.kw).to_batches()
+                yield from build.probe(b.select(lcols)).to_batches()
             return
-        lt = pa.Table.from_batches(list(_execute(left, run, plan)), schema=left.schema)
-        yield from fb.join(lt, r, self.on, **self.kw).to_batches()
+        lt = pa.Table.from_batches([b.select(lcols) for b in _execute(left, run, plan)],
+                                   schema=lschema)  # fmt: skip
+        yield from self._join(lt, r).to_batches()
+
+
+def _needed(node: _Node, plan: _Plan) -> list[str]:
+    """The columns of `node`'s batches that its consumers need, in schema order (batches
+    carry at least these)."""
+    need = plan.need.get(id(node), set())
+    return [c for c in node.schema.names if c in need]
+
+
+def _select(schema: pa.Schema, names: list[str]) -> pa.Schema:
+    return pa.schema([schema.field(c) for c in names])
 
 
 class ExpectationError(ValueError):
