@@ -1144,7 +1144,8 @@ mod tests {
 
     use super::*;
 
-    fn table(cols: Vec<(&str, ArrayRef)>) -> Table {
+    /// A one-batch table of named columns (also used by the streaming join's tests).
+    pub(super) fn table(cols: Vec<(&str, ArrayRef)>) -> Table {
         let fields: Vec<Field> = cols
             .iter()
             .map(|(n, a)| Field::new(*n, a.data_type().clone(), true))

@@ -298,20 +298,10 @@ fn all_valid(cols: &[ArrayRef], n: usize, nulls_equal: bool) -> Option<Vec<bool>
 
 #[cfg(test)]
 mod tests {
-    use arrow_array::{Float32Array, Float64Array, Int32Array, Int64Array, RecordBatch};
-    use arrow_schema::{Field, Schema};
+    use arrow_array::{Float32Array, Float64Array, Int32Array, Int64Array};
 
+    use super::super::tests::table;
     use super::*;
-
-    fn table(cols: Vec<(&str, ArrayRef)>) -> Table {
-        let schema = Arc::new(Schema::new(
-            cols.iter()
-                .map(|(n, a)| Field::new(*n, a.data_type().clone(), true))
-                .collect::<Vec<_>>(),
-        ));
-        let batch = RecordBatch::try_new(schema.clone(), cols.into_iter().map(|c| c.1).collect());
-        Table::try_new(schema, vec![batch.unwrap()]).unwrap()
-    }
 
     /// Every probe equals the whole-table kernel on the same batch: widened integer keys,
     /// float keys with NaN / -0.0, nulls matching or not.
