@@ -168,6 +168,13 @@ def test_report_counts_are_real() -> None:
     assert "rows in" in str(r) and '"stages"' in r.to_json()
     reader = p.to_batches()
     assert sum(b.num_rows for b in reader) == out.num_rows
+    # A shared sub-plan with a kernel runs once; both consumers see its rows.
+    both = p.join(p.group_by([], {"groups": (None, "size")}), how="cross")
+    assert "(shared: runs once)" in both.explain()
+    assert both.collect().column("groups").to_pylist() == [out.num_rows] * out.num_rows
+    stages = [s.stage for s in both.last_report.stages]
+    assert sum(s.startswith("group_by ['s']") for s in stages) == 1
+    assert sum(s.startswith("scan") for s in stages) == 1
 
 
 def test_atomic_writes_and_expectations(tmp_path) -> None:

@@ -1077,8 +1077,16 @@ class Pipeline:
         plan = _plan(self._node)
         lines: list[str] = []
 
+        shown: set[int] = set()
+
         def walk(node: _Node, depth: int) -> None:
             text = node.label()
+            if id(node) in shown:  # a shared sub-plan, printed in full where first met
+                lines.append("  " * depth + text + " (shared sub-plan, as above)")
+                return
+            shown.add(id(node))
+            if id(node) in plan.reuse:
+                text += " (shared: runs once)"
             if isinstance(node, _Scan):
                 text += f"\n{'  ' * (depth + 1)}columns: {plan.columns[id(node)]}"
                 pushed = plan.filters.get(id(node), [])
