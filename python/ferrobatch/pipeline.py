@@ -293,10 +293,8 @@ class _Scan(_Node):
         groups whose statistics the filters cannot rule out), the rows that will be read when
         the metadata tells, and a description of the pruning."""
         data = self.data
-        filt = None  # the filters pyarrow's statistics pruning can evaluate (no view types)
-        for f in filters:
-            if _evaluates(f, data.schema):
-                filt = f if filt is None else filt & f
+        # Pruned by the filters pyarrow's statistics can evaluate (no view types).
+        filt = _and([f for f in filters if _evaluates(f, data.schema)])
         if isinstance(data, pa.RecordBatchReader):
             return data, None, ""
         if isinstance(data, ds.FileSystemDataset) and isinstance(data.format, ds.ParquetFileFormat):
@@ -355,10 +353,15 @@ class _Plan:
     reuse: set[int] = field(default_factory=set)
 
     def scan_filter(self, scan: _Scan) -> pc.Expression | None:
-        filt = None
-        for f in self.filters.get(id(scan), []):
-            filt = f if filt is None else filt & f
-        return filt
+        return _and(self.filters.get(id(scan), []))
+
+
+def _and(filters: list[pc.Expression]) -> pc.Expression | None:
+    """The conjunction of `filters` (None for none)."""
+    filt = None
+    for f in filters:
+        filt = f if filt is None else filt & f
+    return filt
 
 
 def _topo(root: _Node) -> list[_Node]:
@@ -623,9 +626,8 @@ class _GroupBy(_Node):
     def run(self, run: _Run, plan: _Plan, stats: StageStats) -> Iterator[pa.RecordBatch]:
         keys, aggs, dropna, sort = self.args
         child = self.inputs[0]
-        cols = [c for c in child.schema.names if c in plan.need.get(id(child), set())]
-        state = fb.GroupByState(pa.schema([child.schema.field(c) for c in cols]), keys, aggs,
-                                dropna=dropna, sort=sort)  # fmt: skip
+        cols = _needed(child, plan)
+        state = fb.GroupByState(_select(child.schema, cols), keys, aggs, dropna=dropna, sort=sort)
         for b in _execute(child, run, plan):
             state.absorb(b.select(cols))
         yield from state.finish().to_batches()
@@ -689,7 +691,7 @@ class _DedupFirst(_Node):
                 new = fb.join(new, seen, self.subset, how="anti", nulls_equal=True)
             if new.num_rows:
                 keys = new.select(self.subset)
-                seen = keys if seen is None else pa.concat_tables([seen, keys]).combine_chunks()
+                seen = keys if seen is None else pa.concat_tables([seen, keys])  # no copy
                 yield from new.to_batches()
 
 
