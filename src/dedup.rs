@@ -19,7 +19,7 @@ use rayon::prelude::*;
 use crate::error::{Error, Result};
 use crate::gather::take_table;
 use crate::keys::intern::SEED;
-use crate::keys::{CodeMode, Keys, encode_columns, pack, packed_card};
+use crate::keys::{CodeMode, Keys, encode_positions, pack, packed_card};
 use crate::parallel::{DisjointSlice, partition_count, partition_rows};
 use crate::table::Table;
 
@@ -48,21 +48,17 @@ impl std::str::FromStr for Keep {
 /// Row indices (in input order) of the rows `dedup` keeps.
 pub fn dedup_indices(table: &Table, subset: Option<&[String]>, keep: Keep) -> Result<Vec<u32>> {
     let n = table.checked_num_rows()?;
-    let names: Vec<String> = match subset {
+    // Without a subset every column counts, by position: two columns may share a name.
+    let idx: Vec<usize> = match subset {
         Some([]) => {
             return Err(Error::Value(
                 "dedup subset must name at least one column".into(),
             ));
         }
-        Some(s) => s.to_vec(),
-        None => table
-            .schema
-            .fields()
-            .iter()
-            .map(|f| f.name().clone())
-            .collect(),
+        Some(s) => s.iter().map(|c| table.index_of(c)).collect::<Result<_>>()?,
+        None => (0..table.schema.fields().len()).collect(),
     };
-    let cols = encode_columns(table, &names, &vec![CodeMode::Equality; names.len()])?;
+    let cols = encode_positions(table, &idx, &vec![CodeMode::Equality; idx.len()])?;
     if n == 0 {
         return Ok(Vec::new());
     }

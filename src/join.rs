@@ -253,6 +253,11 @@ fn check_keys(left: &Table, right: &Table, opts: &JoinOptions) -> Result<Vec<(us
                         &format!(" not found in the {which} table"),
                         1,
                     )),
+                    Error::Value(m) => Error::Value(m.replacen(
+                        " is ambiguous",
+                        &format!(" is ambiguous in the {which} table"),
+                        1,
+                    )),
                     e => e,
                 })
             };

@@ -44,11 +44,23 @@ impl Table {
         Ok(n)
     }
 
-    /// Position of the column `name`, or a `ColumnNotFound` error suggesting close names.
+    /// Position of the column `name`: a `ColumnNotFound` error suggesting close names when
+    /// there is none, a `Value` error when several columns have that name (picking one would
+    /// silently answer a question nobody asked).
     pub fn index_of(&self, name: &str) -> Result<usize> {
-        self.schema.index_of(name).map_err(|_| {
-            Error::column_not_found(name, self.schema.fields().iter().map(|f| f.name().as_str()))
-        })
+        let fields = self.schema.fields();
+        let mut hits = fields.iter().enumerate().filter(|(_, f)| f.name() == name);
+        match (hits.next(), hits.count()) {
+            (Some((i, _)), 0) => Ok(i),
+            (Some(_), more) => Err(Error::Value(format!(
+                "column {name:?} is ambiguous: {} columns have that name",
+                more + 1
+            ))),
+            (None, _) => Err(Error::column_not_found(
+                name,
+                fields.iter().map(|f| f.name().as_str()),
+            )),
+        }
     }
 
     /// The chunks of column `i`, one per batch (empty batches skipped).
@@ -182,6 +194,28 @@ pub fn native_values<N: ArrowNativeType>(c: &ArrayRef) -> ScalarBuffer<N> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ambiguous_and_missing_names() {
+        use arrow_array::Int64Array;
+        use arrow_schema::{Field, Schema};
+        use std::sync::Arc;
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("a", DataType::Int64, true),
+            Field::new("b", DataType::Int64, true),
+            Field::new("a", DataType::Int64, true),
+        ]));
+        let col: ArrayRef = Arc::new(Int64Array::from(vec![1]));
+        let b = RecordBatch::try_new(schema.clone(), vec![col.clone(), col.clone(), col]).unwrap();
+        let t = Table::try_new(schema, vec![b]).unwrap();
+        assert_eq!(t.index_of("b").unwrap(), 1);
+        let e = t.index_of("a").unwrap_err();
+        assert!(
+            matches!(&e, Error::Value(m) if m.contains("ambiguous")),
+            "{e}"
+        );
+        assert!(matches!(t.index_of("c"), Err(Error::ColumnNotFound(_))));
+    }
 
     #[test]
     fn locator_maps_every_row() {

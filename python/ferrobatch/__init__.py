@@ -10,7 +10,9 @@ Kernels release the GIL and run on a ferrobatch-owned thread pool
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import numbers
+import operator
+from collections.abc import Iterator, Sequence
 from typing import Any, Literal
 
 import pyarrow as pa
@@ -40,18 +42,82 @@ class FallbackWarning(UserWarning):
 
 
 def _arrow_input(data: Any, arg: str = "data") -> Any:
-    """Return an object the Rust core can read through the Arrow C interfaces."""
+    """Return a pyarrow ``Table`` or ``RecordBatch`` the Rust core can read through the Arrow C
+    interfaces.
+
+    Streams (readers, ``__arrow_c_stream__`` objects) are read here, batch by batch, and every
+    batch is checked against the stream's declared schema before any kernel touches it: the C
+    stream interface hands over a batch's buffers without their sizes, so a batch of another
+    type than declared would otherwise be read past its end. Reading through pyarrow also keeps
+    the class of an exception the producer raised (a generator's ``KeyError`` stays one).
+    """
     pd = _pandas_module()
     if pd is not None and isinstance(data, pd.DataFrame):
         # pandas >= 3 exports __arrow_c_stream__ too, but with its index as a column.
         return pa.Table.from_pandas(data, preserve_index=False)
-    if hasattr(data, "__arrow_c_stream__") or hasattr(data, "__arrow_c_array__"):
+    if isinstance(data, pa.Table | pa.RecordBatch):
         return data
+    if isinstance(data, pa.RecordBatchReader):
+        return _read_checked(data, arg)
+    if hasattr(data, "__arrow_c_stream__"):
+        try:
+            reader = pa.RecordBatchReader.from_stream(data)
+        except (pa.ArrowException, TypeError) as e:
+            raise TypeError(f"{arg}: cannot read its Arrow stream as record batches: {e}") from e
+        return _read_checked(reader, arg)
+    if hasattr(data, "__arrow_c_array__"):
+        try:
+            batch = pa.record_batch(data)
+            batch.validate()
+        except (pa.ArrowException, TypeError) as e:
+            raise TypeError(f"{arg}: cannot read its Arrow array as a record batch: {e}") from e
+        return batch
     raise TypeError(
         f"{arg} must be a table-like (pyarrow Table/RecordBatch/RecordBatchReader, an object "
         f"with __arrow_c_stream__ or __arrow_c_array__, or a pandas DataFrame), "
         f"got {type(data).__name__}"
     )
+
+
+def _checked_batches(reader: pa.RecordBatchReader, arg: str) -> Iterator[pa.RecordBatch]:
+    """The batches of `reader`, each checked against its declared schema (column count, names,
+    types, then pyarrow's structural validation); a mismatch is a ``ValueError`` naming the
+    batch and the column. Exceptions the reader raises pass through unchanged."""
+    schema = reader.schema
+    for i, batch in enumerate(reader):
+        _check_batch(batch, schema, i, arg)
+        yield batch
+
+
+def _check_batch(batch: pa.RecordBatch, schema: pa.Schema, i: int, arg: str) -> None:
+    got = batch.schema
+    where = f"{arg}: record batch {i} does not match the stream's schema"
+    if len(got) != len(schema):
+        missing = [n for n in schema.names if n not in got.names]
+        extra = [n for n in got.names if n not in schema.names]
+        detail = "".join(
+            [f"; missing {missing}" if missing else "", f"; unexpected {extra}" if extra else ""]
+        )
+        raise ValueError(
+            f"{where}: it has {len(got)} columns, the schema declares {len(schema)}{detail}"
+        )
+    for want, have in zip(schema, got, strict=True):
+        if want.name != have.name:
+            raise ValueError(
+                f"{where}: column {have.name!r} is where the schema declares {want.name!r}"
+            )
+        if want.type != have.type:
+            raise ValueError(
+                f"{where}: column {want.name!r} is {have.type} but the schema declares {want.type}"
+            )
+    try:
+        batch.validate()
+    except pa.ArrowInvalid as e:
+        raise ValueError(f"{arg}: record batch {i} is malformed: {e}") from e
+
+
+def _read_checked(reader: pa.RecordBatchReader, arg: str) -> pa.Table:
+    return pa.Table.from_batches(list(_checked_batches(reader, arg)), schema=reader.schema)
 
 
 def _pandas_module() -> Any:
@@ -60,14 +126,26 @@ def _pandas_module() -> Any:
     return sys.modules.get("pandas")
 
 
-def _check_limit(limit: int | None) -> int | None:
-    if limit is None:
-        return None
-    if isinstance(limit, bool) or not isinstance(limit, int):
-        raise TypeError(f"limit must be an int or None, got {type(limit).__name__}")
-    if limit < 0:
-        raise ValueError(f"limit must be >= 0, got {limit}")
-    return min(limit, 2**62)  # no table is longer; keeps the value in the core's range
+_MAX_INT = 2**62
+"""Longer than any table: a larger row count or k means "all" and is clamped to this."""
+
+
+def _int_arg(value: Any, name: str, *, minimum: int = 0, maximum: int | None = None) -> int:
+    """`value` as a Python int: anything with ``__index__`` (numpy integers included) but a
+    bool; below `minimum` is a ``ValueError``; values past :data:`_MAX_INT` are clamped to it
+    (they mean "all rows" wherever a count is asked for)."""
+    if isinstance(value, bool) or not hasattr(type(value), "__index__"):
+        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
+    v = operator.index(value)
+    if v < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {v}")
+    if maximum is not None and v > maximum:
+        raise ValueError(f"{name} must be at most {maximum}, got {v}")
+    return min(v, _MAX_INT)
+
+
+def _check_limit(limit: Any) -> int | None:
+    return None if limit is None else _int_arg(limit, "limit")
 
 
 def sort(
@@ -154,16 +232,8 @@ def _join_keys(
     return lo, ro
 
 
-def _check_max_rows(max_output_rows: int | None) -> int | None:
-    if max_output_rows is None:
-        return None
-    if isinstance(max_output_rows, bool) or not isinstance(max_output_rows, int):
-        raise TypeError(
-            f"max_output_rows must be an int or None, got {type(max_output_rows).__name__}"
-        )
-    if max_output_rows < 0:
-        raise ValueError(f"max_output_rows must be >= 0, got {max_output_rows}")
-    return min(max_output_rows, 2**64 - 1)
+def _check_max_rows(max_output_rows: Any) -> int | None:
+    return None if max_output_rows is None else _int_arg(max_output_rows, "max_output_rows")
 
 
 def join(
@@ -235,11 +305,33 @@ def _agg_tuples(aggs: Any) -> list[tuple[str, str | None, str, Any]]:
             raise TypeError(f"aggregate {name!r}: column must be a str or None, got {column!r}")
         if not isinstance(func, str):
             raise TypeError(f"aggregate {name!r}: function must be a str, got {func!r}")
-        param = spec[2] if len(spec) == 3 else None
-        if len(spec) == 3 and param is None:
-            raise ValueError(f"aggregate {name!r}: parameter of {func} is None")
+        param = _agg_param(name, func, spec[2]) if len(spec) == 3 else None
         out.append((name, column, func, param))
     return out
+
+
+def _agg_param(name: str, func: str, p: Any) -> Any:
+    """An aggregate's parameter as the core takes it: a str (a column), an int (clamped to
+    int64: a k past any group's size means all of it) or a float."""
+    if p is None:
+        raise ValueError(f"aggregate {name!r}: parameter of {func} is None")
+    if isinstance(p, str):
+        return p
+    if isinstance(p, bool):
+        raise TypeError(f"aggregate {name!r}: parameter of {func} must be a number, got {p!r}")
+    if func == "quantile" and isinstance(p, numbers.Real):
+        try:
+            return float(p)
+        except OverflowError:
+            raise ValueError(f"aggregate {name!r}: quantile q must be in [0, 1], got {p}") from None
+    if hasattr(type(p), "__index__"):
+        return max(min(operator.index(p), 2**63 - 1), -(2**63))
+    if isinstance(p, numbers.Real):
+        return float(p)
+    raise TypeError(
+        f"aggregate {name!r}: parameter of {func} must be a number or a column name, "
+        f"got {type(p).__name__}"
+    )
 
 
 def group_by(
@@ -307,7 +399,7 @@ class GroupByState:
     def absorb(self, data: Any) -> None:
         """Aggregate a record batch, table or reader (read batch by batch) into the state."""
         if isinstance(data, pa.RecordBatchReader):
-            for batch in data:
+            for batch in _checked_batches(data, "data"):
                 self._state.absorb(batch)
             return
         self._state.absorb(_arrow_input(data))
@@ -333,9 +425,10 @@ class GroupByState:
 def set_num_threads(n: int) -> None:
     """Set the number of threads ferrobatch kernels use (default: all cores, or
     ``FERROBATCH_NUM_THREADS``)."""
-    if isinstance(n, bool) or not isinstance(n, int):
-        raise TypeError(f"number of threads must be an int, got {type(n).__name__}")
-    _core.set_num_threads(n)
+    _core.set_num_threads(_int_arg(n, "number of threads", minimum=1, maximum=_MAX_THREADS))
+
+
+_MAX_THREADS = 4096
 
 
 def get_num_threads() -> int:

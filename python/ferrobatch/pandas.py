@@ -232,6 +232,8 @@ def drop_duplicates(
     if df.empty:
         return df.copy(deep=False)
     try:
+        if subset is None and df.columns.has_duplicates:
+            raise _Unsupported("duplicate column labels")
         cols = list(df.columns) if subset is None else _column_list(subset, df)
     except _Unsupported as e:
         _fallback("drop_duplicates", str(e))

@@ -86,7 +86,10 @@ def _source(source: Any) -> tuple[Any, pa.Schema, str]:
             f"{fmt} files ({len(files)}): {files[0]}{' ...' if len(files) > 1 else ''}",
         )
     if isinstance(source, pa.RecordBatchReader):
-        return source, source.schema, "record batch reader (one pass)"
+        checked = pa.RecordBatchReader.from_batches(
+            source.schema, fb._checked_batches(source, "source")
+        )
+        return checked, source.schema, "record batch reader (one pass)"
     if isinstance(source, pa.RecordBatch):
         source = pa.Table.from_batches([source])
     if not isinstance(source, pa.Table):
@@ -792,9 +795,10 @@ class _Expect(_Node):
         not_null: Sequence[str],
         unique: Sequence[str],
     ) -> None:
-        for name, v in (("min_rows", min_rows), ("max_rows", max_rows)):
-            if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 0):
-                raise ValueError(f"{name} must be an int >= 0 or None, got {v!r}")
+        min_rows, max_rows = (
+            None if v is None else fb._int_arg(v, name)
+            for name, v in (("min_rows", min_rows), ("max_rows", max_rows))
+        )
         self.not_null = fb._key_list(list(not_null), "not_null")
         self.unique = fb._key_list(list(unique), "unique")
         for c in [*self.not_null, *self.unique]:
@@ -898,9 +902,7 @@ class Pipeline:
 
     def head(self, n: int) -> Pipeline:
         """The first `n` rows."""
-        if isinstance(n, bool) or not isinstance(n, int) or n < 0:
-            raise ValueError(f"head takes an int >= 0, got {n!r}")
-        return self._then(_Head(self._node, n))
+        return self._then(_Head(self._node, fb._int_arg(n, "head n")))
 
     # -- kernels -----------------------------------------------------------------------------
 
@@ -1158,8 +1160,7 @@ def scan(
 ) -> Pipeline:
     """Start a pipeline over a table-like, a reader, a path / glob / list of paths / directory of
     Parquet, Arrow IPC / Feather or CSV files, or a ``pyarrow.dataset.Dataset``."""
-    if batch_size is not None and (
-        isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1
-    ):
-        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+    if batch_size is not None:
+        # pyarrow's scanner takes an int64 batch size; past 2**31 rows a batch is a table.
+        batch_size = min(fb._int_arg(batch_size, "batch_size", minimum=1), 2**31 - 1)
     return Pipeline(_Scan(source, batch_size, list(columns) if columns is not None else None))

@@ -26,11 +26,16 @@ pub fn encode_columns(
         .iter()
         .map(|n| table.index_of(n))
         .collect::<Result<_>>()?;
+    encode_positions(table, &idx, modes)
+}
+
+/// Encode the columns at positions `idx` of `table` (names may repeat), each with its mode.
+pub fn encode_positions(table: &Table, idx: &[usize], modes: &[CodeMode]) -> Result<Vec<KeyCodes>> {
     idx.iter()
-        .zip(names)
         .zip(modes)
-        .map(|((&i, name), &mode)| {
+        .map(|(&i, &mode)| {
             let ordered = matches!(mode, CodeMode::Order { .. });
+            let name = table.schema.field(i).name();
             let dense = encode::dense_codes(name, &table.chunks(i), ordered)?;
             Ok(KeyCodes::new(dense, mode))
         })

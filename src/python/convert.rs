@@ -85,10 +85,59 @@ pub fn bool_list(ob: &Bound<'_, PyAny>, len: usize, what: &str) -> PyResult<Vec<
 }
 
 /// Any Arrow record-batch source (C data / stream interface) as a core table.
+///
+/// Every batch of a stream is checked against the stream's declared schema (column count
+/// and types) before a kernel can touch it, and a stream error or a panic inside the
+/// importer becomes a `ValueError` naming the batch. The Python wrappers read pyarrow
+/// streams themselves (which keeps a producer's exception class); this is the last line.
 pub fn table_in(data: AnyRecordBatch) -> PyResult<Table> {
-    let table = data.into_table()?;
-    let (batches, schema) = table.into_inner();
-    Ok(Table { schema, batches })
+    let read = || -> PyResult<Table> {
+        let reader = data.into_reader()?;
+        let schema = reader.schema();
+        let mut batches = Vec::new();
+        for (i, batch) in reader.enumerate() {
+            let batch = batch.map_err(|e| {
+                PyValueError::new_err(format!("cannot read record batch {i} of the stream: {e}"))
+            })?;
+            if let Some(why) = mismatch(&batch, &schema) {
+                return Err(PyValueError::new_err(format!(
+                    "record batch {i} does not match the stream's schema: {why}"
+                )));
+            }
+            batches.push(batch);
+        }
+        Ok(Table { schema, batches })
+    };
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(read)).unwrap_or_else(|_| {
+        Err(PyValueError::new_err(
+            "malformed Arrow input: its record batches do not match its declared schema",
+        ))
+    })
+}
+
+/// Why `batch` does not have the columns `schema` declares, if it does not.
+fn mismatch(batch: &arrow_array::RecordBatch, schema: &arrow_schema::Schema) -> Option<String> {
+    let got = batch.schema();
+    if got.fields().len() != schema.fields().len() {
+        return Some(format!(
+            "it has {} columns, the schema declares {}",
+            got.fields().len(),
+            schema.fields().len()
+        ));
+    }
+    schema
+        .fields()
+        .iter()
+        .zip(batch.columns())
+        .find(|(f, c)| f.data_type() != c.data_type())
+        .map(|(f, c)| {
+            format!(
+                "column {:?} is {} but the schema declares {}",
+                f.name(),
+                c.data_type(),
+                f.data_type()
+            )
+        })
 }
 
 /// A core table as a `pyarrow.Table`.

@@ -4,6 +4,8 @@
 mod convert;
 
 use pyo3::exceptions::{PyKeyError, PyRuntimeError, PyTypeError, PyValueError};
+use std::sync::Mutex;
+
 use pyo3::prelude::*;
 use pyo3_arrow::input::AnyRecordBatch;
 
@@ -28,7 +30,12 @@ fn to_py(e: Error) -> PyErr {
 /// Run a kernel without the GIL, inside the ferrobatch pool; a panic (a bug) becomes a
 /// `RuntimeError` rather than pyo3's `PanicException`, which is not an `Exception`.
 fn run<T: Send>(py: Python<'_>, f: impl FnOnce() -> crate::Result<T> + Send) -> PyResult<T> {
-    py.detach(|| std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| pool::install(f))))
+    py.detach(|| guarded(f))
+}
+
+/// The body of [`run`] for callers that already released the GIL.
+fn guarded<T: Send>(f: impl FnOnce() -> crate::Result<T> + Send) -> PyResult<T> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| pool::install(f)))
         .map_err(|p| {
             let msg = p
                 .downcast_ref::<String>()
@@ -152,7 +159,15 @@ fn agg_param(p: Option<&Bound<'_, PyAny>>) -> PyResult<Option<Param>> {
         )));
     }
     if p.cast::<PyInt>().is_ok() {
-        return Ok(Some(Param::Int(p.extract()?)));
+        // Past int64 a k means "all" and a q is out of range either way: clamp, not overflow.
+        let v = p.extract::<i64>().unwrap_or_else(|_| {
+            if p.lt(0i64).unwrap_or(false) {
+                i64::MIN
+            } else {
+                i64::MAX
+            }
+        });
+        return Ok(Some(Param::Int(v)));
     }
     if p.cast::<PyFloat>().is_ok() {
         return Ok(Some(Param::Float(p.extract()?)));
@@ -207,17 +222,37 @@ fn group_by<'py>(
 }
 
 /// Streaming group-by state ([`crate::group_by::stream::GroupByState`]); `None` once merged
-/// into another state or finished.
-#[pyclass(module = "ferrobatch._core")]
-struct GroupByState(Option<crate::group_by::stream::GroupByState>);
+/// into another state or finished. Shared between Python threads, its calls are serialized
+/// by the mutex (taken without the GIL, so a waiting thread never blocks the one working).
+#[pyclass(module = "ferrobatch._core", frozen)]
+struct GroupByState(Mutex<Option<crate::group_by::stream::GroupByState>>);
+
+type StateSlot = Option<crate::group_by::stream::GroupByState>;
 
 impl GroupByState {
-    fn live(&mut self) -> PyResult<&mut crate::group_by::stream::GroupByState> {
-        self.0.as_mut().ok_or_else(Self::gone)
+    /// Run `f` on the state, without the GIL, once no other thread uses it. The lock is
+    /// taken on the calling thread, outside the pool: a pool thread waiting for it could
+    /// otherwise be the one the holder's parallel work needs.
+    fn with<T: Send>(
+        &self,
+        py: Python<'_>,
+        f: impl FnOnce(&mut StateSlot) -> crate::Result<T> + Send,
+    ) -> PyResult<T> {
+        py.detach(|| {
+            let mut slot = self.0.lock().map_err(|_| Self::poisoned())?;
+            let slot: &mut StateSlot = &mut slot;
+            guarded(|| f(slot))
+        })
     }
 
-    fn gone() -> PyErr {
-        PyValueError::new_err("this group-by state was already finished or merged")
+    fn poisoned() -> PyErr {
+        PyValueError::new_err(
+            "this group-by state is unusable: an earlier call on it failed internally",
+        )
+    }
+
+    fn gone() -> Error {
+        Error::Value("this group-by state was already finished or merged".into())
     }
 }
 
@@ -238,32 +273,53 @@ impl GroupByState {
         let st = run(py, || {
             crate::group_by::stream::GroupByState::new(schema, opts)
         })?;
-        Ok(GroupByState(Some(st)))
+        Ok(GroupByState(Mutex::new(Some(st))))
     }
 
-    fn absorb(&mut self, py: Python<'_>, data: AnyRecordBatch) -> PyResult<()> {
+    fn absorb(&self, py: Python<'_>, data: AnyRecordBatch) -> PyResult<()> {
         let table = table_in(data)?;
-        let st = self.live()?;
-        run(py, || table.batches.iter().try_for_each(|b| st.absorb(b)))
+        self.with(py, |slot| {
+            let st = slot.as_mut().ok_or_else(Self::gone)?;
+            table.batches.iter().try_for_each(|b| st.absorb(b))
+        })
     }
 
-    fn merge(&mut self, py: Python<'_>, other: &mut GroupByState) -> PyResult<()> {
-        let st = self.live()?;
-        let o = other.0.take().ok_or_else(|| {
-            PyValueError::new_err("the other group-by state was already finished or merged")
-        })?;
-        run(py, || st.merge(o))
+    fn merge(&self, py: Python<'_>, other: &GroupByState) -> PyResult<()> {
+        if std::ptr::eq(self, other) {
+            return Err(PyValueError::new_err(
+                "cannot merge a group-by state into itself",
+            ));
+        }
+        // Both locks, always in address order: two threads merging two states into each
+        // other cannot deadlock, and one of them finds the other state gone (nothing lost).
+        py.detach(|| {
+            let self_first = (self as *const Self) < (other as *const Self);
+            let (a, b) = if self_first {
+                (self, other)
+            } else {
+                (other, self)
+            };
+            let ga = a.0.lock().map_err(|_| Self::poisoned())?;
+            let gb = b.0.lock().map_err(|_| Self::poisoned())?;
+            let (mut mine, mut theirs) = if self_first { (ga, gb) } else { (gb, ga) };
+            let st = mine.as_mut().ok_or_else(|| to_py(Self::gone()))?;
+            let o = theirs.take().ok_or_else(|| {
+                PyValueError::new_err("the other group-by state was already finished or merged")
+            })?;
+            guarded(|| st.merge(o))
+        })
     }
 
-    fn finish<'py>(&mut self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
-        let st = self.0.take().ok_or_else(Self::gone)?;
-        let out = run(py, || st.finish())?;
+    fn finish<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        let out = self.with(py, |slot| slot.take().ok_or_else(Self::gone)?.finish())?;
         table_out(py, out)
     }
 
     #[getter]
-    fn num_groups(&mut self) -> PyResult<usize> {
-        Ok(self.live()?.num_groups())
+    fn num_groups(&self, py: Python<'_>) -> PyResult<usize> {
+        self.with(py, |slot| {
+            Ok(slot.as_ref().ok_or_else(Self::gone)?.num_groups())
+        })
     }
 }
 
