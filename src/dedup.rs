@@ -20,7 +20,7 @@ use crate::error::{Error, Result};
 use crate::gather::take_table;
 use crate::keys::intern::SEED;
 use crate::keys::{CodeMode, Keys, encode_positions, pack, packed_card};
-use crate::parallel::{DisjointSlice, partition_count, partition_rows};
+use crate::parallel::{BLOCK, DisjointSlice, partition_count, partition_rows};
 use crate::table::Table;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -113,16 +113,20 @@ fn dense(keys: &[u64], card: usize, keep: Keep) -> Vec<u32> {
         .par_chunks(piece)
         .enumerate()
         .map(|(p, ks)| {
+            crate::cancel::point();
             let base = (p * piece) as u32;
-            let mut first = vec![u32::MAX; card];
-            let mut last = vec![0u32; card];
-            for (j, &k) in ks.iter().enumerate() {
-                let row = base + j as u32;
-                let k = k as usize;
-                if first[k] == u32::MAX {
-                    first[k] = row;
+            let mut first = crate::mem::filled(card, u32::MAX, "dedup first rows");
+            let mut last = crate::mem::filled(card, 0u32, "dedup last rows");
+            for (b, blk) in ks.chunks(BLOCK).enumerate() {
+                crate::cancel::point();
+                for (j, &k) in blk.iter().enumerate() {
+                    let row = base + (b * BLOCK + j) as u32;
+                    let k = k as usize;
+                    if first[k] == u32::MAX {
+                        first[k] = row;
+                    }
+                    last[k] = row;
                 }
-                last[k] = row;
             }
             (first, last)
         })
@@ -136,11 +140,19 @@ fn dense(keys: &[u64], card: usize, keep: Keep) -> Vec<u32> {
             (f1, l1)
         })
         .unwrap_or_default();
-    keys.par_iter()
+    keys.par_chunks(BLOCK)
         .enumerate()
-        .filter(|&(i, &k)| kept(keep, i as u32, first[k as usize], last[k as usize]))
-        .map(|(i, _)| i as u32)
-        .collect()
+        .map(|(b, blk)| {
+            crate::cancel::point();
+            let base = (b * BLOCK) as u32;
+            (base..)
+                .zip(blk)
+                .filter(|&(i, &k)| kept(keep, i, first[k as usize], last[k as usize]))
+                .map(|(i, _)| i)
+                .collect::<Vec<u32>>()
+        })
+        .collect::<Vec<_>>()
+        .concat()
 }
 
 /// Hash-partitioned first/last rows. `hash(i)` / `eq(a, b)` look at row keys.
@@ -151,11 +163,16 @@ fn hashed<K: Sync>(
     keep: Keep,
 ) -> Vec<u32> {
     let n = keys.len();
-    let hashes: Vec<u64> = (0..n).into_par_iter().map(&hash).collect();
+    let mut hashes: Vec<u64> = crate::mem::with_capacity(n, "key hashes");
+    (0..n)
+        .into_par_iter()
+        .map(&hash)
+        .collect_into_vec(&mut hashes);
     let parts = partition_rows(&hashes, partition_count(n));
     let mut mask = vec![false; n];
     let out = DisjointSlice::new(&mut mask);
     (0..parts.len()).into_par_iter().for_each(|p| {
+        crate::cancel::point();
         // Groups of this partition as (first, last) rows.
         let mut groups: Vec<(u32, u32)> = Vec::new();
         let mut table: HashTable<u32> = HashTable::new();

@@ -16,6 +16,12 @@ pub enum Error {
     /// Maps to `ValueError`.
     #[error("{0}")]
     Value(String),
+    /// A buffer could not be allocated ([`crate::mem`]). Maps to `MemoryError`.
+    #[error("out of memory: {0}")]
+    OutOfMemory(String),
+    /// The run was interrupted ([`crate::cancel`]). Maps to `KeyboardInterrupt`.
+    #[error("interrupted")]
+    Interrupted,
     /// An error raised by an arrow-rs kernel. Maps to `ValueError`.
     #[error("arrow: {0}")]
     Arrow(#[from] ArrowError),

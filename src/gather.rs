@@ -53,11 +53,27 @@ pub fn take_checked(table: &Table, indices: &[u32]) -> Result<Table> {
 
 /// The rows `indices` of `table`, in that order.
 pub fn take_table(table: &Table, indices: &[u32]) -> Result<Table> {
+    // The output's size, scaled from the input's; its pieces are allocated inside gathers
+    // and arrow-rs kernels that cannot fail gracefully, so the room is checked up front.
+    let (n, bytes) = table
+        .batches
+        .iter()
+        .fold((0usize, 0usize), |(n, b), batch| {
+            let size: usize = batch
+                .columns()
+                .iter()
+                .map(|c| c.to_data().get_slice_memory_size().unwrap_or(0))
+                .sum();
+            (n + batch.num_rows(), b + size)
+        });
+    let out_bytes = (bytes as u128 * indices.len() as u128 / n.max(1) as u128) as usize;
+    crate::mem::ensure(out_bytes, "the output table");
     let all: Vec<usize> = (0..table.schema.fields().len()).collect();
     let g = Gatherer::new(table, &all)?;
     let batches = pieces(indices, g.chunk_starts())
         .into_par_iter()
         .map(|range| {
+            crate::cancel::point();
             let piece = &indices[range];
             let at = g.locate(piece);
             let cols = (0..all.len())
@@ -426,20 +442,19 @@ fn gather_native<N: ArrowNativeType, const FAR: bool>(
 ) -> Buffer {
     let bufs: Vec<ScalarBuffer<N>> = chunks.iter().map(native_values).collect();
     let n = rows.len();
-    let out: Vec<N> = (0..n)
-        .map(|j| {
-            if FAR
-                && j + AHEAD < n
-                && let Some((c, r)) = rows.at(j + AHEAD)
-            {
-                prefetch(bufs[c].as_ptr().wrapping_add(r));
-            }
-            match rows.at(j) {
-                Some((c, r)) => bufs[c][r],
-                None => N::default(),
-            }
-        })
-        .collect();
+    let mut out: Vec<N> = crate::mem::with_capacity(n, "gathered values");
+    out.extend((0..n).map(|j| {
+        if FAR
+            && j + AHEAD < n
+            && let Some((c, r)) = rows.at(j + AHEAD)
+        {
+            prefetch(bufs[c].as_ptr().wrapping_add(r));
+        }
+        match rows.at(j) {
+            Some((c, r)) => bufs[c][r],
+            None => N::default(),
+        }
+    }));
     Buffer::from_vec(out)
 }
 
@@ -468,9 +483,13 @@ fn gather_bytes<T: ByteArrayType, const FAR: bool>(
     };
     let total_bytes: usize = srcs.iter().map(|s| s.1.len()).sum();
     let total_rows: usize = chunks.iter().map(|a| a.len()).sum();
-    let mut offsets: Vec<T::Offset> = Vec::with_capacity(n + 1);
+    let mut offsets: Vec<T::Offset> = crate::mem::with_capacity(n + 1, "gathered offsets");
     offsets.push(T::Offset::usize_as(0));
-    let mut out: Vec<u8> = vec![0u8; n * (total_bytes / total_rows.max(1)) + WORD];
+    let mut out: Vec<u8> = crate::mem::filled(
+        n * (total_bytes / total_rows.max(1)) + WORD,
+        0u8,
+        "gathered values",
+    );
     let mut pos = 0usize;
     for j in 0..n {
         if FAR
@@ -490,7 +509,11 @@ fn gather_bytes<T: ByteArrayType, const FAR: bool>(
             let src = srcs[c].1;
             let len = e - s;
             if pos + len.max(WORD) > out.len() {
-                out.resize((out.len() * 2).max(pos + len + WORD), 0);
+                let grow = (out.len() * 2).max(pos + len + WORD) - out.len();
+                if out.try_reserve(grow).is_err() {
+                    crate::mem::refuse(grow, "gathered values");
+                }
+                out.resize(out.len() + grow, 0);
             }
             if len <= WORD && s + WORD <= src.len() {
                 out[pos..pos + WORD].copy_from_slice(&src[s..s + WORD]);

@@ -504,7 +504,11 @@ impl JoinKeys {
             (Side::Left, Side::Right)
         };
         let (b, p) = (self.range(build), self.range(probe));
-        let hashes: Vec<u64> = b.clone().into_par_iter().map(|r| self.hash(r)).collect();
+        let mut hashes: Vec<u64> = crate::mem::with_capacity(b.len(), "key hashes");
+        b.clone()
+            .into_par_iter()
+            .map(|r| self.hash(r))
+            .collect_into_vec(&mut hashes);
         let nparts = partition_count(b.len());
         let parts = partition_by(b.len(), nparts, |i| {
             (!self.is_null(b.start + i)).then(|| partition_of(hashes[i], nparts))
@@ -515,6 +519,7 @@ impl JoinKeys {
         let tables: Vec<PartTable> = (0..nparts)
             .into_par_iter()
             .map(|p| {
+                crate::cancel::point();
                 let mut table: HashTable<u32> = HashTable::new();
                 let mut groups: Vec<(u64, u32)> = Vec::new();
                 for &i in parts.part(p) {
@@ -545,6 +550,7 @@ impl JoinKeys {
         // Make build gids global.
         let out = DisjointSlice::new(&mut gid);
         (0..nparts).into_par_iter().for_each(|p| {
+            crate::cancel::point();
             for &i in parts.part(p) {
                 let row = b.start + i as usize;
                 // SAFETY: as above; reads and writes the partition's own rows only.
@@ -557,6 +563,7 @@ impl JoinKeys {
             .par_chunks_mut(BLOCK)
             .enumerate()
             .for_each(|(blk, g)| {
+                crate::cancel::point();
                 for (j, g) in g.iter_mut().enumerate() {
                     let row = p.start + blk * BLOCK + j;
                     if self.is_null(row) {
@@ -579,7 +586,11 @@ impl JoinKeys {
     /// Null keys count as equal when they match (`nulls_equal`), else they are skipped.
     fn first_duplicate(&self, side: Side) -> Option<usize> {
         let r = self.range(side);
-        let hashes: Vec<u64> = r.clone().into_par_iter().map(|i| self.hash(i)).collect();
+        let mut hashes: Vec<u64> = crate::mem::with_capacity(r.len(), "key hashes");
+        r.clone()
+            .into_par_iter()
+            .map(|i| self.hash(i))
+            .collect_into_vec(&mut hashes);
         let nparts = partition_count(r.len());
         let parts = partition_by(r.len(), nparts, |i| {
             (!self.is_null(r.start + i)).then(|| partition_of(hashes[i], nparts))
@@ -587,6 +598,7 @@ impl JoinKeys {
         (0..nparts)
             .into_par_iter()
             .filter_map(|p| {
+                crate::cancel::point();
                 let mut table: HashTable<u32> = HashTable::new();
                 for &i in parts.part(p) {
                     let h = hashes[i as usize];
@@ -660,6 +672,7 @@ fn byte_gids(
     let tables: Vec<HashTable<u32>> = (0..nparts)
         .into_par_iter()
         .map(|p| {
+            crate::cancel::point();
             let ids = parts.part(p);
             let mut t = HashTable::with_capacity(ids.len());
             for &id in ids {
@@ -680,6 +693,7 @@ fn byte_gids(
         head.par_chunks_mut(BLOCK)
             .enumerate()
             .for_each(|(blk, out)| {
+                crate::cancel::point();
                 for (j, g) in out.iter_mut().enumerate() {
                     let r = blk * BLOCK + j;
                     if nulls.as_ref().is_some_and(|n| n.is_null(r)) {
@@ -753,6 +767,7 @@ impl Csr {
             unsafe { &*(row.as_mut_slice() as *mut [u32] as *const [AtomicU32]) };
         let dup = AtomicBool::new(false);
         gid.par_chunks(BLOCK).enumerate().for_each(|(b, gs)| {
+            crate::cancel::point();
             if dup.load(Ordering::Relaxed) {
                 return;
             }
@@ -788,10 +803,11 @@ impl Csr {
             (g != NONE).then(|| part_of(g))
         });
         let mut offsets = vec![0u32; card + 1];
-        let mut rows = vec![0u32; parts.rows.len()];
+        let mut rows = crate::mem::filled(parts.rows.len(), 0u32, "join build rows");
         let off = DisjointSlice::new(&mut offsets);
         let out = DisjointSlice::new(&mut rows);
         (0..parts.len()).into_par_iter().for_each(|p| {
+            crate::cancel::point();
             let (g0, g1) = (lo(p), lo(p + 1));
             let mut count = vec![0u32; g1 - g0];
             let prows = parts.part(p);
@@ -926,14 +942,15 @@ fn driven(
         total += s;
     }
     check_size(total as u128 + extra as u128, max)?;
-    let mut a = vec![0u32; total];
-    let mut b = vec![0u32; total];
+    let mut a = crate::mem::filled(total, 0u32, "join output row pairs");
+    let mut b = crate::mem::filled(total, 0u32, "join output row pairs");
     let (wa, wb) = (DisjointSlice::new(&mut a), DisjointSlice::new(&mut b));
     drive
         .par_chunks(BLOCK)
         .zip(starts.par_iter())
         .enumerate()
         .for_each(|(blk, (gs, &start))| {
+            crate::cancel::point();
             let mut pos = start;
             for (j, &g) in gs.iter().enumerate() {
                 let row = (blk * BLOCK + j) as u32;
@@ -1095,6 +1112,7 @@ impl Plan {
         let batches = ranges
             .into_par_iter()
             .map(|range| {
+                crate::cancel::point();
                 let lpiece = &idx.left[range.clone()];
                 let lat = lg.locate(lpiece);
                 let rpiece: &[u32] = if semi { &[] } else { &idx.right[range] };
@@ -1104,6 +1122,7 @@ impl Plan {
                 let mut cols = (0..n_tasks)
                     .into_par_iter()
                     .map(|t| {
+                        crate::cancel::point();
                         if t < n_left_cols {
                             lg.gather(t, lpiece, &lat)
                         } else {

@@ -4,12 +4,14 @@
 //! the `python` feature adds the bindings in [`python`], which only convert arguments,
 //! release the GIL and map [`error::Error`] to Python exceptions.
 
+pub mod cancel;
 pub mod dedup;
 pub mod error;
 pub mod gather;
 pub mod group_by;
 pub mod join;
 pub mod keys;
+pub mod mem;
 pub mod parallel;
 pub mod pool;
 pub mod radix;

@@ -131,6 +131,7 @@ pub fn partition_with<T: Copy + Default + Send + Sync>(
     let counts: Vec<Vec<usize>> = blocks
         .par_iter()
         .map(|blk| {
+            crate::cancel::point();
             let mut c = vec![0usize; nparts];
             for r in blk.clone() {
                 if let Some(p) = part(r) {
@@ -152,14 +153,16 @@ pub fn partition_with<T: Copy + Default + Send + Sync>(
         }
     }
     offsets.push(acc);
-    let mut rows = vec![0u32; acc];
-    let mut values = vec![T::default(); if size_of::<T>() == 0 { 0 } else { acc }];
+    let mut rows = crate::mem::filled(acc, 0u32, "partitioned rows");
+    let nvalues = if size_of::<T>() == 0 { 0 } else { acc };
+    let mut values = crate::mem::filled(nvalues, T::default(), "partitioned values");
     let out = DisjointSlice::new(&mut rows);
     let vals = DisjointSlice::new(&mut values);
     blocks
         .par_iter()
         .zip(starts.into_par_iter())
         .for_each(|(blk, mut pos)| {
+            crate::cancel::point();
             for r in blk.clone() {
                 if let Some(p) = part(r) {
                     // SAFETY: the (block, partition) slots are disjoint ranges of `rows` (and

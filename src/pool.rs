@@ -55,7 +55,37 @@ pub fn get_num_threads() -> usize {
     pool().map_or(1, |p| p.current_num_threads())
 }
 
-/// Run `f` inside the ferrobatch pool.
+/// Run `f` inside the ferrobatch pool, as one cancellable run ([`crate::cancel::run`]).
 pub fn install<T: Send>(f: impl FnOnce() -> Result<T> + Send) -> Result<T> {
-    pool()?.install(f)
+    let pool = pool()?;
+    crate::cancel::run(|| pool.install(f))
+}
+
+/// Run `f` inside the ferrobatch pool while the calling thread (not a pool thread) calls
+/// `wait` every `every` until `f` is done; `wait` may [`crate::cancel::interrupt`] it.
+pub fn install_watched<T: Send>(
+    f: impl FnOnce() -> Result<T> + Send,
+    every: std::time::Duration,
+    mut wait: impl FnMut(),
+) -> Result<T> {
+    let pool = pool()?;
+    crate::cancel::run(|| {
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        pool.in_place_scope(|s| {
+            s.spawn(move |_| {
+                // Ship a panic (an interrupt included) to the waiting thread, which resumes it.
+                let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
+                let _ = tx.send(r);
+            });
+            loop {
+                match rx.recv_timeout(every) {
+                    Ok(r) => break r.unwrap_or_else(|p| std::panic::resume_unwind(p)),
+                    Err(std::sync::mpsc::RecvTimeoutError::Timeout) => wait(),
+                    Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+                        unreachable!("the job always sends its result")
+                    }
+                }
+            }
+        })
+    })
 }

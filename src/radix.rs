@@ -23,7 +23,7 @@ pub fn sort_bits(v: &mut Vec<u64>, lo: u32, bits: u32) {
     let passes = bits.div_ceil(DIGIT);
     // Spread the bits evenly over the passes (fewer buckets per pass when possible).
     let width = bits.div_ceil(passes);
-    let mut tmp = vec![0u64; v.len()];
+    let mut tmp = crate::mem::filled(v.len(), 0u64, "sort scratch");
     let mut shift = lo;
     let end = lo + bits;
     while shift < end {
@@ -41,6 +41,7 @@ fn pass(src: &[u64], dst: &mut [u64], shift: u32, width: u32) {
     let counts: Vec<Vec<usize>> = src
         .par_chunks(BLOCK)
         .map(|blk| {
+            crate::cancel::point();
             let mut c = vec![0usize; buckets];
             for &x in blk {
                 c[digit(x)] += 1;
@@ -61,6 +62,7 @@ fn pass(src: &[u64], dst: &mut [u64], shift: u32, width: u32) {
     src.par_chunks(BLOCK)
         .zip(starts.into_par_iter())
         .for_each(|(blk, mut pos)| {
+            crate::cancel::point();
             for &x in blk {
                 let d = digit(x);
                 // SAFETY: each (block, digit) pair owns the disjoint range starting at its

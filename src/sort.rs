@@ -63,7 +63,12 @@ pub fn sort_indices(table: &Table, keys: &[SortKey], limit: Option<usize>) -> Re
                 smallest(&mut e, k, |a, b| a.cmp(b));
             }
             let mask = (1u64 << idx_bits) - 1;
-            e[..k].par_iter().map(|&x| (x & mask) as u32).collect()
+            let mut idx = crate::mem::with_capacity(k, "sorted row indices");
+            e[..k]
+                .par_iter()
+                .map(|&x| (x & mask) as u32)
+                .collect_into_vec(&mut idx);
+            idx
         }
         Keys::U128(mut e) => {
             e.par_iter_mut()
@@ -71,10 +76,16 @@ pub fn sort_indices(table: &Table, keys: &[SortKey], limit: Option<usize>) -> Re
                 .for_each(|(i, x)| *x |= i as u128);
             smallest(&mut e, k, |a, b| a.cmp(b));
             let mask = (1u128 << idx_bits) - 1;
-            e[..k].par_iter().map(|&x| (x & mask) as u32).collect()
+            let mut idx = crate::mem::with_capacity(k, "sorted row indices");
+            e[..k]
+                .par_iter()
+                .map(|&x| (x & mask) as u32)
+                .collect_into_vec(&mut idx);
+            idx
         }
         Keys::Wide(codes) => {
-            let mut rows: Vec<u32> = (0..n as u32).collect();
+            let mut rows: Vec<u32> = crate::mem::with_capacity(n, "sorted row indices");
+            rows.extend(0..n as u32);
             smallest(&mut rows, k, |&a, &b| {
                 codes
                     .iter()
@@ -90,11 +101,17 @@ pub fn sort_indices(table: &Table, keys: &[SortKey], limit: Option<usize>) -> Re
 
 /// Put the `k` smallest elements, sorted, at the front of `v` (all of `v` sorted when
 /// `k == v.len()`). `cmp` must be a total order with no ties between distinct positions.
+/// The comparator is a cancellation point: a comparison sort has no blocks to check
+/// between, and one relaxed load per comparison is lost in the comparison's own cost.
 fn smallest<T: Send>(v: &mut [T], k: usize, cmp: impl Fn(&T, &T) -> std::cmp::Ordering + Sync) {
+    let cmp = |a: &T, b: &T| {
+        crate::cancel::point();
+        cmp(a, b)
+    };
     if k < v.len() {
-        v.select_nth_unstable_by(k, &cmp);
+        v.select_nth_unstable_by(k, cmp);
     }
-    v[..k].par_sort_unstable_by(&cmp);
+    v[..k].par_sort_unstable_by(cmp);
 }
 
 /// `table` sorted by `keys` (first `limit` rows when given).

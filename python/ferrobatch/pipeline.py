@@ -18,6 +18,7 @@ from __future__ import annotations
 import glob as _glob
 import os
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -1040,39 +1041,23 @@ class Pipeline:
     def _write(
         self, path: str | os.PathLike, overwrite: bool, progress: bool, open_writer: Callable
     ) -> Report:
-        """Stream the result into a temporary sibling of `path`, fsync it and rename it into
-        place: a failed, interrupted (Ctrl-C) or expectation-failing run leaves no file behind
-        and an existing `path` untouched. `overwrite=False` refuses an existing `path`."""
-        import tempfile
-
+        """Stream the result into an unnamed file in `path`'s folder, fsync it and link it into
+        place (:func:`_atomic_output`): a failed, interrupted (Ctrl-C) or killed run, or one
+        whose expectations fail, leaves no file behind and an existing `path` untouched.
+        `overwrite=False` refuses an existing `path`."""
         path = os.fspath(path)
         if not isinstance(overwrite, bool):
             raise TypeError(f"overwrite must be a bool, got {type(overwrite).__name__}")
         if os.path.exists(path) and not overwrite:
             raise FileExistsError(f"{path!r} exists; pass overwrite=True to replace it")
-        folder = os.path.dirname(os.path.abspath(path))
-        fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=folder)
-        try:
-            with os.fdopen(fd, "wb") as f:
-                run, it = self._run(progress)
-                writer = open_writer(f, self.schema)
-                try:
-                    for batch in it:
-                        writer.write_batch(batch)
-                finally:
-                    writer.close()
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
-        dfd = os.open(folder, os.O_RDONLY)
-        try:
-            os.fsync(dfd)
-        finally:
-            os.close(dfd)
+        with _atomic_output(path, overwrite) as f:
+            run, it = self._run(progress)
+            writer = open_writer(f, self.schema)
+            try:
+                for batch in it:
+                    writer.write_batch(batch)
+            finally:
+                writer.close()
         self.last_report = run.report()
         return self.last_report
 
@@ -1153,6 +1138,108 @@ def _input_rows(root: _Node, plan: _Plan) -> int | None:
     tables; Parquet footers, after row-group pruning)."""
     rows = [plan.sources[id(n)][1] for n in _topo(root) if isinstance(n, _Scan)]
     return None if None in rows else sum(rows)  # type: ignore[arg-type]
+
+
+_TMP_SUFFIX = ".ferrobatch-tmp"
+_USE_O_TMPFILE = hasattr(os, "O_TMPFILE")
+
+
+@contextmanager
+def _atomic_output(path: str, overwrite: bool) -> Iterator[Any]:
+    """A binary file object whose content becomes `path` when the block succeeds, and
+    nothing at all otherwise.
+
+    On Linux the file is unnamed (``O_TMPFILE``) and linked into place at the end, so even a
+    SIGKILL leaves nothing in the folder. Elsewhere (or on a filesystem without unnamed files)
+    it is a hidden sibling ``.<name>.<pid>.<random>.ferrobatch-tmp``, and the temporaries of
+    processes that no longer run are swept from the folder on the next write there. Either
+    way the file gets the mode a plain ``open(path, "wb")`` gives under the umask.
+    """
+    import secrets
+
+    folder = os.path.dirname(os.path.abspath(path))
+    base = os.path.basename(path)
+    fd, named = -1, None
+    if _USE_O_TMPFILE:
+        try:
+            fd = os.open(folder, os.O_TMPFILE | os.O_WRONLY | os.O_CLOEXEC, 0o666)
+        except OSError:
+            fd = -1  # the filesystem has no unnamed files: use a named temporary
+    if fd < 0:
+        _sweep_temporaries(folder)
+        named = os.path.join(folder, f".{base}.{os.getpid()}.{secrets.token_hex(4)}{_TMP_SUFFIX}")
+        fd = os.open(named, os.O_CREAT | os.O_EXCL | os.O_WRONLY | os.O_CLOEXEC, 0o666)
+    linked = None
+    try:
+        with os.fdopen(fd, "wb") as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+            if named is None:
+                # Link the unnamed file in: straight to `path` (which fails if it appeared
+                # meanwhile) or, to replace it, under a temporary name renamed over it.
+                linked = (
+                    path
+                    if not overwrite
+                    else os.path.join(
+                        folder, f".{base}.{os.getpid()}.{secrets.token_hex(4)}{_TMP_SUFFIX}"
+                    )
+                )
+                _link_unnamed(f.fileno(), linked)
+        if named is not None:
+            os.replace(named, path)
+        elif linked != path:
+            os.replace(linked, path)
+    except BaseException:
+        for leftover in (named, linked if linked != path else None):
+            if leftover is not None and os.path.exists(leftover):
+                os.unlink(leftover)
+        raise
+    dfd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(dfd)
+    finally:
+        os.close(dfd)
+
+
+def _link_unnamed(fd: int, path: str) -> None:
+    """``linkat(AT_FDCWD, "/proc/self/fd/<fd>", AT_FDCWD, path, AT_SYMLINK_FOLLOW)``: give the
+    unnamed file `fd` the name `path` (open(2)'s recipe for ``O_TMPFILE``). A directory fd
+    is passed only because CPython calls plain ``link`` (which would link the /proc symlink
+    itself) unless one is."""
+    dfd = os.open("/", os.O_RDONLY)
+    try:
+        os.link(f"/proc/self/fd/{fd}", path, src_dir_fd=dfd, follow_symlinks=True)
+    finally:
+        os.close(dfd)
+
+
+def _sweep_temporaries(folder: str) -> None:
+    """Remove our temporaries in `folder` left by processes that no longer run (killed)."""
+    try:
+        names = os.listdir(folder)
+    except OSError:
+        return
+    for name in names:
+        if not (name.startswith(".") and name.endswith(_TMP_SUFFIX)):
+            continue
+        parts = name[: -len(_TMP_SUFFIX)].rsplit(".", 2)
+        if len(parts) != 3 or not parts[1].isdigit():
+            continue
+        pid = int(parts[1])
+        if pid == os.getpid():
+            continue
+        try:
+            os.kill(pid, 0)
+            continue  # still running: its file is in use
+        except ProcessLookupError:
+            pass
+        except OSError:
+            continue  # another user's process, alive
+        try:
+            os.unlink(os.path.join(folder, name))
+        except OSError:
+            pass
 
 
 def scan(

@@ -66,6 +66,7 @@ pub fn accumulate<A: Acc>(accs: &[A], starts: &[usize], g: &Groups) -> Vec<A::S>
         let mut blocks: Vec<Vec<A::S>> = (0..n.div_ceil(size).max(1))
             .into_par_iter()
             .map(|b| {
+                crate::cancel::point();
                 let mut st = vec![zero; slots];
                 let (lo, hi) = (b * size, ((b + 1) * size).min(n));
                 let mut c = starts.partition_point(|&s| s <= lo).saturating_sub(1);
@@ -93,6 +94,7 @@ pub fn accumulate<A: Acc>(accs: &[A], starts: &[usize], g: &Groups) -> Vec<A::S>
         let locals: Vec<Vec<A::S>> = (0..sp.parts.len())
             .into_par_iter()
             .map(|p| {
+                crate::cancel::point();
                 let base = sp.bases[p];
                 let mut st = vec![zero; sp.bases[p + 1] - base];
                 let mut c = 0;

@@ -93,7 +93,7 @@ pub fn group(table: &Table, keys: &[String], dropna: bool, sort: bool) -> Result
     let n = table.checked_num_rows()?;
     if keys.is_empty() {
         return Ok(Groups {
-            slot: vec![0; n],
+            slot: crate::mem::filled(n, 0, "group ids"),
             slots: 1,
             first: vec![if n > 0 { 0 } else { NO_ROW }],
             order: vec![0],
@@ -126,7 +126,10 @@ pub fn group(table: &Table, keys: &[String], dropna: bool, sort: bool) -> Result
     let mut g = match keys {
         Keys::U64(k) if card.is_some_and(|c| c <= n.max(1 << 16) as u128) => {
             let card = card.map_or(0, |c| c as usize);
-            let mut slot: Vec<u32> = k.into_par_iter().map(|c| c as u32).collect();
+            let mut slot: Vec<u32> = crate::mem::with_capacity(n, "group ids");
+            k.into_par_iter()
+                .map(|c| c as u32)
+                .collect_into_vec(&mut slot);
             if let Some(keep) = &keep {
                 slot.par_iter_mut()
                     .zip(keep.par_iter())
@@ -194,7 +197,10 @@ pub fn group(table: &Table, keys: &[String], dropna: bool, sort: bool) -> Result
 fn by_first_row(slots: &[u32], first: &[u32], n: usize) -> Vec<u32> {
     if slots.len() * 16 < n {
         let mut order = slots.to_vec();
-        order.par_sort_unstable_by_key(|&s| first[s as usize]);
+        order.par_sort_unstable_by_key(|&s| {
+            crate::cancel::point();
+            first[s as usize]
+        });
         return order;
     }
     let mut at = vec![NO_GROUP; n];
@@ -215,6 +221,7 @@ fn first_rows(slot: &[u32], card: usize) -> Vec<u32> {
     slot.par_chunks(piece)
         .enumerate()
         .map(|(p, ss)| {
+            crate::cancel::point();
             let base = (p * piece) as u32;
             let mut first = vec![NO_ROW; card];
             for (j, &s) in ss.iter().enumerate() {
@@ -263,12 +270,13 @@ fn hashed<K: Copy + Default + Send + Sync>(
         &key,
     );
     // Local group ids, numbered from 0 within each partition, in partition order.
-    let mut local = vec![0u32; parts.rows.len()];
+    let mut local = crate::mem::filled(parts.rows.len(), 0u32, "group ids");
     let local_w = DisjointSlice::new(&mut local);
     // First rows of each partition's groups.
     let firsts: Vec<Vec<u32>> = (0..parts.len())
         .into_par_iter()
         .map(|p| {
+            crate::cancel::point();
             let range = parts.offsets[p]..parts.offsets[p + 1];
             let len = range.len();
             let probe = len / 16;
@@ -309,6 +317,7 @@ fn hashed<K: Copy + Default + Send + Sync>(
     let out = DisjointSlice::new(&mut slot);
     let local_w = DisjointSlice::new(&mut local);
     (0..parts.len()).into_par_iter().for_each(|p| {
+        crate::cancel::point();
         let base = bases[p] as u32;
         for e in parts.offsets[p]..parts.offsets[p + 1] {
             // SAFETY: each row and each entry is in one partition only.
@@ -323,6 +332,7 @@ fn hashed<K: Copy + Default + Send + Sync>(
     let mut order: Vec<u32> = (0..acc as u32).collect();
     if sort {
         order.par_sort_unstable_by(|&a, &b| {
+            crate::cancel::point();
             cmp(first[a as usize] as usize, first[b as usize] as usize)
         });
     }

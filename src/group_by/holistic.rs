@@ -28,6 +28,7 @@ impl Members {
         let sizes: Vec<usize> = (0..sp.parts.len())
             .into_par_iter()
             .map(|p| {
+                crate::cancel::point();
                 let mut c = vec![0usize; bases[p + 1] - bases[p]];
                 for &s in sp.part(p).1 {
                     c[s as usize - bases[p]] += 1;
@@ -43,9 +44,10 @@ impl Members {
             acc += s;
             offsets.push(acc);
         }
-        let mut rows = vec![0u32; acc];
+        let mut rows = crate::mem::filled(acc, 0u32, "group member rows");
         let out = DisjointSlice::new(&mut rows);
         (0..sp.parts.len()).into_par_iter().for_each(|p| {
+            crate::cancel::point();
             let mut pos: Vec<usize> = offsets[bases[p]..bases[p + 1]].to_vec();
             let (prow, pslot) = sp.part(p);
             for (&r, &s) in prow.iter().zip(pslot) {
@@ -75,7 +77,10 @@ pub fn per_group<T: Send, W: Default + Send>(
     order
         .par_iter()
         .with_min_len(64)
-        .map_init(W::default, |w, &s| f(m.of(s), w))
+        .map_init(W::default, |w, &s| {
+            crate::cancel::point();
+            f(m.of(s), w)
+        })
         .collect()
 }
 

@@ -194,9 +194,11 @@ impl GroupByState {
     /// Merge every partial table into one.
     fn compact(&mut self) -> Result<()> {
         if self.tables.len() > 1 {
+            // The tables are replaced only once the merge succeeded: an interrupted or
+            // failed merge leaves the state as it was.
             let all = Table {
                 schema: self.tables[0].schema.clone(),
-                batches: self.tables.drain(..).flat_map(|t| t.batches).collect(),
+                batches: self.tables.iter().flat_map(|t| t.batches.clone()).collect(),
             };
             let merged = self.merge_states(&all)?;
             self.tables = vec![merged];
@@ -207,9 +209,10 @@ impl GroupByState {
     }
 
     /// The result: key columns and one column per aggregate, as [`super::group_by`] gives.
-    pub fn finish(mut self) -> Result<Table> {
+    /// The state is left usable (and unchanged in content) whether or not this succeeds.
+    pub fn finish(&mut self) -> Result<Table> {
         self.compact()?;
-        let state = self.tables.pop().expect("a state table always exists");
+        let state = self.tables[0].clone();
         let nk = self.opts.keys.len();
         let mut cols: Vec<ArrayRef> = Vec::with_capacity(self.opts.aggs.len());
         let mut at = nk;

@@ -128,7 +128,7 @@ impl JoinBuild {
             start[i] += start[i - 1];
         }
         let mut next = start.clone();
-        let mut grouped = vec![0u32; start[first.len()] as usize];
+        let mut grouped = crate::mem::filled(start[first.len()] as usize, 0u32, "join build rows");
         for (row, &g) in gid.iter().enumerate().filter(|(_, g)| **g != NONE) {
             grouped[next[g as usize] as usize] = row as u32;
             next[g as usize] += 1;
@@ -170,6 +170,7 @@ impl JoinBuild {
         let rows = self.converter.convert_columns(&cols)?;
         let mut gid = vec![NONE; n];
         gid.par_chunks_mut(BLOCK).enumerate().for_each(|(b, out)| {
+            crate::cancel::point();
             for (i, g) in out.iter_mut().enumerate() {
                 let row = b * BLOCK + i;
                 if valid.as_ref().is_none_or(|v| v[row]) {

@@ -106,7 +106,7 @@ pub(crate) fn validity(chunks: &[ArrayRef], n: usize) -> Option<Vec<bool>> {
     if chunks.iter().all(|c| c.logical_null_count() == 0) {
         return None;
     }
-    let mut out = Vec::with_capacity(n);
+    let mut out = crate::mem::with_capacity(n, "key validity");
     for c in chunks {
         match c.logical_nulls() {
             None => out.extend(std::iter::repeat_n(true, c.len())),
@@ -123,6 +123,7 @@ fn fill<N: ArrowNativeType, T: Send>(c: &ArrayRef, out: &mut [T], f: impl Fn(N) 
     out.par_chunks_mut(BLOCK)
         .zip(vals.par_chunks(BLOCK))
         .for_each(|(o, v)| {
+            crate::cancel::point();
             for (o, &v) in o.iter_mut().zip(v) {
                 *o = f(v);
             }
@@ -244,7 +245,7 @@ fn raw_fixed(chunks: &[ArrayRef], n: usize, valid: Option<Vec<bool>>, d: Domain)
 
 /// [`raw_u64`] of every chunk, one after the other.
 fn raw_u64_column(chunks: &[ArrayRef], n: usize, d: Domain) -> Vec<u64> {
-    let mut raw = vec![0u64; n];
+    let mut raw = crate::mem::filled(n, 0u64, "key values");
     let mut rest = raw.as_mut_slice();
     for c in chunks {
         let (head, tail) = rest.split_at_mut(c.len());
@@ -266,7 +267,7 @@ fn densify<T: Raw>(raw: Vec<T>, valid: Option<Vec<bool>>) -> Dense {
         .reduce_with(|a, b| (a.0.min(b.0), a.1.max(b.1)));
     let Some((lo, hi)) = range else {
         // No valid value at all.
-        let codes = vec![0; raw.len()];
+        let codes = crate::mem::filled(raw.len(), 0, "key codes");
         return Dense {
             codes,
             valid,
@@ -315,12 +316,16 @@ fn rank<T: Ord + Copy + Send + Sync>(raw: Vec<T>, valid: Option<Vec<bool>>) -> D
         .filter(|(i, _)| is_valid(*i))
         .map(|(_, &x)| x)
         .collect();
-    distinct.par_sort_unstable();
+    distinct.par_sort_unstable_by(|a, b| {
+        crate::cancel::point();
+        a.cmp(b)
+    });
     distinct.dedup();
     let codes = raw
         .par_iter()
         .enumerate()
         .map(|(i, x)| {
+            crate::cancel::point();
             if is_valid(i) {
                 distinct.binary_search(x).unwrap_or(0) as u64
             } else {
@@ -372,7 +377,7 @@ pub fn dense_codes(name: &str, chunks: &[ArrayRef], ordered: bool) -> Result<Den
     }
     match &dt {
         DataType::Null if same_type => Ok(Dense {
-            codes: vec![0; n],
+            codes: crate::mem::filled(n, 0, "key codes"),
             valid,
             card: 0,
         }),
@@ -458,6 +463,7 @@ fn rank_bytes(col: &ByteColumn<'_>, reps: &[u32]) -> Vec<u64> {
         .map(|(id, &r)| (prefix(col.value(r as usize)), id as u32))
         .collect();
     order.par_sort_unstable_by(|a, b| {
+        crate::cancel::point();
         a.0.cmp(&b.0).then_with(|| {
             col.value(reps[a.1 as usize] as usize)
                 .cmp(col.value(reps[b.1 as usize] as usize))
@@ -472,7 +478,7 @@ fn rank_bytes(col: &ByteColumn<'_>, reps: &[u32]) -> Vec<u64> {
 
 fn decimal128(chunks: &[ArrayRef], n: usize, valid: Option<Vec<bool>>) -> Dense {
     const SIGN128: u128 = 1 << 127;
-    let mut raw: Vec<u128> = Vec::with_capacity(n);
+    let mut raw: Vec<u128> = crate::mem::with_capacity(n, "key values");
     for c in chunks {
         raw.extend(
             native_values::<i128>(c)
@@ -503,7 +509,7 @@ fn dictionary(
     // Empty arrays (an empty dictionary: every key null) contribute no values.
     let nonempty: Vec<ArrayRef> = values.iter().filter(|v| !v.is_empty()).cloned().collect();
     let vd = dense_codes(name, &nonempty, ordered)?;
-    let mut codes = Vec::with_capacity(n);
+    let mut codes = crate::mem::with_capacity(n, "key codes");
     let mut base = 0usize;
     for (c, v) in chunks.iter().zip(&values) {
         let vcodes = &vd.codes[base..base + v.len()];

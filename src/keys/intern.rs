@@ -171,7 +171,7 @@ fn intern_shared(
     is_valid: &(impl Fn(usize) -> bool + Sync),
 ) -> Option<Interned> {
     let mut dict = Dictionary::default();
-    let mut ids = vec![0u64; n];
+    let mut ids = crate::mem::filled(n, 0u64, "string ids");
     let mut at = 0;
     while at < n {
         let end = (at + STEP).min(n);
@@ -196,6 +196,7 @@ fn intern_shared(
         .par_chunks_mut(BLOCK)
         .enumerate()
         .map(|(b, out)| {
+            crate::cancel::point();
             let start = at + b * BLOCK;
             let mut miss = Vec::new();
             col.for_each(start..start + out.len(), |r, v| {
@@ -338,12 +339,13 @@ fn intern_partitioned(col: &ByteColumn<'_>, n: usize, valid: Option<&[bool]>) ->
     let is_valid = |r: usize| valid.is_none_or(|v| v[r]);
     let nparts = partition_count(n);
     let nblocks = n.div_ceil(BLOCK);
-    let mut hashes = vec![0u64; n];
+    let mut hashes = crate::mem::filled(n, 0u64, "string hashes");
     // Pass 1: hashes, and (rows, bytes) per partition for every block.
     let counts: Vec<Vec<(usize, usize)>> = hashes
         .par_chunks_mut(BLOCK)
         .enumerate()
         .map(|(b, out)| {
+            crate::cancel::point();
             let base = b * BLOCK;
             let mut c = vec![(0usize, 0usize); nparts];
             for (j, h) in out.iter_mut().enumerate() {
@@ -373,8 +375,8 @@ fn intern_partitioned(col: &ByteColumn<'_>, n: usize, valid: Option<&[bool]>) ->
     part_start.push(rows_acc);
     let nvalid = rows_acc;
     // Pass 2: scatter (row, hash, bytes) into the partitions.
-    let mut rows = vec![0u32; nvalid];
-    let mut ehash = vec![0u64; nvalid];
+    let mut rows = crate::mem::filled(nvalid, 0u32, "string partitions");
+    let mut ehash = crate::mem::filled(nvalid, 0u64, "string partitions");
     let mut offs = vec![0usize; nvalid + 1];
     offs[nvalid] = bytes_acc;
     let mut buf = vec![0u8; bytes_acc];
@@ -384,6 +386,7 @@ fn intern_partitioned(col: &ByteColumn<'_>, n: usize, valid: Option<&[bool]>) ->
         let offs_w = DisjointSlice::new(&mut offs);
         let buf_w = DisjointSlice::new(&mut buf);
         starts.into_par_iter().enumerate().for_each(|(b, mut pos)| {
+            crate::cancel::point();
             let base = b * BLOCK;
             let end = (base + BLOCK).min(n);
             for (r, &h) in (base..end).zip(&hashes[base..end]) {
@@ -407,12 +410,13 @@ fn intern_partitioned(col: &ByteColumn<'_>, n: usize, valid: Option<&[bool]>) ->
     }
     drop(hashes);
     let bytes_of = |e: usize| &buf[offs[e]..offs[e + 1]];
-    let mut ids = vec![0u64; n];
+    let mut ids = crate::mem::filled(n, 0u64, "string ids");
     let out = DisjointSlice::new(&mut ids);
     // Per partition: local ids in first-appearance order, and the entry of each id.
     let local: Vec<Vec<u32>> = (0..nparts)
         .into_par_iter()
         .map(|p| {
+            crate::cancel::point();
             let mut table: HashTable<u32> = HashTable::new();
             let mut reps: Vec<u32> = Vec::new();
             for e in part_start[p]..part_start[p + 1] {
@@ -441,6 +445,7 @@ fn intern_partitioned(col: &ByteColumn<'_>, n: usize, valid: Option<&[bool]>) ->
         acc += l.len() as u64;
     }
     (0..nparts).into_par_iter().for_each(|p| {
+        crate::cancel::point();
         if bases[p] == 0 {
             return;
         }

@@ -14,6 +14,7 @@ use rayon::prelude::*;
 pub use encode::{CodeMode, KeyCodes};
 
 use crate::error::Result;
+use crate::parallel::BLOCK;
 use crate::table::Table;
 
 /// Encode the columns `names` of `table`, each with its own mode.
@@ -108,15 +109,23 @@ impl PackInt for u128 {
 }
 
 fn pack_as<T: PackInt>(cols: &[KeyCodes], n: usize, spare_bits: u32) -> Vec<T> {
-    let mut out = vec![T::ZERO; n];
+    let mut out = crate::mem::filled(n, T::ZERO, "packed keys");
     for c in cols {
         let card = T::from_u128(c.card.max(1));
-        out.par_iter_mut()
-            .zip(c.codes.par_iter())
-            .for_each(|(o, &code)| *o = *o * card + T::from_u128(code as u128));
+        out.par_chunks_mut(BLOCK)
+            .zip(c.codes.par_chunks(BLOCK))
+            .for_each(|(o, codes)| {
+                crate::cancel::point();
+                for (o, &code) in o.iter_mut().zip(codes) {
+                    *o = *o * card + T::from_u128(code as u128);
+                }
+            });
     }
     if spare_bits > 0 {
-        out.par_iter_mut().for_each(|o| *o = *o << spare_bits);
+        out.par_chunks_mut(BLOCK).for_each(|o| {
+            crate::cancel::point();
+            o.iter_mut().for_each(|o| *o = *o << spare_bits);
+        });
     }
     out
 }

@@ -3,7 +3,9 @@
 
 mod convert;
 
-use pyo3::exceptions::{PyKeyError, PyRuntimeError, PyTypeError, PyValueError};
+use pyo3::exceptions::{
+    PyKeyError, PyKeyboardInterrupt, PyMemoryError, PyRuntimeError, PyTypeError, PyValueError,
+};
 use std::sync::Mutex;
 
 use pyo3::prelude::*;
@@ -24,6 +26,8 @@ fn to_py(e: Error) -> PyErr {
         Error::Type(m) => PyTypeError::new_err(m),
         Error::Value(m) => PyValueError::new_err(m),
         Error::Arrow(e) => PyValueError::new_err(e.to_string()),
+        Error::OutOfMemory(m) => PyMemoryError::new_err(format!("ferrobatch: out of memory: {m}")),
+        Error::Interrupted => PyKeyboardInterrupt::new_err("ferrobatch: interrupted"),
     }
 }
 
@@ -33,18 +37,38 @@ fn run<T: Send>(py: Python<'_>, f: impl FnOnce() -> crate::Result<T> + Send) -> 
     py.detach(|| guarded(f))
 }
 
-/// The body of [`run`] for callers that already released the GIL.
+/// How often a waiting caller looks for a pending Ctrl-C.
+const SIGNAL_POLL: std::time::Duration = std::time::Duration::from_millis(20);
+
+/// The body of [`run`] for callers that already released the GIL. While the kernel runs on
+/// the pool, the calling thread wakes every [`SIGNAL_POLL`] to run Python's signal handlers
+/// (`check_signals`, as Polars does); a `KeyboardInterrupt` interrupts the kernel
+/// ([`crate::cancel`]) and is raised once the kernel has stopped.
 fn guarded<T: Send>(f: impl FnOnce() -> crate::Result<T> + Send) -> PyResult<T> {
-    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| pool::install(f)))
-        .map_err(|p| {
-            let msg = p
-                .downcast_ref::<String>()
-                .cloned()
-                .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
-                .unwrap_or_default();
-            PyRuntimeError::new_err(format!("ferrobatch internal error (please report): {msg}"))
-        })?
-        .map_err(to_py)
+    let mut signal: Option<PyErr> = None;
+    let watch = || {
+        if signal.is_none()
+            && let Err(e) = Python::attach(|py| py.check_signals())
+        {
+            crate::cancel::interrupt();
+            signal = Some(e);
+        }
+    };
+    let out = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        pool::install_watched(f, SIGNAL_POLL, watch)
+    }));
+    if let Some(e) = signal {
+        return Err(e);
+    }
+    out.map_err(|p| {
+        let msg = p
+            .downcast_ref::<String>()
+            .cloned()
+            .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
+            .unwrap_or_default();
+        PyRuntimeError::new_err(format!("ferrobatch internal error (please report): {msg}"))
+    })?
+    .map_err(to_py)
 }
 
 fn sort_keys(
@@ -311,7 +335,12 @@ impl GroupByState {
     }
 
     fn finish<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
-        let out = self.with(py, |slot| slot.take().ok_or_else(Self::gone)?.finish())?;
+        // The state is dropped only once its result exists (an interrupted finish keeps it).
+        let out = self.with(py, |slot| {
+            let out = slot.as_mut().ok_or_else(Self::gone)?.finish()?;
+            *slot = None;
+            Ok(out)
+        })?;
         table_out(py, out)
     }
 
