@@ -425,3 +425,30 @@ def test_sigkill_during_write_leaves_no_litter(tmp_path, tmpfile):
 
     fbp._sweep_temporaries(str(tmp_path))
     assert os.listdir(tmp_path) == ["other.parquet"]
+
+
+# -- pandas internals are fenced ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize("version", ["2.2.3", "3.2.0", "4.0.0.dev0"])
+def test_merge_falls_back_outside_the_tested_pandas_versions(monkeypatch, version):
+    from ferrobatch import pandas as fpd
+
+    left = pd.DataFrame({"k": [1, 2, 2], "a": [1.0, 2.0, 3.0]})
+    right = pd.DataFrame({"k": [2, 3], "b": ["x", "y"]})
+    monkeypatch.setattr(pd, "__version__", version)
+    with pytest.warns(fb.FallbackWarning, match=f"pandas {version} is outside"):
+        got = fpd.merge(left, right, on="k", how="outer")
+    pd.testing.assert_frame_equal(got, pd.merge(left, right, on="k", how="outer"))
+
+
+def test_only_the_fence_module_touches_pandas_internals():
+    import pathlib
+
+    pkg = pathlib.Path(fb.__file__).parent
+    for f in pkg.rglob("*.py"):
+        if f.name == "_pandas_private.py":
+            continue
+        text = f.read_text()
+        for private in ("pandas.core", "_MergeOperation", "_get_join_indexers", "left_join_keys"):
+            assert private not in text, (f.name, private)

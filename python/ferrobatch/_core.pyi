@@ -68,5 +68,20 @@ class GroupByState:
     @property
     def num_groups(self) -> int: ...
 
+class JoinBuild:
+    def __init__(
+        self,
+        left_schema: pa.Schema,
+        right: Any,
+        left_on: Sequence[str],
+        right_on: Sequence[str],
+        how: str,
+        suffix: str,
+        nulls_equal: bool,
+    ) -> None: ...
+    def probe(self, left: Any) -> pa.Table: ...
+    @property
+    def num_keys(self) -> int: ...
+
 def set_num_threads(n: int) -> None: ...
 def get_num_threads() -> int: ...

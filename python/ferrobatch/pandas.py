@@ -18,6 +18,7 @@ import pandas as pd
 import pyarrow as pa
 
 from ferrobatch import FallbackWarning, _core
+from ferrobatch import _pandas_private as _private
 
 __all__ = ["drop_duplicates", "groupby_agg", "merge", "sort_values"]
 
@@ -129,10 +130,11 @@ def _pandas_multikey_nan_first(
 ) -> pa.Table:
     """Reproduce pandas' multi-key numpy-float path with ``na_position="first"``.
 
-    pandas (3.x ``lexsort_indexer``) sorts numpy float keys of a multi-column sort by value
-    and, for ``na_position="first"``, replaces NaN by ``-inf`` after negating descending keys:
-    NaN then *ties* with ``-inf`` (ascending) or ``+inf`` (descending), in row order. A
-    drop-in must return the same frame, so NaN becomes that infinity here too.
+    pandas 3.1 (``lexsort_indexer``; 3.0 orders NaN first without ties) sorts numpy float
+    keys of a multi-column sort by value and, for ``na_position="first"``, replaces NaN by
+    ``-inf`` after negating descending keys: NaN then *ties* with ``-inf`` (ascending) or
+    ``+inf`` (descending), in row order. A drop-in must return the same frame, so NaN becomes
+    that infinity here too.
     """
     for j, i in enumerate(owner):
         arr = df[cols[i]].array
@@ -190,7 +192,7 @@ def sort_values(
         raise ValueError(f"invalid na_position: {na_position}")
     try:
         keys, owner = _key_table(df, cols, none_is_nan=True)
-        if len(cols) > 1 and na_position == "first":
+        if len(cols) > 1 and na_position == "first" and _private.version() >= (3, 1):
             keys = _pandas_multikey_nan_first(df, cols, asc, keys, owner)
     except _Unsupported as e:
         _fallback("sort_values", str(e))
@@ -276,11 +278,11 @@ def _indexer(a: pa.Array) -> np.ndarray:
     return out
 
 
-def _merge_key_tables(op: Any) -> tuple[pa.Table, pa.Table]:
+def _merge_key_tables(left_keys: list[Any], right_keys: list[Any]) -> tuple[pa.Table, pa.Table]:
     """The join keys pandas settled on (after its own dtype coercion) as Arrow tables, with
     every missing value (NaN, None, NaT, NA) as null: pandas matches missing keys."""
     lk, rk = [], []
-    for a, b in zip(op.left_join_keys, op.right_join_keys, strict=True):
+    for a, b in zip(left_keys, right_keys, strict=True):
         for keys, arr in ((lk, a), (rk, b)):
             s = pd.Series(arr, copy=False)
             if isinstance(s.dtype, pd.CategoricalDtype):
@@ -354,7 +356,6 @@ def merge(
     with matches in right order (inner/left), right order (right), sorted keys with missing
     last (outer, or ``sort=True``). Missing keys match each other, as in pandas.
     """
-    from pandas.core.reshape import merge as pdm
 
     def pandas_path() -> pd.DataFrame:
         return pd.merge(
@@ -374,6 +375,10 @@ def merge(
     if kwargs:
         _fallback("merge", f"argument(s) {sorted(kwargs)} not accelerated")
         return pandas_path()
+    why = _private.unsupported()
+    if why is not None:
+        _fallback("merge", why)
+        return pandas_path()
     if not isinstance(left, pd.DataFrame) or not isinstance(right, pd.DataFrame):
         _fallback("merge", "only DataFrame inputs are accelerated")
         return pandas_path()
@@ -383,10 +388,10 @@ def merge(
     if how == "cross":
         if on is not None or left_on is not None or right_on is not None or validate:
             return pandas_path()  # pandas raises its own MergeError
-        if not hasattr(pdm, "_CrossMergeOperation"):  # pandas < 3.1
+        op = _private.cross_merge_operation(left, right, suffixes=suffixes, indicator=indicator)
+        if op is None:
             _fallback("merge", "how='cross' needs pandas >= 3.1")
             return pandas_path()
-        op = pdm._CrossMergeOperation(left, right, suffixes=suffixes, indicator=indicator)
         li, ri = _core.join_indices(
             pa.table({"_": pa.nulls(len(left))}),
             pa.table({"_": pa.nulls(len(right))}),
@@ -397,11 +402,9 @@ def merge(
             None,
             None,
         )
-        indexers = (_indexer(li), _indexer(ri))
-        op._get_join_indexers = lambda: indexers
-        return op.get_result()
+        return _private.result(op, _indexer(li), _indexer(ri))
     # pandas parses the arguments and coerces key dtypes (its errors are the drop-in's).
-    op = pdm._MergeOperation(
+    op = _private.merge_operation(
         left,
         right,
         how=how,
@@ -414,7 +417,8 @@ def merge(
         validate=None,
     )
     try:
-        lkeys, rkeys = _merge_key_tables(op)
+        left_keys, right_keys = _private.join_keys(op)
+        lkeys, rkeys = _merge_key_tables(left_keys, right_keys)
         names = lkeys.column_names
         core_how = "outer" if how == "outer" else how
         try:
@@ -429,20 +433,18 @@ def merge(
                 raise
             side = "left" if "the left keys" in msg else "right"
             kind = _VALIDATE_NAMES.get(validate, validate)
-            raise pdm.MergeError(
+            raise pd.errors.MergeError(
                 f"Merge keys are not unique in {side} dataset; not a {kind} merge"
             ) from None
         li, ri = _indexer(li_a), _indexer(ri_a)
         if how == "outer" or sort:
             # pandas orders missing keys last, except NaT: it sorts as the smallest int64.
-            nulls_last = [getattr(k.dtype, "kind", "") not in "mM" for k in op.left_join_keys]
+            nulls_last = [getattr(k.dtype, "kind", "") not in "mM" for k in left_keys]
             li, ri = _sort_by_keys(li, ri, lkeys, rkeys, nulls_last)
     except _Unsupported as e:
         _fallback("merge", str(e))
         return pandas_path()
-    indexers = (li, ri)
-    op._get_join_indexers = lambda: indexers
-    return op.get_result()
+    return _private.result(op, li, ri)
 
 
 # pandas function name -> ferrobatch aggregate, for the functions the kernel computes.
