@@ -452,3 +452,137 @@ def test_only_the_fence_module_touches_pandas_internals():
         text = f.read_text()
         for private in ("pandas.core", "_MergeOperation", "_get_join_indexers", "left_join_keys"):
             assert private not in text, (f.name, private)
+
+
+# -- pandas' behaviours found by routing pandas' own test suite through the drop-ins ----------
+
+
+def _fpd():
+    from ferrobatch import pandas as fpd
+
+    return fpd
+
+
+def _raises_like_pandas(ours, theirs):
+    with pytest.raises(Exception) as want:
+        theirs()
+    with pytest.raises(type(want.value)) as got:
+        ours()
+    assert str(got.value) == str(want.value)
+
+
+def test_merge_validate_errors_are_pandas_errors():
+    fpd = _fpd()
+    left = pd.DataFrame({"k": [1, 1, 2], "a": [1, 2, 3]})
+    right = pd.DataFrame({"k": [1, 1, 3], "b": [4, 5, 6]})
+    for v in ("1:1", "one_to_one", "1:m", "m:1"):
+        _raises_like_pandas(
+            lambda v=v: fpd.merge(left, right, on="k", validate=v),
+            lambda v=v: pd.merge(left, right, on="k", validate=v),
+        )
+    _raises_like_pandas(
+        lambda: fpd.merge(left, right, on="k", validate="jibberish"),
+        lambda: pd.merge(left, right, on="k", validate="jibberish"),
+    )
+    got = fpd.merge(left, right, on="k", validate="m:m")
+    pd.testing.assert_frame_equal(got, pd.merge(left, right, on="k", validate="m:m"))
+
+
+def test_pandas_warnings_point_at_the_caller_once():
+    import warnings
+
+    fpd = _fpd()
+    left = pd.DataFrame({"k": [1, 2, 3]})
+    right = pd.DataFrame({"k": [1.0, 2.5, 3.0]})
+    # pandas warns about int vs float keys while the drop-in asks it to parse the merge; the
+    # kernel then refuses int-vs-float keys and pandas runs the merge (and warns) again.
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        got = fpd.merge(left, right, on="k")
+    kinds = sorted(w.category.__name__ for w in caught)
+    assert kinds == ["FallbackWarning", "UserWarning"], [str(w.message) for w in caught]
+    assert all(w.filename == __file__ for w in caught), [w.filename for w in caught]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        pd.testing.assert_frame_equal(got, pd.merge(left, right, on="k"))
+
+
+def test_sort_values_argument_checks_like_pandas():
+    fpd = _fpd()
+    df = pd.DataFrame({"a": [2, 1, 3], "b": [1, 2, 3]})
+    got = fpd.sort_values(df, by=[])
+    pd.testing.assert_frame_equal(got, df.sort_values(by=[]))
+    assert got is not df
+    for kw in ({"ascending": "False"}, {"ascending": [True, "x"]}):
+        by = ["a", "b"] if isinstance(kw.get("ascending"), list) else "a"
+        _raises_like_pandas(
+            lambda kw=kw, by=by: fpd.sort_values(df, by, **kw),
+            lambda kw=kw, by=by: df.sort_values(by, kind="stable", **kw),
+        )
+    pd.testing.assert_frame_equal(
+        fpd.sort_values(df, "a", ascending=0), df.sort_values("a", ascending=0, kind="stable")
+    )
+
+
+def test_drop_duplicates_subset_is_any_list_like():
+    fpd = _fpd()
+    df = pd.DataFrame({"A": [1, 1, 2, 1], "B": [1, 2, 1, 1]})
+    for subset in (np.array(["A"]), {"A"}, pd.Index(["A", "B"]), ("A", "B"), "A"):
+        pd.testing.assert_frame_equal(
+            fpd.drop_duplicates(df, subset=subset), df.drop_duplicates(subset=subset)
+        )
+    _raises_like_pandas(
+        lambda: fpd.drop_duplicates(df, subset=["A", "zz"]),
+        lambda: df.drop_duplicates(subset=["A", "zz"]),
+    )
+    _raises_like_pandas(
+        lambda: fpd.drop_duplicates(df, ignore_index="True"),
+        lambda: df.drop_duplicates(ignore_index="True"),
+    )
+
+
+def test_tuple_labels_of_multiindex_columns_are_labels():
+    fpd = _fpd()
+    cols = pd.MultiIndex.from_tuples([("a", "x"), ("a", "y"), ("b", "z")])
+    df = pd.DataFrame([[2, 1, 5.0], [1, 1, 6.0], [2, 3, 7.0], [1, 1, 8.0]], columns=cols)
+    key = ("a", "x")
+    pd.testing.assert_frame_equal(fpd.sort_values(df, key), df.sort_values(key, kind="stable"))
+    pd.testing.assert_frame_equal(
+        fpd.drop_duplicates(df, subset=[("a", "x"), ("a", "y")]),
+        df.drop_duplicates(subset=[("a", "x"), ("a", "y")]),
+    )
+    pd.testing.assert_frame_equal(fpd.drop_duplicates(df, key), df.drop_duplicates(key))
+    pd.testing.assert_frame_equal(
+        fpd.groupby_agg(df, key, s=(("b", "z"), "sum")),
+        df.groupby(key).agg(s=(("b", "z"), "sum")),
+    )
+
+
+def test_groupby_float_sums_and_means_are_compensated():
+    fpd = _fpd()
+    df = pd.DataFrame({"g": [1, 2] * 4, "a": [1e16, 1e16, 97, 98, -5e15, -5e15, -5e15, -5e15]})
+    got = fpd.groupby_agg(df, "g", s=("a", "sum"), m=("a", "mean"))
+    want = df.groupby("g").agg(s=("a", "sum"), m=("a", "mean"))
+    pd.testing.assert_frame_equal(got, want, check_exact=True)
+    assert got["s"].tolist() == [97.0, 98.0] and got["m"].tolist() == [24.25, 24.5]
+    # fb.group_by too, and with the rows cut into many batches for the streaming state
+    t = pa.table({"g": df["g"], "a": df["a"]})
+    out = fb.group_by(t, "g", {"s": ("a", "sum"), "m": ("a", "mean")})
+    assert out.column("s").to_pylist() == [97.0, 98.0]
+    assert out.column("m").to_pylist() == [24.25, 24.5]
+
+
+def test_groupby_agg_keeps_a_dataframe_subclass():
+    fpd = _fpd()
+
+    class MyFrame(pd.DataFrame):
+        @property
+        def _constructor(self):
+            return MyFrame
+
+    df = MyFrame({"g": [1, 2, 1], "v": [1.0, 2.0, 3.0]})
+    with pytest.warns(fb.FallbackWarning, match="subclass"):
+        got = fpd.groupby_agg(df, "g", s=("v", "sum"))
+    want = df.groupby("g").agg(s=("v", "sum"))
+    assert type(got) is type(want)
+    pd.testing.assert_frame_equal(got, want)

@@ -9,8 +9,10 @@ accelerated run pandas itself after a :class:`ferrobatch.FallbackWarning`.
 
 from __future__ import annotations
 
+import os
+import sys
 import warnings
-from collections.abc import Hashable, Sequence
+from collections.abc import Callable, Hashable, Sequence
 from typing import Any, Literal
 
 import numpy as np
@@ -27,12 +29,64 @@ class _Unsupported(Exception):
     """A column or argument the kernels do not handle; the caller falls back to pandas."""
 
 
+_PKG_DIR = os.path.dirname(os.path.abspath(__file__))
+
+
+def _caller_level() -> int:
+    """The ``stacklevel`` of the first frame outside the ferrobatch package, counted from the
+    function that calls this one (as pandas' ``find_stack_level`` does for pandas)."""
+    frame, level = sys._getframe(1), 1
+    while frame is not None and frame.f_code.co_filename.startswith(_PKG_DIR):
+        frame, level = frame.f_back, level + 1
+    return level
+
+
 def _fallback(fn: str, reason: str) -> None:
     warnings.warn(
         f"ferrobatch.pandas.{fn}: {reason}; falling back to pandas",
         FallbackWarning,
-        stacklevel=3,
+        stacklevel=_caller_level(),
     )
+
+
+def _reemit(caught: list[warnings.WarningMessage]) -> None:
+    """Warnings pandas raised during a drop-in, raised again at the caller's line (pandas
+    would point them at the drop-in, the first frame outside pandas)."""
+    level = _caller_level()
+    for w in caught:
+        warnings.warn(w.message, w.category, stacklevel=level)
+
+
+def _run_drop_in(
+    name: str, fast: Callable[[], pd.DataFrame], slow: Callable[[], pd.DataFrame]
+) -> pd.DataFrame:
+    """`fast()`, or `slow()` (pandas itself) after a FallbackWarning when `fast` raises
+    :class:`_Unsupported`. Warnings pandas raises on the way come out once, at the caller's
+    line: those of an abandoned fast attempt are dropped (pandas raises them again)."""
+    reason = None
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            result = fast()
+        except _Unsupported as e:
+            reason = str(e)
+    if reason is not None:
+        _fallback(name, reason)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            result = slow()
+    _reemit(caught)
+    return result
+
+
+def _check_bool(value: Any, arg: str, *, int_allowed: bool = False) -> None:
+    """pandas' ``validate_bool_kwarg`` (its message too)."""
+    if not (
+        isinstance(value, bool | np.bool_) or (int_allowed and isinstance(value, int | np.integer))
+    ):
+        raise ValueError(
+            f'For argument "{arg}" expected type bool, received type {type(value).__name__}.'
+        )
 
 
 def _require_frame(df: Any, fn: str) -> pd.DataFrame:
@@ -43,8 +97,15 @@ def _require_frame(df: Any, fn: str) -> pd.DataFrame:
     return df
 
 
-def _column_list(by: Hashable | Sequence[Hashable], df: pd.DataFrame) -> list[Hashable]:
-    cols = list(by) if isinstance(by, list | tuple) else [by]
+def _column_list(by: Any, df: pd.DataFrame) -> list[Hashable]:
+    """Key labels as pandas reads ``by`` in ``sort_values`` / ``groupby``: a list is a list of
+    labels, anything else (a tuple included: MultiIndex columns) is one label."""
+    cols = list(by) if isinstance(by, list) else [by]
+    for c in cols:
+        try:
+            hash(c)
+        except TypeError:
+            raise _Unsupported(f"key {type(c).__name__} is not a column label") from None
     missing = [c for c in cols if c not in df.columns]
     if any(c in df.index.names for c in missing):
         raise _Unsupported("sorting by index level names")
@@ -52,6 +113,35 @@ def _column_list(by: Hashable | Sequence[Hashable], df: pd.DataFrame) -> list[Ha
         raise KeyError(missing[0] if len(missing) == 1 else missing)
     if df.columns.has_duplicates and any((df.columns == c).sum() > 1 for c in cols):
         raise _Unsupported("duplicate column labels")
+    if isinstance(df.columns, pd.MultiIndex) and any(
+        not isinstance(df[c], pd.Series) for c in cols
+    ):
+        raise _Unsupported("a partial MultiIndex column label")
+    return cols
+
+
+def _subset_list(subset: Any, df: pd.DataFrame) -> list[Hashable]:
+    """``drop_duplicates``' subset as pandas reads it: any list-like of labels, or one label
+    (a str, a non-iterable, or a tuple that is a column label); missing labels are a
+    ``KeyError`` of their Index, as pandas raises."""
+    if subset is None:
+        return list(df.columns)
+    if (
+        not np.iterable(subset)
+        or isinstance(subset, str)
+        or (isinstance(subset, tuple) and subset in df.columns)
+    ):
+        subset = (subset,)
+    cols = list(subset)
+    diff = set(cols) - set(df.columns)
+    if diff:
+        raise KeyError(pd.Index(diff))
+    if df.columns.has_duplicates and any((df.columns == c).sum() > 1 for c in cols):
+        raise _Unsupported("duplicate column labels")
+    if isinstance(df.columns, pd.MultiIndex) and any(
+        not isinstance(df[c], pd.Series) for c in cols
+    ):
+        raise _Unsupported("a partial MultiIndex column label")
     return cols
 
 
@@ -163,50 +253,53 @@ def sort_values(
     """``df.sort_values(by, ascending=..., na_position=..., ignore_index=..., kind="stable")``."""
     df = _require_frame(df, "sort_values")
 
-    def pandas_path() -> pd.DataFrame:
+    def slow() -> pd.DataFrame:
         kw = {"kind": "stable", **kwargs}
         return df.sort_values(
             by, ascending=ascending, na_position=na_position, ignore_index=ignore_index, **kw
         )
 
-    unsupported = {
-        k: v for k, v in kwargs.items() if not (k == "kind" or (k == "axis" and v in (0, "index")))
-    }
-    if unsupported:
-        _fallback("sort_values", f"argument(s) {sorted(unsupported)} not accelerated")
-        return pandas_path()
-    try:
+    def fast() -> pd.DataFrame:
+        unsupported = {
+            k: v
+            for k, v in kwargs.items()
+            if not (k == "kind" or (k == "axis" and v in (0, "index")))
+        }
+        if unsupported:
+            raise _Unsupported(f"argument(s) {sorted(unsupported)} not accelerated")
+        # pandas' checks, in pandas' order (a str is a sequence of non-bools to pandas).
+        if isinstance(ascending, Sequence):
+            for a in ascending:
+                _check_bool(a, "ascending", int_allowed=True)
+        else:
+            _check_bool(ascending, "ascending", int_allowed=True)
         cols = _column_list(by, df)
-    except _Unsupported as e:
-        _fallback("sort_values", str(e))
-        return pandas_path()
-    if isinstance(ascending, list | tuple):
-        if len(ascending) != len(cols):
-            raise ValueError(
-                f"Length of ascending ({len(ascending)}) != length of by ({len(cols)})"
-            )
-        asc = [bool(a) for a in ascending]
-    else:
-        asc = [bool(ascending)] * len(cols)
-    if na_position not in ("first", "last"):
-        raise ValueError(f"invalid na_position: {na_position}")
-    try:
-        keys, owner = _key_table(df, cols, none_is_nan=True)
-        if len(cols) > 1 and na_position == "first" and _private.version() >= (3, 1):
-            keys = _pandas_multikey_nan_first(df, cols, asc, keys, owner)
-    except _Unsupported as e:
-        _fallback("sort_values", str(e))
-        return pandas_path()
-    descending = [not asc[o] for o in owner]
-    idx = _core.sort_indices(keys, list(keys.column_names), descending, na_position == "last", None)
-    idx = idx.to_numpy(zero_copy_only=False).astype(np.intp, copy=False)
-    if _is_identity(idx, len(df)):
-        result = df.copy(deep=False)
-    else:
-        result = df.take(idx)
-    if ignore_index:
-        result.index = pd.RangeIndex(len(result))
-    return result
+        if isinstance(ascending, Sequence):
+            if len(ascending) != len(cols):
+                raise ValueError(
+                    f"Length of ascending ({len(ascending)}) != length of by ({len(cols)})"
+                )
+            asc = [bool(a) for a in ascending]
+        else:
+            asc = [bool(ascending)] * len(cols)
+        if na_position not in ("first", "last"):
+            raise ValueError(f"invalid na_position: {na_position}")
+        if not cols:
+            result = df.copy(deep=False)  # pandas: sorting by nothing is a copy
+        else:
+            keys, owner = _key_table(df, cols, none_is_nan=True)
+            if len(cols) > 1 and na_position == "first" and _private.version() >= (3, 1):
+                keys = _pandas_multikey_nan_first(df, cols, asc, keys, owner)
+            descending = [not asc[o] for o in owner]
+            nulls_last = na_position == "last"
+            idx = _core.sort_indices(keys, list(keys.column_names), descending, nulls_last, None)
+            idx = idx.to_numpy(zero_copy_only=False).astype(np.intp, copy=False)
+            result = df.copy(deep=False) if _is_identity(idx, len(df)) else df.take(idx)
+        if ignore_index:
+            result.index = pd.RangeIndex(len(result))
+        return result
+
+    return _run_drop_in("sort_values", fast, slow)
 
 
 def drop_duplicates(
@@ -219,54 +312,51 @@ def drop_duplicates(
     """``df.drop_duplicates(subset, keep=..., ignore_index=...)``."""
     df = _require_frame(df, "drop_duplicates")
 
-    def pandas_path() -> pd.DataFrame:
+    def slow() -> pd.DataFrame:
         return df.drop_duplicates(subset, keep=keep, ignore_index=ignore_index, **kwargs)
 
-    if kwargs:
-        _fallback("drop_duplicates", f"argument(s) {sorted(kwargs)} not accelerated")
-        return pandas_path()
-    if keep is False:
-        how = "none"
-    elif keep in ("first", "last"):
-        how = str(keep)
-    else:
-        raise ValueError('keep must be either "first", "last" or False')
-    if df.empty:
-        return df.copy(deep=False)
-    try:
+    def fast() -> pd.DataFrame:
+        if kwargs:
+            raise _Unsupported(f"argument(s) {sorted(kwargs)} not accelerated")
+        _check_bool(ignore_index, "ignore_index")
+        if keep is False:
+            how = "none"
+        elif isinstance(keep, str) and keep in ("first", "last"):
+            how = keep
+        else:
+            raise ValueError('keep must be either "first", "last" or False')
         if subset is None and df.columns.has_duplicates:
             raise _Unsupported("duplicate column labels")
-        cols = list(df.columns) if subset is None else _column_list(subset, df)
-    except _Unsupported as e:
-        _fallback("drop_duplicates", str(e))
-        return pandas_path()
-    if not cols:
-        raise ValueError("subset must name at least one column")
-    try:
+        cols = _subset_list(subset, df)
+        if df.empty:
+            return df.copy(deep=False)
+        if not cols:
+            raise ValueError("subset must name at least one column")
         # pandas compares a single column by value (None and NaN distinct in object columns)
         # but several columns through factorize, where both are the same missing value.
         keys, _ = _key_table(df, cols, none_is_nan=len(cols) > 1)
-    except _Unsupported as e:
-        _fallback("drop_duplicates", str(e))
-        return pandas_path()
-    idx = _core.dedup_indices(keys, None, how)
-    idx = idx.to_numpy(zero_copy_only=False).astype(np.intp, copy=False)
-    result = df.take(idx)
-    if ignore_index:
-        result.index = pd.RangeIndex(len(result))
-    return result
+        idx = _core.dedup_indices(keys, None, how)
+        idx = idx.to_numpy(zero_copy_only=False).astype(np.intp, copy=False)
+        result = df.take(idx)
+        if ignore_index:
+            result.index = pd.RangeIndex(len(result))
+        return result
+
+    return _run_drop_in("drop_duplicates", fast, slow)
 
 
 _NO_ROW = np.uint32(0xFFFFFFFF)
 
-# pandas' messages for a failed `validate`, by (validate, side).
-_VALIDATE_NAMES = {
-    "1:1": "one-to-one",
-    "one_to_one": "one-to-one",
-    "1:m": "one-to-many",
-    "one_to_many": "one-to-many",
-    "m:1": "many-to-one",
-    "many_to_one": "many-to-one",
+# pandas' validate arguments -> the kernel's.
+_VALIDATE_KINDS = {
+    "1:1": "1:1",
+    "one_to_one": "1:1",
+    "1:m": "1:m",
+    "one_to_many": "1:m",
+    "m:1": "m:1",
+    "many_to_one": "m:1",
+    "m:m": "m:m",
+    "many_to_many": "m:m",
 }
 
 
@@ -357,7 +447,7 @@ def merge(
     last (outer, or ``sort=True``). Missing keys match each other, as in pandas.
     """
 
-    def pandas_path() -> pd.DataFrame:
+    def slow() -> pd.DataFrame:
         return pd.merge(
             left,
             right,
@@ -372,79 +462,72 @@ def merge(
             **kwargs,
         )
 
-    if kwargs:
-        _fallback("merge", f"argument(s) {sorted(kwargs)} not accelerated")
-        return pandas_path()
-    why = _private.unsupported()
-    if why is not None:
-        _fallback("merge", why)
-        return pandas_path()
-    if not isinstance(left, pd.DataFrame) or not isinstance(right, pd.DataFrame):
-        _fallback("merge", "only DataFrame inputs are accelerated")
-        return pandas_path()
-    if how not in ("inner", "left", "right", "outer", "cross"):
-        _fallback("merge", f"how={how!r} not accelerated")
-        return pandas_path()
-    if how == "cross":
-        if on is not None or left_on is not None or right_on is not None or validate:
-            return pandas_path()  # pandas raises its own MergeError
-        op = _private.cross_merge_operation(left, right, suffixes=suffixes, indicator=indicator)
-        if op is None:
-            _fallback("merge", "how='cross' needs pandas >= 3.1")
-            return pandas_path()
-        li, ri = _core.join_indices(
-            pa.table({"_": pa.nulls(len(left))}),
-            pa.table({"_": pa.nulls(len(right))}),
-            [],
-            [],
-            "cross",
-            False,
-            None,
-            None,
+    def fast() -> pd.DataFrame:
+        if kwargs:
+            raise _Unsupported(f"argument(s) {sorted(kwargs)} not accelerated")
+        why = _private.unsupported()
+        if why is not None:
+            raise _Unsupported(why)
+        if not isinstance(left, pd.DataFrame) or not isinstance(right, pd.DataFrame):
+            raise _Unsupported("only DataFrame inputs are accelerated")
+        if how not in ("inner", "left", "right", "outer", "cross"):
+            raise _Unsupported(f"how={how!r} not accelerated")
+        if validate is not None and validate not in _VALIDATE_KINDS:
+            return slow()  # pandas raises its own error naming the valid arguments
+        if how == "cross":
+            if on is not None or left_on is not None or right_on is not None or validate:
+                return slow()  # pandas raises its own MergeError
+            op = _private.cross_merge_operation(left, right, suffixes=suffixes, indicator=indicator)
+            if op is None:
+                raise _Unsupported("how='cross' needs pandas >= 3.1")
+            li, ri = _core.join_indices(
+                pa.table({"_": pa.nulls(len(left))}),
+                pa.table({"_": pa.nulls(len(right))}),
+                [],
+                [],
+                "cross",
+                False,
+                None,
+                None,
+            )
+            return _private.result(op, _indexer(li), _indexer(ri))
+        # pandas parses the arguments and coerces key dtypes (its errors are the drop-in's).
+        op = _private.merge_operation(
+            left,
+            right,
+            how=how,
+            on=on,
+            left_on=left_on,
+            right_on=right_on,
+            sort=sort,
+            suffixes=suffixes,
+            indicator=indicator,
+            validate=None,
         )
-        return _private.result(op, _indexer(li), _indexer(ri))
-    # pandas parses the arguments and coerces key dtypes (its errors are the drop-in's).
-    op = _private.merge_operation(
-        left,
-        right,
-        how=how,
-        on=on,
-        left_on=left_on,
-        right_on=right_on,
-        sort=sort,
-        suffixes=suffixes,
-        indicator=indicator,
-        validate=None,
-    )
-    try:
         left_keys, right_keys = _private.join_keys(op)
         lkeys, rkeys = _merge_key_tables(left_keys, right_keys)
         names = lkeys.column_names
-        core_how = "outer" if how == "outer" else how
+        core_validate = _VALIDATE_KINDS.get(validate) if validate is not None else None
         try:
             li_a, ri_a = _core.join_indices(
-                lkeys, rkeys, names, names, core_how, True, validate, None
+                lkeys, rkeys, names, names, how, True, core_validate, None
             )
         except TypeError as e:
             raise _Unsupported(str(e)) from e
         except ValueError as e:
-            msg = str(e)
-            if validate is None or "validate" not in msg:
+            if validate is None or "validate" not in str(e):
                 raise
-            side = "left" if "the left keys" in msg else "right"
-            kind = _VALIDATE_NAMES.get(validate, validate)
-            raise pd.errors.MergeError(
-                f"Merge keys are not unique in {side} dataset; not a {kind} merge"
-            ) from None
+            # Not unique: pandas raises its own MergeError (naming the side, or both, and
+            # the duplicated keys); the check already failed, so this is the error path.
+            return slow()
         li, ri = _indexer(li_a), _indexer(ri_a)
         if how == "outer" or sort:
             # pandas orders missing keys last, except NaT: it sorts as the smallest int64.
             nulls_last = [getattr(k.dtype, "kind", "") not in "mM" for k in left_keys]
             li, ri = _sort_by_keys(li, ri, lkeys, rkeys, nulls_last)
-    except _Unsupported as e:
-        _fallback("merge", str(e))
-        return pandas_path()
-    return _private.result(op, li, ri)
+        return _private.result(op, li, ri)
+
+    return _run_drop_in("merge", fast, slow)
 
 
 # pandas function name -> ferrobatch aggregate, for the functions the kernel computes.
@@ -508,62 +591,73 @@ def groupby_agg(
     var, median, nunique. Other functions, dtypes or arguments fall back to pandas."""
     df = _require_frame(df, "groupby_agg")
 
-    def pandas_path() -> pd.DataFrame:
+    def slow() -> pd.DataFrame:
         return df.groupby(by, dropna=dropna, sort=sort).agg(**named_aggs)
 
-    try:
-        keys = _column_list(by, df)
-        if not keys:
-            raise _Unsupported("no group keys")
-        if not named_aggs:
-            raise _Unsupported("no named aggregates")
-        specs = []
-        for out_name, spec in named_aggs.items():
-            if not isinstance(spec, tuple) or len(spec) != 2:
-                raise _Unsupported(f"aggregate {out_name!r} is not (column, function)")
-            col, func = spec
-            if not isinstance(func, str) or func not in _GROUPBY_FUNCS:
-                raise _Unsupported(f"aggregate function {func!r}")
-            if col not in df.columns or (df.columns == col).sum() != 1:
-                raise _Unsupported(f"column {col!r}")
-            specs.append((out_name, col, func))
-        key_arrays = []
-        for k in keys:
-            if isinstance(df[k].dtype, pd.CategoricalDtype):
-                raise _Unsupported(f"categorical key {k!r}")
-            if pd.api.types.is_object_dtype(df[k].dtype) and not df[k].notna().any():
-                # pandas gives an all-missing object key a float64 index level.
-                raise _Unsupported(f"object key {k!r} holds only missing values")
-            arrays = _key_arrays(df[k], none_is_nan=True)
-            key_arrays.extend(arrays)
-        cols = {f"k{j}": a for j, a in enumerate(key_arrays)}
-        needed = []
-        for _, col, func in specs:
-            if col not in needed and func != "size":
-                needed.append(col)
-        for j, col in enumerate(needed):
-            cols[f"v{j}"] = _value_array(df[col])
-        cols["row"] = pa.array(np.arange(len(df), dtype=np.int64))
-    except _Unsupported as e:
-        _fallback("groupby_agg", str(e))
-        return pandas_path()
+    return _run_drop_in("groupby_agg", lambda: _groupby_agg(df, by, dropna, sort, named_aggs), slow)
+
+
+def _groupby_agg(
+    df: pd.DataFrame, by: Any, dropna: bool, sort: bool, named_aggs: dict[str, Any]
+) -> pd.DataFrame:
+    if type(df) is not pd.DataFrame:
+        raise _Unsupported(f"DataFrame subclass {type(df).__name__}")
+    keys = _column_list(by, df)
+    if not keys:
+        raise _Unsupported("no group keys")
+    if not named_aggs:
+        raise _Unsupported("no named aggregates")
+    specs = []
+    for out_name, spec in named_aggs.items():
+        if not isinstance(spec, tuple) or len(spec) != 2:
+            raise _Unsupported(f"aggregate {out_name!r} is not (column, function)")
+        col, func = spec
+        if not isinstance(func, str) or func not in _GROUPBY_FUNCS:
+            raise _Unsupported(f"aggregate function {func!r}")
+        try:
+            unique = col in df.columns and (df.columns == col).sum() == 1
+        except TypeError:
+            unique = False
+        if not unique:
+            raise _Unsupported(f"column {col!r}")
+        specs.append((out_name, col, func))
+    key_arrays = []
+    for k in keys:
+        if isinstance(df[k].dtype, pd.CategoricalDtype):
+            raise _Unsupported(f"categorical key {k!r}")
+        if pd.api.types.is_object_dtype(df[k].dtype) and not df[k].notna().any():
+            # pandas gives an all-missing object key a float64 index level.
+            raise _Unsupported(f"object key {k!r} holds only missing values")
+        key_arrays.extend(_key_arrays(df[k], none_is_nan=True))
+    cols = {f"k{j}": a for j, a in enumerate(key_arrays)}
+    # pandas means integers as float64 (Kahan sums of the converted values); the kernel's
+    # exact integer mean would be more accurate than pandas, so means read float64 columns.
+    def source(col: Hashable, func: str) -> tuple[Hashable, bool]:
+        return col, func == "mean" and df[col].dtype.kind in "iub"
+
+    needed: list[tuple[Hashable, bool]] = []
+    for _, col, func in specs:
+        if source(col, func) not in needed and func != "size":
+            needed.append(source(col, func))
+    for j, (col, as_float) in enumerate(needed):
+        arr = _value_array(df[col])
+        cols[f"v{j}"] = arr.cast(pa.float64(), safe=False) if as_float else arr
+    cols["row"] = pa.array(np.arange(len(df), dtype=np.int64))
     table = pa.table(cols)
     key_names = [f"k{j}" for j in range(len(key_arrays))]
     aggs = [("first_row", "row", "first", None)]
     for i, (_, col, func) in enumerate(specs):
-        source = None if func == "size" else f"v{needed.index(col)}"
-        aggs.append((f"a{i}", source, _GROUPBY_FUNCS[func], None))
+        column = None if func == "size" else f"v{needed.index(source(col, func))}"
+        aggs.append((f"a{i}", column, _GROUPBY_FUNCS[func], None))
     try:
         out = _core.group_by(table, key_names, aggs, dropna, sort)
     except TypeError as e:
-        _fallback("groupby_agg", f"kernel refused the types ({e})")
-        return pandas_path()
+        raise _Unsupported(f"kernel refused the types ({e})") from e
     except ValueError as e:
         if "overflows" not in str(e):
             raise
         # pandas wraps integer sums around silently; a drop-in returns what pandas returns.
-        _fallback("groupby_agg", "an integer sum overflows (pandas wraps it around)")
-        return pandas_path()
+        raise _Unsupported("an integer sum overflows (pandas wraps it around)") from e
     rows = out.column("first_row").to_numpy()
     if len(keys) == 1:
         index = pd.Index(df[keys[0]].take(rows).array, name=keys[0])

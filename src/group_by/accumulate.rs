@@ -161,7 +161,7 @@ impl Acc for Count {
 
 /// Sums in accumulator type `A` (state: sum, non-null count): `i128` for signed integers and
 /// `u128` for `u64` — exact, since they cannot overflow before 2^64 rows (the caller checks
-/// the final range) — and `f64` for floats (also the numerator of means).
+/// the final range) — and [`Kahan`] for floats (also the numerator of means).
 pub struct Sum<'a, V, A> {
     pub values: &'a [V],
     pub valid: Option<BooleanBuffer>,
@@ -212,6 +212,51 @@ where
                 st.1 += 1;
             }
         }
+    }
+}
+
+/// A compensated float sum: Kahan summation exactly as pandas' groupby `sum` / `mean`
+/// compute it (`y = x - c; t = s + y; c = (t - s) - y; s = t`, the compensation reset to 0
+/// when an infinity makes it NaN), so `1e16 + 97 - 5e15 - 5e15` is 97, not 96, and the
+/// pandas drop-ins get pandas' bits. A group's rows are folded in row order within a block;
+/// block states merge in block order (the later sum added with the same step, compensations
+/// combined), a fixed order for every thread count.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Kahan {
+    sum: f64,
+    comp: f64,
+}
+
+impl Kahan {
+    /// The sum (pandas returns the running sum, not sum minus compensation).
+    #[inline]
+    pub fn value(self) -> f64 {
+        self.sum
+    }
+
+    #[inline(always)]
+    fn add(&mut self, x: f64) {
+        let y = x - self.comp;
+        let t = self.sum + y;
+        let c = (t - self.sum) - y;
+        // An infinity makes the compensation NaN, which would turn inf into NaN (GH#53606).
+        self.comp = if c.is_nan() { 0.0 } else { c };
+        self.sum = t;
+    }
+}
+
+impl From<f64> for Kahan {
+    #[inline(always)]
+    fn from(x: f64) -> Self {
+        Kahan { sum: x, comp: 0.0 }
+    }
+}
+
+impl std::ops::AddAssign for Kahan {
+    #[inline(always)]
+    fn add_assign(&mut self, b: Kahan) {
+        self.add(b.sum);
+        self.comp += b.comp;
     }
 }
 
@@ -475,5 +520,32 @@ impl<const LAST: bool> Acc for Pick<LAST> {
         if *b != NO_ROW && (LAST || *a == NO_ROW) {
             *a = *b;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Kahan;
+
+    fn sum(xs: &[f64]) -> f64 {
+        let mut s = Kahan::default();
+        for &x in xs {
+            s += Kahan::from(x);
+        }
+        s.value()
+    }
+
+    /// Expected values are pandas' (`df.groupby(g).sum()` of the same rows).
+    #[test]
+    fn compensated_sums_as_pandas() {
+        assert_eq!(sum(&[1e16, 97.0, -5e15, -5e15]), 97.0);
+        assert_eq!(sum(&[1e16, 98.0, -5e15, -5e15]), 98.0);
+        assert_eq!(sum(&[0.1; 10]), 1.0);
+        assert_eq!(sum(&[f64::INFINITY, 1.0]), f64::INFINITY);
+        assert_eq!(sum(&[1e308, 1e308]), f64::INFINITY);
+        assert!(sum(&[f64::INFINITY, f64::NEG_INFINITY]).is_nan());
+        assert!(sum(&[1.0, f64::NAN]).is_nan());
+        let two62 = 2f64.powi(62);
+        assert_eq!(sum(&[0.0, 0.0, 1.0, two62, -two62]), 0.0); // pandas' Kahan loses the 1
     }
 }

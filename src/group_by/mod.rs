@@ -40,7 +40,8 @@ use crate::gather::take_table;
 use crate::keys::encode::{dense_codes, order_codes};
 use crate::table::{Table, concat_chunks};
 use accumulate::{
-    Acc, Correlation, Count, Extreme, Pick, Sum, SumDecimal, Variance, accumulate, chunk_starts,
+    Acc, Correlation, Count, Extreme, Kahan, Pick, Sum, SumDecimal, Variance, accumulate,
+    chunk_starts,
 };
 use groups::{Groups, NO_ROW, group};
 use holistic::{Members, per_group};
@@ -432,9 +433,10 @@ fn aggregate(
         }
         AggFn::Mean => {
             let v = values.map(as_f64)?;
-            let st = v.run(g, |c, _| Sum::<f64, f64>::new(f64s(c), validity(c)));
+            let st = v.run(g, |c, _| Sum::<f64, Kahan>::new(f64s(c), validity(c)));
             Arc::new(Float64Array::from_iter(
-                st.iter().map(|&(s, n)| (n > 0).then(|| s / n as f64)),
+                st.iter()
+                    .map(|&(s, n)| (n > 0).then(|| s.value() / n as f64)),
             ))
         }
         AggFn::Var | AggFn::Std => {
@@ -623,9 +625,9 @@ fn sum(values: &Column, g: &Groups, col: &str) -> Result<ArrayRef> {
     let dt = values.data_type();
     if dt.is_floating() {
         let v = values.map(as_f64)?;
-        let st = v.run(g, |c, _| Sum::<f64, f64>::new(f64s(c), validity(c)));
+        let st = v.run(g, |c, _| Sum::<f64, Kahan>::new(f64s(c), validity(c)));
         return Ok(Arc::new(Float64Array::from_iter(
-            st.iter().map(|&(s, n)| (n > 0).then_some(s)),
+            st.iter().map(|&(s, n)| (n > 0).then(|| s.value())),
         )));
     }
     let st = exact_sums(values, g).map_err(|_| overflow("decimal128(38)"))?;
