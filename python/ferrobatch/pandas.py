@@ -630,6 +630,7 @@ def _groupby_agg(
             raise _Unsupported(f"object key {k!r} holds only missing values")
         key_arrays.extend(_key_arrays(df[k], none_is_nan=True))
     cols = {f"k{j}": a for j, a in enumerate(key_arrays)}
+
     # pandas means integers as float64 (Kahan sums of the converted values); the kernel's
     # exact integer mean would be more accurate than pandas, so means read float64 columns.
     def source(col: Hashable, func: str) -> tuple[Hashable, bool]:
