@@ -63,12 +63,7 @@ pub fn sort_indices(table: &Table, keys: &[SortKey], limit: Option<usize>) -> Re
                 smallest(&mut e, k, |a, b| a.cmp(b));
             }
             let mask = (1u64 << idx_bits) - 1;
-            let mut idx = crate::mem::with_capacity(k, "sorted row indices");
-            e[..k]
-                .par_iter()
-                .map(|&x| (x & mask) as u32)
-                .collect_into_vec(&mut idx);
-            idx
+            rows_of(&e[..k], |x| (x & mask) as u32)
         }
         Keys::U128(mut e) => {
             e.par_iter_mut()
@@ -76,12 +71,7 @@ pub fn sort_indices(table: &Table, keys: &[SortKey], limit: Option<usize>) -> Re
                 .for_each(|(i, x)| *x |= i as u128);
             smallest(&mut e, k, |a, b| a.cmp(b));
             let mask = (1u128 << idx_bits) - 1;
-            let mut idx = crate::mem::with_capacity(k, "sorted row indices");
-            e[..k]
-                .par_iter()
-                .map(|&x| (x & mask) as u32)
-                .collect_into_vec(&mut idx);
-            idx
+            rows_of(&e[..k], |x| (x & mask) as u32)
         }
         Keys::Wide(codes) => {
             let mut rows: Vec<u32> = crate::mem::with_capacity(n, "sorted row indices");
@@ -97,6 +87,13 @@ pub fn sort_indices(table: &Table, keys: &[SortKey], limit: Option<usize>) -> Re
             rows
         }
     })
+}
+
+/// The row index held in the low bits of each sorted element.
+fn rows_of<T: Copy + Send + Sync>(e: &[T], row: impl Fn(T) -> u32 + Sync) -> Vec<u32> {
+    let mut idx = crate::mem::with_capacity(e.len(), "sorted row indices");
+    e.par_iter().map(|&x| row(x)).collect_into_vec(&mut idx);
+    idx
 }
 
 /// Put the `k` smallest elements, sorted, at the front of `v` (all of `v` sorted when

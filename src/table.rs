@@ -3,7 +3,7 @@
 
 use arrow_array::{Array, ArrayRef, RecordBatch, new_empty_array};
 use arrow_buffer::{ArrowNativeType, ScalarBuffer};
-use arrow_schema::{DataType, SchemaRef};
+use arrow_schema::{DataType, Schema, SchemaRef};
 
 use crate::error::{Error, Result};
 
@@ -71,6 +71,37 @@ impl Table {
             .map(|b| b.column(i).clone())
             .collect()
     }
+}
+
+/// How the columns of `got` differ from the ones `want` declares — count, names, types;
+/// nullability and metadata aside — if they do.
+pub fn schema_mismatch(got: &Schema, want: &Schema) -> Option<String> {
+    let (g, w) = (got.fields(), want.fields());
+    if g.len() != w.len() {
+        return Some(format!(
+            "it has {} columns, the schema declares {}",
+            g.len(),
+            w.len()
+        ));
+    }
+    g.iter().zip(w.iter()).find_map(|(x, y)| {
+        if x.name() != y.name() {
+            Some(format!(
+                "column {:?} is where the schema declares {:?}",
+                x.name(),
+                y.name()
+            ))
+        } else if x.data_type() != y.data_type() {
+            Some(format!(
+                "column {:?} is {} but the schema declares {}",
+                x.name(),
+                x.data_type(),
+                y.data_type()
+            ))
+        } else {
+            None
+        }
+    })
 }
 
 /// Maps a global row number to (chunk, row within the chunk) in O(1).

@@ -447,20 +447,11 @@ def merge(
     last (outer, or ``sort=True``). Missing keys match each other, as in pandas.
     """
 
+    args = {"how": how, "on": on, "left_on": left_on, "right_on": right_on, "sort": sort,
+            "suffixes": suffixes, "indicator": indicator}  # fmt: skip
+
     def slow() -> pd.DataFrame:
-        return pd.merge(
-            left,
-            right,
-            how=how,
-            on=on,
-            left_on=left_on,
-            right_on=right_on,
-            suffixes=suffixes,
-            sort=sort,
-            indicator=indicator,
-            validate=validate,
-            **kwargs,
-        )
+        return pd.merge(left, right, validate=validate, **args, **kwargs)
 
     def fast() -> pd.DataFrame:
         if kwargs:
@@ -492,18 +483,7 @@ def merge(
             )
             return _private.result(op, _indexer(li), _indexer(ri))
         # pandas parses the arguments and coerces key dtypes (its errors are the drop-in's).
-        op = _private.merge_operation(
-            left,
-            right,
-            how=how,
-            on=on,
-            left_on=left_on,
-            right_on=right_on,
-            sort=sort,
-            suffixes=suffixes,
-            indicator=indicator,
-            validate=None,
-        )
+        op = _private.merge_operation(left, right, validate=None, **args)
         left_keys, right_keys = _private.join_keys(op)
         lkeys, rkeys = _merge_key_tables(left_keys, right_keys)
         names = lkeys.column_names

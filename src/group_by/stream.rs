@@ -46,7 +46,7 @@ use super::{
 use crate::error::{Error, Result};
 use crate::gather::take_table;
 use crate::keys::encode::{dense_codes, order_codes};
-use crate::table::Table;
+use crate::table::{Table, schema_mismatch};
 
 /// How one aggregate travels between batches (see the module table).
 #[derive(Clone, Debug)]
@@ -159,7 +159,7 @@ impl GroupByState {
 
     /// Aggregate `batch` into the state.
     pub fn absorb(&mut self, batch: &RecordBatch) -> Result<()> {
-        if let Some(why) = mismatch(&batch.schema(), &self.schema) {
+        if let Some(why) = schema_mismatch(&batch.schema(), &self.schema) {
             return Err(Error::Type(format!(
                 "record batch does not match the group-by state's schema: {why}"
             )));
@@ -174,7 +174,7 @@ impl GroupByState {
 
     /// Fold in `other`, a state of the same options and schema over *later* rows.
     pub fn merge(&mut self, other: GroupByState) -> Result<()> {
-        if mismatch(&other.schema, &self.schema).is_some() || other.opts != self.opts {
+        if schema_mismatch(&other.schema, &self.schema).is_some() || other.opts != self.opts {
             return Err(Error::Value(
                 "cannot merge group-by states of different schemas or options".into(),
             ));
@@ -300,35 +300,6 @@ impl GroupByState {
         };
         super::assemble(table, &opts, g, cols)
     }
-}
-
-/// How `got` differs from `want` in column names or types (nullability and metadata aside).
-fn mismatch(got: &SchemaRef, want: &SchemaRef) -> Option<String> {
-    let names = |s: &SchemaRef| {
-        s.fields()
-            .iter()
-            .map(|f| f.name().clone())
-            .collect::<Vec<_>>()
-    };
-    if names(got) != names(want) {
-        return Some(format!(
-            "columns {:?}, expected {:?}",
-            names(got),
-            names(want)
-        ));
-    }
-    got.fields()
-        .iter()
-        .zip(want.fields())
-        .find(|(x, y)| x.data_type() != y.data_type())
-        .map(|(x, y)| {
-            format!(
-                "column {:?} is {} in the batch but {} in the state's schema",
-                x.name(),
-                x.data_type(),
-                y.data_type()
-            )
-        })
 }
 
 /// Number of state columns of an aggregate.

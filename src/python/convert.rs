@@ -99,7 +99,7 @@ pub fn table_in(data: AnyRecordBatch) -> PyResult<Table> {
             let batch = batch.map_err(|e| {
                 PyValueError::new_err(format!("cannot read record batch {i} of the stream: {e}"))
             })?;
-            if let Some(why) = mismatch(&batch, &schema) {
+            if let Some(why) = crate::table::schema_mismatch(&batch.schema(), &schema) {
                 return Err(PyValueError::new_err(format!(
                     "record batch {i} does not match the stream's schema: {why}"
                 )));
@@ -113,31 +113,6 @@ pub fn table_in(data: AnyRecordBatch) -> PyResult<Table> {
             "malformed Arrow input: its record batches do not match its declared schema",
         ))
     })
-}
-
-/// Why `batch` does not have the columns `schema` declares, if it does not.
-fn mismatch(batch: &arrow_array::RecordBatch, schema: &arrow_schema::Schema) -> Option<String> {
-    let got = batch.schema();
-    if got.fields().len() != schema.fields().len() {
-        return Some(format!(
-            "it has {} columns, the schema declares {}",
-            got.fields().len(),
-            schema.fields().len()
-        ));
-    }
-    schema
-        .fields()
-        .iter()
-        .zip(batch.columns())
-        .find(|(f, c)| f.data_type() != c.data_type())
-        .map(|(f, c)| {
-            format!(
-                "column {:?} is {} but the schema declares {}",
-                f.name(),
-                c.data_type(),
-                f.data_type()
-            )
-        })
 }
 
 /// A core table as a `pyarrow.Table`.
