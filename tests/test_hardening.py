@@ -430,7 +430,7 @@ def test_sigkill_during_write_leaves_no_litter(tmp_path, tmpfile):
 # -- pandas internals are fenced ---------------------------------------------------------------
 
 
-@pytest.mark.parametrize("version", ["2.2.3", "3.2.0", "4.0.0.dev0"])
+@pytest.mark.parametrize("version", ["2.2.3", "3.0.0", "3.2.0", "4.0.0.dev0"])
 def test_merge_falls_back_outside_the_tested_pandas_versions(monkeypatch, version):
     from ferrobatch import pandas as fpd
 

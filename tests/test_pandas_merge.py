@@ -157,15 +157,19 @@ def test_suffix_clash_raises_like_pandas():
 
 
 def test_fallbacks_warn_and_match():
+    from ferrobatch import _pandas_private
+
+    # On a pandas whose internals are not tested every merge falls back, for that reason.
+    untested = _pandas_private.unsupported() is not None
     left = pd.DataFrame({"k": pd.Categorical(["a", "b"]), "v": [1, 2]})
     right = pd.DataFrame({"k": pd.Categorical(["b", "c"]), "w": [3, 4]})
-    with pytest.warns(fb.FallbackWarning, match="categorical"):
+    with pytest.warns(fb.FallbackWarning, match="outside" if untested else "categorical"):
         got = fpd.merge(left, right, on="k")
     pd.testing.assert_frame_equal(got, pd.merge(left, right, on="k"))
     with pytest.warns(fb.FallbackWarning, match="left_index"):
         got = fpd.merge(left, right, left_index=True, right_index=True)
     pd.testing.assert_frame_equal(got, pd.merge(left, right, left_index=True, right_index=True))
-    with pytest.warns(fb.FallbackWarning, match="left_anti"):
+    with pytest.warns(fb.FallbackWarning, match="outside" if untested else "left_anti"):
         got = fpd.merge(left, right, on="k", how="left_anti")
 
 

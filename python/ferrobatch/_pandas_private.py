@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-TESTED = ((3, 0), (3, 1))
+TESTED = ((3, 1), (3, 1))
 """Oldest and newest (major, minor) pandas releases whose internals are tested."""
 
 
