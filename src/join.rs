@@ -485,11 +485,18 @@ impl JoinKeys {
             (Keys::U64(k), Some(card))
                 if card <= 2 * total as u128 + 4096 && card < NONE as u128 =>
             {
-                let gid: Vec<u32> = k
-                    .par_iter()
+                let mut gid = crate::mem::filled(k.len(), NONE, "join group ids");
+                gid.par_chunks_mut(BLOCK)
+                    .zip(k.par_chunks(BLOCK))
                     .enumerate()
-                    .map(|(row, &c)| if self.is_null(row) { NONE } else { c as u32 })
-                    .collect();
+                    .for_each(|(b, (out, codes))| {
+                        crate::cancel::point();
+                        for (row, (o, &c)) in (b * BLOCK..).zip(out.iter_mut().zip(codes)) {
+                            if !self.is_null(row) {
+                                *o = c as u32;
+                            }
+                        }
+                    });
                 Gids::split(gid, self.n_l, card as usize)
             }
             _ => self.hashed_gids(),
@@ -513,7 +520,7 @@ impl JoinKeys {
         let parts = partition_by(b.len(), nparts, |i| {
             (!self.is_null(b.start + i)).then(|| partition_of(hashes[i], nparts))
         });
-        let mut gid = vec![NONE; self.n_l + self.n_r];
+        let mut gid = crate::mem::filled(self.n_l + self.n_r, NONE, "join group ids");
         let out = DisjointSlice::new(&mut gid);
         // Per partition: a table of local group ids, and each group's (hash, first row).
         let tables: Vec<PartTable> = (0..nparts)
@@ -760,7 +767,7 @@ impl Csr {
 
     /// One parallel pass claiming `row[g]` per row; `None` as soon as a group has two rows.
     fn unique(gid: &[u32], card: usize) -> Option<Self> {
-        let mut row = vec![NONE; card];
+        let mut row = crate::mem::filled(card, NONE, "join groups");
         let cells: &[AtomicU32] =
             // SAFETY: `AtomicU32` has the same size, alignment and bit validity as `u32`, and
             // `row` is exclusively borrowed for as long as `cells` lives.
@@ -849,13 +856,20 @@ impl Csr {
 
 /// `flags[g]`: some row has group id `g`.
 fn present(gid: &[u32], card: usize) -> Vec<bool> {
-    let flags: Vec<AtomicBool> = (0..card).map(|_| AtomicBool::new(false)).collect();
-    gid.par_iter().for_each(|&g| {
-        if g != NONE {
-            flags[g as usize].store(true, Ordering::Relaxed);
+    let mut flags = crate::mem::filled(card, false, "join group flags");
+    let cells: &[AtomicBool] =
+        // SAFETY: `AtomicBool` has the same size, alignment and bit validity as `bool`, and
+        // `flags` is exclusively borrowed for as long as `cells` lives.
+        unsafe { &*(flags.as_mut_slice() as *mut [bool] as *const [AtomicBool]) };
+    gid.par_chunks(BLOCK).for_each(|gs| {
+        crate::cancel::point();
+        for &g in gs {
+            if g != NONE {
+                cells[g as usize].store(true, Ordering::Relaxed);
+            }
         }
     });
-    flags.into_iter().map(AtomicBool::into_inner).collect()
+    flags
 }
 
 fn check_size(rows: u128, max: Option<u64>) -> Result<()> {
@@ -933,7 +947,10 @@ fn driven(
     };
     let sizes: Vec<usize> = drive
         .par_chunks(BLOCK)
-        .map(|b| b.iter().map(|&g| out_len(g)).sum())
+        .map(|b| {
+            crate::cancel::point();
+            b.iter().map(|&g| out_len(g)).sum()
+        })
         .collect();
     let mut starts = Vec::with_capacity(sizes.len());
     let mut total = 0usize;

@@ -260,10 +260,16 @@ fn raw_u64_column(chunks: &[ArrayRef], n: usize, d: Domain) -> Vec<u64> {
 fn densify<T: Raw>(raw: Vec<T>, valid: Option<Vec<bool>>) -> Dense {
     let is_valid = |i: usize| valid.as_ref().is_none_or(|v| v[i]);
     let range = raw
-        .par_iter()
+        .par_chunks(BLOCK)
         .enumerate()
-        .filter(|(i, _)| is_valid(*i))
-        .map(|(_, &x)| (x, x))
+        .filter_map(|(b, blk)| {
+            crate::cancel::point();
+            (b * BLOCK..)
+                .zip(blk)
+                .filter(|&(i, _)| is_valid(i))
+                .map(|(_, &x)| (x, x))
+                .reduce(|a, b| (a.0.min(b.0), a.1.max(b.1)))
+        })
         .reduce_with(|a, b| (a.0.min(b.0), a.1.max(b.1)));
     let Some((lo, hi)) = range else {
         // No valid value at all.
@@ -296,7 +302,10 @@ impl Raw for u64 {
     /// In place: no second column-sized buffer.
     fn offset(mut raw: Vec<u64>, lo: u128) -> Vec<u64> {
         let lo = lo as u64;
-        raw.par_iter_mut().for_each(|x| *x = x.wrapping_sub(lo));
+        raw.par_chunks_mut(BLOCK).for_each(|blk| {
+            crate::cancel::point();
+            blk.iter_mut().for_each(|x| *x = x.wrapping_sub(lo));
+        });
         raw
     }
 }
@@ -321,18 +330,19 @@ fn rank<T: Ord + Copy + Send + Sync>(raw: Vec<T>, valid: Option<Vec<bool>>) -> D
         a.cmp(b)
     });
     distinct.dedup();
-    let codes = raw
-        .par_iter()
+    let mut codes = crate::mem::filled(raw.len(), 0u64, "key codes");
+    codes
+        .par_chunks_mut(BLOCK)
+        .zip(raw.par_chunks(BLOCK))
         .enumerate()
-        .map(|(i, x)| {
+        .for_each(|(b, (out, xs))| {
             crate::cancel::point();
-            if is_valid(i) {
-                distinct.binary_search(x).unwrap_or(0) as u64
-            } else {
-                0
+            for (i, (o, x)) in (b * BLOCK..).zip(out.iter_mut().zip(xs)) {
+                if is_valid(i) {
+                    *o = distinct.binary_search(x).unwrap_or(0) as u64;
+                }
             }
-        })
-        .collect();
+        });
     Dense {
         codes,
         valid,
