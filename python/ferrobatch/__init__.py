@@ -374,7 +374,8 @@ class GroupByState:
     in the last bits, since they associate per batch). Memory is bounded by the number of
     groups, except for median / quantile, which keep each group's values. ``merge(other)``
     folds in a state over later rows (for example one built by another worker); ``other`` is
-    consumed.
+    consumed. A state may be shared between threads: its calls run one at a time. A call
+    interrupted by Ctrl-C leaves the state as it was before the call.
     """
 
     def __init__(
