@@ -304,6 +304,26 @@ for name, call in calls.items():
         th.join()
         out[name] = {"interrupted": True, "after": time.perf_counter() - sent[0], "full": full}
     out[name]["same_after"] = call().equals(want)  # the flag is down again
+
+# An interrupted absorb leaves the state as it was: A, (B interrupted), C == group_by(A + C).
+aggs = {"m": ("v", "median"), "s": ("v", "sum"), "n": (None, "size")}
+t0 = time.perf_counter()
+fb.GroupByState(keys.schema, "k", aggs).absorb(keys)
+full = time.perf_counter() - t0
+st = fb.GroupByState(keys.schema, "k", aggs)
+a, c = keys.slice(0, 5000), keys.slice(5000, 5000)
+st.absorb(a)
+sent = []
+th = threading.Thread(target=fire)
+th.start()
+try:
+    st.absorb(keys)
+    out["absorb"] = {"interrupted": False}
+except KeyboardInterrupt:
+    out["absorb"] = {"interrupted": True, "after": time.perf_counter() - sent[0], "full": full}
+th.join()
+st.absorb(c)
+out["absorb"]["same_after"] = st.finish().equals(fb.group_by(pa.concat_tables([a, c]), "k", aggs))
 print(json.dumps(out))
 """
 
