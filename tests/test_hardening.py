@@ -94,7 +94,7 @@ def test_foreign_stream_is_read_through_and_checked(kernel):
     assert got.equals(want)
     # a structurally broken foreign stream (missing child) is refused by the importer
     bad = _ForeignStream(_reader(BAD_BATCHES["fewer columns"][0]))
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="record batch 1"):
         KERNELS[kernel](bad)
 
 

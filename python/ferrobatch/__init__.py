@@ -64,7 +64,7 @@ def _arrow_input(data: Any, arg: str = "data") -> Any:
             reader = pa.RecordBatchReader.from_stream(data)
         except (pa.ArrowException, TypeError) as e:
             raise TypeError(f"{arg}: cannot read its Arrow stream as record batches: {e}") from e
-        return _read_checked(reader, arg)
+        return _read_checked(reader, arg, foreign=True)
     if hasattr(data, "__arrow_c_array__"):
         try:
             batch = pa.record_batch(data)
@@ -79,14 +79,28 @@ def _arrow_input(data: Any, arg: str = "data") -> Any:
     )
 
 
-def _checked_batches(reader: pa.RecordBatchReader, arg: str) -> Iterator[pa.RecordBatch]:
+def _checked_batches(
+    reader: pa.RecordBatchReader, arg: str, *, foreign: bool = False
+) -> Iterator[pa.RecordBatch]:
     """The batches of `reader`, each checked against its declared schema (column count, names,
     types, then pyarrow's structural validation); a mismatch is a ``ValueError`` naming the
-    batch and the column. Exceptions the reader raises pass through unchanged."""
+    batch and the column. Exceptions the reader raises pass through unchanged, except from a
+    `foreign` stream (imported through the C interface), whose errors arrive as pyarrow's
+    ``ArrowInvalid`` anyway: those are said to come from the batch being imported."""
     schema = reader.schema
-    for i, batch in enumerate(reader):
+    i = 0
+    while True:
+        try:
+            batch = reader.read_next_batch()
+        except StopIteration:
+            return
+        except pa.ArrowInvalid as e:
+            if not foreign:
+                raise
+            raise ValueError(f"{arg}: cannot import record batch {i} of its stream: {e}") from e
         _check_batch(batch, schema, i, arg)
         yield batch
+        i += 1
 
 
 def _check_batch(batch: pa.RecordBatch, schema: pa.Schema, i: int, arg: str) -> None:
@@ -116,8 +130,9 @@ def _check_batch(batch: pa.RecordBatch, schema: pa.Schema, i: int, arg: str) -> 
         raise ValueError(f"{arg}: record batch {i} is malformed: {e}") from e
 
 
-def _read_checked(reader: pa.RecordBatchReader, arg: str) -> pa.Table:
-    return pa.Table.from_batches(list(_checked_batches(reader, arg)), schema=reader.schema)
+def _read_checked(reader: pa.RecordBatchReader, arg: str, *, foreign: bool = False) -> pa.Table:
+    batches = list(_checked_batches(reader, arg, foreign=foreign))
+    return pa.Table.from_batches(batches, schema=reader.schema)
 
 
 def _pandas_module() -> Any:
