@@ -4,7 +4,7 @@
 //! every block of work (a few milliseconds apart on any core), which unwinds out of the
 //! block with an [`Abort::Interrupted`] payload once the flag is up. The unwind crosses rayon's
 //! joins like a panic (the sibling blocks stop at their next point too) and is caught where
-//! the run entered the pool ([`crate::pool::install`]), which returns
+//! the run entered the pool ([`crate::pool::install_watched`]), which returns
 //! [`Error::Interrupted`]. Unwinding needs no `Result` plumbing through closures that
 //! return plain values, and it reaches into loops that cannot return early (the comparator
 //! of a parallel sort). Every buffer a kernel holds is an owned Rust value, dropped on the
@@ -61,8 +61,8 @@ fn unwind() -> ! {
 }
 
 /// Run `f` as one cancellable run: an [`Abort`] unwind from inside becomes
-/// [`Error::Interrupted`] or [`Error::OutOfMemory`]; any other panic continues. The flag is lowered when the last
-/// concurrent run returns.
+/// [`Error::Interrupted`] or [`Error::OutOfMemory`]; any other panic continues. The flag is
+/// lowered when the last concurrent run returns.
 pub fn run<T>(f: impl FnOnce() -> Result<T>) -> Result<T> {
     struct Active;
     impl Drop for Active {
@@ -83,14 +83,5 @@ pub fn run<T>(f: impl FnOnce() -> Result<T>) -> Result<T> {
             }),
             Err(p) => std::panic::resume_unwind(p),
         },
-    }
-}
-
-/// `Err(Interrupted)` when the runs are asked to stop (for sequential code with a `Result`).
-pub fn check() -> Result<()> {
-    if stopped() {
-        Err(Error::Interrupted)
-    } else {
-        Ok(())
     }
 }

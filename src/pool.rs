@@ -55,14 +55,9 @@ pub fn get_num_threads() -> usize {
     pool().map_or(1, |p| p.current_num_threads())
 }
 
-/// Run `f` inside the ferrobatch pool, as one cancellable run ([`crate::cancel::run`]).
-pub fn install<T: Send>(f: impl FnOnce() -> Result<T> + Send) -> Result<T> {
-    let pool = pool()?;
-    crate::cancel::run(|| pool.install(f))
-}
-
-/// Run `f` inside the ferrobatch pool while the calling thread (not a pool thread) calls
-/// `wait` every `every` until `f` is done; `wait` may [`crate::cancel::interrupt`] it.
+/// Run `f` inside the ferrobatch pool as one cancellable run ([`crate::cancel::run`]), while
+/// the calling thread (not a pool thread) calls `wait` every `every` until `f` is done;
+/// `wait` may [`crate::cancel::interrupt`] it.
 pub fn install_watched<T: Send>(
     f: impl FnOnce() -> Result<T> + Send,
     every: std::time::Duration,

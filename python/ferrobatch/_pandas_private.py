@@ -35,8 +35,7 @@ def _version(text: str) -> tuple[int, int]:
 
 def unsupported() -> str | None:
     """Why the private API may not be used with the installed pandas, or None."""
-    v = _version(pd.__version__)
-    if TESTED[0] <= v <= TESTED[1]:
+    if TESTED[0] <= version() <= TESTED[1]:
         return None
     lo, hi = (f"{a}.{b}" for a, b in TESTED)
     return (

@@ -111,13 +111,19 @@ def _column_list(by: Any, df: pd.DataFrame) -> list[Hashable]:
         raise _Unsupported("sorting by index level names")
     if missing:
         raise KeyError(missing[0] if len(missing) == 1 else missing)
+    _check_single_columns(cols, df)
+    return cols
+
+
+def _check_single_columns(cols: list[Hashable], df: pd.DataFrame) -> None:
+    """Each label must name exactly one column (a duplicated label or a partial MultiIndex
+    label selects several): pandas handles those itself."""
     if df.columns.has_duplicates and any((df.columns == c).sum() > 1 for c in cols):
         raise _Unsupported("duplicate column labels")
     if isinstance(df.columns, pd.MultiIndex) and any(
         not isinstance(df[c], pd.Series) for c in cols
     ):
         raise _Unsupported("a partial MultiIndex column label")
-    return cols
 
 
 def _subset_list(subset: Any, df: pd.DataFrame) -> list[Hashable]:
@@ -136,12 +142,7 @@ def _subset_list(subset: Any, df: pd.DataFrame) -> list[Hashable]:
     diff = set(cols) - set(df.columns)
     if diff:
         raise KeyError(pd.Index(diff))
-    if df.columns.has_duplicates and any((df.columns == c).sum() > 1 for c in cols):
-        raise _Unsupported("duplicate column labels")
-    if isinstance(df.columns, pd.MultiIndex) and any(
-        not isinstance(df[c], pd.Series) for c in cols
-    ):
-        raise _Unsupported("a partial MultiIndex column label")
+    _check_single_columns(cols, df)
     return cols
 
 
