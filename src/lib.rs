@@ -7,6 +7,8 @@
 pub mod cancel;
 pub mod dedup;
 pub mod error;
+pub mod exec;
+pub mod expr;
 pub mod gather;
 pub mod group_by;
 pub mod join;

@@ -56,14 +56,19 @@ pub fn get_num_threads() -> usize {
 }
 
 /// Run `f` inside the ferrobatch pool as one cancellable run ([`crate::cancel::run`]), while
-/// the calling thread (not a pool thread) calls `wait` every `every` until `f` is done;
-/// `wait` may [`crate::cancel::interrupt`] it.
+/// the calling thread calls `wait` every `every` until `f` is done; `wait` may
+/// [`crate::cancel::interrupt`] it. Called on a pool thread, `f` runs inline.
 pub fn install_watched<T: Send>(
     f: impl FnOnce() -> Result<T> + Send,
     every: std::time::Duration,
     mut wait: impl FnMut(),
 ) -> Result<T> {
     let pool = pool()?;
+    if pool.current_thread_index().is_some() {
+        // Called from inside a run (a kernel under a callback of the executor): run inline
+        // on this worker; the outer caller watches for Ctrl-C.
+        return crate::cancel::run(f);
+    }
     crate::cancel::run(|| {
         let (tx, rx) = std::sync::mpsc::sync_channel(1);
         pool.in_place_scope(|s| {

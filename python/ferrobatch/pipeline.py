@@ -72,7 +72,9 @@ def _files(source: str | os.PathLike | Sequence[str | os.PathLike]) -> list[str]
 
 
 def _source(source: Any) -> tuple[Any, pa.Schema, str]:
-    """A dataset (or a one-shot reader) for `source`, its schema and a description."""
+    """A dataset (or a one-shot reader) for `source`, its schema and a description. Files
+    are read by the executor's readers; their dataset gives the schema (as pyarrow reads
+    them: the Rust readers are tested to agree) and the row-group pruning `explain` shows."""
     if isinstance(source, ds.Dataset):
         return source, source.schema, f"dataset {type(source).__name__}"
     if isinstance(source, str | os.PathLike) or (
@@ -149,13 +151,77 @@ def _check_expr(expr: Any, schema: pa.Schema, what: str) -> pa.DataType:
 
 
 def _columns_of(expr: pc.Expression, schema: pa.Schema) -> set[str]:
-    """The input columns `expr` reads: those without which it no longer evaluates."""
-    schema = _unview_schema(schema)
-    return {
-        name
-        for name in schema.names
-        if not _evaluates(expr, pa.schema([f for f in schema if f.name != name]))
-    }
+    """The input columns `expr` reads (its field references)."""
+    return set(_Expr.of(expr).columns) & set(schema.names)
+
+
+class _Expr:
+    """A pyarrow expression as the executor takes it: its serialized form parsed in Rust
+    (``fb._core.Expression``), and the fallback that evaluates a sub-expression the Rust side
+    does not implement with pyarrow compute."""
+
+    _cache: dict[int, tuple[pc.Expression, _Expr]] = {}
+
+    def __init__(self, expr: pc.Expression) -> None:
+        self.expr = expr
+        self.buf = expr.__reduce__()[1][0]
+        self.core = fb._core.Expression(self.buf.to_pybytes())
+        self.columns: list[str] = self.core.columns
+
+    @classmethod
+    def of(cls, expr: pc.Expression) -> _Expr:
+        hit = cls._cache.get(id(expr))
+        if hit is not None and hit[0] is expr:
+            return hit[1]
+        e = cls(expr)
+        if len(cls._cache) > 4096:
+            cls._cache.clear()
+        cls._cache[id(expr)] = (expr, e)  # keeps `expr` alive, so its id stays its own
+        return e
+
+    def spec(self) -> tuple[Any, Callable]:
+        return (self.core, self.resolve)
+
+    def fallbacks(self, schema: pa.Schema) -> list[str]:
+        """The functions of this expression pyarrow evaluates for input `schema`."""
+        return [name for _s, _e, name in self.core.fallbacks(schema, self.resolve)]
+
+    def subexpression(self, start: int, end: int) -> pc.Expression:
+        """The sub-expression whose tokens are ``tokens[start:end]``, rebuilt as a pyarrow
+        expression (the literal and options columns it uses renumbered)."""
+        import pyarrow.ipc as ipc
+
+        tokens = self.core.tokens[start:end]
+        table = ipc.open_file(self.buf).read_all()
+        used: dict[int, int] = {}
+        out = []
+        for k, v in tokens:
+            if k in ("literal", "options"):
+                v = str(used.setdefault(int(v), len(used)))
+            out.append((k, v))
+        cols = sorted(used, key=used.__getitem__)
+        schema = pa.schema(
+            [pa.field("", table.schema.field(i).type) for i in cols],
+            metadata=pa.KeyValueMetadata(out),
+        )
+        sink = pa.BufferOutputStream()
+        # One row, even with no column (Arrow C++ reads the literals from row 0).
+        row = pa.StructArray.from_arrays(
+            [table.column(i).combine_chunks() for i in cols], fields=list(schema)
+        ) if cols else pa.array([{}], pa.struct([]))
+        with ipc.new_file(sink, schema) as w:
+            w.write_batch(pa.RecordBatch.from_struct_array(row).replace_schema_metadata(schema.metadata))
+        return self.expr.__reduce__()[0](sink.getvalue())
+
+    def resolve(self, start: int, end: int, schema: pa.Schema) -> tuple[pa.DataType, Callable]:
+        sub = self.subexpression(start, end)
+        ty = _check_expr(sub, schema, "expression")
+
+        def evaluate(batch: pa.RecordBatch) -> pa.Array:
+            out = _evaluate(batch, {"_": sub})["_"]
+            return out if out.type == ty else out.cast(ty)
+
+        return ty, evaluate
 
 
 def _field_name(expr: pc.Expression, schema: pa.Schema) -> str | None:
@@ -181,17 +247,6 @@ def _evaluate(batch: pa.RecordBatch, exprs: dict[str, pc.Expression]) -> dict[st
     return cols
 
 
-def _filter(batch: pa.RecordBatch, expr: pc.Expression) -> pa.RecordBatch:
-    """The rows of `batch` where `expr` is true (null counts as false)."""
-    mask = _evaluate(batch, {"_": expr})["_"]
-    if not any(f.type in _UNVIEW for f in batch.schema):
-        return batch.filter(mask)
-    # pyarrow's filter lacks the view types: gather the kept rows with the core's `take`.
-    rows = pc.indices_nonzero(mask).cast(pa.uint32())
-    kept = fb._core.take(batch, rows)
-    return kept.combine_chunks().to_batches()[0] if kept.num_rows else batch.slice(0, 0)
-
-
 @dataclass
 class StageStats:
     """Rows and time of one plan stage in a run."""
@@ -212,6 +267,16 @@ class _Run:
     progress: Any = None
     nested: list[float] = field(default_factory=list)
     cache: dict[int, list[pa.RecordBatch]] = field(default_factory=dict)
+    peak_mb: float = field(default_factory=lambda: _rss_mb())
+    # The exception a Python-side input raised inside the executor (re-raised as it was).
+    raised: BaseException | None = None
+
+    def keeping_errors(self, batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        try:
+            yield from batches
+        except BaseException as e:
+            self.raised = e
+            raise
 
     def stage(self, node: _Node) -> StageStats:
         s = StageStats(node.label())
@@ -229,7 +294,7 @@ class _Run:
             if node.inputs:  # a scan's rows in are the rows it read
                 st.rows_in = sum(k.rows_out for k in kids)
             stages.append(StageStats(st.stage, st.rows_in, st.rows_out, st.batches, st.seconds))
-        return Report(stages, _now() - self.start, _peak_rss_mb())
+        return Report(stages, _now() - self.start, max(self.peak_mb, _rss_mb()))
 
 
 def _now() -> float:
@@ -238,32 +303,21 @@ def _now() -> float:
     return time.perf_counter()
 
 
-def _reset_peak_rss() -> None:
-    """Reset the kernel's peak-RSS mark of this process (Linux), so a run reports its own."""
+def _rss_mb() -> float:
+    """The process's resident memory now (Linux; 0 where unknown). A run reports the largest
+    value seen while it ran, and leaves the process's own peak counter alone."""
     try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
-    except OSError:
-        pass
-
-
-def _peak_rss_mb() -> float:
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    import resource
-
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+    except (OSError, ValueError, IndexError):
+        return 0.0
 
 
 class _Node:
     schema: pa.Schema
     inputs: tuple[_Node, ...] = ()
     kernel = False  # group_by, sort, dedup, join: worth running once when shared
+    lowers = False  # runs on the Rust executor (see `_lower`)
 
     def label(self) -> str:
         raise NotImplementedError
@@ -273,13 +327,25 @@ class _Node:
         return [set(out) for _ in self.inputs]
 
     def run(self, run: _Run, plan: _Plan, stats: StageStats) -> Iterator[pa.RecordBatch]:
-        """The node's output batches (inputs pulled through :func:`_execute`)."""
+        """The node's output batches (inputs pulled through :func:`_execute`), for a node
+        the executor does not run."""
+        raise NotImplementedError
+
+    def lower(self, plan: _Plan, inner: tuple) -> tuple:
+        """The executor's node over the lowered input `inner` (for a node that `lowers`)."""
         raise NotImplementedError
 
 
 class _Scan(_Node):
     def __init__(self, source: Any, batch_size: int | None, columns: list[str] | None) -> None:
         self.data, schema, self.desc = _source(source)
+        self.files: list[str] | None = None
+        self.fmt: str | None = None
+        if isinstance(self.data, ds.FileSystemDataset) and isinstance(
+            self.data.format, ds.ParquetFileFormat | ds.IpcFileFormat | ds.CsvFileFormat
+        ):
+            self.files = list(self.data.files)
+            self.fmt = self.data.format.default_extname
         if columns is not None:
             missing = [c for c in columns if c not in schema.names]
             if missing:
@@ -318,31 +384,51 @@ class _Scan(_Node):
             return data, data.count_rows(), ""
         return data, None, ""
 
-    def run(self, run: _Run, plan: _Plan, stats: StageStats) -> Iterator[pa.RecordBatch]:
-        """Read the needed columns of the pruned source; the pushed filter is applied to each
-        batch as it is decoded. Rows in = rows read from the source."""
-        data, _, _ = plan.sources[id(self)]
-        filt = plan.scan_filter(self)
-        kw: dict[str, Any] = {"columns": plan.columns[id(self)]}
-        if self.batch_size is not None:
-            kw["batch_size"] = self.batch_size
+    def lower(self, plan: _Plan, run: _Run) -> tuple[tuple, list[pc.Expression]]:  # type: ignore[override]
+        """The executor's source reading the needed columns, and the pushed filters it does
+        not apply itself (evaluated right above it). A Parquet reader takes every pushed
+        filter it can evaluate natively: row groups are pruned by their statistics and the
+        other columns are decoded only for the rows that pass."""
+        pushed = plan.filters.get(id(self), [])
+        cols = plan.columns[id(self)]
+        label, size = self.label(), self.batch_size
+        data = self.data
+        if self.fmt == "parquet":
+            native = [f for f in pushed if not _Expr.of(f).fallbacks(data.schema)]
+            above = [f for f in pushed if not any(f is g for g in native)]
+            top = plan.top.get(id(self))
+            need = set(plan.need.get(id(top), cols)) if top is not None else set(cols)
+            for f in above:
+                need |= _columns_of(f, self.schema)
+            out = [c for c in self.schema.names if c in need]
+            pred = _and(native)
+            core = None if pred is None else _Expr.of(pred).core
+            return ("parquet", label, self.files, out, core, size), above
+        if self.fmt == "arrow":
+            return ("ipc", label, self.files, cols, size), pushed
+        if isinstance(data, ds.InMemoryDataset):
+            return ("table", label, data.to_table(columns=cols), size), pushed
         if isinstance(data, pa.RecordBatchReader):
             if self.used:
                 raise ValueError("a pipeline over a RecordBatchReader can run only once")
             self.used = True
-            scanner = ds.Scanner.from_batches(data, **kw)
-        else:
-            # Bounded read-ahead (pyarrow's defaults keep 4 files and 16 batches in flight):
-            # the memory of a streaming run stays a few batches, not a few files.
-            scanner = data.scanner(batch_readahead=2, fragment_readahead=1, **kw)
-        for b in scanner.to_batches():
-            stats.rows_in += b.num_rows
-            if run.progress is not None:
-                run.progress.update(b.num_rows)
-            if filt is not None:
-                b = _filter(b, filt)
-            if b.num_rows:
-                yield b
+            schema = _select(data.schema, cols)
+            batches = run.keeping_errors(b.select(cols) for b in data)
+            return ("stream", label, pa.RecordBatchReader.from_batches(schema, batches), size), pushed
+        # Any other dataset (CSV files included) is scanned by pyarrow, which applies the
+        # pushed filters it can evaluate (pruning what it can); the rest run above.
+        mine = [f for f in pushed if _evaluates(f, data.schema)]
+        above = [f for f in pushed if not any(f is g for g in mine)]
+        kw: dict[str, Any] = {"columns": cols, "filter": _and(mine)}
+        if size is not None:
+            kw["batch_size"] = size
+        scanner = data.scanner(batch_readahead=2, fragment_readahead=1, **kw)
+        reader = pa.RecordBatchReader.from_batches(
+            scanner.projected_schema, run.keeping_errors(iter(scanner.to_reader()))
+        )
+        return ("stream", label, reader, size), above
+
+    lowers = True
 
 
 @dataclass
@@ -355,9 +441,8 @@ class _Plan:
     pushed: set[int]
     sources: dict[int, tuple[Any, int | None, str]] = field(default_factory=dict)
     reuse: set[int] = field(default_factory=set)
-
-    def scan_filter(self, scan: _Scan) -> pc.Expression | None:
-        return _and(self.filters.get(id(scan), []))
+    # Per scan with pushed filters: the topmost of them (what its consumers need is above it).
+    top: dict[int, _Node] = field(default_factory=dict)
 
 
 def _and(filters: list[pc.Expression]) -> pc.Expression | None:
@@ -398,6 +483,7 @@ def _plan(root: _Node) -> _Plan:
             need.setdefault(id(child), set()).update(cols)
     filters: dict[int, list[pc.Expression]] = {}
     pushed: set[int] = set()
+    top: dict[int, _Node] = {}
     for node in order:
         # A chain of filters over a scan that feeds nothing else is read pre-filtered.
         if isinstance(node, _Filter):
@@ -411,6 +497,7 @@ def _plan(root: _Node) -> _Plan:
                 and id(node) not in pushed
             ):
                 if all(consumers.get(id(f), 0) <= 1 for f in chain[1:]):
+                    top.setdefault(id(below), node)
                     for f in chain:
                         if id(f) not in pushed:
                             pushed.add(id(f))
@@ -420,15 +507,20 @@ def _plan(root: _Node) -> _Plan:
         for n in order
         if isinstance(n, _Scan)
     }
-    plan = _Plan(need, columns, filters, pushed)
+    plan = _Plan(need, columns, filters, pushed, top=top)
     # A shared sub-plan with a kernel in it (expensive to recompute, materialized or holding
     # state anyway) runs once per run; a shared streaming chain is re-read by each consumer,
     # so that memory stays bounded by batches.
     plan.reuse = {
         id(n) for n in order if consumers.get(id(n), 0) > 1 and any(m.kernel for m in _topo(n))
     }
-    for n in order:
-        if isinstance(n, _Scan):
+    return plan
+
+
+def _with_sources(plan: _Plan, root: _Node) -> _Plan:
+    """`plan` with every scan's pruned source and row count (for `explain` and progress)."""
+    for n in _topo(root):
+        if isinstance(n, _Scan) and id(n) not in plan.sources:
             plan.sources[id(n)] = n.source(plan.filters.get(id(n), []))
     return plan
 
@@ -445,6 +537,101 @@ def _execute(node: _Node, run: _Run, plan: _Plan) -> Iterator[pa.RecordBatch]:
 
 
 def _stream(node: _Node, run: _Run, plan: _Plan) -> Iterator[pa.RecordBatch]:
+    if node.lowers:
+        return _run_lowered(node, run, plan)
+    return _stream_python(node, run, plan)
+
+
+def _run_lowered(node: _Node, run: _Run, plan: _Plan) -> Iterator[pa.RecordBatch]:
+    """Run the executor-supported sub-plan under `node` in Rust (see :func:`_lower`); its
+    operators' counters come from the executor's report."""
+    entries: list[tuple[_Node | None, bool]] = []
+    spec = _lower(node, run, plan, entries)
+    staged = [(n, in_spec, None if n is None else run.stage(n)) for n, in_spec in entries]
+    r = fb._core.Run(spec)
+    read = 0
+
+    def fill() -> int:
+        reps = iter(r.report())
+        scan_rows = 0
+        out: dict[int, tuple[int, int]] = {}  # rows out and batches of entry i
+        for i, (n, in_spec, st) in enumerate(staged):
+            rep = next(reps, None) if in_spec else None
+            if rep is not None:
+                out[i] = (rep["rows_out"], rep["batches"])
+            if st is None or rep is None:
+                continue
+            st.rows_out, st.batches, st.seconds = rep["rows_out"], rep["batches"], rep["cpu_seconds"]
+            if isinstance(n, _Scan):
+                st.rows_in = rep["rows_in"]
+                scan_rows += rep["rows_in"]
+        # A filter pushed into its scan passes on what leaves the scan (and the filters the
+        # scan's reader could not take, evaluated right above it).
+        below: tuple[int, int] | None = None
+        for i in reversed(range(len(staged))):
+            n, in_spec, st = staged[i]
+            if isinstance(n, _Scan) or (n is None and i + 1 < len(staged) and below is not None):
+                below = out.get(i, below)
+            elif st is not None and not in_spec and below is not None:
+                st.rows_out, st.batches = below
+            else:
+                below = None
+        return scan_rows
+
+    try:
+        while True:
+            try:
+                b = r.next()
+            except Exception:
+                if run.raised is not None:  # a Python input failed: its own exception
+                    raise run.raised.with_traceback(run.raised.__traceback__) from None
+                raise
+            if b is None:
+                break
+            if run.progress is not None:
+                now = fill()
+                run.progress.update(now - read)
+                read = now
+            yield b
+    finally:
+        now = fill()
+        run.peak_mb = max(run.peak_mb, r.peak_rss / 2**20)
+        if run.progress is not None:
+            run.progress.update(now - read)
+
+
+def _lower(
+    node: _Node, run: _Run, plan: _Plan, entries: list[tuple[_Node | None, bool]]
+) -> tuple:
+    """The executor's plan for `node` and the executor-supported nodes below it, as nested
+    tuples ``(kind, label, input or source, ...)`` (``src/python/exec.rs`` reads them).
+    `entries` gets, in plan pre-order, each node with whether it is in the tuple (a filter
+    pushed into its scan is not; an input run by Python is a ``stream`` without a node)."""
+    if isinstance(node, _Filter) and id(node) in plan.pushed:
+        entries.append((node, False))
+        return _lower(node.inputs[0], run, plan, entries)
+    if isinstance(node, _Scan):
+        source, above = node.lower(plan, run)
+        entries.extend((None, True) for _ in above)
+        entries.append((node, True))
+        for f in reversed(above):
+            source = ("filter", "", source, _Expr.of(f).spec())
+        return source
+    entries.append((node, True))
+    child = node.inputs[0]
+    if child.lowers and id(child) not in plan.reuse:
+        inner = _lower(child, run, plan, entries)
+    else:
+        # An input Python runs (a join, a sort, a shared sub-plan) streams in.
+        cols = _needed(child, plan)
+        schema = _select(child.schema, cols)
+        batches = run.keeping_errors(b.select(cols) for b in _execute(child, run, plan))
+        entries.append((None, True))
+        inner = ("stream", "", pa.RecordBatchReader.from_batches(schema, batches), None)
+    return node.lower(plan, inner)
+
+
+def _stream_python(node: _Node, run: _Run, plan: _Plan) -> Iterator[pa.RecordBatch]:
     """Run `node`, counting its batches and rows and timing its own work: the time inside its
     `next()` less the time its inputs took within it (`run.nested` holds those sums)."""
     stats = run.stage(node)
@@ -481,15 +668,10 @@ class _Filter(_Node):
     def needs(self, out: set[str]) -> list[set[str]]:
         return [set(out) | _columns_of(self.expr, self.inputs[0].schema)]
 
-    def run(self, run: _Run, plan: _Plan, stats: StageStats) -> Iterator[pa.RecordBatch]:
-        rows = _execute(self.inputs[0], run, plan)
-        if id(self) in plan.pushed:
-            yield from rows
-            return
-        for b in rows:
-            b = _filter(b, self.expr)
-            if b.num_rows:
-                yield b
+    lowers = True
+
+    def lower(self, plan: _Plan, inner: tuple) -> tuple:
+        return ("filter", self.label(), inner, _Expr.of(self.expr).spec())
 
 
 class _Project(_Node):
@@ -536,17 +718,19 @@ class _Project(_Node):
                 cols |= _columns_of(e, self.inputs[0].schema)
         return [cols]
 
-    def run(self, run: _Run, plan: _Plan, stats: StageStats) -> Iterator[pa.RecordBatch]:
+    lowers = True
+
+    def lower(self, plan: _Plan, inner: tuple) -> tuple:
+        """Only the output columns needed downstream are computed (none at all keeps the
+        rows, for a row count); a bare column reference passes the column through."""
         want = plan.need.get(id(self), set(self.exprs))
-        cols = {n: e for n, e in self.exprs.items() if n in want}
-        schema = pa.schema([f for f in self.schema if f.name in cols])
-        for b in _execute(self.inputs[0], run, plan):
-            if cols:
-                out = _evaluate(b, cols)
-                yield pa.record_batch([out[f.name] for f in schema], schema=schema)
-            else:
-                # No column is needed downstream (a row count): keep the rows, not the columns.
-                yield b.select([])
+        schema = self.inputs[0].schema
+        cols = [
+            (n, _field_name(e, schema) or _Expr.of(e).spec())
+            for n, e in self.exprs.items()
+            if n in want
+        ]
+        return ("project", self.label(), inner, cols)
 
 
 class _MapBatches(_Node):
@@ -565,12 +749,14 @@ class _MapBatches(_Node):
     def needs(self, out: set[str]) -> list[set[str]]:
         return [set(self.inputs[0].schema.names)]
 
-    def run(self, run: _Run, plan: _Plan, stats: StageStats) -> Iterator[pa.RecordBatch]:
-        for b in _execute(self.inputs[0], run, plan):
+    lowers = True
+
+    def lower(self, plan: _Plan, inner: tuple) -> tuple:
+        def call(b: pa.RecordBatch) -> pa.Table:
             t = _to_table(self.fn(b))
-            if t.schema != self.schema:
-                t = t.cast(self.schema)
-            yield from t.to_batches()
+            return t if t.schema == self.schema else t.cast(self.schema)
+
+        return ("map_batches", self.label(), inner, call, self.schema)
 
 
 def _to_table(x: Any) -> pa.Table:
@@ -590,15 +776,10 @@ class _Head(_Node):
     def label(self) -> str:
         return f"head {self.n}"
 
-    def run(self, run: _Run, plan: _Plan, stats: StageStats) -> Iterator[pa.RecordBatch]:
-        left = self.n
-        if left == 0:
-            return
-        for b in _execute(self.inputs[0], run, plan):
-            yield b.slice(0, left)
-            left -= min(left, b.num_rows)
-            if left == 0:
-                return
+    lowers = True
+
+    def lower(self, plan: _Plan, inner: tuple) -> tuple:
+        return ("head", self.label(), inner, self.n)
 
 
 class _GroupBy(_Node):
@@ -627,14 +808,11 @@ class _GroupBy(_Node):
                 cols.add(spec[2])
         return [cols]
 
-    def run(self, run: _Run, plan: _Plan, stats: StageStats) -> Iterator[pa.RecordBatch]:
+    lowers = True
+
+    def lower(self, plan: _Plan, inner: tuple) -> tuple:
         keys, aggs, dropna, sort = self.args
-        child = self.inputs[0]
-        cols = _needed(child, plan)
-        state = fb.GroupByState(_select(child.schema, cols), keys, aggs, dropna=dropna, sort=sort)
-        for b in _execute(child, run, plan):
-            state.absorb(b.select(cols))
-        yield from state.finish().to_batches()
+        return ("group_by", self.label(), inner, keys, fb._agg_tuples(aggs), dropna, sort)
 
 
 class _Whole(_Node):
@@ -973,7 +1151,6 @@ class Pipeline:
     def _run(self, progress: bool = False) -> tuple[_Run, Iterator[pa.RecordBatch]]:
         if not isinstance(progress, bool):
             raise TypeError(f"progress must be a bool, got {type(progress).__name__}")
-        _reset_peak_rss()
         run = _Run()
         plan = _plan(self._node)
         it = _execute(self._node, run, plan)
@@ -981,7 +1158,7 @@ class Pipeline:
             return run, it
         from tqdm.auto import tqdm
 
-        run.progress = tqdm(total=_input_rows(self._node, plan), unit=" rows", unit_scale=True,
+        run.progress = tqdm(total=_input_rows(self._node, _with_sources(plan, self._node)), unit=" rows", unit_scale=True,
                             desc="ferrobatch")  # fmt: skip
 
         def closing() -> Iterator[pa.RecordBatch]:
@@ -1063,7 +1240,7 @@ class Pipeline:
 
     def explain(self) -> str:
         """The plan, one stage per line (source last), with pushed-down columns and filters."""
-        plan = _plan(self._node)
+        plan = _with_sources(_plan(self._node), self._node)
         lines: list[str] = []
 
         shown: set[int] = set()

@@ -2,6 +2,7 @@
 //! [`crate::Error`] becomes a Python exception. No kernel logic lives here.
 
 mod convert;
+mod exec;
 
 use pyo3::exceptions::{
     PyKeyError, PyKeyboardInterrupt, PyMemoryError, PyRuntimeError, PyTypeError, PyValueError,
@@ -54,12 +55,17 @@ fn guarded<T: Send>(f: impl FnOnce() -> crate::Result<T> + Send) -> PyResult<T> 
             signal = Some(e);
         }
     };
-    let out = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        pool::install_watched(f, SIGNAL_POLL, watch)
-    }));
+    let out = caught(|| pool::install_watched(f, SIGNAL_POLL, watch));
     if let Some(e) = signal {
         return Err(e);
     }
+    out
+}
+
+/// `f()`, a panic in it (a bug) turned into a `RuntimeError`: pyo3's `PanicException` is
+/// not an `Exception`.
+fn caught<T>(f: impl FnOnce() -> crate::Result<T>) -> PyResult<T> {
+    let out = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
     out.map_err(|p| {
         let msg = p
             .downcast_ref::<String>()
@@ -536,6 +542,8 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(join_indices, m)?)?;
     m.add_function(wrap_pyfunction!(take, m)?)?;
     m.add_class::<JoinBuild>()?;
+    m.add_class::<exec::Expression>()?;
+    m.add_class::<exec::Run>()?;
     m.add_function(wrap_pyfunction!(set_num_threads, m)?)?;
     m.add_function(wrap_pyfunction!(get_num_threads, m)?)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;

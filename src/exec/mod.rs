@@ -1,0 +1,615 @@
+//! The pipeline executor: a plan of physical operators run morsel by morsel on the pool.
+//!
+//! A plan is a chain `source → operators`; a *breaker* (group-by) ends one chain and its
+//! finished output starts the next. A chain runs in **waves**: the source hands out the next
+//! few inputs (row groups, batches) in order, and the pool decodes each and pushes it
+//! through the chain's *parallel* operators (filter, project: functions of one batch) and,
+//! for a group-by, its partial aggregation — all inputs of a wave at once, one task each.
+//! Then, in sequence order on one thread, the *serial* operators (`head`, `map_batches`, and
+//! any operator after one) see the batches, and partial states merge into the group-by's
+//! state. Every morsel's place in the order comes from the source, never from the thread
+//! that ran it, so output order and float results do not depend on the thread count. A
+//! cancel point runs between morsels and inside decoding.
+//!
+//! The interface every operator implements is [`Operator::push`]: a batch in, a batch (or
+//! nothing) out; a breaker is a [`Plan::GroupBy`], fed partial states and finished once.
+
+pub mod source;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
+
+use arrow_array::{Array, ArrayRef, RecordBatch};
+use arrow_schema::{Field, Schema, SchemaRef};
+use rayon::prelude::*;
+
+use crate::error::Result;
+use crate::expr::bind::Phys;
+use crate::group_by::GroupByOptions;
+use crate::group_by::stream::GroupByState;
+use source::{Batches, Source};
+
+/// A Python callback over one batch (`map_batches`), behind the bindings.
+pub type BatchFn = Arc<dyn Fn(RecordBatch) -> Result<Vec<RecordBatch>> + Send + Sync>;
+
+/// One output column of a projection.
+pub enum Column {
+    /// An input column passed through (its type kept).
+    Input(usize),
+    /// A computed column.
+    Computed(Phys),
+}
+
+/// A physical plan, built bottom-up by the caller (the bindings).
+pub enum Plan {
+    Source(Box<dyn Source>),
+    Filter {
+        input: Box<Plan>,
+        predicate: Phys,
+    },
+    Project {
+        input: Box<Plan>,
+        columns: Vec<Column>,
+        schema: SchemaRef,
+    },
+    Head {
+        input: Box<Plan>,
+        n: u64,
+    },
+    MapBatches {
+        input: Box<Plan>,
+        f: BatchFn,
+        schema: SchemaRef,
+    },
+    GroupBy {
+        input: Box<Plan>,
+        options: GroupByOptions,
+        schema: SchemaRef,
+    },
+}
+
+impl Plan {
+    pub fn schema(&self) -> SchemaRef {
+        match self {
+            Plan::Source(s) => s.schema(),
+            Plan::Filter { input, .. } | Plan::Head { input, .. } => input.schema(),
+            Plan::Project { schema, .. }
+            | Plan::MapBatches { schema, .. }
+            | Plan::GroupBy { schema, .. } => schema.clone(),
+        }
+    }
+
+    /// A projection of `input`: output names with their columns; the schema is computed.
+    pub fn project(input: Plan, columns: Vec<(String, Column)>) -> Result<Plan> {
+        let in_schema = input.schema();
+        let fields: Vec<Field> = columns
+            .iter()
+            .map(|(name, c)| match c {
+                Column::Input(i) => in_schema.field(*i).clone().with_name(name),
+                Column::Computed(p) => Field::new(name, p.ty.clone(), true),
+            })
+            .collect();
+        Ok(Plan::Project {
+            input: Box::new(input),
+            columns: columns.into_iter().map(|(_, c)| c).collect(),
+            schema: Arc::new(Schema::new(fields)),
+        })
+    }
+
+    /// A group-by of `input`; its output schema from the aggregation state (no data read).
+    pub fn group_by(input: Plan, options: GroupByOptions) -> Result<Plan> {
+        let mut probe = GroupByState::new(input.schema(), options.clone())?;
+        let schema = probe.finish()?.schema;
+        Ok(Plan::GroupBy {
+            input: Box::new(input),
+            options,
+            schema,
+        })
+    }
+}
+
+/// Counters of one operator over a run.
+#[derive(Default)]
+pub struct Stats {
+    pub rows_in: AtomicU64,
+    pub rows_out: AtomicU64,
+    pub batches: AtomicU64,
+    /// Summed busy time over all threads.
+    pub nanos: AtomicU64,
+}
+
+impl Stats {
+    fn record(&self, rows_in: usize, out: Option<usize>, start: Instant) {
+        self.rows_in.fetch_add(rows_in as u64, Ordering::Relaxed);
+        if let Some(n) = out {
+            self.rows_out.fetch_add(n as u64, Ordering::Relaxed);
+            self.batches.fetch_add(1, Ordering::Relaxed);
+        }
+        self.nanos
+            .fetch_add(start.elapsed().as_nanos() as u64, Ordering::Relaxed);
+    }
+}
+
+/// A row of the run report: an operator's label and counters.
+pub struct OpReport {
+    pub label: String,
+    pub depth: usize,
+    pub rows_in: u64,
+    pub rows_out: u64,
+    pub batches: u64,
+    pub cpu_seconds: f64,
+}
+
+/// Runs the parallel parts of a run on the pool. The serial parts (claiming inputs, the
+/// serial operators, Python callbacks among them) run on the thread that pulls the output,
+/// so that a callback runs where the caller is (for Python: where signals are handled).
+pub trait Runner {
+    fn parallel(&self, f: &mut (dyn FnMut() -> Result<()> + Send)) -> Result<()>;
+}
+
+/// The plain runner: the pool, nobody watching.
+pub struct InPool;
+
+impl Runner for InPool {
+    fn parallel(&self, f: &mut (dyn FnMut() -> Result<()> + Send)) -> Result<()> {
+        crate::pool::install_watched(f, std::time::Duration::from_secs(3600), || {})
+    }
+}
+
+/// A per-batch operator.
+trait Operator: Send + Sync {
+    /// The operator applied to one batch; `None` when no row remains.
+    fn push(&self, batch: RecordBatch) -> Result<Option<RecordBatch>>;
+}
+
+struct FilterOp(Phys);
+
+impl Operator for FilterOp {
+    fn push(&self, batch: RecordBatch) -> Result<Option<RecordBatch>> {
+        let mask = self.0.evaluate(&batch)?;
+        let mask = arrow_array::cast::AsArray::as_boolean(&mask);
+        if mask.true_count() == batch.num_rows() && mask.null_count() == 0 {
+            return Ok(Some(batch));
+        }
+        let out = arrow_select::filter::filter_record_batch(&batch, mask)?;
+        Ok((out.num_rows() > 0).then_some(out))
+    }
+}
+
+struct ProjectOp {
+    columns: Vec<Column>,
+    schema: SchemaRef,
+}
+
+impl Operator for ProjectOp {
+    fn push(&self, batch: RecordBatch) -> Result<Option<RecordBatch>> {
+        let cols: Vec<ArrayRef> = self
+            .columns
+            .iter()
+            .map(|c| match c {
+                Column::Input(i) => Ok(batch.column(*i).clone()),
+                Column::Computed(p) => p.evaluate(&batch),
+            })
+            .collect::<Result<_>>()?;
+        let opts = arrow_array::RecordBatchOptions::new().with_row_count(Some(batch.num_rows()));
+        Ok(Some(RecordBatch::try_new_with_options(
+            self.schema.clone(),
+            cols,
+            &opts,
+        )?))
+    }
+}
+
+/// A serial operator: sees batches in sequence order on one thread.
+enum Serial {
+    Op(Box<dyn Operator>),
+    Head { left: u64 },
+    Map(BatchFn),
+}
+
+struct Stage<T> {
+    op: T,
+    stats: Arc<Stats>,
+}
+
+/// How a chain starts: a source, or a group-by whose input chain runs first.
+enum Start {
+    Source(Box<dyn Source>),
+    GroupBy {
+        input: Box<Chain>,
+        options: GroupByOptions,
+        schema: SchemaRef,
+        stats: Arc<Stats>,
+    },
+}
+
+/// A chain of operators from a start to the next breaker (see the module docs).
+struct Chain {
+    start: Start,
+    source_stats: Arc<Stats>,
+    parallel: Vec<Stage<Box<dyn Operator>>>,
+    serial: Vec<Stage<Serial>>,
+    done: bool,
+    size: usize,
+    out_schema: SchemaRef,
+}
+
+/// Inputs per wave per thread: enough to keep every thread busy while the slowest finishes.
+const WAVE_PER_THREAD: usize = 2;
+
+impl Chain {
+    /// The next wave's batches, in order, each passed through `tail` (run in the parallel
+    /// phase when the chain has no serial operator). `None` once the chain is exhausted.
+    fn wave<T: Send>(
+        &mut self,
+        tail: &(dyn Fn(RecordBatch) -> Result<T> + Sync),
+        runner: &dyn Runner,
+    ) -> Result<Option<Vec<T>>> {
+        if self.done {
+            return Ok(None);
+        }
+        if let Start::GroupBy {
+            input,
+            options,
+            schema,
+            stats,
+        } = &mut self.start
+        {
+            let out = run_group_by(input, options.clone(), stats, runner)?;
+            self.start = Start::Source(Box::new(Batches::new(schema.clone(), out, self.size)));
+        }
+        let Start::Source(source) = &mut self.start else {
+            unreachable!("started above")
+        };
+        let n = WAVE_PER_THREAD * rayon::current_num_threads();
+        let claimed = Instant::now();
+        let inputs = source.claim(n)?;
+        self.source_stats.record(0, None, claimed);
+        if inputs.is_empty() {
+            self.done = true;
+            return Ok(None);
+        }
+        let source: &dyn Source = source.as_ref();
+        let (parallel, fused) = (&self.parallel, self.serial.is_empty());
+        let source_stats = &self.source_stats;
+        enum Item<T> {
+            Batch(RecordBatch),
+            Done(T),
+        }
+        let mut inputs = Some(inputs);
+        let mut per_input: Vec<Result<Vec<Item<T>>>> = Vec::new();
+        runner.parallel(&mut || {
+            per_input = inputs
+                .take()
+                .unwrap_or_default()
+                .into_par_iter()
+                .map(|input| {
+                    crate::cancel::point();
+                    let t = Instant::now();
+                    let read = source.rows_read(&input);
+                    let batches = source.read(input)?;
+                    let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
+                    source_stats.record(read.map_or(rows, |r| r as usize), None, t);
+                    for b in &batches {
+                        source_stats
+                            .rows_out
+                            .fetch_add(b.num_rows() as u64, Ordering::Relaxed);
+                        source_stats.batches.fetch_add(1, Ordering::Relaxed);
+                    }
+                    let mut out = Vec::with_capacity(batches.len());
+                    'batches: for mut b in batches {
+                        for stage in parallel {
+                            crate::cancel::point();
+                            let t = Instant::now();
+                            let rows = b.num_rows();
+                            match stage.op.push(b)? {
+                                Some(next) => {
+                                    stage.stats.record(rows, Some(next.num_rows()), t);
+                                    b = next;
+                                }
+                                None => {
+                                    stage.stats.record(rows, None, t);
+                                    continue 'batches;
+                                }
+                            }
+                        }
+                        out.push(if fused {
+                            Item::Done(tail(b)?)
+                        } else {
+                            Item::Batch(b)
+                        });
+                    }
+                    Ok(out)
+                })
+                .collect();
+            Ok(())
+        })?;
+        let mut out = Vec::new();
+        for items in per_input {
+            for item in items? {
+                match item {
+                    Item::Done(t) => out.push(t),
+                    Item::Batch(b) => {
+                        for b in self.serial_push(b)? {
+                            out.push(tail(b)?);
+                        }
+                    }
+                }
+                if self.done {
+                    return Ok(Some(out));
+                }
+            }
+        }
+        Ok(Some(out))
+    }
+
+    /// `b` through the serial operators; sets `done` once a `head` is satisfied.
+    fn serial_push(&mut self, b: RecordBatch) -> Result<Vec<RecordBatch>> {
+        let mut batches = vec![b];
+        for stage in self.serial.iter_mut() {
+            let mut next = Vec::new();
+            for b in batches {
+                crate::cancel::point();
+                let t = Instant::now();
+                let rows = b.num_rows();
+                let produced: Vec<RecordBatch> = match &mut stage.op {
+                    Serial::Op(op) => op.push(b)?.into_iter().collect(),
+                    Serial::Head { left } => {
+                        let take = (*left).min(rows as u64) as usize;
+                        *left -= take as u64;
+                        if take > 0 {
+                            vec![b.slice(0, take)]
+                        } else {
+                            vec![]
+                        }
+                    }
+                    Serial::Map(f) => f(b)?,
+                };
+                stage.stats.record(rows, None, t);
+                for p in &produced {
+                    stage
+                        .stats
+                        .rows_out
+                        .fetch_add(p.num_rows() as u64, Ordering::Relaxed);
+                    stage.stats.batches.fetch_add(1, Ordering::Relaxed);
+                }
+                next.extend(produced);
+            }
+            batches = next;
+        }
+        if self
+            .serial
+            .iter()
+            .any(|s| matches!(s.op, Serial::Head { left: 0 }))
+        {
+            self.done = true;
+        }
+        Ok(batches)
+    }
+}
+
+/// Drain `input`, aggregating each morsel in the parallel phase and merging the partial
+/// states in sequence order; the finished groups.
+fn run_group_by(
+    input: &mut Chain,
+    options: GroupByOptions,
+    stats: &Stats,
+    runner: &dyn Runner,
+) -> Result<Vec<RecordBatch>> {
+    let schema = input.schema();
+    let mut state = GroupByState::new(schema.clone(), options.clone())?;
+    let partial = |b: RecordBatch| -> Result<GroupByState> {
+        let t = Instant::now();
+        let mut s = GroupByState::new(schema.clone(), options.clone())?;
+        s.absorb(&b)?;
+        stats.record(b.num_rows(), None, t);
+        Ok(s)
+    };
+    while let Some(parts) = input.wave(&partial, runner)? {
+        let t = Instant::now();
+        let mut parts = Some(parts);
+        runner.parallel(&mut || {
+            for p in parts.take().unwrap_or_default() {
+                crate::cancel::point();
+                state.merge(p)?;
+            }
+            Ok(())
+        })?;
+        stats.record(0, None, t);
+    }
+    let t = Instant::now();
+    let mut out = None;
+    runner.parallel(&mut || {
+        out = Some(state.finish()?);
+        Ok(())
+    })?;
+    let out = out.expect("finished above");
+    let batches = out.batches.clone();
+    for b in &batches {
+        stats
+            .rows_out
+            .fetch_add(b.num_rows() as u64, Ordering::Relaxed);
+        stats.batches.fetch_add(1, Ordering::Relaxed);
+    }
+    stats.record(0, None, t);
+    Ok(batches)
+}
+
+impl Chain {
+    fn schema(&self) -> SchemaRef {
+        self.out_schema.clone()
+    }
+}
+
+/// A run of a plan: pull its output batch by batch ([`Execution::next`]); each pull runs the
+/// next wave on the calling pool.
+pub struct Execution {
+    chain: Chain,
+    pending: std::collections::VecDeque<RecordBatch>,
+    schema: SchemaRef,
+    report: Vec<(String, usize, Arc<Stats>)>,
+    peak_rss: u64,
+}
+
+/// Rows per morsel for sources that do not fix it (in-memory tables, CSV).
+pub const DEFAULT_MORSEL: usize = 1 << 17;
+
+impl Execution {
+    /// An execution of `plan`; `labels` names its operators for the report, output first
+    /// (one per plan node, along the chain of inputs).
+    pub fn new(plan: Plan, labels: Vec<String>) -> Result<Self> {
+        let schema = plan.schema();
+        let mut report = Vec::new();
+        let chain = build(plan, &mut labels.into_iter(), &mut report, 0)?;
+        Ok(Execution {
+            chain,
+            pending: Default::default(),
+            schema,
+            report,
+            peak_rss: current_rss(),
+        })
+    }
+
+    pub fn schema(&self) -> SchemaRef {
+        self.schema.clone()
+    }
+
+    /// The next output batch; `None` at the end. Call it inside [`crate::cancel::run`].
+    pub fn next(&mut self, runner: &dyn Runner) -> Result<Option<RecordBatch>> {
+        loop {
+            if let Some(b) = self.pending.pop_front() {
+                return Ok(Some(b));
+            }
+            let wave = self.chain.wave(&|b| Ok(b), runner)?;
+            self.peak_rss = self.peak_rss.max(current_rss());
+            match wave {
+                None => return Ok(None),
+                Some(bs) => self.pending.extend(bs),
+            }
+        }
+    }
+
+    /// Every operator's counters so far, output first.
+    pub fn report(&self) -> Vec<OpReport> {
+        self.report
+            .iter()
+            .map(|(label, depth, s)| OpReport {
+                label: label.clone(),
+                depth: *depth,
+                rows_in: s.rows_in.load(Ordering::Relaxed),
+                rows_out: s.rows_out.load(Ordering::Relaxed),
+                batches: s.batches.load(Ordering::Relaxed),
+                cpu_seconds: s.nanos.load(Ordering::Relaxed) as f64 * 1e-9,
+            })
+            .collect()
+    }
+
+    /// The largest resident set size seen between waves (bytes).
+    pub fn peak_rss(&self) -> u64 {
+        self.peak_rss
+    }
+}
+
+/// Resident set size of the process now (Linux `/proc/self/statm`; 0 elsewhere).
+fn current_rss() -> u64 {
+    std::fs::read_to_string("/proc/self/statm")
+        .ok()
+        .and_then(|s| s.split_whitespace().nth(1)?.parse::<u64>().ok())
+        .map_or(0, |pages| pages * 4096)
+}
+
+/// Lower `plan` into chains. `report` gets one entry per operator, output first.
+fn build(
+    plan: Plan,
+    labels: &mut dyn Iterator<Item = String>,
+    report: &mut Vec<(String, usize, Arc<Stats>)>,
+    depth: usize,
+) -> Result<Chain> {
+    let stats = Arc::new(Stats::default());
+    report.push((labels.next().unwrap_or_default(), depth, stats.clone()));
+    let out_schema = plan.schema();
+    Ok(match plan {
+        Plan::Source(s) => Chain {
+            start: Start::Source(s),
+            source_stats: stats,
+            parallel: vec![],
+            serial: vec![],
+            done: false,
+            size: DEFAULT_MORSEL,
+            out_schema,
+        },
+        Plan::GroupBy {
+            input,
+            options,
+            schema,
+        } => {
+            let input = build(*input, labels, report, depth + 1)?;
+            Chain {
+                size: input.size,
+                start: Start::GroupBy {
+                    input: Box::new(input),
+                    options,
+                    schema,
+                    stats: stats.clone(),
+                },
+                source_stats: Arc::new(Stats::default()),
+                parallel: vec![],
+                serial: vec![],
+                done: false,
+                out_schema,
+            }
+        }
+        Plan::Filter { input, predicate } => {
+            let mut c = build(*input, labels, report, depth + 1)?;
+            c.push(Box::new(FilterOp(predicate)), stats);
+            c.out_schema = out_schema;
+            c
+        }
+        Plan::Project {
+            input,
+            columns,
+            schema,
+        } => {
+            let mut c = build(*input, labels, report, depth + 1)?;
+            c.push(Box::new(ProjectOp { columns, schema }), stats);
+            c.out_schema = out_schema;
+            c
+        }
+        Plan::Head { input, n } => {
+            let mut c = build(*input, labels, report, depth + 1)?;
+            c.serial.push(Stage {
+                op: Serial::Head { left: n },
+                stats,
+            });
+            if n == 0 {
+                c.done = true;
+            }
+            c.out_schema = out_schema;
+            c
+        }
+        Plan::MapBatches { input, f, .. } => {
+            let mut c = build(*input, labels, report, depth + 1)?;
+            c.serial.push(Stage {
+                op: Serial::Map(f),
+                stats,
+            });
+            c.out_schema = out_schema;
+            c
+        }
+    })
+}
+
+impl Chain {
+    /// Append a per-batch operator: parallel unless a serial operator precedes it.
+    fn push(&mut self, op: Box<dyn Operator>, stats: Arc<Stats>) {
+        if self.serial.is_empty() {
+            self.parallel.push(Stage { op, stats });
+        } else {
+            self.serial.push(Stage {
+                op: Serial::Op(op),
+                stats,
+            });
+        }
+    }
+}

@@ -1,0 +1,591 @@
+//! Sources of the executor. A source hands out *inputs* in order, one wave at a time
+//! ([`Source::claim`], serial); each input is decoded by [`Source::read`], which runs on many
+//! threads at once. A Parquet row group is an input (decoded in parallel); an Arrow IPC or
+//! CSV file and a stream of batches are read serially by `claim` and hand out ready batches.
+
+use std::fs::File;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use arrow_array::{Array, BooleanArray, RecordBatch};
+use arrow_schema::{ArrowError, Schema, SchemaRef};
+use parquet::arrow::ProjectionMask;
+use parquet::arrow::arrow_reader::statistics::StatisticsConverter;
+use parquet::arrow::arrow_reader::{
+    ArrowPredicateFn, ArrowReaderMetadata, ArrowReaderOptions, ParquetRecordBatchReaderBuilder,
+    RowFilter,
+};
+
+use crate::error::{Error, Result};
+use crate::expr::bind::{Phys, bind};
+use crate::expr::{Call, Expr};
+
+/// One unit of work handed out by a source.
+pub enum Input {
+    /// A piece the source decodes in [`Source::read`] (a Parquet row group).
+    Piece(usize),
+    /// A batch already read.
+    Batch(RecordBatch),
+}
+
+pub trait Source: Send + Sync {
+    fn schema(&self) -> SchemaRef;
+    /// Up to `n` more inputs, in source order; none once the source is exhausted.
+    fn claim(&mut self, n: usize) -> Result<Vec<Input>>;
+    /// The batches of one input (called concurrently).
+    fn read(&self, input: Input) -> Result<Vec<RecordBatch>> {
+        match input {
+            Input::Batch(b) => Ok(vec![b]),
+            Input::Piece(_) => Err(Error::Value("this source has no pieces".into())),
+        }
+    }
+    /// Rows decoded to produce `input` (a row group's rows, before a pushed filter), when
+    /// that differs from the rows it yields.
+    fn rows_read(&self, _input: &Input) -> Option<u64> {
+        None
+    }
+    /// Rows the source will yield, when its metadata says so without reading.
+    fn rows(&self) -> Option<u64> {
+        None
+    }
+    /// How the source is read (for `explain()`).
+    fn describe(&self) -> String {
+        String::new()
+    }
+}
+
+/// A batch from outside must have the declared schema before any operator reads it.
+fn check_schema(b: &RecordBatch, want: &Schema) -> Result<()> {
+    match crate::table::schema_mismatch(&b.schema(), want) {
+        Some(why) => Err(Error::Value(format!(
+            "a record batch does not match the stream's schema: {why}"
+        ))),
+        None => Ok(()),
+    }
+}
+
+/// Slices of at most `size` rows of `b`.
+pub fn split(b: RecordBatch, size: usize) -> Vec<RecordBatch> {
+    if b.num_rows() <= size {
+        return vec![b];
+    }
+    (0..b.num_rows())
+        .step_by(size)
+        .map(|o| b.slice(o, size.min(b.num_rows() - o)))
+        .collect()
+}
+
+/// Batches held in memory (a table, or an operator's finished output).
+pub struct Batches {
+    schema: SchemaRef,
+    batches: std::vec::IntoIter<RecordBatch>,
+    rows: u64,
+}
+
+impl Batches {
+    pub fn new(schema: SchemaRef, batches: Vec<RecordBatch>, size: usize) -> Self {
+        let batches: Vec<RecordBatch> = batches
+            .into_iter()
+            .filter(|b| b.num_rows() > 0)
+            .flat_map(|b| split(b, size))
+            .collect();
+        let rows = batches.iter().map(|b| b.num_rows() as u64).sum();
+        Batches {
+            schema,
+            batches: batches.into_iter(),
+            rows,
+        }
+    }
+}
+
+impl Source for Batches {
+    fn schema(&self) -> SchemaRef {
+        self.schema.clone()
+    }
+    fn claim(&mut self, n: usize) -> Result<Vec<Input>> {
+        Ok(self.batches.by_ref().take(n).map(Input::Batch).collect())
+    }
+    fn rows(&self) -> Option<u64> {
+        Some(self.rows)
+    }
+}
+
+/// A one-pass stream of batches (a reader handed in by the caller), checked against its
+/// declared schema batch by batch.
+pub struct Stream {
+    schema: SchemaRef,
+    iter: std::sync::Mutex<Box<dyn Iterator<Item = Result<RecordBatch>> + Send>>,
+    size: usize,
+    done: bool,
+}
+
+impl Stream {
+    pub fn new(
+        schema: SchemaRef,
+        iter: Box<dyn Iterator<Item = Result<RecordBatch>> + Send>,
+        size: usize,
+    ) -> Self {
+        Stream {
+            schema,
+            iter: std::sync::Mutex::new(iter),
+            size,
+            done: false,
+        }
+    }
+}
+
+impl Source for Stream {
+    fn schema(&self) -> SchemaRef {
+        self.schema.clone()
+    }
+    fn claim(&mut self, n: usize) -> Result<Vec<Input>> {
+        let mut out = Vec::new();
+        let iter = self.iter.get_mut().unwrap_or_else(|e| e.into_inner());
+        while !self.done && out.len() < n {
+            match iter.next() {
+                None => self.done = true,
+                Some(b) => {
+                    let b = b?;
+                    check_schema(&b, &self.schema)?;
+                    out.extend(split(b, self.size).into_iter().map(Input::Batch));
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// Arrow IPC files (file format), read batch by batch with `arrow-ipc`.
+pub struct Ipc {
+    schema: SchemaRef,
+    files: std::vec::IntoIter<PathBuf>,
+    reader: Option<arrow_ipc::reader::FileReader<std::io::BufReader<File>>>,
+    projection: Vec<usize>,
+    size: usize,
+}
+
+impl Ipc {
+    pub fn new(files: Vec<PathBuf>, columns: Option<&[String]>, size: usize) -> Result<Self> {
+        let first = files
+            .first()
+            .ok_or_else(|| Error::Value("no input files".into()))?;
+        let r = open_ipc(first)?;
+        let file_schema = r.schema();
+        let projection = projection(&file_schema, columns)?;
+        Ok(Ipc {
+            schema: Arc::new(file_schema.project(&projection)?),
+            files: files.into_iter(),
+            reader: None,
+            projection,
+            size,
+        })
+    }
+}
+
+fn open_ipc(path: &PathBuf) -> Result<arrow_ipc::reader::FileReader<std::io::BufReader<File>>> {
+    let f = File::open(path)
+        .map_err(|e| Error::Value(format!("cannot open {}: {e}", path.display())))?;
+    arrow_ipc::reader::FileReader::try_new_buffered(f, None)
+        .map_err(|e| Error::Value(format!("{}: not an Arrow IPC file: {e}", path.display())))
+}
+
+fn projection(schema: &Schema, columns: Option<&[String]>) -> Result<Vec<usize>> {
+    match columns {
+        None => Ok((0..schema.fields().len()).collect()),
+        Some(cols) => cols
+            .iter()
+            .map(|c| {
+                schema.index_of(c).map_err(|_| {
+                    Error::column_not_found(c, schema.fields().iter().map(|f| f.name().as_str()))
+                })
+            })
+            .collect(),
+    }
+}
+
+impl Source for Ipc {
+    fn schema(&self) -> SchemaRef {
+        self.schema.clone()
+    }
+    fn claim(&mut self, n: usize) -> Result<Vec<Input>> {
+        let mut out = Vec::new();
+        while out.len() < n {
+            if self.reader.is_none() {
+                match self.files.next() {
+                    None => break,
+                    Some(p) => self.reader = Some(open_ipc(&p)?),
+                }
+            }
+            match self.reader.as_mut().and_then(|r| r.next()) {
+                None => self.reader = None,
+                Some(b) => {
+                    let b = b?.project(&self.projection)?;
+                    check_schema(&b, &self.schema)?;
+                    out.extend(split(b, self.size).into_iter().map(Input::Batch));
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// CSV files with a given schema (the one pyarrow infers, so both readers agree).
+pub struct Csv {
+    schema: SchemaRef,
+    file_schema: SchemaRef,
+    files: std::vec::IntoIter<PathBuf>,
+    reader: Option<arrow_csv::reader::BufReader<std::io::BufReader<File>>>,
+    projection: Vec<usize>,
+    size: usize,
+}
+
+impl Csv {
+    pub fn new(
+        files: Vec<PathBuf>,
+        file_schema: SchemaRef,
+        columns: Option<&[String]>,
+        size: usize,
+    ) -> Result<Self> {
+        let projection = projection(&file_schema, columns)?;
+        Ok(Csv {
+            schema: Arc::new(file_schema.project(&projection)?),
+            file_schema,
+            files: files.into_iter(),
+            reader: None,
+            projection,
+            size,
+        })
+    }
+}
+
+impl Source for Csv {
+    fn schema(&self) -> SchemaRef {
+        self.schema.clone()
+    }
+    fn claim(&mut self, n: usize) -> Result<Vec<Input>> {
+        let mut out = Vec::new();
+        while out.len() < n {
+            if self.reader.is_none() {
+                match self.files.next() {
+                    None => break,
+                    Some(p) => {
+                        let f = File::open(&p).map_err(|e| {
+                            Error::Value(format!("cannot open {}: {e}", p.display()))
+                        })?;
+                        let r = arrow_csv::ReaderBuilder::new(self.file_schema.clone())
+                            .with_header(true)
+                            .with_batch_size(self.size)
+                            .with_projection(self.projection.clone())
+                            .build_buffered(std::io::BufReader::with_capacity(1 << 20, f))
+                            .map_err(|e| Error::Value(format!("{}: {e}", p.display())))?;
+                        self.reader = Some(r);
+                    }
+                }
+            }
+            match self.reader.as_mut().and_then(|r| r.next()) {
+                None => self.reader = None,
+                Some(b) => out.push(Input::Batch(b?)),
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// Parquet files, decoded row group by row group in parallel with the `parquet` crate: only
+/// the needed columns; row groups whose statistics rule the pushed predicate out are never
+/// read; the predicate's columns are decoded first and the other columns only for the rows
+/// that pass (arrow-rs' `RowFilter`).
+pub struct Parquet {
+    schema: SchemaRef,
+    files: Vec<(PathBuf, ArrowReaderMetadata)>,
+    /// (file, row group) in file order, after pruning.
+    pieces: Vec<(usize, usize)>,
+    next: usize,
+    /// Root column indices to decode, per file; output order by `columns`.
+    columns: Vec<String>,
+    predicate: Option<Expr>,
+    size: usize,
+    groups_total: usize,
+    rows: u64,
+    rows_total: u64,
+}
+
+impl Parquet {
+    pub fn new(
+        files: Vec<PathBuf>,
+        columns: Option<&[String]>,
+        predicate: Option<Expr>,
+        size: usize,
+    ) -> Result<Self> {
+        let opts = ArrowReaderOptions::new();
+        let mut metas = Vec::with_capacity(files.len());
+        for p in files {
+            let f = File::open(&p)
+                .map_err(|e| Error::Value(format!("cannot open {}: {e}", p.display())))?;
+            let m = ArrowReaderMetadata::load(&f, opts.clone())
+                .map_err(|e| Error::Value(format!("{}: not a Parquet file: {e}", p.display())))?;
+            metas.push((p, m));
+        }
+        let first = metas
+            .first()
+            .ok_or_else(|| Error::Value("no input files".into()))?
+            .1
+            .schema()
+            .clone();
+        let idx = projection(&first, columns)?;
+        let schema = Arc::new(first.project(&idx)?);
+        let columns: Vec<String> = schema.fields().iter().map(|f| f.name().clone()).collect();
+        let mut pieces = Vec::new();
+        let (mut groups_total, mut rows, mut rows_total) = (0, 0u64, 0u64);
+        for (fi, (path, m)) in metas.iter().enumerate() {
+            let s = m.schema();
+            for c in columns.iter() {
+                let want = schema.field_with_name(c)?;
+                match s.field_with_name(c) {
+                    Ok(f) if f.data_type() == want.data_type() => {}
+                    Ok(f) => {
+                        return Err(Error::Value(format!(
+                            "{}: column {c:?} is {} where the first file has {}",
+                            path.display(),
+                            f.data_type(),
+                            want.data_type()
+                        )));
+                    }
+                    Err(_) => {
+                        return Err(Error::Value(format!("{}: no column {c:?}", path.display())));
+                    }
+                }
+            }
+            let keep = match &predicate {
+                Some(p) => prune(p, m)?,
+                None => vec![true; m.metadata().num_row_groups()],
+            };
+            for (g, k) in keep.into_iter().enumerate() {
+                let n = m.metadata().row_group(g).num_rows() as u64;
+                groups_total += 1;
+                rows_total += n;
+                if k {
+                    pieces.push((fi, g));
+                    rows += n;
+                }
+            }
+        }
+        Ok(Parquet {
+            schema,
+            files: metas,
+            pieces,
+            next: 0,
+            columns,
+            predicate,
+            size,
+            groups_total,
+            rows,
+            rows_total,
+        })
+    }
+}
+
+impl Source for Parquet {
+    fn schema(&self) -> SchemaRef {
+        self.schema.clone()
+    }
+
+    fn claim(&mut self, n: usize) -> Result<Vec<Input>> {
+        let end = (self.next + n).min(self.pieces.len());
+        let out = (self.next..end).map(Input::Piece).collect();
+        self.next = end;
+        Ok(out)
+    }
+
+    fn read(&self, input: Input) -> Result<Vec<RecordBatch>> {
+        let i = match input {
+            Input::Piece(i) => i,
+            Input::Batch(b) => return Ok(vec![b]),
+        };
+        let (fi, g) = self.pieces[i];
+        let (path, meta) = &self.files[fi];
+        let f = File::open(path)
+            .map_err(|e| Error::Value(format!("cannot open {}: {e}", path.display())))?;
+        let arrow_schema = meta.schema().clone();
+        let pschema = meta.parquet_schema();
+        let roots: Vec<usize> = self
+            .columns
+            .iter()
+            .map(|c| arrow_schema.index_of(c))
+            .collect::<std::result::Result<_, _>>()?;
+        let mut builder = ParquetRecordBatchReaderBuilder::new_with_metadata(f, meta.clone())
+            .with_row_groups(vec![g])
+            .with_batch_size(self.size)
+            .with_projection(ProjectionMask::roots(pschema, roots.iter().copied()));
+        if let Some(pred) = &self.predicate {
+            let mut cols: Vec<usize> = pred
+                .columns()
+                .iter()
+                .map(|c| arrow_schema.index_of(c))
+                .collect::<std::result::Result<_, _>>()?;
+            cols.sort_unstable();
+            let sub = Arc::new(arrow_schema.project(&cols)?);
+            let bound: Phys = bind(pred, &sub, &mut |c: &Call| {
+                Err(Error::Value(format!(
+                    "cannot push {} into the Parquet reader",
+                    c.name
+                )))
+            })?;
+            let f = ArrowPredicateFn::new(
+                ProjectionMask::roots(pschema, cols),
+                move |batch: RecordBatch| -> std::result::Result<BooleanArray, ArrowError> {
+                    crate::cancel::point();
+                    let mask = bound
+                        .evaluate(&batch)
+                        .map_err(|e| ArrowError::ExternalError(Box::new(e)))?;
+                    Ok(arrow_array::cast::AsArray::as_boolean(&mask).clone())
+                },
+            );
+            builder = builder.with_row_filter(RowFilter::new(vec![Box::new(f)]));
+        }
+        let reader = builder.build().map_err(|e| read_error(path, e))?;
+        let mut out = Vec::new();
+        for b in reader {
+            let b = b.map_err(|e| match e {
+                ArrowError::ExternalError(e) if e.is::<Error>() => {
+                    *e.downcast::<Error>().expect("checked")
+                }
+                e => Error::Value(format!("{}: {e}", path.display())),
+            })?;
+            // The reader yields columns in file order; the output is in `columns` order.
+            let order: Vec<usize> = self
+                .columns
+                .iter()
+                .map(|c| b.schema().index_of(c))
+                .collect::<std::result::Result<_, _>>()?;
+            let b = b.project(&order)?;
+            if b.num_rows() > 0 {
+                out.push(RecordBatch::try_new(
+                    self.schema.clone(),
+                    b.columns().to_vec(),
+                )?);
+            }
+        }
+        Ok(out)
+    }
+
+    fn rows_read(&self, input: &Input) -> Option<u64> {
+        match input {
+            Input::Piece(i) => {
+                let (fi, g) = self.pieces[*i];
+                Some(self.files[fi].1.metadata().row_group(g).num_rows() as u64)
+            }
+            Input::Batch(_) => None,
+        }
+    }
+
+    fn rows(&self) -> Option<u64> {
+        // Exact without a predicate; an upper bound (rows of the kept row groups) with one.
+        Some(self.rows)
+    }
+
+    fn describe(&self) -> String {
+        let kept = self.pieces.len();
+        if kept == self.groups_total {
+            format!("{} row groups, {} rows", self.groups_total, self.rows_total)
+        } else {
+            format!(
+                "{kept} of {} row groups, {} of {} rows (statistics)",
+                self.groups_total, self.rows, self.rows_total
+            )
+        }
+    }
+}
+
+fn read_error(path: &std::path::Path, e: parquet::errors::ParquetError) -> Error {
+    Error::Value(format!("{}: {e}", path.display()))
+}
+
+/// Which row groups of a file the predicate may select: each conjunct `column OP literal`
+/// (either way round) is evaluated on the row groups' minima or maxima; a row group is
+/// skipped when one conjunct is false there. Anything else keeps the row group.
+fn prune(pred: &Expr, meta: &ArrowReaderMetadata) -> Result<Vec<bool>> {
+    let groups = meta.metadata().num_row_groups();
+    let mut keep = vec![true; groups];
+    let mut conjuncts = Vec::new();
+    split_and(pred, &mut conjuncts);
+    for c in conjuncts {
+        let Some((col, op, lit)) = as_comparison(c) else {
+            continue;
+        };
+        let Ok(conv) = StatisticsConverter::try_new(col, meta.schema(), meta.parquet_schema())
+        else {
+            continue;
+        };
+        let rgs = meta.metadata().row_groups();
+        let (Ok(mins), Ok(maxes)) = (
+            conv.row_group_mins(rgs.iter()),
+            conv.row_group_maxes(rgs.iter()),
+        ) else {
+            continue;
+        };
+        let test = |stats: &arrow_array::ArrayRef, op: &str| -> Option<BooleanArray> {
+            let schema = Arc::new(Schema::new(vec![arrow_schema::Field::new(
+                col,
+                stats.data_type().clone(),
+                true,
+            )]));
+            let batch = RecordBatch::try_new(schema.clone(), vec![stats.clone()]).ok()?;
+            let e = Expr::Call(Call {
+                name: op.to_string(),
+                args: vec![Expr::Field(col.to_string()), Expr::Literal(lit.clone())],
+                options: None,
+                span: (0, 0),
+            });
+            let p = bind(&e, &schema, &mut |_| Err(Error::Value(String::new()))).ok()?;
+            let m = p.evaluate(&batch).ok()?;
+            Some(arrow_array::cast::AsArray::as_boolean(&m).clone())
+        };
+        let tests: Vec<Option<BooleanArray>> = match op {
+            "less" | "less_equal" => vec![test(&mins, op)],
+            "greater" | "greater_equal" => vec![test(&maxes, op)],
+            "equal" => vec![test(&mins, "less_equal"), test(&maxes, "greater_equal")],
+            _ => continue,
+        };
+        for t in tests.into_iter().flatten() {
+            for (g, k) in keep.iter_mut().enumerate() {
+                // Null (no statistics) keeps the row group.
+                if t.is_valid(g) && !t.value(g) {
+                    *k = false;
+                }
+            }
+        }
+    }
+    Ok(keep)
+}
+
+fn split_and<'a>(e: &'a Expr, out: &mut Vec<&'a Expr>) {
+    match e {
+        Expr::Call(c) if matches!(c.name.as_str(), "and" | "and_kleene") && c.args.len() == 2 => {
+            split_and(&c.args[0], out);
+            split_and(&c.args[1], out);
+        }
+        e => out.push(e),
+    }
+}
+
+/// `column OP literal` as (column, OP, literal), a reversed comparison turned round.
+fn as_comparison(e: &Expr) -> Option<(&str, &'static str, &arrow_array::ArrayRef)> {
+    let Expr::Call(c) = e else { return None };
+    if c.args.len() != 2 || c.options.is_some() {
+        return None;
+    }
+    let (op, flipped): (&'static str, &'static str) = match c.name.as_str() {
+        "less" => ("less", "greater"),
+        "less_equal" => ("less_equal", "greater_equal"),
+        "greater" => ("greater", "less"),
+        "greater_equal" => ("greater_equal", "less_equal"),
+        "equal" => ("equal", "equal"),
+        _ => return None,
+    };
+    match (&c.args[0], &c.args[1]) {
+        (Expr::Field(f), Expr::Literal(l)) => Some((f, op, l)),
+        (Expr::Literal(l), Expr::Field(f)) => Some((f, flipped, l)),
+        _ => None,
+    }
+}

@@ -1,0 +1,620 @@
+//! Binding: an [`Expr`] resolved against an input schema into a [`Phys`] tree — columns to
+//! indices, pyarrow's implicit casts made explicit, each call checked against what
+//! [`super::eval`] implements. A call it does not implement (or an argument type it does not
+//! take) is handed to the caller's fallback as one sub-expression.
+//!
+//! Every node carries two types: `ty`, the type pyarrow gives the value (view strings seen as
+//! large strings, dictionaries as their values), and `out`, the type of the array evaluation
+//! actually yields (a column keeps its layout; comparisons and string predicates read view
+//! and dictionary arrays natively).
+
+use std::sync::Arc;
+
+use arrow_arith::temporal::DatePart;
+use arrow_array::{Array, ArrayRef, ListArray, RecordBatch};
+use arrow_schema::{DataType, Schema};
+
+use super::types::{self, logical};
+use super::{Call, Expr};
+use crate::error::{Error, Result};
+
+/// A sub-expression evaluated outside this module (by pyarrow, through the bindings).
+pub type External = Arc<dyn Fn(&RecordBatch) -> Result<ArrayRef> + Send + Sync>;
+
+/// What a fallback resolves to: the sub-expression's type and how to evaluate it.
+pub struct Fallback {
+    pub ty: DataType,
+    pub eval: External,
+}
+
+/// A bound expression (see the module docs).
+#[derive(Clone)]
+pub struct Phys {
+    pub(super) node: Node,
+    /// pyarrow's type of the value.
+    pub ty: DataType,
+    /// The type of the array evaluation yields.
+    pub out: DataType,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub(super) enum Arith {
+    Add,
+    Sub,
+    Mul,
+    Div,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub(super) enum Cmp {
+    Eq,
+    Ne,
+    Lt,
+    Le,
+    Gt,
+    Ge,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub(super) enum Logic {
+    AndKleene,
+    OrKleene,
+    And,
+    Or,
+    Xor,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub(super) enum Pattern {
+    Like,
+    ILike,
+    StartsWith,
+    EndsWith,
+    Contains,
+}
+
+/// `is_in`'s `null_matching_behavior`: MATCH (a null matches a null in the set), SKIP
+/// (nulls never match), EMIT_NULL (a null input gives null).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub(super) enum NullMatch {
+    Match,
+    Skip,
+    EmitNull,
+}
+
+#[derive(Clone)]
+pub(super) enum Node {
+    Column(usize),
+    Literal(ArrayRef),
+    Cast(Box<Phys>),
+    Arith {
+        op: Arith,
+        checked: bool,
+        l: Box<Phys>,
+        r: Box<Phys>,
+    },
+    Negate {
+        checked: bool,
+        arg: Box<Phys>,
+    },
+    Cmp {
+        op: Cmp,
+        l: Box<Phys>,
+        r: Box<Phys>,
+    },
+    Logic {
+        op: Logic,
+        l: Box<Phys>,
+        r: Box<Phys>,
+    },
+    Not(Box<Phys>),
+    IsNull {
+        arg: Box<Phys>,
+        nan_is_null: bool,
+    },
+    IsValid(Box<Phys>),
+    IsIn {
+        arg: Box<Phys>,
+        set: ArrayRef,
+        nulls: NullMatch,
+    },
+    Pattern {
+        kind: Pattern,
+        arg: Box<Phys>,
+        pattern: String,
+    },
+    IfElse(Box<Phys>, Box<Phys>, Box<Phys>),
+    Coalesce(Vec<Phys>),
+    DatePart(Box<Phys>, DatePart),
+    External(External),
+}
+
+/// Bind `expr` to `schema`. `fallback` is asked for every call this module cannot evaluate;
+/// without one (it returns `Err`), such a call fails the binding.
+pub fn bind(
+    expr: &Expr,
+    schema: &Schema,
+    fallback: &mut dyn FnMut(&Call) -> Result<Fallback>,
+) -> Result<Phys> {
+    match expr {
+        Expr::Field(name) => {
+            let (i, f) = schema.column_with_name(name).ok_or_else(|| {
+                Error::column_not_found(name, schema.fields().iter().map(|f| f.name().as_str()))
+            })?;
+            Ok(Phys {
+                node: Node::Column(i),
+                ty: logical(f.data_type()),
+                out: f.data_type().clone(),
+            })
+        }
+        Expr::Literal(a) => Ok(literal(a.clone())),
+        Expr::Call(call) => {
+            let args = call
+                .args
+                .iter()
+                .map(|a| {
+                    Ok(match a {
+                        Expr::Literal(l) => literal(narrow(l)),
+                        a => bind(a, schema, fallback)?,
+                    })
+                })
+                .collect::<Result<Vec<_>>>()?;
+            match native(call, args) {
+                Some(p) => Ok(p),
+                None => {
+                    let fb = fallback(call)?;
+                    Ok(Phys {
+                        out: fb.ty.clone(),
+                        ty: fb.ty,
+                        node: Node::External(fb.eval),
+                    })
+                }
+            }
+        }
+    }
+}
+
+fn literal(a: ArrayRef) -> Phys {
+    Phys {
+        ty: logical(a.data_type()),
+        out: a.data_type().clone(),
+        node: Node::Literal(a),
+    }
+}
+
+/// A numeric literal argument as pyarrow binds it: an integer in the smallest integer type
+/// of its signedness that holds it, a float in float32 when that is exact.
+fn narrow(a: &ArrayRef) -> ArrayRef {
+    use DataType::*;
+    if a.is_null(0) {
+        return a.clone();
+    }
+    let candidates: &[DataType] = match a.data_type() {
+        Int16 | Int32 | Int64 => &[Int8, Int16, Int32],
+        UInt16 | UInt32 | UInt64 => &[UInt8, UInt16, UInt32],
+        Float64 => &[Float32],
+        _ => &[],
+    };
+    for t in candidates {
+        if let Some(n) = exact_cast(a, t) {
+            return n;
+        }
+    }
+    a.clone()
+}
+
+/// `a` cast to `to` when the value survives the round trip unchanged.
+fn exact_cast(a: &ArrayRef, to: &DataType) -> Option<ArrayRef> {
+    let n = arrow_cast::cast_with_options(a, to, &strict()).ok()?;
+    let back = arrow_cast::cast_with_options(&n, a.data_type(), &strict()).ok()?;
+    (back.as_ref() == a.as_ref()).then_some(n)
+}
+
+/// `p` cast to `to` (a no-op when it already yields `to`). Only casts pyarrow performs
+/// identically are made (see [`castable`]); a literal is cast now, when exact.
+fn cast(p: Phys, to: &DataType) -> Option<Phys> {
+    if &p.out == to {
+        return Some(p);
+    }
+    if let Node::Literal(a) = &p.node {
+        let to_storage = match to {
+            DataType::Dictionary(_, v) => v.as_ref(),
+            t => t,
+        };
+        return exact_cast(a, to_storage).map(literal);
+    }
+    if !castable(&p.out, to) {
+        return None;
+    }
+    Some(Phys {
+        ty: logical(to),
+        out: to.clone(),
+        node: Node::Cast(Box::new(p)),
+    })
+}
+
+/// Casts whose result (and errors) equal pyarrow's safe cast: integer widening or checked
+/// narrowing, integers to decimals, decimals to wider decimals of a scale not smaller,
+/// decimals and small integers to float64, string layouts to one another, dictionaries to
+/// their values, null to anything, dates to timestamps.
+pub(super) fn castable(from: &DataType, to: &DataType) -> bool {
+    use DataType::*;
+    if from == to || *from == Null {
+        return true;
+    }
+    match (from, to) {
+        (Dictionary(_, v), to) => **v == *to || castable(v, to),
+        (a, b) if types::is_int(a) && types::is_int(b) => true,
+        (Boolean, b) if types::is_int(b) => true,
+        (a, Decimal128(..) | Decimal256(..)) if types::is_int(a) => true,
+        (Decimal128(_, s1) | Decimal256(_, s1), Decimal128(_, s2) | Decimal256(_, s2)) => s2 >= s1,
+        (Decimal128(..), Float64) => true,
+        (Int8 | Int16 | Int32 | UInt8 | UInt16 | UInt32 | Float32, Float64) => true,
+        (Int8 | Int16 | UInt8 | UInt16, Float32) => true,
+        (a, b) if types::is_string(a) && types::is_string(b) => true,
+        (Binary | LargeBinary | BinaryView, Binary | LargeBinary | BinaryView) => true,
+        (Date32, Date64 | Timestamp(_, None)) => true,
+        _ => false,
+    }
+}
+
+fn bx(p: Phys) -> Box<Phys> {
+    Box::new(p)
+}
+
+fn option<'a>(call: &'a Call, name: &str) -> Option<&'a ArrayRef> {
+    call.options.as_ref()?.column_by_name(name)
+}
+
+fn bool_option(call: &Call, name: &str) -> Option<bool> {
+    option(call, name)?
+        .as_any()
+        .downcast_ref::<arrow_array::BooleanArray>()
+        .filter(|a| a.len() == 1 && a.is_valid(0))
+        .map(|a| a.value(0))
+}
+
+fn string_option(call: &Call, name: &str) -> Option<String> {
+    let a = option(call, name)?;
+    let a = arrow_cast::cast(a, &DataType::Utf8).ok()?;
+    let a = a.as_any().downcast_ref::<arrow_array::StringArray>()?;
+    (a.len() == 1 && a.is_valid(0)).then(|| a.value(0).to_string())
+}
+
+/// The bound call, or `None` when it is not implemented here for these argument types.
+fn native(call: &Call, mut args: Vec<Phys>) -> Option<Phys> {
+    use DataType::*;
+    let name = call.name.as_str();
+    let (base, checked) = match name.strip_suffix("_checked") {
+        Some(b) => (b, true),
+        None => (name, false),
+    };
+    let bool_p = |node, out: DataType| Phys {
+        node,
+        ty: Boolean,
+        out,
+    };
+    match (base, args.len()) {
+        ("add" | "subtract" | "multiply" | "divide", 2) => {
+            let op = match base {
+                "add" => Arith::Add,
+                "subtract" => Arith::Sub,
+                "multiply" => Arith::Mul,
+                _ => Arith::Div,
+            };
+            let r = args.pop()?;
+            let l = args.pop()?;
+            let sig = types::arithmetic(base, &l.ty, &r.ty)?;
+            // Float division by zero: pyarrow's checked variant raises, arrow-rs' does not.
+            if op == Arith::Div && checked && types::is_float(&sig.result) {
+                return None;
+            }
+            let (l, r) = (cast(l, &sig.left)?, cast(r, &sig.right)?);
+            Some(Phys {
+                node: Node::Arith {
+                    op,
+                    checked,
+                    l: bx(l),
+                    r: bx(r),
+                },
+                ty: sig.result.clone(),
+                out: sig.result,
+            })
+        }
+        ("negate", 1) => {
+            let a = args.pop()?;
+            if !(types::is_int(&a.ty) && matches!(a.ty, Int8 | Int16 | Int32 | Int64)
+                || types::is_float(&a.ty)
+                || matches!(a.ty, Decimal128(..)))
+            {
+                return None;
+            }
+            let a = cast(a.clone(), &a.ty)?;
+            Some(Phys {
+                ty: a.ty.clone(),
+                out: a.ty.clone(),
+                node: Node::Negate {
+                    checked,
+                    arg: bx(a),
+                },
+            })
+        }
+        ("equal" | "not_equal" | "less" | "less_equal" | "greater" | "greater_equal", 2) => {
+            let op = match base {
+                "equal" => Cmp::Eq,
+                "not_equal" => Cmp::Ne,
+                "less" => Cmp::Lt,
+                "less_equal" => Cmp::Le,
+                "greater" => Cmp::Gt,
+                _ => Cmp::Ge,
+            };
+            let r = args.pop()?;
+            let l = args.pop()?;
+            let t = types::common(&l.ty, &r.ty)?;
+            let (l, r) = if types::is_string(&t) || t == Binary || t == LargeBinary {
+                // Strings compare in their own layout: the other side's scalar is cast to it.
+                string_pair(l, r)?
+            } else {
+                (cast(l, &t)?, cast(r, &t)?)
+            };
+            let supported = types::is_int(&t)
+                || types::is_float(&t)
+                || types::is_decimal(&t)
+                || types::is_string(&t)
+                || matches!(
+                    t,
+                    Boolean | Date32 | Date64 | Timestamp(..) | Duration(_) | Binary | LargeBinary
+                );
+            supported.then(|| {
+                bool_p(
+                    Node::Cmp {
+                        op,
+                        l: bx(l),
+                        r: bx(r),
+                    },
+                    Boolean,
+                )
+            })
+        }
+        ("and_kleene" | "or_kleene" | "and" | "or" | "xor", 2) => {
+            let op = match base {
+                "and_kleene" => Logic::AndKleene,
+                "or_kleene" => Logic::OrKleene,
+                "and" => Logic::And,
+                "or" => Logic::Or,
+                _ => Logic::Xor,
+            };
+            let r = cast(args.pop()?, &Boolean)?;
+            let l = cast(args.pop()?, &Boolean)?;
+            Some(bool_p(
+                Node::Logic {
+                    op,
+                    l: bx(l),
+                    r: bx(r),
+                },
+                Boolean,
+            ))
+        }
+        ("invert", 1) => {
+            let a = cast(args.pop()?, &Boolean)?;
+            Some(bool_p(Node::Not(bx(a)), Boolean))
+        }
+        ("is_null", 1) => {
+            let nan_is_null = bool_option(call, "nan_is_null").unwrap_or(false);
+            let a = args.pop()?;
+            Some(bool_p(
+                Node::IsNull {
+                    arg: bx(a),
+                    nan_is_null,
+                },
+                Boolean,
+            ))
+        }
+        ("is_valid", 1) => Some(bool_p(Node::IsValid(bx(args.pop()?)), Boolean)),
+        ("is_in", 1) => {
+            let a = args.pop()?;
+            let nulls = match option(call, "null_matching_behavior").and_then(|o| {
+                o.as_any()
+                    .downcast_ref::<arrow_array::UInt32Array>()
+                    .map(|u| u.value(0))
+            }) {
+                None | Some(0) => NullMatch::Match,
+                Some(1) => NullMatch::Skip,
+                Some(2) => NullMatch::EmitNull,
+                _ => return None,
+            };
+            let list = option(call, "value_set")?
+                .as_any()
+                .downcast_ref::<ListArray>()?;
+            let set = list.value(0);
+            let target = if types::is_string(&a.ty) {
+                Utf8
+            } else if types::is_int(&a.ty) || matches!(a.ty, Date32) {
+                a.ty.clone()
+            } else {
+                return None;
+            };
+            let st = logical(set.data_type());
+            if !(types::is_string(&st) && target == Utf8
+                || st == target
+                || types::is_int(&st) && types::is_int(&target)
+                || st == Null)
+            {
+                return None;
+            }
+            let set = arrow_cast::cast_with_options(&set, &target, &strict()).ok()?;
+            Some(bool_p(
+                Node::IsIn {
+                    arg: bx(a),
+                    set,
+                    nulls,
+                },
+                Boolean,
+            ))
+        }
+        ("match_like" | "starts_with" | "ends_with" | "match_substring", 1) => {
+            let a = args.pop()?;
+            if !types::is_string(&a.ty) {
+                return None;
+            }
+            let pattern = string_option(call, "pattern")?;
+            let ignore_case = bool_option(call, "ignore_case").unwrap_or(false);
+            let kind = match (base, ignore_case) {
+                ("match_like", false) => Pattern::Like,
+                ("match_like", true) if pattern.is_ascii() => Pattern::ILike,
+                ("starts_with", false) => Pattern::StartsWith,
+                ("ends_with", false) => Pattern::EndsWith,
+                ("match_substring", false) => Pattern::Contains,
+                _ => return None,
+            };
+            Some(bool_p(
+                Node::Pattern {
+                    kind,
+                    arg: bx(a),
+                    pattern,
+                },
+                Boolean,
+            ))
+        }
+        ("if_else", 3) => {
+            let b = args.pop()?;
+            let a = args.pop()?;
+            let c = cast(args.pop()?, &Boolean)?;
+            let t = types::common(&a.ty, &b.ty)?;
+            if !plain(&t) {
+                return None;
+            }
+            let (a, b) = (cast(a, &t)?, cast(b, &t)?);
+            Some(Phys {
+                node: Node::IfElse(bx(c), bx(a), bx(b)),
+                ty: t.clone(),
+                out: t,
+            })
+        }
+        ("coalesce", n) if n >= 1 => {
+            let mut t = args[0].ty.clone();
+            for a in &args[1..] {
+                t = types::common(&t, &a.ty)?;
+            }
+            if !plain(&t) {
+                return None;
+            }
+            let args = args
+                .into_iter()
+                .map(|a| cast(a, &t))
+                .collect::<Option<Vec<_>>>()?;
+            Some(Phys {
+                node: Node::Coalesce(args),
+                ty: t.clone(),
+                out: t,
+            })
+        }
+        (
+            "year" | "month" | "day" | "quarter" | "day_of_year" | "hour" | "minute" | "second",
+            1,
+        ) => {
+            let a = args.pop()?;
+            if !matches!(a.ty, Date32 | Date64 | Timestamp(_, None)) {
+                return None;
+            }
+            if matches!(a.ty, Date32 | Date64) && matches!(base, "hour" | "minute" | "second") {
+                return None;
+            }
+            let part = match base {
+                "year" => DatePart::Year,
+                "month" => DatePart::Month,
+                "day" => DatePart::Day,
+                "quarter" => DatePart::Quarter,
+                "day_of_year" => DatePart::DayOfYear,
+                "hour" => DatePart::Hour,
+                "minute" => DatePart::Minute,
+                _ => DatePart::Second,
+            };
+            let a = cast(a.clone(), &a.out.clone())?;
+            Some(Phys {
+                node: Node::DatePart(bx(a), part),
+                ty: Int64,
+                out: Int64,
+            })
+        }
+        ("cast", 1) => {
+            let to = option(call, "to_type")?.data_type().clone();
+            // Flags that loosen pyarrow's checks are not modelled.
+            for flag in [
+                "allow_int_overflow",
+                "allow_time_truncate",
+                "allow_time_overflow",
+                "allow_decimal_truncate",
+                "allow_float_truncate",
+                "allow_invalid_utf8",
+            ] {
+                if bool_option(call, flag) == Some(true) {
+                    return None;
+                }
+            }
+            let a = args.pop()?;
+            // A view column cast to its own logical type stays as pyarrow sees it.
+            cast(a, &to)
+        }
+        _ => None,
+    }
+}
+
+/// Types `if_else` / `coalesce` produce here: no nested, view or dictionary types.
+fn plain(t: &DataType) -> bool {
+    use DataType::*;
+    types::is_int(t)
+        || types::is_float(t)
+        || matches!(
+            t,
+            Boolean
+                | Utf8
+                | LargeUtf8
+                | Binary
+                | LargeBinary
+                | Date32
+                | Date64
+                | Timestamp(..)
+                | Duration(_)
+                | Decimal128(..)
+                | Decimal256(..)
+        )
+}
+
+/// A string comparison's two sides in one layout: a scalar side takes the array side's
+/// layout (dictionary arrays compare their values); two arrays meet as large strings.
+fn string_pair(l: Phys, r: Phys) -> Option<(Phys, Phys)> {
+    let is_lit = |p: &Phys| matches!(p.node, Node::Literal(_));
+    let value_layout = |p: &Phys| match &p.out {
+        DataType::Dictionary(_, v) => (**v).clone(),
+        t => t.clone(),
+    };
+    match (is_lit(&l), is_lit(&r)) {
+        (false, true) => {
+            let t = value_layout(&l);
+            let r = cast(r, &t)?;
+            Some((l, r))
+        }
+        (true, false) => {
+            let t = value_layout(&r);
+            let l = cast(l, &t)?;
+            Some((l, r))
+        }
+        _ => {
+            let t = if l.out == r.out && !matches!(l.out, DataType::Dictionary(..)) {
+                l.out.clone()
+            } else {
+                types::common(&l.ty, &r.ty)?
+            };
+            Some((cast(l, &t)?, cast(r, &t)?))
+        }
+    }
+}
+
+/// arrow-cast options of pyarrow's safe cast: a value that does not fit is an error.
+pub(super) fn strict() -> arrow_cast::CastOptions<'static> {
+    arrow_cast::CastOptions {
+        safe: false,
+        ..Default::default()
+    }
+}

@@ -1,0 +1,414 @@
+//! Bindings of the executor and of expressions: a plan arrives as nested tuples built by
+//! `ferrobatch/pipeline.py`, is converted to a [`crate::exec::Plan`] here, and runs without
+//! the GIL. Python code runs only inside callbacks (`map_batches`, a sub-expression pyarrow
+//! evaluates), which take the GIL for their own duration; an exception they raise is kept
+//! and re-raised, class intact, when the run stops.
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use arrow_array::{ArrayRef, RecordBatch};
+use arrow_schema::{DataType, SchemaRef};
+use pyo3::exceptions::{PyTypeError, PyValueError};
+use pyo3::prelude::*;
+use pyo3::types::{PyBytes, PyDict, PyList, PyTuple};
+use pyo3_arrow::{PyArray, PyDataType, PyRecordBatch, PyRecordBatchReader, PySchema};
+
+use super::convert::{StrOrList, table_in};
+use super::{AggTuple, caught, group_by_options, guarded, to_py};
+use crate::error::Error;
+use crate::exec::source::{Batches, Csv, Ipc, Parquet, Stream};
+use crate::exec::{BatchFn, Column, Execution, Plan};
+use crate::expr::Serialized;
+use crate::expr::bind::{Fallback, Phys, bind};
+
+/// The first Python exception a callback raised during a run.
+type Slot = Arc<Mutex<Option<PyErr>>>;
+
+fn callback_failed(slot: &Slot, e: PyErr) -> Error {
+    let mut s = slot.lock().unwrap_or_else(|p| p.into_inner());
+    if s.is_none() {
+        *s = Some(e);
+    }
+    Error::Value("a Python callback failed".into())
+}
+
+/// A pyarrow expression in serialized form (`pyarrow.compute.Expression.__reduce__`).
+#[pyclass(module = "ferrobatch._core", frozen)]
+pub struct Expression(Serialized);
+
+#[pymethods]
+impl Expression {
+    #[new]
+    fn new(data: &Bound<'_, PyBytes>) -> PyResult<Self> {
+        Serialized::parse(data.as_bytes())
+            .map(Expression)
+            .map_err(to_py)
+    }
+
+    /// The columns the expression reads, in first-reference order.
+    #[getter]
+    fn columns(&self) -> Vec<String> {
+        self.0.root.columns()
+    }
+
+    /// The serialized tokens `(kind, value)` in prefix order.
+    #[getter]
+    fn tokens(&self) -> Vec<(String, String)> {
+        self.0.tokens.clone()
+    }
+
+    /// The calls that `bind` hands to the fallback for `schema`, as `(start, end, name)`
+    /// token spans (outermost first).
+    fn fallbacks(
+        &self,
+        schema: PySchema,
+        resolve: Bound<'_, PyAny>,
+    ) -> PyResult<Vec<(usize, usize, String)>> {
+        let schema = schema.into_inner();
+        let slot: Slot = Default::default();
+        let mut spans = Vec::new();
+        let r = bind(&self.0.root, &schema, &mut |c| {
+            spans.push((c.span.0, c.span.1, c.name.clone()));
+            resolver(&resolve, &slot, &schema)(c)
+        });
+        if let Some(e) = slot.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            return Err(e);
+        }
+        r.map_err(to_py)?;
+        Ok(spans)
+    }
+
+    /// The expression over `batch` (for tests): evaluated here, with `resolve` for calls
+    /// evaluated elsewhere.
+    fn evaluate<'py>(
+        &self,
+        py: Python<'py>,
+        batch: PyRecordBatch,
+        resolve: Bound<'py, PyAny>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let batch = batch.into_inner();
+        let slot: Slot = Default::default();
+        let phys = bind(
+            &self.0.root,
+            &batch.schema(),
+            &mut resolver(&resolve, &slot, &batch.schema()),
+        )
+        .map_err(|e| take_or(&slot, e))?;
+        let out = py
+            .detach(|| guarded(|| phys.evaluate(&batch)))
+            .map_err(|e| {
+                slot.lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .take()
+                    .unwrap_or(e)
+            })?;
+        let out = PyArray::from_array_ref(out);
+        Ok(out.to_pyarrow(py)?.unbind().into_bound(py))
+    }
+}
+
+fn take_or(slot: &Slot, e: Error) -> PyErr {
+    slot.lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .take()
+        .unwrap_or_else(|| to_py(e))
+}
+
+/// The fallback of a binding: `resolve(start, end, schema)` returns the sub-expression's
+/// pyarrow type and a function evaluating it over a batch.
+fn resolver<'a, 'py>(
+    resolve: &'a Bound<'py, PyAny>,
+    slot: &'a Slot,
+    schema: &'a SchemaRef,
+) -> impl FnMut(&crate::expr::Call) -> crate::Result<Fallback> + 'a {
+    move |c| {
+        let py = resolve.py();
+        let pyschema = PySchema::new(schema.clone())
+            .into_pyarrow(py)
+            .map_err(|e| callback_failed(slot, e))?;
+        let (ty, f): (PyDataType, Py<PyAny>) = resolve
+            .call1((c.span.0, c.span.1, pyschema))
+            .and_then(|r| r.extract())
+            .map_err(|e| callback_failed(slot, e))?;
+        let slot = slot.clone();
+        let eval = Arc::new(move |b: &RecordBatch| -> crate::Result<ArrayRef> {
+            Python::attach(|py| {
+                let b = PyRecordBatch::new(b.clone()).into_pyarrow(py)?;
+                let a: PyArray = f.call1(py, (b,))?.extract(py)?;
+                Ok(a.into_inner().0)
+            })
+            .map_err(|e| callback_failed(&slot, e))
+        });
+        Ok(Fallback {
+            ty: ty.into_inner(),
+            eval,
+        })
+    }
+}
+
+/// A running plan; `next()` returns the next `pyarrow.RecordBatch` or `None`.
+#[pyclass(module = "ferrobatch._core", frozen)]
+pub struct Run {
+    exec: Mutex<Option<Execution>>,
+    slot: Slot,
+    schema: SchemaRef,
+}
+
+#[pymethods]
+impl Run {
+    #[new]
+    fn new(py: Python<'_>, spec: Bound<'_, PyTuple>) -> PyResult<Self> {
+        let slot: Slot = Default::default();
+        let mut labels = Vec::new();
+        let plan = plan(py, &spec, &slot, &mut labels).map_err(|e| {
+            slot.lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .take()
+                .unwrap_or(e)
+        })?;
+        let schema = plan.schema();
+        let exec = Execution::new(plan, labels).map_err(to_py)?;
+        Ok(Run {
+            exec: Mutex::new(Some(exec)),
+            slot,
+            schema,
+        })
+    }
+
+    #[getter]
+    fn schema<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        PySchema::new(self.schema.clone()).into_pyarrow(py)
+    }
+
+    /// The next output batch, or `None` at the end.
+    fn next<'py>(&self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyAny>>> {
+        let out = py.detach(|| {
+            let mut g = self.exec.lock().unwrap_or_else(|p| p.into_inner());
+            let Some(exec) = g.as_mut() else {
+                return Ok(None);
+            };
+            let watch = Watch(&self.slot);
+            caught(|| crate::cancel::run(|| exec.next(&watch)))
+        });
+        let out = out.map_err(|e| {
+            self.slot
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .take()
+                .unwrap_or(e)
+        })?;
+        out.map(|b| PyRecordBatch::new(b).into_pyarrow(py))
+            .transpose()
+    }
+
+    /// Per operator (output first): label, depth, rows in / out, batches, CPU seconds.
+    fn report<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
+        let g = self.exec.lock().unwrap_or_else(|p| p.into_inner());
+        let out = PyList::empty(py);
+        if let Some(exec) = g.as_ref() {
+            for r in exec.report() {
+                let d = PyDict::new(py);
+                d.set_item("stage", r.label)?;
+                d.set_item("depth", r.depth)?;
+                d.set_item("rows_in", r.rows_in)?;
+                d.set_item("rows_out", r.rows_out)?;
+                d.set_item("batches", r.batches)?;
+                d.set_item("cpu_seconds", r.cpu_seconds)?;
+                out.append(d)?;
+            }
+        }
+        Ok(out)
+    }
+
+    /// The largest resident set size seen between waves, in bytes.
+    #[getter]
+    fn peak_rss(&self) -> u64 {
+        self.exec
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+            .map_or(0, |e| e.peak_rss())
+    }
+}
+
+/// The executor's parallel parts on the pool, the calling thread polling for Ctrl-C (see
+/// [`guarded`]); a `KeyboardInterrupt` is kept in the slot.
+struct Watch<'a>(&'a Slot);
+
+impl crate::exec::Runner for Watch<'_> {
+    fn parallel(&self, f: &mut (dyn FnMut() -> crate::Result<()> + Send)) -> crate::Result<()> {
+        let watch = || {
+            if let Err(e) = Python::attach(|py| py.check_signals()) {
+                crate::cancel::interrupt();
+                let _ = callback_failed(self.0, e);
+            }
+        };
+        crate::pool::install_watched(f, super::SIGNAL_POLL, watch)
+    }
+}
+
+fn item<'py, T: FromPyObjectOwned<'py>>(spec: &Bound<'py, PyTuple>, i: usize) -> PyResult<T> {
+    spec.get_item(i)?.extract().map_err(Into::into)
+}
+
+fn paths(spec: &Bound<'_, PyTuple>, i: usize) -> PyResult<Vec<PathBuf>> {
+    Ok(item::<Vec<String>>(spec, i)?
+        .into_iter()
+        .map(PathBuf::from)
+        .collect())
+}
+
+fn size(spec: &Bound<'_, PyTuple>, i: usize) -> PyResult<usize> {
+    Ok(item::<Option<usize>>(spec, i)?
+        .unwrap_or(crate::exec::DEFAULT_MORSEL)
+        .max(1))
+}
+
+/// A bound expression from `(Expression, resolve)`.
+fn expression(e: &Bound<'_, PyAny>, schema: &SchemaRef, slot: &Slot) -> PyResult<Phys> {
+    let (ex, resolve): (Bound<'_, Expression>, Bound<'_, PyAny>) = e.extract()?;
+    let ex = ex.get();
+    bind(&ex.0.root, schema, &mut resolver(&resolve, slot, schema)).map_err(to_py)
+}
+
+/// The plan of a spec `(kind, label, ...)`; `labels` gets the labels, output first.
+fn plan(
+    py: Python<'_>,
+    spec: &Bound<'_, PyTuple>,
+    slot: &Slot,
+    labels: &mut Vec<String>,
+) -> PyResult<Plan> {
+    let kind: String = item(spec, 0)?;
+    labels.push(item(spec, 1)?);
+    let child = |labels: &mut Vec<String>| -> PyResult<Plan> {
+        let c = spec.get_item(2)?;
+        plan(py, c.cast::<PyTuple>()?, slot, labels)
+    };
+    Ok(match kind.as_str() {
+        "parquet" => {
+            let cols: Option<Vec<String>> = item(spec, 3)?;
+            let pred: Option<Bound<'_, Expression>> = item(spec, 4)?;
+            let pred = pred.map(|p| p.get().0.root.clone());
+            let files = paths(spec, 2)?;
+            let size = size(spec, 5)?;
+            let src = py.detach(|| guarded(|| Parquet::new(files, cols.as_deref(), pred, size)))?;
+            Plan::Source(Box::new(src))
+        }
+        "ipc" => {
+            let cols: Option<Vec<String>> = item(spec, 3)?;
+            Plan::Source(Box::new(
+                Ipc::new(paths(spec, 2)?, cols.as_deref(), size(spec, 4)?).map_err(to_py)?,
+            ))
+        }
+        "csv" => {
+            let schema: PySchema = item(spec, 3)?;
+            let cols: Option<Vec<String>> = item(spec, 4)?;
+            Plan::Source(Box::new(
+                Csv::new(
+                    paths(spec, 2)?,
+                    schema.into_inner(),
+                    cols.as_deref(),
+                    size(spec, 5)?,
+                )
+                .map_err(to_py)?,
+            ))
+        }
+        "table" => {
+            let t = table_in(spec.get_item(2)?.extract()?)?;
+            Plan::Source(Box::new(Batches::new(t.schema, t.batches, size(spec, 3)?)))
+        }
+        "stream" => {
+            let r: PyRecordBatchReader = item(spec, 2)?;
+            let r = r.into_reader()?;
+            let schema = r.schema();
+            let iter = r.map(|b| b.map_err(|e| Error::Value(format!("reading the source: {e}"))));
+            Plan::Source(Box::new(Stream::new(
+                schema,
+                Box::new(iter),
+                size(spec, 3)?,
+            )))
+        }
+        "filter" => {
+            let input = child(labels)?;
+            let predicate = expression(&spec.get_item(3)?, &input.schema(), slot)?;
+            if predicate.ty != DataType::Boolean {
+                return Err(PyTypeError::new_err(format!(
+                    "a filter needs a boolean, got {}",
+                    predicate.ty
+                )));
+            }
+            Plan::Filter {
+                input: Box::new(input),
+                predicate,
+            }
+        }
+        "project" => {
+            let input = child(labels)?;
+            let schema = input.schema();
+            let items = spec.get_item(3)?;
+            let mut cols = Vec::new();
+            for it in items.try_iter()? {
+                let it = it?;
+                let (name, e): (String, Bound<'_, PyAny>) = it.extract()?;
+                let c = match e.extract::<String>() {
+                    Ok(col) => Column::Input(schema.index_of(&col).map_err(|_| {
+                        to_py(Error::column_not_found(
+                            &col,
+                            schema.fields().iter().map(|f| f.name().as_str()),
+                        ))
+                    })?),
+                    Err(_) => Column::Computed(expression(&e, &schema, slot)?),
+                };
+                cols.push((name, c));
+            }
+            Plan::project(input, cols).map_err(to_py)?
+        }
+        "head" => {
+            let input = child(labels)?;
+            Plan::Head {
+                input: Box::new(input),
+                n: item(spec, 3)?,
+            }
+        }
+        "map_batches" => {
+            let input = child(labels)?;
+            let f: Py<PyAny> = item(spec, 3)?;
+            let schema: PySchema = item(spec, 4)?;
+            let schema = schema.into_inner();
+            let want = schema.clone();
+            let slot = slot.clone();
+            let f: BatchFn = Arc::new(move |b: RecordBatch| {
+                Python::attach(|py| -> PyResult<Vec<RecordBatch>> {
+                    let b = PyRecordBatch::new(b).into_pyarrow(py)?;
+                    let t = table_in(f.call1(py, (b,))?.extract(py)?)?;
+                    py.check_signals()?;
+                    if let Some(why) = crate::table::schema_mismatch(&t.schema, &want) {
+                        return Err(PyValueError::new_err(format!(
+                            "map_batches returned a batch that does not match its schema: {why}"
+                        )));
+                    }
+                    Ok(t.batches)
+                })
+                .map_err(|e| callback_failed(&slot, e))
+            });
+            Plan::MapBatches {
+                input: Box::new(input),
+                f,
+                schema,
+            }
+        }
+        "group_by" => {
+            let input = child(labels)?;
+            let keys: StrOrList = item(spec, 3)?;
+            let aggs: Vec<AggTuple<'_>> = item(spec, 4)?;
+            let opts = group_by_options(keys, aggs, item(spec, 5)?, item(spec, 6)?)?;
+            Plan::group_by(input, opts).map_err(to_py)?
+        }
+        other => {
+            return Err(PyValueError::new_err(format!(
+                "unknown plan node {other:?}"
+            )));
+        }
+    })
+}
