@@ -206,11 +206,17 @@ class _Expr:
         )
         sink = pa.BufferOutputStream()
         # One row, even with no column (Arrow C++ reads the literals from row 0).
-        row = pa.StructArray.from_arrays(
-            [table.column(i).combine_chunks() for i in cols], fields=list(schema)
-        ) if cols else pa.array([{}], pa.struct([]))
+        row = (
+            pa.StructArray.from_arrays(
+                [table.column(i).combine_chunks() for i in cols], fields=list(schema)
+            )
+            if cols
+            else pa.array([{}], pa.struct([]))
+        )
         with ipc.new_file(sink, schema) as w:
-            w.write_batch(pa.RecordBatch.from_struct_array(row).replace_schema_metadata(schema.metadata))
+            w.write_batch(
+                pa.RecordBatch.from_struct_array(row).replace_schema_metadata(schema.metadata)
+            )
         return self.expr.__reduce__()[0](sink.getvalue())
 
     def resolve(self, start: int, end: int, schema: pa.Schema) -> tuple[pa.DataType, Callable]:
@@ -414,7 +420,8 @@ class _Scan(_Node):
             self.used = True
             schema = _select(data.schema, cols)
             batches = run.keeping_errors(b.select(cols) for b in data)
-            return ("stream", label, pa.RecordBatchReader.from_batches(schema, batches), size), pushed
+            reader = pa.RecordBatchReader.from_batches(schema, batches)
+            return ("stream", label, reader, size), pushed
         # Any other dataset (CSV files included) is scanned by pyarrow, which applies the
         # pushed filters it can evaluate (pruning what it can); the rest run above.
         mine = [f for f in pushed if _evaluates(f, data.schema)]
@@ -561,7 +568,8 @@ def _run_lowered(node: _Node, run: _Run, plan: _Plan) -> Iterator[pa.RecordBatch
                 out[i] = (rep["rows_out"], rep["batches"])
             if st is None or rep is None:
                 continue
-            st.rows_out, st.batches, st.seconds = rep["rows_out"], rep["batches"], rep["cpu_seconds"]
+            st.rows_out, st.batches = rep["rows_out"], rep["batches"]
+            st.seconds = rep["cpu_seconds"]
             if isinstance(n, _Scan):
                 st.rows_in = rep["rows_in"]
                 scan_rows += rep["rows_in"]
@@ -600,9 +608,7 @@ def _run_lowered(node: _Node, run: _Run, plan: _Plan) -> Iterator[pa.RecordBatch
             run.progress.update(now - read)
 
 
-def _lower(
-    node: _Node, run: _Run, plan: _Plan, entries: list[tuple[_Node | None, bool]]
-) -> tuple:
+def _lower(node: _Node, run: _Run, plan: _Plan, entries: list[tuple[_Node | None, bool]]) -> tuple:
     """The executor's plan for `node` and the executor-supported nodes below it, as nested
     tuples ``(kind, label, input or source, ...)`` (``src/python/exec.rs`` reads them).
     `entries` gets, in plan pre-order, each node with whether it is in the tuple (a filter
@@ -1158,8 +1164,8 @@ class Pipeline:
             return run, it
         from tqdm.auto import tqdm
 
-        run.progress = tqdm(total=_input_rows(self._node, _with_sources(plan, self._node)), unit=" rows", unit_scale=True,
-                            desc="ferrobatch")  # fmt: skip
+        rows = _input_rows(self._node, _with_sources(plan, self._node))
+        run.progress = tqdm(total=rows, unit=" rows", unit_scale=True, desc="ferrobatch")
 
         def closing() -> Iterator[pa.RecordBatch]:
             try:

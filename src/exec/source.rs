@@ -460,9 +460,12 @@ impl Source for Parquet {
                 .collect::<std::result::Result<_, _>>()?;
             let b = b.project(&order)?;
             if b.num_rows() > 0 {
-                out.push(RecordBatch::try_new(
+                let opts =
+                    arrow_array::RecordBatchOptions::new().with_row_count(Some(b.num_rows()));
+                out.push(RecordBatch::try_new_with_options(
                     self.schema.clone(),
                     b.columns().to_vec(),
+                    &opts,
                 )?);
             }
         }
