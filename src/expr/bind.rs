@@ -481,7 +481,8 @@ fn native(call: &Call, mut args: Vec<Phys>) -> Option<Phys> {
             let a = args.pop()?;
             let c = cast(args.pop()?, &Boolean)?;
             let t = types::common(&a.ty, &b.ty)?;
-            if !plain(&t) {
+            // pyarrow does not align decimals of different scales here: it raises.
+            if !plain(&t) || types::is_decimal(&t) && (a.ty != t || b.ty != t) {
                 return None;
             }
             let (a, b) = (cast(a, &t)?, cast(b, &t)?);
@@ -496,7 +497,7 @@ fn native(call: &Call, mut args: Vec<Phys>) -> Option<Phys> {
             for a in &args[1..] {
                 t = types::common(&t, &a.ty)?;
             }
-            if !plain(&t) {
+            if !plain(&t) || types::is_decimal(&t) && args.iter().any(|a| a.ty != t) {
                 return None;
             }
             let args = args

@@ -150,7 +150,8 @@ impl Phys {
                 let mut m = arrow_arith::boolean::is_null(v.array().as_ref())?;
                 if *nan_is_null {
                     if let Some(nan) = is_nan(v.array()) {
-                        m = arrow_arith::boolean::or(&m, &nan)?;
+                        // Kleene: a null row is already true in `m`.
+                        m = arrow_arith::boolean::or_kleene(&m, &nan)?;
                     }
                 }
                 v.like(Arc::new(m))
