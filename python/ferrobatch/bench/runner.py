@@ -28,7 +28,13 @@ from ferrobatch.bench.data import groupby_name, groupby_path, join_names, join_p
 from ferrobatch.bench.questions import ENGINES, SUITES, questions
 
 PEERS = [e for e in ENGINES if e != "ferrobatch"]
-PACKAGES = {"ferrobatch": "ferrobatch", "polars": "polars", "duckdb": "duckdb", "pandas": "pandas"}
+PACKAGES = {
+    "ferrobatch": "ferrobatch",
+    "polars": "polars",
+    "duckdb": "duckdb",
+    "pandas": "pandas",
+    "pyarrow": "pyarrow",
+}
 
 
 def available(engine: str) -> bool:
@@ -198,13 +204,21 @@ def main(argv: list[str] | None = None) -> int:
         names.append(groupby_name(args.rows, nas=args.nas, sort=args.sort))
     if any(q.dataset == "join" for q in qs):
         names.append(join_names(args.rows, nas=args.nas, sort=args.sort)["x"])
+    if any(q.dataset == "tpch" for q in qs):
+        from ferrobatch.bench.tpch import scale_of
+
+        names.append(f"TPCH_SF{scale_of(args.rows):g}")
     name = "+".join(names)
     print(f"preparing data ({name}) ...", flush=True)
     if any(q.dataset == "groupby" for q in qs):
         groupby_path(args.rows, nas=args.nas, sort=args.sort)
     if any(q.dataset == "join" for q in qs):
         join_paths(args.rows, nas=args.nas, sort=args.sort)
-    jobs = [(q.qid, e) for q in qs for e in engines]
+    if any(q.dataset == "tpch" for q in qs):
+        from ferrobatch.bench.tpch import tpch_path
+
+        tpch_path(args.rows)
+    jobs = [(q.qid, e) for q in qs for e in engines if e in q.impls]
     results = []
     started = time.time()
     with tqdm(jobs, desc="benchmark", unit="job", file=sys.stderr) as bar:

@@ -24,11 +24,17 @@ def _rss_mb() -> float:
 
 def run(engine: str, qid: str, rows: int, reps: int, nas: int, sort: int) -> dict:
     q = next(q for q in questions() if q.qid == qid)
-    if q.dataset == "groupby":
+    if q.dataset == "tpch":
+        from ferrobatch.bench.tpch import tpch_path
+
+        tables = {}
+        data = tpch_path(rows)
+    elif q.dataset == "groupby":
         tables = {"x": pq.read_table(groupby_path(rows, nas=nas, sort=sort))}
     else:
         tables = {k: pq.read_table(p) for k, p in join_paths(rows, nas=nas, sort=sort).items()}
-    data = prepare(engine, tables)
+    if q.dataset != "tpch":
+        data = prepare(engine, tables)
     del tables
     fn = q.impls[engine]
     base = _rss_mb()
