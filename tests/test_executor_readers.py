@@ -186,3 +186,33 @@ def test_expression_fallback_marked_and_correct(tmp_path) -> None:
     p = fb.scan(t).with_columns(u=pc.utf8_upper(F("s")), w=F("v") * 2)
     assert p.collect().column("u").to_pylist() == ["AB", "CD", None, "ÄÖ"]
     assert p.collect().column("w").to_pylist() == [2, 4, 6, 8]
+
+
+def test_string_keys_read_as_dictionaries_keep_their_types(tmp_path) -> None:
+    """A Parquet string column used only as a group-by key (through a filter, a rename and a
+    with_columns) is read as a dictionary; the output still has the file's type and values."""
+    t = wide_table()
+    path = tmp_path / "t.parquet"
+    pq.write_table(t, path, row_group_size=800)
+    aggs = {"n": (None, "size"), "v": ("i32", "sum")}
+    p = (
+        fb.scan(path)
+        .filter(F("sv") != "zz")
+        .rename({"sv": "key"})
+        .with_columns(w=F("i32") * 2)
+        .group_by(["key", "ls"], aggs, sort=True)
+    )
+    got = p.collect()
+    src = ds.dataset(path).to_table()
+    i = src.column_names.index("sv")
+    src = src.set_column(i, "sv", src.column("sv").cast(pa.large_string()))
+    src = src.filter(F("sv") != "zz")
+    src = src.set_column(i, "key", src.column("sv").cast(pa.string_view()))
+    want = fb.group_by(src, ["key", "ls"], aggs, sort=True)
+    assert got.schema.field("key").type == pa.string_view()
+    assert got.schema.field("ls").type == pa.large_string()
+    same(got, want)
+    # A string column also aggregated (or computed on) is read as it is in the file.
+    q = fb.scan(path).group_by("s", {"m": ("s", "max")}, sort=True)
+    same(q.collect(), fb.group_by(ds.dataset(path).to_table(), "s", {"m": ("s", "max")},
+                                  sort=True))  # fmt: skip

@@ -390,7 +390,9 @@ class _Scan(_Node):
             return data, data.count_rows(), ""
         return data, None, ""
 
-    def lower(self, plan: _Plan, run: _Run) -> tuple[tuple, list[pc.Expression]]:  # type: ignore[override]
+    def lower(  # type: ignore[override]
+        self, plan: _Plan, run: _Run, above: tuple[_Node, ...]
+    ) -> tuple[tuple, list[pc.Expression]]:
         """The executor's source reading the needed columns, and the pushed filters it does
         not apply itself (evaluated right above it). A Parquet reader takes every pushed
         filter it can evaluate natively: row groups are pruned by their statistics and the
@@ -401,15 +403,16 @@ class _Scan(_Node):
         data = self.data
         if self.fmt == "parquet":
             native = [f for f in pushed if not _Expr.of(f).fallbacks(data.schema)]
-            above = [f for f in pushed if not any(f is g for g in native)]
+            rest = [f for f in pushed if not any(f is g for g in native)]
             top = plan.top.get(id(self))
             need = set(plan.need.get(id(top), cols)) if top is not None else set(cols)
-            for f in above:
+            for f in rest:
                 need |= _columns_of(f, self.schema)
             out = [c for c in self.schema.names if c in need]
             pred = _and(native)
             core = None if pred is None else _Expr.of(pred).core
-            return ("parquet", label, self.files, out, core, size), above
+            dictionary = _dictionary_keys(self, out, above, plan) if not rest else []
+            return ("parquet", label, self.files, out, core, size, dictionary), rest
         if self.fmt == "arrow":
             return ("ipc", label, self.files, cols, size), pushed
         if isinstance(data, ds.InMemoryDataset):
@@ -450,6 +453,8 @@ class _Plan:
     reuse: set[int] = field(default_factory=set)
     # Per scan with pushed filters: the topmost of them (what its consumers need is above it).
     top: dict[int, _Node] = field(default_factory=dict)
+    # Per group_by: its key columns read as dictionaries, with the types they get back.
+    restore: dict[int, dict[str, pa.DataType]] = field(default_factory=dict)
 
 
 def _and(filters: list[pc.Expression]) -> pc.Expression | None:
@@ -549,6 +554,51 @@ def _stream(node: _Node, run: _Run, plan: _Plan) -> Iterator[pa.RecordBatch]:
     return _stream_python(node, run, plan)
 
 
+_STRINGS = (pa.string(), pa.large_string(), pa.string_view())
+
+
+def _dictionary_keys(
+    scan: _Scan, out: list[str], above: tuple[_Node, ...], plan: _Plan
+) -> list[str]:
+    """The string columns of a Parquet scan worth reading as dictionaries: those the
+    executor chain above it uses only as group-by keys (passed through projections, maybe
+    renamed) or in filters it evaluates natively. The group-by gets their declared types
+    back (`plan.restore`); everything else sees the file's types."""
+    names = {c: c for c in out if scan.schema.field(c).type in _STRINGS}
+    for node in above:
+        if not names:
+            return []
+        if isinstance(node, _Filter):
+            x = _Expr.of(node.expr)
+            if x.fallbacks(_unview_schema(node.inputs[0].schema)):
+                names = {n: o for n, o in names.items() if n not in x.columns}
+        elif isinstance(node, _Project):
+            schema = node.inputs[0].schema
+            want = plan.need.get(id(node), set(node.exprs))
+            renamed: dict[str, str] = {}
+            used: set[str] = set()
+            for n, e in node.exprs.items():
+                if n not in want:
+                    continue
+                ref = _field_name(e, schema)
+                if ref is None:
+                    used |= _columns_of(e, schema)
+                elif ref in names:
+                    renamed[n] = names[ref]
+            names = {n: o for n, o in renamed.items() if o not in {names.get(u) for u in used}}
+        elif isinstance(node, _GroupBy):
+            keys, aggs, _, _ = node.args
+            used = {s[0] for s in aggs.values()} | {
+                s[2] for s in aggs.values() if len(s) == 3 and isinstance(s[2], str)
+            }
+            keep = {k: names[k] for k in keys if k in names and k not in used}
+            plan.restore[id(node)] = {k: scan.schema.field(o).type for k, o in keep.items()}
+            return sorted(set(keep.values()))
+        else:
+            return []
+    return []
+
+
 def _run_lowered(node: _Node, run: _Run, plan: _Plan) -> Iterator[pa.RecordBatch]:
     """Run the executor-supported sub-plan under `node` in Rust (see :func:`_lower`); its
     operators' counters come from the executor's report."""
@@ -608,25 +658,31 @@ def _run_lowered(node: _Node, run: _Run, plan: _Plan) -> Iterator[pa.RecordBatch
             run.progress.update(now - read)
 
 
-def _lower(node: _Node, run: _Run, plan: _Plan, entries: list[tuple[_Node | None, bool]]) -> tuple:
+def _lower(
+    node: _Node,
+    run: _Run,
+    plan: _Plan,
+    entries: list[tuple[_Node | None, bool]],
+    above: tuple[_Node, ...] = (),
+) -> tuple:
     """The executor's plan for `node` and the executor-supported nodes below it, as nested
     tuples ``(kind, label, input or source, ...)`` (``src/python/exec.rs`` reads them).
     `entries` gets, in plan pre-order, each node with whether it is in the tuple (a filter
     pushed into its scan is not; an input run by Python is a ``stream`` without a node)."""
     if isinstance(node, _Filter) and id(node) in plan.pushed:
         entries.append((node, False))
-        return _lower(node.inputs[0], run, plan, entries)
+        return _lower(node.inputs[0], run, plan, entries, (node, *above))
     if isinstance(node, _Scan):
-        source, above = node.lower(plan, run)
-        entries.extend((None, True) for _ in above)
+        source, filters = node.lower(plan, run, above)
+        entries.extend((None, True) for _ in filters)
         entries.append((node, True))
-        for f in reversed(above):
+        for f in reversed(filters):
             source = ("filter", "", source, _Expr.of(f).spec())
         return source
     entries.append((node, True))
     child = node.inputs[0]
     if child.lowers and id(child) not in plan.reuse:
-        inner = _lower(child, run, plan, entries)
+        inner = _lower(child, run, plan, entries, (node, *above))
     else:
         # An input Python runs (a join, a sort, a shared sub-plan) streams in.
         cols = _needed(child, plan)
@@ -818,7 +874,8 @@ class _GroupBy(_Node):
 
     def lower(self, plan: _Plan, inner: tuple) -> tuple:
         keys, aggs, dropna, sort = self.args
-        return ("group_by", self.label(), inner, keys, fb._agg_tuples(aggs), dropna, sort)
+        restore = list(plan.restore.get(id(self), {}).items())
+        return ("group_by", self.label(), inner, keys, fb._agg_tuples(aggs), dropna, sort, restore)
 
 
 class _Whole(_Node):

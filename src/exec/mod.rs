@@ -21,7 +21,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 use arrow_array::{Array, ArrayRef, RecordBatch};
-use arrow_schema::{Field, Schema, SchemaRef};
+use arrow_schema::{DataType, Field, Schema, SchemaRef};
 use rayon::prelude::*;
 
 use crate::error::Result;
@@ -65,6 +65,9 @@ pub enum Plan {
     GroupBy {
         input: Box<Plan>,
         options: GroupByOptions,
+        /// Output columns cast to these types at the end (key columns read as dictionaries
+        /// get their declared types back).
+        restore: Vec<(String, DataType)>,
         schema: SchemaRef,
     },
 }
@@ -97,14 +100,28 @@ impl Plan {
         })
     }
 
-    /// A group-by of `input`; its output schema from the aggregation state (no data read).
-    pub fn group_by(input: Plan, options: GroupByOptions) -> Result<Plan> {
+    /// A group-by of `input`; its output schema from the aggregation state (no data read),
+    /// with the `restore` types.
+    pub fn group_by(
+        input: Plan,
+        options: GroupByOptions,
+        restore: Vec<(String, DataType)>,
+    ) -> Result<Plan> {
         let mut probe = GroupByState::new(input.schema(), options.clone())?;
         let schema = probe.finish()?.schema;
+        let fields: Vec<Field> = schema
+            .fields()
+            .iter()
+            .map(|f| match restore.iter().find(|(n, _)| n == f.name()) {
+                Some((_, t)) => f.as_ref().clone().with_data_type(t.clone()),
+                None => f.as_ref().clone(),
+            })
+            .collect();
         Ok(Plan::GroupBy {
             input: Box::new(input),
             options,
-            schema,
+            restore,
+            schema: Arc::new(Schema::new(fields)),
         })
     }
 }
@@ -224,6 +241,33 @@ enum Start {
     },
 }
 
+/// `batches` with every column cast to `schema`'s type where they differ.
+fn restore(batches: Vec<RecordBatch>, schema: &SchemaRef) -> Result<Vec<RecordBatch>> {
+    batches
+        .into_iter()
+        .map(|b| {
+            let cols = b
+                .columns()
+                .iter()
+                .zip(schema.fields())
+                .map(|(c, f)| {
+                    if c.data_type() == f.data_type() {
+                        Ok(c.clone())
+                    } else {
+                        Ok(arrow_cast::cast(c, f.data_type())?)
+                    }
+                })
+                .collect::<Result<Vec<_>>>()?;
+            let opts = arrow_array::RecordBatchOptions::new().with_row_count(Some(b.num_rows()));
+            Ok(RecordBatch::try_new_with_options(
+                schema.clone(),
+                cols,
+                &opts,
+            )?)
+        })
+        .collect()
+}
+
 /// A chain of operators from a start to the next breaker (see the module docs).
 struct Chain {
     start: Start,
@@ -256,7 +300,7 @@ impl Chain {
             stats,
         } = &mut self.start
         {
-            let out = run_group_by(input, options.clone(), stats, runner)?;
+            let out = restore(run_group_by(input, options.clone(), stats, runner)?, schema)?;
             self.start = Start::Source(Box::new(Batches::new(schema.clone(), out, self.size)));
         }
         let Start::Source(source) = &mut self.start else {
@@ -543,6 +587,7 @@ fn build(
             input,
             options,
             schema,
+            ..
         } => {
             let input = build(*input, labels, report, depth + 1)?;
             Chain {

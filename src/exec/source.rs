@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use arrow_array::{Array, BooleanArray, RecordBatch};
-use arrow_schema::{ArrowError, Schema, SchemaRef};
+use arrow_schema::{ArrowError, DataType, Schema, SchemaRef};
 use parquet::arrow::ProjectionMask;
 use parquet::arrow::arrow_reader::statistics::StatisticsConverter;
 use parquet::arrow::arrow_reader::{
@@ -316,6 +316,7 @@ impl Parquet {
         columns: Option<&[String]>,
         predicate: Option<Expr>,
         size: usize,
+        dictionary: &[String],
     ) -> Result<Self> {
         let opts = ArrowReaderOptions::new();
         let mut metas = Vec::with_capacity(files.len());
@@ -370,6 +371,48 @@ impl Parquet {
                 }
             }
         }
+        // String columns read as dictionaries (their values decoded once per page, rows as
+        // codes): the reading schema differs from the file's in those columns only.
+        if !dictionary.is_empty() {
+            for (path, m) in metas.iter_mut() {
+                let fields: Vec<arrow_schema::FieldRef> = m
+                    .schema()
+                    .fields()
+                    .iter()
+                    .map(|f| match f.data_type() {
+                        DataType::Utf8 | DataType::Utf8View | DataType::LargeUtf8
+                            if dictionary.contains(f.name()) =>
+                        {
+                            let value = if f.data_type() == &DataType::LargeUtf8 {
+                                DataType::LargeUtf8
+                            } else {
+                                DataType::Utf8
+                            };
+                            let t =
+                                DataType::Dictionary(Box::new(DataType::Int32), Box::new(value));
+                            Arc::new(f.as_ref().clone().with_data_type(t))
+                        }
+                        _ => f.clone(),
+                    })
+                    .collect();
+                let full = Arc::new(Schema::new_with_metadata(
+                    fields,
+                    m.schema().metadata().clone(),
+                ));
+                *m = ArrowReaderMetadata::try_new(
+                    m.metadata().clone(),
+                    ArrowReaderOptions::new().with_schema(full),
+                )
+                .map_err(|e| read_error(path, e))?;
+            }
+        }
+        let read_schema = metas[0].1.schema();
+        let schema = Arc::new(Schema::new(
+            columns
+                .iter()
+                .map(|c| read_schema.field_with_name(c).cloned())
+                .collect::<std::result::Result<Vec<_>, _>>()?,
+        ));
         Ok(Parquet {
             schema,
             files: metas,

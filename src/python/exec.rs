@@ -292,7 +292,9 @@ fn plan(
             let pred = pred.map(|p| p.get().0.root.clone());
             let files = paths(spec, 2)?;
             let size = size(spec, 5)?;
-            let src = py.detach(|| guarded(|| Parquet::new(files, cols.as_deref(), pred, size)))?;
+            let dict: Vec<String> = item(spec, 6)?;
+            let src =
+                py.detach(|| guarded(|| Parquet::new(files, cols.as_deref(), pred, size, &dict)))?;
             Plan::Source(Box::new(src))
         }
         "ipc" => {
@@ -403,7 +405,12 @@ fn plan(
             let keys: StrOrList = item(spec, 3)?;
             let aggs: Vec<AggTuple<'_>> = item(spec, 4)?;
             let opts = group_by_options(keys, aggs, item(spec, 5)?, item(spec, 6)?)?;
-            Plan::group_by(input, opts).map_err(to_py)?
+            let restore: Vec<(String, PyDataType)> = item(spec, 7)?;
+            let restore = restore
+                .into_iter()
+                .map(|(n, t)| (n, t.into_inner()))
+                .collect();
+            Plan::group_by(input, opts, restore).map_err(to_py)?
         }
         other => {
             return Err(PyValueError::new_err(format!(
