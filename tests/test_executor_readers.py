@@ -216,3 +216,34 @@ def test_string_keys_read_as_dictionaries_keep_their_types(tmp_path) -> None:
     q = fb.scan(path).group_by("s", {"m": ("s", "max")}, sort=True)
     same(q.collect(), fb.group_by(ds.dataset(path).to_table(), "s", {"m": ("s", "max")},
                                   sort=True))  # fmt: skip
+
+
+CSV = """i,f,s,d,t,n,e
+1,1.5,a,2020-01-01,2020-01-01 10:00:00,,x
+-2,inf,,2021-02-28,2021-02-28T11:22:33,,
+,NaN,NA,,,,"a ""q"" b"
+9223372036854775807,-0.0,"x,y",1999-12-31,1999-12-31 23:59:59,,N/A
+3,1e5,null,2000-02-29,2000-02-29 00:00:00,,
+4,.5,ä 日本,2000-03-01,2000-03-01 00:00:01,,
+-7,-inf,  sp  ,1970-01-01,1970-01-01 00:00:00,,
+8,1E-3,"multi
+line",1970-01-02,1969-12-31 23:59:59,,
+"""
+
+
+def test_csv_reader_equals_pyarrow(tmp_path) -> None:
+    """Same inferred types and values as pyarrow (its null values in non-string columns,
+    strings never null, quoting, multi-line fields); files with types the Rust reader does
+    not parse like pyarrow (booleans from 1 / 0) go through pyarrow and agree too."""
+    a, b = tmp_path / "a.csv", tmp_path / "b.csv"
+    a.write_text(CSV)
+    b.write_text(CSV.replace("\n8,", "\n9,"))
+    for source in (a, [a, b]):
+        want = ds.dataset(source, format="csv").to_table()
+        same(fb.scan(source).collect(), want)
+        same(fb.scan(source, batch_size=3).select(["s", "i"]).collect(), want.select(["s", "i"]))
+        assert fb.scan(source).group_by([], {"n": (None, "size")}).collect()["n"][0].as_py() \
+            == want.num_rows  # fmt: skip
+    bools = tmp_path / "bools.csv"
+    bools.write_text("b,c\ntrue,1\n0,2\nFalse,\n")
+    same(fb.scan(bools).collect(), ds.dataset(bools, format="csv").to_table())

@@ -415,6 +415,8 @@ class _Scan(_Node):
             return ("parquet", label, self.files, out, core, size, dictionary), rest
         if self.fmt == "arrow":
             return ("ipc", label, self.files, cols, size), pushed
+        if self.fmt == "csv" and all(_csv_native(f.type) for f in data.schema):
+            return ("csv", label, self.files, data.schema, cols, size), pushed
         if isinstance(data, ds.InMemoryDataset):
             return ("table", label, data.to_table(columns=cols), size), pushed
         if isinstance(data, pa.RecordBatchReader):
@@ -425,7 +427,7 @@ class _Scan(_Node):
             batches = run.keeping_errors(b.select(cols) for b in data)
             reader = pa.RecordBatchReader.from_batches(schema, batches)
             return ("stream", label, reader, size), pushed
-        # Any other dataset (CSV files included) is scanned by pyarrow, which applies the
+        # Any other dataset (and CSV with other types) is scanned by pyarrow, which applies the
         # pushed filters it can evaluate (pruning what it can); the rest run above.
         mine = [f for f in pushed if _evaluates(f, data.schema)]
         above = [f for f in pushed if not any(f is g for g in mine)]
@@ -555,6 +557,15 @@ def _stream(node: _Node, run: _Run, plan: _Plan) -> Iterator[pa.RecordBatch]:
 
 
 _STRINGS = (pa.string(), pa.large_string(), pa.string_view())
+
+
+def _csv_native(t: pa.DataType) -> bool:
+    """Column types the executor's CSV reader parses exactly as pyarrow does (tested); a file
+    with any other inferred type (booleans, which pyarrow also reads from 1 / 0; time zones;
+    decimals) is read by pyarrow."""
+    return t in (pa.int64(), pa.float64(), pa.date32(), pa.null(), *_STRINGS) or (
+        pa.types.is_timestamp(t) and t.tz is None
+    )
 
 
 def _dictionary_keys(

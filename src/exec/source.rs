@@ -229,15 +229,25 @@ impl Source for Ipc {
     }
 }
 
-/// CSV files with a given schema (the one pyarrow infers, so both readers agree).
+/// CSV files with a header, read by `arrow-csv` with the schema pyarrow infers (so both
+/// readers give the same types), and pyarrow's null rule: in non-string columns the values of
+/// pyarrow's default `null_values` are null; string columns are never null (pyarrow's
+/// `strings_can_be_null=False`). arrow-csv has one null rule per reader, so string and other
+/// columns are read by two readers in lockstep over the same lines and zipped.
 pub struct Csv {
     schema: SchemaRef,
     file_schema: SchemaRef,
     files: std::vec::IntoIter<PathBuf>,
-    reader: Option<arrow_csv::reader::BufReader<std::io::BufReader<File>>>,
-    projection: Vec<usize>,
+    readers: Vec<arrow_csv::reader::BufReader<std::io::BufReader<File>>>,
+    path: PathBuf,
+    /// Per reader: its file column indices and, per output column, (reader, column in it).
+    groups: Vec<Vec<usize>>,
+    layout: Vec<(usize, usize)>,
     size: usize,
 }
+
+/// pyarrow's default CSV `null_values`, as one anchored pattern.
+const CSV_NULLS: &str = r"^(|#N/A|#N/A N/A|#NA|-1\.#IND|-1\.#QNAN|-NaN|-nan|1\.#IND|1\.#QNAN|N/A|NA|NULL|NaN|n/a|nan|null)$";
 
 impl Csv {
     pub fn new(
@@ -247,14 +257,77 @@ impl Csv {
         size: usize,
     ) -> Result<Self> {
         let projection = projection(&file_schema, columns)?;
+        let is_string = |i: usize| {
+            matches!(
+                file_schema.field(i).data_type(),
+                DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View
+            )
+        };
+        let strings: Vec<usize> = projection
+            .iter()
+            .copied()
+            .filter(|&i| is_string(i))
+            .collect();
+        let others: Vec<usize> = projection
+            .iter()
+            .copied()
+            .filter(|&i| !is_string(i))
+            .collect();
+        let groups: Vec<Vec<usize>> = [others, strings]
+            .into_iter()
+            .filter(|g| !g.is_empty())
+            .collect();
+        let layout = projection
+            .iter()
+            .map(|i| {
+                let g = groups
+                    .iter()
+                    .position(|g| g.contains(i))
+                    .expect("every column in a group");
+                (
+                    g,
+                    groups[g].iter().position(|j| j == i).expect("in its group"),
+                )
+            })
+            .collect();
         Ok(Csv {
             schema: Arc::new(file_schema.project(&projection)?),
             file_schema,
             files: files.into_iter(),
-            reader: None,
-            projection,
+            readers: Vec::new(),
+            path: PathBuf::new(),
+            groups,
+            layout,
             size,
         })
+    }
+
+    fn open(&mut self, p: PathBuf) -> Result<()> {
+        let nulls = regex::Regex::new(CSV_NULLS).expect("a valid pattern");
+        let never = regex::Regex::new(r"[^\s\S]").expect("a valid pattern");
+        self.readers.clear();
+        for g in &self.groups {
+            let f = File::open(&p)
+                .map_err(|e| Error::Value(format!("cannot open {}: {e}", p.display())))?;
+            let strings = matches!(
+                self.file_schema.field(g[0]).data_type(),
+                DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View
+            );
+            let r = arrow_csv::ReaderBuilder::new(self.file_schema.clone())
+                .with_header(true)
+                .with_batch_size(self.size)
+                .with_projection(g.clone())
+                .with_null_regex(if strings {
+                    never.clone()
+                } else {
+                    nulls.clone()
+                })
+                .build_buffered(std::io::BufReader::with_capacity(1 << 20, f))
+                .map_err(|e| Error::Value(format!("{}: {e}", p.display())))?;
+            self.readers.push(r);
+        }
+        self.path = p;
+        Ok(())
     }
 }
 
@@ -265,27 +338,46 @@ impl Source for Csv {
     fn claim(&mut self, n: usize) -> Result<Vec<Input>> {
         let mut out = Vec::new();
         while out.len() < n {
-            if self.reader.is_none() {
+            if self.readers.is_empty() {
                 match self.files.next() {
                     None => break,
-                    Some(p) => {
-                        let f = File::open(&p).map_err(|e| {
-                            Error::Value(format!("cannot open {}: {e}", p.display()))
-                        })?;
-                        let r = arrow_csv::ReaderBuilder::new(self.file_schema.clone())
-                            .with_header(true)
-                            .with_batch_size(self.size)
-                            .with_projection(self.projection.clone())
-                            .build_buffered(std::io::BufReader::with_capacity(1 << 20, f))
-                            .map_err(|e| Error::Value(format!("{}: {e}", p.display())))?;
-                        self.reader = Some(r);
-                    }
+                    Some(p) => self.open(p)?,
+                }
+                if self.readers.is_empty() {
+                    // No column is needed: count the lines with one reader of the first column.
+                    self.groups = vec![vec![0]];
+                    let p = self.path.clone();
+                    self.open(p)?;
+                    self.groups.clear();
                 }
             }
-            match self.reader.as_mut().and_then(|r| r.next()) {
-                None => self.reader = None,
-                Some(b) => out.push(Input::Batch(b?)),
+            let path = self.path.display().to_string();
+            let parts: Vec<Option<RecordBatch>> = self
+                .readers
+                .iter_mut()
+                .map(|r| {
+                    r.next()
+                        .transpose()
+                        .map_err(|e| Error::Value(format!("{path}: {e}")))
+                })
+                .collect::<Result<_>>()?;
+            if parts.iter().any(Option::is_none) {
+                self.readers.clear();
+                continue;
             }
+            let parts: Vec<RecordBatch> = parts.into_iter().flatten().collect();
+            let rows = parts[0].num_rows();
+            let cols = self
+                .layout
+                .iter()
+                .map(|&(g, c)| parts[g].column(c).clone())
+                .collect();
+            let opts = arrow_array::RecordBatchOptions::new().with_row_count(Some(rows));
+            out.push(Input::Batch(RecordBatch::try_new_with_options(
+                self.schema.clone(),
+                cols,
+                &opts,
+            )?));
         }
         Ok(out)
     }
