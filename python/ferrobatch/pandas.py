@@ -559,6 +559,19 @@ def _agg_result(
     return values.astype(source.dtype).array if values.dtype != source.dtype else values.array
 
 
+def _level(s: pd.Series, rows: np.ndarray) -> Any:
+    """Values of a key for a MultiIndex level. pandas infers a level's dtype from the whole
+    key column: an object column of strings gives a ``str`` level even when no group is left
+    (all rows dropped), where an empty object array would give an object one."""
+    if (
+        len(rows) == 0
+        and pd.api.types.is_object_dtype(s.dtype)
+        and pd.api.types.infer_dtype(s, skipna=True) == "string"
+    ):
+        return pd.array([], dtype="str")
+    return s.take(rows).array
+
+
 def groupby_agg(
     df: pd.DataFrame,
     by: Hashable | Sequence[Hashable],
@@ -644,7 +657,7 @@ def _groupby_agg(
     if len(keys) == 1:
         index = pd.Index(df[keys[0]].take(rows).array, name=keys[0])
     else:
-        index = pd.MultiIndex.from_arrays([df[k].take(rows).array for k in keys], names=keys)
+        index = pd.MultiIndex.from_arrays([_level(df[k], rows) for k in keys], names=keys)
     data = {
         out_name: _agg_result(out.column(f"a{i}"), func, df[col])
         for i, (out_name, col, func) in enumerate(specs)
