@@ -1337,6 +1337,14 @@ class Pipeline:
                     text += f"\n{'  ' * (depth + 1)}reads: {note}"
             if id(node) in plan.pushed:
                 text += " (pushed into the scan)"
+            if not node.lowers:
+                text += " (runs in Python)"
+            exprs = _node_expressions(node)
+            if exprs:
+                schema = _unview_schema(node.inputs[0].schema)
+                names = sorted({f for e in exprs for f in _Expr.of(e).fallbacks(schema)})
+                if names:
+                    text += f" (evaluated by pyarrow: {', '.join(names)})"
             lines.append("  " * depth + text)
             for child in node.inputs:
                 walk(child, depth + 1)
@@ -1346,6 +1354,16 @@ class Pipeline:
 
     def __repr__(self) -> str:
         return f"<ferrobatch.Pipeline\n{self.explain()}>"
+
+
+def _node_expressions(node: _Node) -> list[pc.Expression]:
+    """The expressions a filter or a projection evaluates (bare column references aside)."""
+    if isinstance(node, _Filter):
+        return [node.expr]
+    if isinstance(node, _Project):
+        schema = node.inputs[0].schema
+        return [e for e in node.exprs.values() if _field_name(e, schema) is None]
+    return []
 
 
 @dataclass
