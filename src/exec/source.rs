@@ -8,16 +8,15 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use arrow_array::{Array, BooleanArray, RecordBatch};
-use arrow_schema::{ArrowError, DataType, Schema, SchemaRef};
+use arrow_schema::{DataType, Schema, SchemaRef};
 use parquet::arrow::ProjectionMask;
 use parquet::arrow::arrow_reader::statistics::StatisticsConverter;
 use parquet::arrow::arrow_reader::{
-    ArrowPredicateFn, ArrowReaderMetadata, ArrowReaderOptions, ParquetRecordBatchReaderBuilder,
-    RowFilter,
+    ArrowReaderMetadata, ArrowReaderOptions, ParquetRecordBatchReaderBuilder, RowSelection,
 };
 
 use crate::error::{Error, Result};
-use crate::expr::bind::{Phys, bind};
+use crate::expr::bind::bind;
 use crate::expr::{Call, Expr};
 
 /// One unit of work handed out by a source.
@@ -532,6 +531,11 @@ impl Source for Parquet {
         Ok(out)
     }
 
+    /// One row group: without a predicate, its columns decoded; with one, the predicate's
+    /// columns first, then the other columns — all of them, filtered afterwards, when more
+    /// than a quarter of the rows pass (skipping costs more than decoding then), else only
+    /// the passing rows (a `RowSelection` from the mask). Either way the output is the
+    /// passing rows in batches of `size` rows, so results do not depend on the choice.
     fn read(&self, input: Input) -> Result<Vec<RecordBatch>> {
         let i = match input {
             Input::Piece(i) => i,
@@ -539,72 +543,123 @@ impl Source for Parquet {
         };
         let (fi, g) = self.pieces[i];
         let (path, meta) = &self.files[fi];
-        let f = File::open(path)
-            .map_err(|e| Error::Value(format!("cannot open {}: {e}", path.display())))?;
-        let arrow_schema = meta.schema().clone();
-        let pschema = meta.parquet_schema();
-        let roots: Vec<usize> = self
+        let file_schema = meta.schema().clone();
+        let index = |names: &[String]| -> Result<Vec<usize>> {
+            let mut idx: Vec<usize> = names
+                .iter()
+                .map(|c| file_schema.index_of(c))
+                .collect::<std::result::Result<_, _>>()?;
+            idx.sort_unstable();
+            idx.dedup();
+            Ok(idx)
+        };
+        // Decode root columns `cols` of the row group (only `selection`'s rows) as one batch.
+        let decode = |cols: &[usize], selection: Option<RowSelection>| -> Result<RecordBatch> {
+            let f = File::open(path)
+                .map_err(|e| Error::Value(format!("cannot open {}: {e}", path.display())))?;
+            let mask = ProjectionMask::roots(meta.parquet_schema(), cols.iter().copied());
+            let mut builder = ParquetRecordBatchReaderBuilder::new_with_metadata(f, meta.clone())
+                .with_row_groups(vec![g])
+                .with_batch_size((meta.metadata().row_group(g).num_rows() as usize).max(1))
+                .with_projection(mask);
+            if let Some(sel) = selection {
+                builder = builder.with_row_selection(sel);
+            }
+            let schema = Arc::new(file_schema.project(cols)?);
+            let mut batches = Vec::new();
+            for b in builder.build().map_err(|e| read_error(path, e))? {
+                crate::cancel::point();
+                batches.push(b.map_err(|e| Error::Value(format!("{}: {e}", path.display())))?);
+            }
+            Ok(match batches.len() {
+                1 => batches.pop().expect("one"),
+                _ => arrow_select::concat::concat_batches(&schema, &batches)?,
+            })
+        };
+        let out_cols = index(&self.columns)?;
+        let (batch, cols) = match &self.predicate {
+            None => (decode(&out_cols, None)?, out_cols),
+            Some(pred) => {
+                let pred_cols = index(&pred.columns())?;
+                let pb = decode(&pred_cols, None)?;
+                let bound = bind(pred, &pb.schema(), &mut |c: &Call| {
+                    Err(Error::Value(format!(
+                        "cannot push {} into the Parquet reader",
+                        c.name
+                    )))
+                })?;
+                let mask = bound.evaluate(&pb)?;
+                let mask = arrow_array::cast::AsArray::as_boolean(&mask);
+                // Null is false; a mask without nulls for the selection and the filter.
+                let mask = match mask.nulls() {
+                    Some(n) => BooleanArray::new(mask.values() & n.inner(), None),
+                    None => mask.clone(),
+                };
+                let kept = mask.true_count();
+                if kept == 0 {
+                    return Ok(vec![]);
+                }
+                let rest: Vec<usize> = out_cols
+                    .iter()
+                    .copied()
+                    .filter(|c| !pred_cols.contains(c))
+                    .collect();
+                let dense = kept * 4 > mask.len();
+                let other = if rest.is_empty() {
+                    None
+                } else if dense || kept == mask.len() {
+                    let b = decode(&rest, None)?;
+                    Some(arrow_select::filter::filter_record_batch(&b, &mask)?)
+                } else {
+                    Some(decode(
+                        &rest,
+                        Some(RowSelection::from_filters(std::slice::from_ref(&mask))),
+                    )?)
+                };
+                let pb = arrow_select::filter::filter_record_batch(&pb, &mask)?;
+                // Both parts in file column order, as one batch.
+                let mut fields = Vec::new();
+                let mut arrays = Vec::new();
+                let mut cols = Vec::new();
+                for c in &out_cols {
+                    let (b, at) = match pred_cols.binary_search(c) {
+                        Ok(k) => (&pb, k),
+                        Err(_) => (
+                            other.as_ref().expect("rest is decoded"),
+                            rest.binary_search(c).expect("in rest"),
+                        ),
+                    };
+                    fields.push(b.schema().field(at).clone());
+                    arrays.push(b.column(at).clone());
+                    cols.push(*c);
+                }
+                let opts = arrow_array::RecordBatchOptions::new().with_row_count(Some(kept));
+                let b = RecordBatch::try_new_with_options(
+                    Arc::new(Schema::new(fields)),
+                    arrays,
+                    &opts,
+                )?;
+                (b, cols)
+            }
+        };
+        // The batch holds `cols` in file order; the output is in `columns` order.
+        let order: Vec<usize> = self
             .columns
             .iter()
-            .map(|c| arrow_schema.index_of(c))
-            .collect::<std::result::Result<_, _>>()?;
-        let mut builder = ParquetRecordBatchReaderBuilder::new_with_metadata(f, meta.clone())
-            .with_row_groups(vec![g])
-            .with_batch_size(self.size)
-            .with_projection(ProjectionMask::roots(pschema, roots.iter().copied()));
-        if let Some(pred) = &self.predicate {
-            let mut cols: Vec<usize> = pred
-                .columns()
-                .iter()
-                .map(|c| arrow_schema.index_of(c))
-                .collect::<std::result::Result<_, _>>()?;
-            cols.sort_unstable();
-            let sub = Arc::new(arrow_schema.project(&cols)?);
-            let bound: Phys = bind(pred, &sub, &mut |c: &Call| {
-                Err(Error::Value(format!(
-                    "cannot push {} into the Parquet reader",
-                    c.name
-                )))
-            })?;
-            let f = ArrowPredicateFn::new(
-                ProjectionMask::roots(pschema, cols),
-                move |batch: RecordBatch| -> std::result::Result<BooleanArray, ArrowError> {
-                    crate::cancel::point();
-                    let mask = bound
-                        .evaluate(&batch)
-                        .map_err(|e| ArrowError::ExternalError(Box::new(e)))?;
-                    Ok(arrow_array::cast::AsArray::as_boolean(&mask).clone())
-                },
-            );
-            builder = builder.with_row_filter(RowFilter::new(vec![Box::new(f)]));
-        }
-        let reader = builder.build().map_err(|e| read_error(path, e))?;
-        let mut out = Vec::new();
-        for b in reader {
-            let b = b.map_err(|e| match e {
-                ArrowError::ExternalError(e) if e.is::<Error>() => {
-                    *e.downcast::<Error>().expect("checked")
-                }
-                e => Error::Value(format!("{}: {e}", path.display())),
-            })?;
-            // The reader yields columns in file order; the output is in `columns` order.
-            let order: Vec<usize> = self
-                .columns
-                .iter()
-                .map(|c| b.schema().index_of(c))
-                .collect::<std::result::Result<_, _>>()?;
-            let b = b.project(&order)?;
-            if b.num_rows() > 0 {
-                let opts =
-                    arrow_array::RecordBatchOptions::new().with_row_count(Some(b.num_rows()));
-                out.push(RecordBatch::try_new_with_options(
-                    self.schema.clone(),
-                    b.columns().to_vec(),
-                    &opts,
-                )?);
-            }
-        }
-        Ok(out)
+            .map(|c| {
+                let at = file_schema.index_of(c).expect("checked");
+                cols.iter().position(|&x| x == at).expect("decoded")
+            })
+            .collect();
+        let b = batch.project(&order)?;
+        let opts = arrow_array::RecordBatchOptions::new().with_row_count(Some(b.num_rows()));
+        let b =
+            RecordBatch::try_new_with_options(self.schema.clone(), b.columns().to_vec(), &opts)?;
+        Ok(if b.num_rows() == 0 {
+            vec![]
+        } else {
+            split(b, self.size)
+        })
     }
 
     fn rows_read(&self, input: &Input) -> Option<u64> {
