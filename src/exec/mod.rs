@@ -658,3 +658,90 @@ impl Chain {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::group_by::{AggFn, AggSpec};
+    use arrow_array::{Float64Array, Int64Array};
+
+    fn batches(n: usize, size: usize) -> (SchemaRef, Vec<RecordBatch>) {
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("k", DataType::Int64, false),
+            Field::new("v", DataType::Float64, false),
+        ]));
+        let out = (0..n)
+            .step_by(size)
+            .map(|o| {
+                let rows = o..(o + size).min(n);
+                let k = Int64Array::from_iter_values(rows.clone().map(|i| (i % 7) as i64));
+                let v = Float64Array::from_iter_values(rows.map(|i| i as f64 * 0.1));
+                RecordBatch::try_new(schema.clone(), vec![Arc::new(k), Arc::new(v)]).unwrap()
+            })
+            .collect();
+        (schema, out)
+    }
+
+    fn run(plan: Plan) -> Vec<RecordBatch> {
+        let mut e = Execution::new(plan, vec![]).unwrap();
+        let mut out = Vec::new();
+        crate::cancel::run(|| {
+            while let Some(b) = e.next(&InPool)? {
+                out.push(b);
+            }
+            Ok(())
+        })
+        .unwrap();
+        out
+    }
+
+    fn source(n: usize, size: usize) -> Plan {
+        let (schema, b) = batches(n, size);
+        Plan::Source(Box::new(Batches::new(schema, b, size)))
+    }
+
+    #[test]
+    fn head_keeps_source_order_and_stops() {
+        let out = run(Plan::Head {
+            input: Box::new(source(100_000, 1000)),
+            n: 2500,
+        });
+        let ks: Vec<f64> = out
+            .iter()
+            .flat_map(|b| {
+                arrow_array::cast::AsArray::as_primitive::<arrow_array::types::Float64Type>(
+                    b.column(1),
+                )
+                .values()
+                .to_vec()
+            })
+            .collect();
+        assert_eq!(ks.len(), 2500);
+        assert!(ks.iter().enumerate().all(|(i, v)| *v == i as f64 * 0.1));
+    }
+
+    #[test]
+    fn group_by_is_the_same_for_every_pool_size() {
+        let plan = || {
+            let opts = GroupByOptions {
+                keys: vec!["k".into()],
+                aggs: vec![AggSpec {
+                    name: "s".into(),
+                    column: Some("v".into()),
+                    func: AggFn::parse("sum", None).unwrap(),
+                }],
+                dropna: false,
+                sort: true,
+            };
+            Plan::group_by(source(50_000, 777), opts, vec![]).unwrap()
+        };
+        let mut results = Vec::new();
+        for threads in [1, 2, 3] {
+            crate::pool::set_num_threads(threads).unwrap();
+            results.push(run(plan()));
+        }
+        for r in &results[1..] {
+            assert_eq!(r, &results[0]);
+        }
+    }
+}
