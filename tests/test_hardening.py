@@ -269,7 +269,7 @@ def test_group_by_states_merged_into_each_other_from_two_threads():
 
 _INTERRUPT_SCRIPT = r"""
 import json, os, signal, sys, threading, time
-import numpy as np, pyarrow as pa, ferrobatch as fb
+import numpy as np, pyarrow as pa, pyarrow.compute as pc, ferrobatch as fb
 
 rng = np.random.default_rng(1)
 n = 12_000_000
@@ -281,6 +281,9 @@ calls = {
     "dedup": lambda: fb.dedup(keys, "k"),
     "median": lambda: fb.group_by(keys, "k", {"m": ("v", "median")}),
     "join": lambda: fb.join(keys, right, "k"),
+    # The executor: stopped between morsels (scan, filter, expression, partial group-by).
+    "pipeline": lambda: fb.scan(keys).filter(pc.field("v") > 0.1)
+    .with_columns(x=pc.field("v") * 2).group_by("k", {"s": ("x", "sum")}).collect(),
 }
 out = {}
 for name, call in calls.items():
