@@ -250,3 +250,18 @@ def test_csv_reader_equals_pyarrow(tmp_path) -> None:
     bools = tmp_path / "bools.csv"
     bools.write_text("b,c\ntrue,1\n0,2\nFalse,\n")
     same(fb.scan(bools).collect(), ds.dataset(bools, format="csv").to_table())
+
+
+def test_projection_shares_common_sub_expressions() -> None:
+    t = pa.table({"x": [1.5, None, -2.0, 4.0], "s": ["a", "b", None, "a"]})
+    common = F("x") * 2 + 1
+    p = fb.scan(t).with_columns(
+        a=common, b=common * common, c=pc.if_else(F("s") == "a", common, F("x")),
+        d=(F("s") == "a") & (common > 3),
+    )  # fmt: skip
+    got = p.collect()
+    for name, e in [("a", common), ("b", common * common),
+                    ("c", pc.if_else(F("s") == "a", common, F("x"))),
+                    ("d", (F("s") == "a") & (common > 3))]:  # fmt: skip
+        want = ds.dataset(t).to_table(columns={name: e})
+        assert values(got.column(name)) == values(want.column(name)), name

@@ -201,12 +201,13 @@ struct ProjectOp {
 
 impl Operator for ProjectOp {
     fn push(&self, batch: RecordBatch) -> Result<Option<RecordBatch>> {
+        let mut memo = crate::expr::eval::Memo::default();
         let cols: Vec<ArrayRef> = self
             .columns
             .iter()
             .map(|c| match c {
                 Column::Input(i) => Ok(batch.column(*i).clone()),
-                Column::Computed(p) => p.evaluate(&batch),
+                Column::Computed(p) => p.evaluate_with(&batch, &mut memo),
             })
             .collect::<Result<_>>()?;
         let opts = arrow_array::RecordBatchOptions::new().with_row_count(Some(batch.num_rows()));

@@ -127,6 +127,8 @@ pub(super) enum Node {
     Coalesce(Vec<Phys>),
     DatePart(Box<Phys>, DatePart),
     External(External),
+    /// A call, keyed by its canonical text: evaluated once per batch however often it occurs.
+    Shared(Arc<str>, Box<Phys>),
 }
 
 /// Bind `expr` to `schema`. `fallback` is asked for every call this module cannot evaluate;
@@ -159,17 +161,22 @@ pub fn bind(
                     })
                 })
                 .collect::<Result<Vec<_>>>()?;
-            match native(call, args) {
-                Some(p) => Ok(p),
+            let p = match native(call, args) {
+                Some(p) => p,
                 None => {
                     let fb = fallback(call)?;
-                    Ok(Phys {
+                    Phys {
                         out: fb.ty.clone(),
                         ty: fb.ty,
                         node: Node::External(fb.eval),
-                    })
+                    }
                 }
-            }
+            };
+            Ok(Phys {
+                ty: p.ty.clone(),
+                out: p.out.clone(),
+                node: Node::Shared(expr.canonical().into(), Box::new(p)),
+            })
         }
     }
 }

@@ -19,6 +19,10 @@ use arrow_schema::DataType;
 use super::bind::{Arith, Cmp, Logic, Node, NullMatch, Pattern, Phys, strict};
 use crate::error::{Error, Result};
 
+/// Values of keyed sub-expressions over one batch.
+#[derive(Default)]
+pub struct Memo(hashbrown::HashMap<Arc<str>, Value>);
+
 #[derive(Clone)]
 enum Value {
     Array(ArrayRef),
@@ -81,7 +85,13 @@ fn combine(l: &Value, r: &Value, a: ArrayRef) -> Value {
 impl Phys {
     /// The expression over `batch`: an array of its rows, of pyarrow's type (`self.ty`).
     pub fn evaluate(&self, batch: &RecordBatch) -> Result<ArrayRef> {
-        let a = self.value(batch)?.into_array(batch.num_rows())?;
+        self.evaluate_with(batch, &mut Memo::default())
+    }
+
+    /// [`Phys::evaluate`], sharing the values of sub-expressions already computed for this
+    /// batch in `memo` (the columns of one projection share their common sub-expressions).
+    pub fn evaluate_with(&self, batch: &RecordBatch, memo: &mut Memo) -> Result<ArrayRef> {
+        let a = self.value(batch, memo)?.into_array(batch.num_rows())?;
         if a.data_type() == &self.ty {
             Ok(a)
         } else {
@@ -89,23 +99,31 @@ impl Phys {
         }
     }
 
-    fn value(&self, batch: &RecordBatch) -> Result<Value> {
+    fn value(&self, batch: &RecordBatch, memo: &mut Memo) -> Result<Value> {
         Ok(match &self.node {
+            Node::Shared(key, p) => {
+                if let Some(v) = memo.0.get(key) {
+                    return Ok(v.clone());
+                }
+                let v = p.value(batch, memo)?;
+                memo.0.insert(key.clone(), v.clone());
+                v
+            }
             Node::Column(i) => Value::Array(batch.column(*i).clone()),
             Node::Literal(a) => Value::Scalar(a.clone()),
             Node::External(f) => Value::Array(f(batch)?),
             Node::Cast(p) => {
-                let v = p.value(batch)?;
+                let v = p.value(batch, memo)?;
                 let a = arrow_cast::cast_with_options(v.array(), &self.out, &strict())?;
                 v.like(a)
             }
             Node::Arith { op, checked, l, r } => {
-                let (lv, rv) = (l.value(batch)?, r.value(batch)?);
+                let (lv, rv) = (l.value(batch, memo)?, r.value(batch, memo)?);
                 let a = arith(*op, *checked, &lv, &rv, &self.out)?;
                 combine(&lv, &rv, a)
             }
             Node::Negate { checked, arg } => {
-                let v = arg.value(batch)?;
+                let v = arg.value(batch, memo)?;
                 let a = if *checked || matches!(self.out, DataType::Decimal128(..)) {
                     arrow_arith::numeric::neg(v.array().as_ref())?
                 } else {
@@ -114,12 +132,12 @@ impl Phys {
                 v.like(a)
             }
             Node::Cmp { op, l, r } => {
-                let (lv, rv) = (l.value(batch)?, r.value(batch)?);
+                let (lv, rv) = (l.value(batch, memo)?, r.value(batch, memo)?);
                 let a = compare(*op, &lv, &rv)?;
                 combine(&lv, &rv, Arc::new(a))
             }
             Node::Logic { op, l, r } => {
-                let (lv, rv) = (l.value(batch)?, r.value(batch)?);
+                let (lv, rv) = (l.value(batch, memo)?, r.value(batch, memo)?);
                 let n = batch.num_rows();
                 let scalar = lv.is_scalar() && rv.is_scalar();
                 let len = if scalar { 1 } else { n };
@@ -141,12 +159,12 @@ impl Phys {
                 }
             }
             Node::Not(p) => {
-                let v = p.value(batch)?;
+                let v = p.value(batch, memo)?;
                 let a = arrow_arith::boolean::not(v.array().as_boolean())?;
                 v.like(Arc::new(a))
             }
             Node::IsNull { arg, nan_is_null } => {
-                let v = arg.value(batch)?;
+                let v = arg.value(batch, memo)?;
                 let mut m = arrow_arith::boolean::is_null(v.array().as_ref())?;
                 if *nan_is_null {
                     if let Some(nan) = is_nan(v.array()) {
@@ -157,12 +175,12 @@ impl Phys {
                 v.like(Arc::new(m))
             }
             Node::IsValid(p) => {
-                let v = p.value(batch)?;
+                let v = p.value(batch, memo)?;
                 let m = arrow_arith::boolean::is_not_null(v.array().as_ref())?;
                 v.like(Arc::new(m))
             }
             Node::IsIn { arg, set, nulls } => {
-                let v = arg.value(batch)?;
+                let v = arg.value(batch, memo)?;
                 let a = by_values(v.array(), |vals| is_in(vals, set, *nulls))?;
                 let a = match nulls {
                     NullMatch::EmitNull => a,
@@ -176,7 +194,7 @@ impl Phys {
                 v.like(Arc::new(a))
             }
             Node::Pattern { kind, arg, pattern } => {
-                let v = arg.value(batch)?;
+                let v = arg.value(batch, memo)?;
                 let a = by_values(v.array(), |vals| {
                     let pat = arrow_cast::cast(
                         &(Arc::new(arrow_array::StringArray::from(vec![pattern.as_str()]))
@@ -197,8 +215,8 @@ impl Phys {
             }
             Node::IfElse(c, a, b) => {
                 let n = batch.num_rows();
-                let cv = c.value(batch)?;
-                let (av, bv) = (a.value(batch)?, b.value(batch)?);
+                let cv = c.value(batch, memo)?;
+                let (av, bv) = (a.value(batch, memo)?, b.value(batch, memo)?);
                 if let Value::Scalar(cs) = &cv {
                     return Ok(if cs.is_null(0) {
                         Value::Scalar(new_null_array(&self.out, 1))
@@ -221,12 +239,12 @@ impl Phys {
             }
             Node::Coalesce(args) => {
                 let n = batch.num_rows();
-                let mut acc = args[0].value(batch)?;
+                let mut acc = args[0].value(batch, memo)?;
                 for p in &args[1..] {
                     if acc.array().null_count() == 0 {
                         break;
                     }
-                    let next = p.value(batch)?;
+                    let next = p.value(batch, memo)?;
                     let len = if acc.is_scalar() && next.is_scalar() {
                         1
                     } else {
@@ -250,7 +268,7 @@ impl Phys {
                 acc
             }
             Node::DatePart(p, part) => {
-                let v = p.value(batch)?;
+                let v = p.value(batch, memo)?;
                 let a = arrow_arith::temporal::date_part(v.array().as_ref(), *part)?;
                 v.like(arrow_cast::cast(&a, &DataType::Int64)?)
             }

@@ -14,7 +14,7 @@
 //! sub-expression elsewhere (the bindings hand it to pyarrow compute).
 
 pub mod bind;
-mod eval;
+pub mod eval;
 mod types;
 
 use std::io::Cursor;
@@ -154,6 +154,23 @@ fn parse_one(
 }
 
 impl Expr {
+    /// A text equal for equal trees (the same calls, options, columns and literal values).
+    pub fn canonical(&self) -> String {
+        match self {
+            Expr::Field(n) => format!("{n:?}"),
+            Expr::Literal(a) => format!("{}:{:?}", a.data_type(), a),
+            Expr::Call(c) => {
+                let args: Vec<String> = c.args.iter().map(Expr::canonical).collect();
+                let options = c
+                    .options
+                    .as_ref()
+                    .map(|o| format!("{o:?}"))
+                    .unwrap_or_default();
+                format!("{}({}){}", c.name, args.join(","), options)
+            }
+        }
+    }
+
     /// The column names the expression reads, in first-reference order.
     pub fn columns(&self) -> Vec<String> {
         let mut out = Vec::new();
