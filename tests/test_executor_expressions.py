@@ -219,3 +219,15 @@ def test_fallback_sub_expression_only() -> None:
     with pytest.raises(pa.ArrowInvalid, match="divide by zero"):
         _Expr(bad).core.evaluate(batch, _Expr(bad).resolve)
     assert fb.scan(batch).filter(e).collect().column("v").to_pylist() == [1, 3]
+
+
+def test_cast_to_a_too_narrow_decimal_raises_as_pyarrow_does() -> None:
+    """pyarrow refuses int64 -> decimal128(20, 4) (19 digits + 4 > 20) even on null rows."""
+    batch = pa.record_batch({"i": pa.array([None], pa.int64())})
+    e = F("i").cast(pa.decimal128(20, 4))
+    with pytest.raises(pa.ArrowInvalid):
+        pyarrow_eval(e, batch)
+    with pytest.raises(pa.ArrowInvalid, match="Precision is not great enough"):
+        _Expr(e).core.evaluate(batch, _Expr(e).resolve)
+    wide = F("i").cast(pa.decimal128(23, 4))
+    assert _Expr(wide).core.evaluate(batch, _Expr(wide).resolve).to_pylist() == [None]

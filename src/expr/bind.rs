@@ -253,7 +253,17 @@ pub(super) fn castable(from: &DataType, to: &DataType) -> bool {
         (Dictionary(_, v), to) => **v == *to || castable(v, to),
         (a, b) if types::is_int(a) && types::is_int(b) => true,
         (Boolean, b) if types::is_int(b) => true,
-        (a, Decimal128(..) | Decimal256(..)) if types::is_int(a) => true,
+        // pyarrow refuses (even for null rows) a decimal without room for every integer.
+        (a, Decimal128(p, s) | Decimal256(p, s)) if types::is_int(a) => {
+            let digits = match a {
+                Int8 | UInt8 => 3,
+                Int16 | UInt16 => 5,
+                Int32 | UInt32 => 10,
+                UInt64 => 20,
+                _ => 19,
+            };
+            i32::from(*p) - i32::from(*s) >= digits
+        }
         (Decimal128(_, s1) | Decimal256(_, s1), Decimal128(_, s2) | Decimal256(_, s2)) => s2 >= s1,
         (Decimal128(..), Float64) => true,
         (Int8 | Int16 | Int32 | UInt8 | UInt16 | UInt32 | Float32, Float64) => true,
