@@ -555,8 +555,7 @@ impl Source for Parquet {
         };
         // Decode root columns `cols` of the row group (only `selection`'s rows) as one batch.
         let decode = |cols: &[usize], selection: Option<RowSelection>| -> Result<RecordBatch> {
-            let f = File::open(path)
-                .map_err(|e| Error::Value(format!("cannot open {}: {e}", path.display())))?;
+            let f = ColumnChunks::fetch(path, meta, g, cols)?;
             let mask = ProjectionMask::roots(meta.parquet_schema(), cols.iter().copied());
             let mut builder = ParquetRecordBatchReaderBuilder::new_with_metadata(f, meta.clone())
                 .with_row_groups(vec![g])
@@ -687,6 +686,85 @@ impl Source for Parquet {
                 self.groups_total, self.rows, self.rows_total
             )
         }
+    }
+}
+
+/// The column chunks of one row group that a decode reads, each fetched with one positioned
+/// read; the reader's page reads are then slices of them. (Read through `File` directly,
+/// the `parquet` crate duplicates the descriptor, seeks and reads through a small buffer for
+/// every page.)
+struct ColumnChunks {
+    len: u64,
+    /// (file offset, bytes), sorted by offset.
+    chunks: Vec<(u64, bytes::Bytes)>,
+}
+
+impl ColumnChunks {
+    fn fetch(
+        path: &std::path::Path,
+        meta: &ArrowReaderMetadata,
+        g: usize,
+        roots: &[usize],
+    ) -> Result<Self> {
+        use std::os::unix::fs::FileExt;
+        let io = |e: std::io::Error| Error::Value(format!("cannot read {}: {e}", path.display()));
+        let f = File::open(path).map_err(io)?;
+        let len = f.metadata().map_err(io)?.len();
+        let schema = meta.parquet_schema();
+        let mut chunks = Vec::new();
+        for (leaf, col) in meta.metadata().row_group(g).columns().iter().enumerate() {
+            if !roots.contains(&schema.get_column_root_idx(leaf)) {
+                continue;
+            }
+            let (start, n) = col.byte_range();
+            if start.checked_add(n).is_none_or(|end| end > len) {
+                return Err(Error::Value(format!(
+                    "{}: column chunk {leaf} of row group {g} lies outside the file",
+                    path.display()
+                )));
+            }
+            let mut buf = crate::mem::with_capacity::<u8>(n as usize, "a Parquet column chunk");
+            buf.resize(n as usize, 0);
+            f.read_exact_at(&mut buf, start).map_err(io)?;
+            chunks.push((start, bytes::Bytes::from(buf)));
+        }
+        chunks.sort_by_key(|c| c.0);
+        Ok(ColumnChunks { len, chunks })
+    }
+
+    fn slice(&self, start: u64, n: Option<usize>) -> parquet::errors::Result<bytes::Bytes> {
+        let at = self.chunks.partition_point(|c| c.0 <= start);
+        let (off, b) = at.checked_sub(1).map(|i| &self.chunks[i]).ok_or_else(|| {
+            parquet::errors::ParquetError::General(format!("no column chunk at {start}"))
+        })?;
+        let from = (start - off) as usize;
+        let to = n.map_or(b.len(), |n| from + n);
+        if to > b.len() {
+            return Err(parquet::errors::ParquetError::General(format!(
+                "read of {} bytes at {start} past its column chunk",
+                to - from
+            )));
+        }
+        Ok(b.slice(from..to))
+    }
+}
+
+impl parquet::file::reader::Length for ColumnChunks {
+    fn len(&self) -> u64 {
+        self.len
+    }
+}
+
+impl parquet::file::reader::ChunkReader for ColumnChunks {
+    type T = bytes::buf::Reader<bytes::Bytes>;
+
+    fn get_read(&self, start: u64) -> parquet::errors::Result<Self::T> {
+        use bytes::Buf;
+        Ok(self.slice(start, None)?.reader())
+    }
+
+    fn get_bytes(&self, start: u64, length: usize) -> parquet::errors::Result<bytes::Bytes> {
+        self.slice(start, Some(length))
     }
 }
 
