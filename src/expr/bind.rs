@@ -241,8 +241,8 @@ fn cast(p: Phys, to: &DataType) -> Option<Phys> {
 }
 
 /// Casts whose result (and errors) equal pyarrow's safe cast: integer widening or checked
-/// narrowing, integers to decimals, decimals to wider decimals of a scale not smaller,
-/// decimals and small integers to float64, string layouts to one another, dictionaries to
+/// narrowing, integers to decimals, decimals to wider decimals of a scale not smaller, small
+/// integers to floats (decimal to float rounds differently from pyarrow in the last bit), string layouts to one another, dictionaries to
 /// their values, null to anything, dates to timestamps.
 pub(super) fn castable(from: &DataType, to: &DataType) -> bool {
     use DataType::*;
@@ -265,7 +265,6 @@ pub(super) fn castable(from: &DataType, to: &DataType) -> bool {
             i32::from(*p) - i32::from(*s) >= digits
         }
         (Decimal128(_, s1) | Decimal256(_, s1), Decimal128(_, s2) | Decimal256(_, s2)) => s2 >= s1,
-        (Decimal128(..), Float64) => true,
         (Int8 | Int16 | Int32 | UInt8 | UInt16 | UInt32 | Float32, Float64) => true,
         (Int8 | Int16 | UInt8 | UInt16, Float32) => true,
         (a, b) if types::is_string(a) && types::is_string(b) => true,
@@ -498,8 +497,14 @@ fn native(call: &Call, mut args: Vec<Phys>) -> Option<Phys> {
             let a = args.pop()?;
             let c = cast(args.pop()?, &Boolean)?;
             let t = types::common(&a.ty, &b.ty)?;
-            // pyarrow does not align decimals of different scales here: it raises.
-            if !plain(&t) || types::is_decimal(&t) && (a.ty != t || b.ty != t) {
+            // pyarrow does not align decimals of different scales here: it raises; and it
+            // keeps dictionaries as dictionaries.
+            let dict = |p: &Phys| matches!(p.out, Dictionary(..));
+            if !plain(&t)
+                || types::is_decimal(&t) && (a.ty != t || b.ty != t)
+                || dict(&a)
+                || dict(&b)
+            {
                 return None;
             }
             let (a, b) = (cast(a, &t)?, cast(b, &t)?);
@@ -514,7 +519,10 @@ fn native(call: &Call, mut args: Vec<Phys>) -> Option<Phys> {
             for a in &args[1..] {
                 t = types::common(&t, &a.ty)?;
             }
-            if !plain(&t) || types::is_decimal(&t) && args.iter().any(|a| a.ty != t) {
+            if !plain(&t)
+                || types::is_decimal(&t) && args.iter().any(|a| a.ty != t)
+                || args.iter().any(|a| matches!(a.out, Dictionary(..)))
+            {
                 return None;
             }
             let args = args
