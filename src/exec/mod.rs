@@ -492,7 +492,6 @@ impl Chain {
 pub struct Execution {
     chain: Chain,
     pending: std::collections::VecDeque<RecordBatch>,
-    schema: SchemaRef,
     report: Vec<(String, usize, Arc<Stats>)>,
     peak_rss: u64,
 }
@@ -504,20 +503,18 @@ impl Execution {
     /// An execution of `plan`; `labels` names its operators for the report, output first
     /// (one per plan node, along the chain of inputs).
     pub fn new(plan: Plan, labels: Vec<String>) -> Result<Self> {
-        let schema = plan.schema();
         let mut report = Vec::new();
         let chain = build(plan, &mut labels.into_iter(), &mut report, 0)?;
         Ok(Execution {
             chain,
             pending: Default::default(),
-            schema,
             report,
             peak_rss: current_rss(),
         })
     }
 
     pub fn schema(&self) -> SchemaRef {
-        self.schema.clone()
+        self.chain.out_schema.clone()
     }
 
     /// The next output batch; `None` at the end. Call it inside [`crate::cancel::run`].

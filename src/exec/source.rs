@@ -43,14 +43,6 @@ pub trait Source: Send + Sync {
     fn rows_read(&self, _input: &Input) -> Option<u64> {
         None
     }
-    /// Rows the source will yield, when its metadata says so without reading.
-    fn rows(&self) -> Option<u64> {
-        None
-    }
-    /// How the source is read (for `explain()`).
-    fn describe(&self) -> String {
-        String::new()
-    }
 }
 
 /// A batch from outside must have the declared schema before any operator reads it.
@@ -78,7 +70,6 @@ pub fn split(b: RecordBatch, size: usize) -> Vec<RecordBatch> {
 pub struct Batches {
     schema: SchemaRef,
     batches: std::vec::IntoIter<RecordBatch>,
-    rows: u64,
 }
 
 impl Batches {
@@ -88,11 +79,9 @@ impl Batches {
             .filter(|b| b.num_rows() > 0)
             .flat_map(|b| split(b, size))
             .collect();
-        let rows = batches.iter().map(|b| b.num_rows() as u64).sum();
         Batches {
             schema,
             batches: batches.into_iter(),
-            rows,
         }
     }
 }
@@ -103,9 +92,6 @@ impl Source for Batches {
     }
     fn claim(&mut self, n: usize) -> Result<Vec<Input>> {
         Ok(self.batches.by_ref().take(n).map(Input::Batch).collect())
-    }
-    fn rows(&self) -> Option<u64> {
-        Some(self.rows)
     }
 }
 
@@ -343,6 +329,9 @@ impl Source for Csv {
                     Some(p) => self.open(p)?,
                 }
                 if self.readers.is_empty() {
+                    if self.file_schema.fields().is_empty() {
+                        return Err(Error::Value(format!("{}: no columns", self.path.display())));
+                    }
                     // No column is needed: count the lines with one reader of the first column.
                     self.groups = vec![vec![0]];
                     let p = self.path.clone();
@@ -396,9 +385,6 @@ pub struct Parquet {
     columns: Vec<String>,
     predicate: Option<Expr>,
     size: usize,
-    groups_total: usize,
-    rows: u64,
-    rows_total: u64,
 }
 
 impl Parquet {
@@ -428,7 +414,6 @@ impl Parquet {
         let schema = Arc::new(first.project(&idx)?);
         let columns: Vec<String> = schema.fields().iter().map(|f| f.name().clone()).collect();
         let mut pieces = Vec::new();
-        let (mut groups_total, mut rows, mut rows_total) = (0, 0u64, 0u64);
         for (fi, (path, m)) in metas.iter().enumerate() {
             let s = m.schema();
             for c in columns.iter() {
@@ -452,15 +437,12 @@ impl Parquet {
                 Some(p) => prune(p, m)?,
                 None => vec![true; m.metadata().num_row_groups()],
             };
-            for (g, k) in keep.into_iter().enumerate() {
-                let n = m.metadata().row_group(g).num_rows() as u64;
-                groups_total += 1;
-                rows_total += n;
-                if k {
-                    pieces.push((fi, g));
-                    rows += n;
-                }
-            }
+            pieces.extend(
+                keep.into_iter()
+                    .enumerate()
+                    .filter(|(_, k)| *k)
+                    .map(|(g, _)| (fi, g)),
+            );
         }
         // String columns read as dictionaries (their values decoded once per page, rows as
         // codes): the reading schema differs from the file's in those columns only.
@@ -512,9 +494,6 @@ impl Parquet {
             columns,
             predicate,
             size,
-            groups_total,
-            rows,
-            rows_total,
         })
     }
 }
@@ -668,23 +647,6 @@ impl Source for Parquet {
                 Some(self.files[fi].1.metadata().row_group(g).num_rows() as u64)
             }
             Input::Batch(_) => None,
-        }
-    }
-
-    fn rows(&self) -> Option<u64> {
-        // Exact without a predicate; an upper bound (rows of the kept row groups) with one.
-        Some(self.rows)
-    }
-
-    fn describe(&self) -> String {
-        let kept = self.pieces.len();
-        if kept == self.groups_total {
-            format!("{} row groups, {} rows", self.groups_total, self.rows_total)
-        } else {
-            format!(
-                "{kept} of {} row groups, {} of {} rows (statistics)",
-                self.groups_total, self.rows, self.rows_total
-            )
         }
     }
 }

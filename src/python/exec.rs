@@ -150,9 +150,16 @@ fn resolver<'a, 'py>(
 /// A running plan; `next()` returns the next `pyarrow.RecordBatch` or `None`.
 #[pyclass(module = "ferrobatch._core", frozen)]
 pub struct Run {
-    exec: Mutex<Option<Execution>>,
+    exec: Mutex<Execution>,
     slot: Slot,
-    schema: SchemaRef,
+}
+
+impl Run {
+    /// `f` of the execution, its lock taken without the GIL (a running `next` holds it and
+    /// may need the GIL for a callback).
+    fn with<T: Send>(&self, py: Python<'_>, f: impl FnOnce(&Execution) -> T + Send) -> T {
+        py.detach(|| f(&self.exec.lock().unwrap_or_else(|p| p.into_inner())))
+    }
 }
 
 #[pymethods]
@@ -167,27 +174,22 @@ impl Run {
                 .take()
                 .unwrap_or(e)
         })?;
-        let schema = plan.schema();
         let exec = Execution::new(plan, labels).map_err(to_py)?;
         Ok(Run {
-            exec: Mutex::new(Some(exec)),
+            exec: Mutex::new(exec),
             slot,
-            schema,
         })
     }
 
     #[getter]
     fn schema<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
-        PySchema::new(self.schema.clone()).into_pyarrow(py)
+        PySchema::new(self.with(py, |e| e.schema())).into_pyarrow(py)
     }
 
     /// The next output batch, or `None` at the end.
     fn next<'py>(&self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyAny>>> {
         let out = py.detach(|| {
-            let mut g = self.exec.lock().unwrap_or_else(|p| p.into_inner());
-            let Some(exec) = g.as_mut() else {
-                return Ok(None);
-            };
+            let mut exec = self.exec.lock().unwrap_or_else(|p| p.into_inner());
             let watch = Watch(&self.slot);
             caught(|| crate::cancel::run(|| exec.next(&watch)))
         });
@@ -204,31 +206,24 @@ impl Run {
 
     /// Per operator (output first): label, depth, rows in / out, batches, CPU seconds.
     fn report<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
-        let g = self.exec.lock().unwrap_or_else(|p| p.into_inner());
         let out = PyList::empty(py);
-        if let Some(exec) = g.as_ref() {
-            for r in exec.report() {
-                let d = PyDict::new(py);
-                d.set_item("stage", r.label)?;
-                d.set_item("depth", r.depth)?;
-                d.set_item("rows_in", r.rows_in)?;
-                d.set_item("rows_out", r.rows_out)?;
-                d.set_item("batches", r.batches)?;
-                d.set_item("cpu_seconds", r.cpu_seconds)?;
-                out.append(d)?;
-            }
+        for r in self.with(py, |e| e.report()) {
+            let d = PyDict::new(py);
+            d.set_item("stage", r.label)?;
+            d.set_item("depth", r.depth)?;
+            d.set_item("rows_in", r.rows_in)?;
+            d.set_item("rows_out", r.rows_out)?;
+            d.set_item("batches", r.batches)?;
+            d.set_item("cpu_seconds", r.cpu_seconds)?;
+            out.append(d)?;
         }
         Ok(out)
     }
 
     /// The largest resident set size seen between waves, in bytes.
     #[getter]
-    fn peak_rss(&self) -> u64 {
-        self.exec
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .as_ref()
-            .map_or(0, |e| e.peak_rss())
+    fn peak_rss(&self, py: Python<'_>) -> u64 {
+        self.with(py, |e| e.peak_rss())
     }
 }
 
