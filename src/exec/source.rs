@@ -560,7 +560,7 @@ impl Source for Parquet {
             Some(pred) => {
                 let pred_cols = index(&pred.columns())?;
                 let pb = decode(&pred_cols, None)?;
-                let bound = bind(pred, &pb.schema(), &mut |c: &Call| {
+                let bound = bind(pred, &pb.schema(), &mut |c: &Call, _| {
                     Err(Error::Value(format!(
                         "cannot push {} into the Parquet reader",
                         c.name
@@ -770,7 +770,7 @@ fn prune(pred: &Expr, meta: &ArrowReaderMetadata) -> Result<Vec<bool>> {
                 options: None,
                 span: (0, 0),
             });
-            let p = bind(&e, &schema, &mut |_| Err(Error::Value(String::new()))).ok()?;
+            let p = bind(&e, &schema, &mut |_, _| Err(Error::Value(String::new()))).ok()?;
             let m = p.evaluate(&batch).ok()?;
             Some(arrow_array::cast::AsArray::as_boolean(&m).clone())
         };

@@ -14,6 +14,7 @@ use arrow_arith::temporal::DatePart;
 use arrow_array::{Array, ArrayRef, ListArray, RecordBatch};
 use arrow_schema::{DataType, Schema};
 
+use super::strings::Trim;
 use super::types::{self, logical};
 use super::{Call, Expr};
 use crate::error::{Error, Result};
@@ -126,9 +127,39 @@ pub(super) enum Node {
     IfElse(Box<Phys>, Box<Phys>, Box<Phys>),
     Coalesce(Vec<Phys>),
     DatePart(Box<Phys>, DatePart),
+    /// The arguments are plain `string` / `large_string` values.
+    Length(Box<Phys>),
+    Slice {
+        arg: Box<Phys>,
+        start: i64,
+        stop: i64,
+    },
+    Trim(Box<Phys>, Trim),
+    /// ASCII case mapping; `backup` (pyarrow's `utf8_upper` / `utf8_lower`) takes the
+    /// batches with other characters.
+    Case {
+        arg: Box<Phys>,
+        upper: bool,
+        backup: Option<External>,
+    },
+    /// `case_when`: the value of the first true condition (a null one is false), else
+    /// `otherwise` (null when absent).
+    CaseWhen {
+        conds: Vec<Phys>,
+        values: Vec<Phys>,
+        otherwise: Option<Box<Phys>>,
+    },
     External(External),
     /// A call, keyed by its canonical text: evaluated once per batch however often it occurs.
     Shared(Arc<str>, Box<Phys>),
+}
+
+/// Whom a fallback is asked for: a call evaluated elsewhere, or the backup of a call
+/// evaluated here for the batches it takes (`utf8_upper` over ASCII text).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Need {
+    Whole,
+    Backup,
 }
 
 /// Bind `expr` to `schema`. `fallback` is asked for every call this module cannot evaluate;
@@ -136,7 +167,7 @@ pub(super) enum Node {
 pub fn bind(
     expr: &Expr,
     schema: &Schema,
-    fallback: &mut dyn FnMut(&Call) -> Result<Fallback>,
+    fallback: &mut dyn FnMut(&Call, Need) -> Result<Fallback>,
 ) -> Result<Phys> {
     match expr {
         Expr::Field(name) => {
@@ -151,20 +182,35 @@ pub fn bind(
         }
         Expr::Literal(a) => Ok(literal(a.clone())),
         Expr::Call(call) => {
-            let args = call
-                .args
-                .iter()
-                .map(|a| {
-                    Ok(match a {
-                        Expr::Literal(l) => literal(narrow(l)),
-                        a => bind(a, schema, fallback)?,
-                    })
+            let mut arg = |a: &Expr| -> Result<Phys> {
+                Ok(match a {
+                    Expr::Literal(l) => literal(narrow(l)),
+                    a => bind(a, schema, fallback)?,
                 })
-                .collect::<Result<Vec<_>>>()?;
-            let p = match native(call, args) {
-                Some(p) => p,
+            };
+            let native = match (call.name.as_str(), call.args.first()) {
+                // case_when's conditions come as one make_struct: bound one by one.
+                ("case_when", Some(Expr::Call(conds))) if conds.name == "make_struct" => {
+                    let conds = conds.args.iter().map(&mut arg).collect::<Result<_>>()?;
+                    let values = call.args[1..].iter().map(&mut arg).collect::<Result<_>>()?;
+                    case_when(conds, values)
+                }
+                _ => {
+                    let args = call.args.iter().map(arg).collect::<Result<Vec<_>>>()?;
+                    native(call, args)
+                }
+            };
+            let p = match native {
+                Some(mut p) => {
+                    if let Node::Case { backup, .. } = &mut p.node
+                        && call.name.starts_with("utf8_")
+                    {
+                        *backup = Some(fallback(call, Need::Backup)?.eval);
+                    }
+                    p
+                }
                 None => {
-                    let fb = fallback(call)?;
+                    let fb = fallback(call, Need::Whole)?;
                     Phys {
                         out: fb.ty.clone(),
                         ty: fb.ty,
@@ -563,6 +609,75 @@ fn native(call: &Call, mut args: Vec<Phys>) -> Option<Phys> {
                 out: Int64,
             })
         }
+        ("utf8_length", 1) => {
+            let a = plain_string(args.pop()?)?;
+            let t = if a.ty == Utf8 { Int32 } else { Int64 };
+            Some(Phys {
+                node: Node::Length(bx(a)),
+                ty: t.clone(),
+                out: t,
+            })
+        }
+        ("utf8_slice_codeunits", 1) => {
+            let int = |name| {
+                option(call, name)?
+                    .as_any()
+                    .downcast_ref::<arrow_array::Int64Array>()
+                    .filter(|a| a.len() == 1 && a.is_valid(0))
+                    .map(|a| a.value(0))
+            };
+            if int("step")? != 1 {
+                return None;
+            }
+            let (start, stop) = (int("start")?, int("stop")?);
+            let a = plain_string(args.pop()?)?;
+            Some(Phys {
+                ty: a.ty.clone(),
+                out: a.ty.clone(),
+                node: Node::Slice {
+                    arg: bx(a),
+                    start,
+                    stop,
+                },
+            })
+        }
+        (
+            "utf8_trim"
+            | "utf8_ltrim"
+            | "utf8_rtrim"
+            | "utf8_trim_whitespace"
+            | "utf8_ltrim_whitespace"
+            | "utf8_rtrim_whitespace",
+            1,
+        ) => {
+            let a = plain_string(args.pop()?)?;
+            let side = base.trim_start_matches("utf8_");
+            let how = Trim {
+                left: !side.starts_with("rtrim"),
+                right: !side.starts_with("ltrim"),
+                chars: match base.ends_with("_whitespace") {
+                    true => None,
+                    false => Some(string_option(call, "characters")?.chars().collect()),
+                },
+            };
+            Some(Phys {
+                ty: a.ty.clone(),
+                out: a.ty.clone(),
+                node: Node::Trim(bx(a), how),
+            })
+        }
+        ("utf8_upper" | "utf8_lower" | "ascii_upper" | "ascii_lower", 1) => {
+            let a = plain_string(args.pop()?)?;
+            Some(Phys {
+                ty: a.ty.clone(),
+                out: a.ty.clone(),
+                node: Node::Case {
+                    arg: bx(a),
+                    upper: base.ends_with("upper"),
+                    backup: None,
+                },
+            })
+        }
         ("cast", 1) => {
             let to = option(call, "to_type")?.data_type().clone();
             // Flags that loosen pyarrow's checks are not modelled.
@@ -584,6 +699,56 @@ fn native(call: &Call, mut args: Vec<Phys>) -> Option<Phys> {
         }
         _ => None,
     }
+}
+
+/// A string argument as a `string` / `large_string` array (views and dictionaries cast to
+/// the type pyarrow sees).
+fn plain_string(a: Phys) -> Option<Phys> {
+    if !types::is_string(&a.ty) {
+        return None;
+    }
+    let t = a.ty.clone();
+    cast(a, &t)
+}
+
+/// `case_when` of bound conditions and values (one more value than conditions: the else).
+fn case_when(conds: Vec<Phys>, mut values: Vec<Phys>) -> Option<Phys> {
+    use DataType::*;
+    if values.len() < conds.len() || values.len() > conds.len() + 1 || values.is_empty() {
+        return None;
+    }
+    let mut t = values[0].ty.clone();
+    for v in &values[1..] {
+        t = types::common(&t, &v.ty)?;
+    }
+    if !plain(&t)
+        || types::is_decimal(&t) && values.iter().any(|v| v.ty != t)
+        || values.iter().any(|v| matches!(v.out, Dictionary(..)))
+    {
+        return None;
+    }
+    let conds = conds
+        .into_iter()
+        .map(|c| cast(c, &Boolean))
+        .collect::<Option<Vec<_>>>()?;
+    let otherwise = (values.len() > conds.len()).then(|| values.pop());
+    let values = values
+        .into_iter()
+        .map(|v| cast(v, &t))
+        .collect::<Option<Vec<_>>>()?;
+    let otherwise = match otherwise.flatten() {
+        Some(o) => Some(bx(cast(o, &t)?)),
+        None => None,
+    };
+    Some(Phys {
+        node: Node::CaseWhen {
+            conds,
+            values,
+            otherwise,
+        },
+        ty: t.clone(),
+        out: t,
+    })
 }
 
 /// Types `if_else` / `coalesce` produce here: no nested, view or dictionary types.

@@ -17,6 +17,7 @@ use arrow_array::{
 use arrow_schema::DataType;
 
 use super::bind::{Arith, Cmp, Logic, Node, NullMatch, Pattern, Phys, strict};
+use super::strings;
 use crate::error::{Error, Result};
 
 /// Values of keyed sub-expressions over one batch.
@@ -114,7 +115,10 @@ impl Phys {
             Node::External(f) => Value::Array(f(batch)?),
             Node::Cast(p) => {
                 let v = p.value(batch, memo)?;
-                let a = arrow_cast::cast_with_options(v.array(), &self.out, &strict())?;
+                let a = match rescale_free_cast(v.array(), &self.out) {
+                    Some(a) => a,
+                    None => arrow_cast::cast_with_options(v.array(), &self.out, &strict())?,
+                };
                 v.like(a)
             }
             Node::Arith { op, checked, l, r } => {
@@ -272,6 +276,56 @@ impl Phys {
                 let a = arrow_arith::temporal::date_part(v.array().as_ref(), *part)?;
                 v.like(arrow_cast::cast(&a, &DataType::Int64)?)
             }
+            Node::Length(p) => {
+                let v = p.value(batch, memo)?;
+                v.like(strings::length(v.array())?)
+            }
+            Node::Slice { arg, start, stop } => {
+                let v = arg.value(batch, memo)?;
+                v.like(strings::slice(v.array(), *start, *stop)?)
+            }
+            Node::Trim(p, how) => {
+                let v = p.value(batch, memo)?;
+                v.like(strings::trim(v.array(), how)?)
+            }
+            Node::Case { arg, upper, backup } => {
+                let v = arg.value(batch, memo)?;
+                match backup {
+                    Some(f) if !strings::is_ascii(v.array()) => {
+                        let a = f(batch)?;
+                        if a.data_type() == &self.out {
+                            Value::Array(a)
+                        } else {
+                            Value::Array(arrow_cast::cast_with_options(&a, &self.out, &strict())?)
+                        }
+                    }
+                    _ => v.like(strings::ascii_case(v.array(), *upper)?),
+                }
+            }
+            Node::CaseWhen {
+                conds,
+                values,
+                otherwise,
+            } => {
+                let n = batch.num_rows();
+                let mut acc = match otherwise {
+                    Some(o) => o.value(batch, memo)?.into_array(n)?,
+                    None => new_null_array(&self.out, n),
+                };
+                // From the last branch to the first: an earlier true condition wins.
+                for (c, v) in conds.iter().zip(values).rev() {
+                    let c = c.value(batch, memo)?.into_array(n)?;
+                    let c = c.as_boolean();
+                    let c = if c.null_count() > 0 {
+                        fill_nulls(c, false)
+                    } else {
+                        c.clone()
+                    };
+                    let v = v.value(batch, memo)?;
+                    acc = arrow_select::zip::zip(&c, &*v.datum(), &acc)?;
+                }
+                Value::Array(acc)
+            }
         })
     }
 }
@@ -284,7 +338,7 @@ fn decimal128_arith(op: Arith, l: &Value, r: &Value, out: &DataType) -> Option<R
     let DataType::Decimal128(p, s) = out else {
         return None;
     };
-    let (DataType::Decimal128(_, s1), DataType::Decimal128(_, s2)) =
+    let (&DataType::Decimal128(p1, s1), &DataType::Decimal128(p2, s2)) =
         (l.array().data_type(), r.array().data_type())
     else {
         return None;
@@ -292,48 +346,96 @@ fn decimal128_arith(op: Arith, l: &Value, r: &Value, out: &DataType) -> Option<R
     if op == Arith::Div || (l.is_scalar() && r.is_scalar()) {
         return None;
     }
-    // Add / subtract align both scales to the result's; multiply adds them.
-    let (fl, fr) = match op {
-        Arith::Mul => (1i128, 1i128),
-        _ => (
-            10i128.checked_pow((*s - *s1) as u32)?,
-            10i128.checked_pow((*s - *s2) as u32)?,
-        ),
+    let a = match op {
+        // Both factors below 10^18 < 2^63: one 64 x 64 -> 128-bit multiply.
+        Arith::Mul if p1 <= 18 && p2 <= 18 => {
+            decimal128_binary(l, r, out, |a, b| (a as i64 as i128) * (b as i64 as i128))
+        }
+        Arith::Mul => decimal128_binary(l, r, out, i128::wrapping_mul),
+        // Add / subtract align both scales to the result's.
+        _ => {
+            let fl = 10i128.checked_pow((*s - s1) as u32)?;
+            let fr = 10i128.checked_pow((*s - s2) as u32)?;
+            match (op, fl, fr) {
+                (Arith::Add, 1, 1) => decimal128_binary(l, r, out, i128::wrapping_add),
+                (Arith::Sub, 1, 1) => decimal128_binary(l, r, out, i128::wrapping_sub),
+                (Arith::Add, ..) => decimal128_binary(l, r, out, move |a, b| {
+                    a.wrapping_mul(fl).wrapping_add(b.wrapping_mul(fr))
+                }),
+                _ => decimal128_binary(l, r, out, move |a, b| {
+                    a.wrapping_mul(fl).wrapping_sub(b.wrapping_mul(fr))
+                }),
+            }
+        }
     };
-    let f = move |a: i128, b: i128| match op {
-        Arith::Add => a.wrapping_mul(fl).wrapping_add(b.wrapping_mul(fr)),
-        Arith::Sub => a.wrapping_mul(fl).wrapping_sub(b.wrapping_mul(fr)),
-        _ => a.wrapping_mul(b),
-    };
+    Some(a.and_then(|a| Ok(Arc::new(a.with_precision_and_scale(*p, *s)?) as ArrayRef)))
+}
+
+/// `f` over two decimal128 values (at most one a scalar), the null of a null scalar.
+fn decimal128_binary(
+    l: &Value,
+    r: &Value,
+    out: &DataType,
+    f: impl Fn(i128, i128) -> i128,
+) -> Result<PrimitiveArray<Decimal128Type>> {
     let (la, ra) = (
         l.array().as_primitive::<Decimal128Type>(),
         r.array().as_primitive::<Decimal128Type>(),
     );
-    let a: PrimitiveArray<Decimal128Type> = match (l, r) {
-        (Value::Array(_), Value::Scalar(_)) => {
-            if ra.is_null(0) {
-                return Some(Ok(new_null_array(out, la.len())));
-            }
-            let b = ra.value(0);
-            la.unary(|a| f(a, b))
-        }
-        (Value::Scalar(_), Value::Array(_)) => {
-            if la.is_null(0) {
-                return Some(Ok(new_null_array(out, ra.len())));
-            }
-            let a = la.value(0);
-            ra.unary(|b| f(a, b))
-        }
-        _ => match arrow_arith::arity::binary(la, ra, f) {
-            Ok(a) => a,
-            Err(e) => return Some(Err(e.into())),
-        },
+    let null = |len| {
+        new_null_array(out, len)
+            .as_primitive::<Decimal128Type>()
+            .clone()
     };
-    Some(
-        a.with_precision_and_scale(*p, *s)
-            .map(|a| Arc::new(a) as ArrayRef)
-            .map_err(Into::into),
-    )
+    Ok(match (l, r) {
+        (Value::Array(_), Value::Scalar(_)) => match ra.is_null(0) {
+            true => null(la.len()),
+            false => {
+                let b = ra.value(0);
+                la.unary(|a| f(a, b))
+            }
+        },
+        (Value::Scalar(_), Value::Array(_)) => match la.is_null(0) {
+            true => null(ra.len()),
+            false => {
+                let a = la.value(0);
+                ra.unary(|b| f(a, b))
+            }
+        },
+        _ => arrow_arith::arity::binary(la, ra, f)?,
+    })
+}
+
+/// A decimal128 -> decimal128 cast that keeps the scale needs no arithmetic: a wider
+/// precision only relabels the values, a narrower one checks that every valid value fits
+/// (one vectorized pass). `None` (cast by arrow, which also words the error) for any other
+/// cast or a value that does not fit.
+fn rescale_free_cast(a: &ArrayRef, to: &DataType) -> Option<ArrayRef> {
+    let (&DataType::Decimal128(p1, s1), &DataType::Decimal128(p2, s2)) = (a.data_type(), to) else {
+        return None;
+    };
+    if s1 != s2 || p2 > 38 || p2 == 0 {
+        return None;
+    }
+    let d = a.as_primitive::<Decimal128Type>();
+    if p2 < p1 {
+        let max = 10i128.pow(u32::from(p2)) - 1;
+        let fits = match d.nulls() {
+            None => d
+                .values()
+                .iter()
+                .fold(true, |ok, &v| ok & (-max..=max).contains(&v)),
+            Some(n) => d
+                .values()
+                .iter()
+                .zip(n.iter())
+                .all(|(&v, valid)| !valid || (-max..=max).contains(&v)),
+        };
+        if !fits {
+            return None;
+        }
+    }
+    Some(Arc::new(d.clone().with_precision_and_scale(p2, s2).ok()?))
 }
 
 fn arith(op: Arith, checked: bool, l: &Value, r: &Value, out: &DataType) -> Result<ArrayRef> {

@@ -15,6 +15,7 @@
 
 pub mod bind;
 pub mod eval;
+mod strings;
 mod types;
 
 use std::io::Cursor;

@@ -579,7 +579,15 @@ fn gather(values: &ArrayRef, rows: &[u32]) -> Result<ArrayRef> {
 fn exact_sums(values: &Column, g: &Groups) -> Result<Vec<(i128, u64)>> {
     let dt = values.data_type();
     if dt.is_decimal() {
-        let v = values.cast(&DataType::Decimal128(38, dt_scale(dt)))?;
+        // Decimal128 of any precision is summed in place; narrower and wider ones are cast.
+        let cast;
+        let v = match dt {
+            DataType::Decimal128(..) => values,
+            _ => {
+                cast = values.cast(&DataType::Decimal128(38, dt_scale(dt)))?;
+                &cast
+            }
+        };
         let st = v.run(g, |c, _| SumDecimal {
             values: c.as_primitive::<Decimal128Type>().values(),
             valid: validity(c),

@@ -26,6 +26,7 @@
 //! Floating-point results can differ from the in-memory kernel's in the last bits (the sums
 //! associate per batch); they do not depend on the thread count.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use arrow_array::cast::AsArray;
@@ -260,9 +261,17 @@ impl GroupByState {
         let inputs = check(table, &self.opts)?;
         let g = group(table, &self.opts.keys, self.opts.dropna, false)?;
         let members = self.members(&g);
+        let mut sums = ExactSums::default();
         let mut cols = Vec::new();
         for ((spec, carry), input) in self.opts.aggs.iter().zip(&self.carries).zip(&inputs) {
-            cols.extend(partial(spec, carry, input, &g, members.as_ref())?);
+            cols.extend(partial(
+                spec,
+                carry,
+                input,
+                &g,
+                members.as_ref(),
+                &mut sums,
+            )?);
         }
         self.assemble(table, &g, cols)
     }
@@ -337,12 +346,28 @@ fn input_of(name: &str, values: ArrayRef) -> Input {
 
 /// Exact sums as decimal128(38, `scale`) (unscaled i128; past 128 bits raises), null for a
 /// group without values.
-fn exact_state(values: &Column, g: &Groups, scale: i8, col: &str) -> Result<ArrayRef> {
-    let st = exact_sums(values, g).map_err(|_| {
-        Error::Value(format!(
-            "sum of column {col:?} overflows 128 bits in at least one group"
-        ))
-    })?;
+/// Exact per-group sums and value counts of the columns one partial aggregation has summed
+/// so far, by column name: `sum` and `mean` of one column (Q1's `sum_qty` and `avg_qty`)
+/// read it once.
+#[derive(Default)]
+struct ExactSums(HashMap<String, Arc<Vec<(i128, u64)>>>);
+
+impl ExactSums {
+    fn of(&mut self, values: &Column, g: &Groups, col: &str) -> Result<Arc<Vec<(i128, u64)>>> {
+        if let Some(st) = self.0.get(col) {
+            return Ok(st.clone());
+        }
+        let st = Arc::new(exact_sums(values, g).map_err(|_| {
+            Error::Value(format!(
+                "sum of column {col:?} overflows 128 bits in at least one group"
+            ))
+        })?);
+        self.0.insert(col.to_string(), st.clone());
+        Ok(st)
+    }
+}
+
+fn exact_state(st: &[(i128, u64)], scale: i8) -> Result<ArrayRef> {
     Ok(Arc::new(
         Decimal128Array::from_iter(st.iter().map(|&(s, n)| (n > 0).then_some(s)))
             .with_precision_and_scale(38, scale)?,
@@ -458,6 +483,7 @@ fn partial(
     input: &Input,
     g: &Groups,
     m: Option<&Members>,
+    sums: &mut ExactSums,
 ) -> Result<Vec<ArrayRef>> {
     let col = input.name.as_str();
     let values = || {
@@ -468,11 +494,17 @@ fn partial(
     };
     Ok(match carry {
         Carry::Count | Carry::Same | Carry::TopK(_) => vec![aggregate(spec, input, g, m)?],
-        Carry::Exact { out } => vec![exact_state(values(), g, super::dt_scale(out), col)?],
-        Carry::Mean { exact: Some(scale) } => vec![
-            exact_state(values(), g, *scale, col)?,
-            aggregate(&spec_of(spec, AggFn::Count), input, g, m)?,
-        ],
+        Carry::Exact { out } => {
+            vec![exact_state(
+                &sums.of(values(), g, col)?,
+                super::dt_scale(out),
+            )?]
+        }
+        Carry::Mean { exact: Some(scale) } => {
+            // The sums' value counts are the counts.
+            let st = sums.of(values(), g, col)?;
+            vec![exact_state(&st, *scale)?, int64(st.iter().map(|&(_, n)| n))]
+        }
         Carry::Mean { exact: None } => vec![
             aggregate(&spec_of(spec, AggFn::Sum), input, g, m)?,
             aggregate(&spec_of(spec, AggFn::Count), input, g, m)?,
@@ -521,7 +553,8 @@ fn merge(
         Carry::Same => vec![aggregate(spec, &input_of(col, st[0].clone()), g, m)?],
         Carry::Exact { .. } | Carry::Mean { exact: Some(_) } => {
             let scale = super::dt_scale(st[0].data_type());
-            let mut out = vec![exact_state(&Column::one(st[0].clone()), g, scale, col)?];
+            let sums = ExactSums::default().of(&Column::one(st[0].clone()), g, col)?;
+            let mut out = vec![exact_state(&sums, scale)?];
             if st.len() == 2 {
                 let sum = spec_of(spec, AggFn::Sum);
                 out.push(aggregate(&sum, &input_of(col, st[1].clone()), g, m)?);

@@ -20,7 +20,7 @@ use crate::error::Error;
 use crate::exec::source::{Batches, Csv, Ipc, Parquet, Stream};
 use crate::exec::{BatchFn, Column, Execution, Plan};
 use crate::expr::Serialized;
-use crate::expr::bind::{Fallback, Phys, bind};
+use crate::expr::bind::{Fallback, Need, Phys, bind};
 
 /// The first Python exception a callback raised during a run.
 type Slot = Arc<Mutex<Option<PyErr>>>;
@@ -68,9 +68,13 @@ impl Expression {
         let schema = schema.into_inner();
         let slot: Slot = Default::default();
         let mut spans = Vec::new();
-        let r = bind(&self.0.root, &schema, &mut |c| {
-            spans.push((c.span.0, c.span.1, c.name.clone()));
-            resolver(&resolve, &slot, &schema)(c)
+        let r = bind(&self.0.root, &schema, &mut |c, need| {
+            let name = match need {
+                Need::Whole => c.name.clone(),
+                Need::Backup => format!("{} (batches with non-ASCII text)", c.name),
+            };
+            spans.push((c.span.0, c.span.1, name));
+            resolver(&resolve, &slot, &schema)(c, need)
         });
         if let Some(e) = slot.lock().unwrap_or_else(|p| p.into_inner()).take() {
             return Err(e);
@@ -121,8 +125,8 @@ fn resolver<'a, 'py>(
     resolve: &'a Bound<'py, PyAny>,
     slot: &'a Slot,
     schema: &'a SchemaRef,
-) -> impl FnMut(&crate::expr::Call) -> crate::Result<Fallback> + 'a {
-    move |c| {
+) -> impl FnMut(&crate::expr::Call, Need) -> crate::Result<Fallback> + 'a {
+    move |c, _| {
         let py = resolve.py();
         let pyschema = PySchema::new(schema.clone())
             .into_pyarrow(py)
