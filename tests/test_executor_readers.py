@@ -265,3 +265,67 @@ def test_projection_shares_common_sub_expressions() -> None:
                     ("d", (F("s") == "a") & (common > 3))]:  # fmt: skip
         want = ds.dataset(t).to_table(columns={name: e})
         assert values(got.column(name)) == values(want.column(name)), name
+
+
+@pytest.mark.parametrize("writer", ["pyarrow", "duckdb"])
+def test_narrow_decimals_read_as_decimal64_give_decimal128_answers(tmp_path, writer) -> None:
+    """Decimals of at most 18 digits that only native expressions and sum / mean read are
+    carried as decimal64 inside the executor (pyarrow writes them as fixed-size binary,
+    DuckDB as int64); the answers are DuckDB's, and every column that leaves the executor has
+    the file's decimal128 type."""
+    n = 5000
+    t = pa.table(
+        {
+            "k": pa.array([["a", "b", "c"][i % 3] for i in range(n)]),
+            "p": pa.array(
+                [Decimal(i * 37 % 100_003) / 100 for i in range(n)], pa.decimal128(15, 2)
+            ),
+            "d": pa.array(
+                [None if i % 11 == 0 else Decimal(i % 11) / 100 for i in range(n)],
+                pa.decimal128(15, 2),
+            ),
+            "q": pa.array([Decimal(i % 50) for i in range(n)], pa.decimal128(12, 0)),
+        }
+    )
+    path = tmp_path / "t.parquet"
+    con = duckdb.connect()
+    if writer == "pyarrow":
+        pq.write_table(t, path, row_group_size=700)
+    else:
+        con.register("t", t)
+        con.execute(f"copy t to '{path}' (format parquet, row_group_size 1024)")
+    one = pc.scalar(Decimal("1"))
+    p = (
+        fb.scan(path)
+        .filter((F("q") < pc.scalar(Decimal("24"))) & (F("d") >= pc.scalar(Decimal("0.02"))))
+        .with_columns(net=F("p") * (one - F("d")), dd=F("d"))
+        .group_by(
+            ["k"],
+            {
+                "sum_p": ("p", "sum"),
+                "mean_q": ("q", "mean"),
+                "sum_net": ("net", "sum"),
+                "max_dd": ("dd", "max"),
+                "n": (None, "size"),
+            },
+            sort=True,
+        )
+    )
+    got = p.collect()
+    want = con.sql(
+        f"""select k, sum(p), avg(q), sum(p * (1 - d)), max(d), count(*) from '{path}'
+        where q < 24 and d >= 0.02 group by k order by k"""
+    ).fetchall()
+    assert got.schema.field("sum_p").type == pa.decimal128(38, 2)
+    assert got.schema.field("sum_net").type == pa.decimal128(38, 4)
+    assert got.schema.field("max_dd").type == pa.decimal128(15, 2)  # keeps its type
+    rows = got.to_pylist()
+    rows = [tuple(r.values()) for r in rows]
+    assert [(r[0], r[1], r[3], r[4], r[5]) for r in rows] == [
+        (w[0], w[1], w[3], w[4], w[5]) for w in want
+    ]
+    assert [r[2] for r in rows] == pytest.approx([float(w[2]) for w in want])
+    # A narrowed column never leaves the executor as decimal64.
+    out = fb.scan(path).filter(F("p") > pc.scalar(Decimal("10"))).collect()
+    assert out.schema == ds.dataset(path).schema
+    assert out.equals(ds.dataset(path).to_table(filter=F("p") > pc.scalar(Decimal("10"))))

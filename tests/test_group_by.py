@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import decimal
 import math
+from decimal import Decimal
 from typing import Any
 
 import duckdb
@@ -398,3 +399,22 @@ def test_errors() -> None:
     out = fb.group_by(nested, "k", {"f": ("l", "first"), "c": ("l", "count")})
     assert out.to_pylist() == [{"k": 1, "f": [1], "c": 1}]
     assert pc.sum(out.column("c")).as_py() == 1
+
+
+@pytest.mark.parametrize(
+    "ty", [pa.decimal32(5, 2), pa.decimal64(15, 2), pa.decimal128(15, 2), pa.decimal256(40, 2)]
+)
+def test_decimal_sum_and_mean_of_every_width(ty) -> None:
+    """mean of decimal32 / 64 / 256 once ignored the scale (187.5 for 1.875); sum takes every
+    width up to 128 bits, as decimal128(38, scale)."""
+    t = pa.table({"k": [1, 1, 2, 1], "v": pa.array(["1.5", "2.25", None, "-0.5"]).cast(ty)})
+    mean = fb.group_by(t, ["k"], {"m": ("v", "mean")}).column("m").to_pylist()
+    assert mean[0] == pytest.approx(3.25 / 3)
+    assert mean[1] is None
+    if ty.bit_width == 256:
+        with pytest.raises(TypeError, match="sum"):
+            fb.group_by(t, ["k"], {"s": ("v", "sum")})
+        return
+    s = fb.group_by(t, ["k"], {"s": ("v", "sum")}).column("s")
+    assert s.type == pa.decimal128(38, 2)
+    assert s.to_pylist() == [Decimal("3.25"), None]

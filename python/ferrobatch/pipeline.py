@@ -412,7 +412,9 @@ class _Scan(_Node):
             pred = _and(native)
             core = None if pred is None else _Expr.of(pred).core
             dictionary = _dictionary_keys(self, out, above, plan) if not rest else []
-            return ("parquet", label, self.files, out, core, size, dictionary), rest
+            narrow = _narrow_decimals(self, out, native, above, plan) if not rest else []
+            spec = ("parquet", label, self.files, out, core, size, dictionary, narrow)
+            return spec, rest
         if self.fmt == "arrow":
             return ("ipc", label, self.files, cols, size), pushed
         if self.fmt == "csv" and all(_csv_native(f.type) for f in data.schema):
@@ -608,6 +610,70 @@ def _dictionary_keys(
         else:
             return []
     return []
+
+
+def _narrow_decimals(
+    scan: _Scan,
+    out: list[str],
+    pushed: list[pc.Expression],
+    above: tuple[_Node, ...],
+    plan: _Plan,
+) -> list[str]:
+    """The decimal128 columns (at most 18 digits) of a Parquet scan the executor may carry as
+    decimal64 — read without widening, half the bytes through every operator — because
+    nothing but Rust reads them: native expressions (pushed, filters, with_columns) and
+    ``sum`` / ``mean`` aggregates. A column that reaches the chain's output, a group-by key,
+    any other aggregate or an expression pyarrow evaluates keeps its declared type."""
+    schema = scan.schema
+    read = set(out).union(*(_columns_of(f, schema) for f in pushed))
+    names = {
+        c: c for c in out if pa.types.is_decimal128(t := schema.field(c).type) and t.precision <= 18
+    }
+    unsafe: set[str] = set()  # originals some consumer needs as decimal128
+
+    def consumed(e: pc.Expression, schema: pa.Schema) -> None:
+        x = _Expr.of(e)
+        if x.fallbacks(_unview_schema(schema)):
+            unsafe.update(names[c] for c in x.columns if c in names)
+
+    for f in pushed:
+        consumed(f, schema)
+    for node in above:
+        if isinstance(node, _Filter):
+            consumed(node.expr, node.inputs[0].schema)
+        elif isinstance(node, _Project):
+            schema = node.inputs[0].schema
+            want = plan.need.get(id(node), set(node.exprs))
+            renamed: dict[str, str] = {}
+            for n, e in node.exprs.items():
+                if n not in want:
+                    continue
+                ref = _field_name(e, schema)
+                if ref is None:
+                    consumed(e, schema)
+                elif ref in names:
+                    renamed[n] = names[ref]
+            names = renamed
+        elif isinstance(node, _GroupBy):
+            keys, aggs, _, _ = node.args
+            for spec in aggs.values():
+                cols = [spec[0], *(c for c in spec[2:] if isinstance(c, str))]
+                if spec[1] not in ("sum", "mean"):
+                    unsafe.update(names[c] for c in cols if c in names)
+            unsafe.update(names[k] for k in keys if k in names)
+            names = {}
+            break
+        else:
+            break
+    unsafe.update(names.values())  # reach the output
+    return [
+        c
+        for c in scan.schema.names
+        if c in read
+        and pa.types.is_decimal128(t := scan.schema.field(c).type)
+        and t.precision <= 18
+        and c not in unsafe
+    ]
 
 
 def _run_lowered(node: _Node, run: _Run, plan: _Plan) -> Iterator[pa.RecordBatch]:

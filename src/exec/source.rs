@@ -394,6 +394,7 @@ impl Parquet {
         predicate: Option<Expr>,
         size: usize,
         dictionary: &[String],
+        narrow: &[String],
     ) -> Result<Self> {
         let opts = ArrowReaderOptions::new();
         let mut metas = Vec::with_capacity(files.len());
@@ -445,8 +446,10 @@ impl Parquet {
             );
         }
         // String columns read as dictionaries (their values decoded once per page, rows as
-        // codes): the reading schema differs from the file's in those columns only.
-        if !dictionary.is_empty() {
+        // codes) and decimals of at most 18 digits read as decimal64 (marked, see
+        // `crate::expr::NARROWED`): the reading schema differs from the file's in those
+        // columns only.
+        if !dictionary.is_empty() || !narrow.is_empty() {
             for (path, m) in metas.iter_mut() {
                 let fields: Vec<arrow_schema::FieldRef> = m
                     .schema()
@@ -464,6 +467,9 @@ impl Parquet {
                             let t =
                                 DataType::Dictionary(Box::new(DataType::Int32), Box::new(value));
                             Arc::new(f.as_ref().clone().with_data_type(t))
+                        }
+                        &DataType::Decimal128(p, s) if p <= 18 && narrow.contains(f.name()) => {
+                            Arc::new(crate::expr::narrowed(f.as_ref(), p, s))
                         }
                         _ => f.clone(),
                     })

@@ -174,9 +174,15 @@ pub fn bind(
             let (i, f) = schema.column_with_name(name).ok_or_else(|| {
                 Error::column_not_found(name, schema.fields().iter().map(|f| f.name().as_str()))
             })?;
+            let ty = match f.data_type() {
+                &DataType::Decimal64(p, s) if f.metadata().contains_key(super::NARROWED) => {
+                    DataType::Decimal128(p, s)
+                }
+                t => logical(t),
+            };
             Ok(Phys {
                 node: Node::Column(i),
-                ty: logical(f.data_type()),
+                ty,
                 out: f.data_type().clone(),
             })
         }
@@ -310,7 +316,10 @@ pub(super) fn castable(from: &DataType, to: &DataType) -> bool {
             };
             i32::from(*p) - i32::from(*s) >= digits
         }
-        (Decimal128(_, s1) | Decimal256(_, s1), Decimal128(_, s2) | Decimal256(_, s2)) => s2 >= s1,
+        (
+            Decimal64(_, s1) | Decimal128(_, s1) | Decimal256(_, s1),
+            Decimal128(_, s2) | Decimal256(_, s2),
+        ) => s2 >= s1,
         (Int8 | Int16 | Int32 | UInt8 | UInt16 | UInt32 | Float32, Float64) => true,
         (Int8 | Int16 | UInt8 | UInt16, Float32) => true,
         (a, b) if types::is_string(a) && types::is_string(b) => true,
@@ -371,7 +380,23 @@ fn native(call: &Call, mut args: Vec<Phys>) -> Option<Phys> {
             if op == Arith::Div && checked && types::is_float(&sig.result) {
                 return None;
             }
-            let (l, r) = (cast(l, &sig.left)?, cast(r, &sig.right)?);
+            // Decimal64 values are read in place where the signature keeps their type.
+            let keep = |p: &Phys, to: &DataType| {
+                op != Arith::Div
+                    && matches!(p.out, Decimal64(..))
+                    && matches!(sig.result, Decimal128(..))
+                    && p.ty == *to
+            };
+            let l = if keep(&l, &sig.left) {
+                l
+            } else {
+                cast(l, &sig.left)?
+            };
+            let r = if keep(&r, &sig.right) {
+                r
+            } else {
+                cast(r, &sig.right)?
+            };
             Some(Phys {
                 node: Node::Arith {
                     op,
@@ -416,6 +441,8 @@ fn native(call: &Call, mut args: Vec<Phys>) -> Option<Phys> {
             let (l, r) = if types::is_string(&t) || t == Binary || t == LargeBinary {
                 // Strings compare in their own layout: the other side's scalar is cast to it.
                 string_pair(l, r)?
+            } else if let Some(pair) = decimal64_pair(&l, &r) {
+                pair
             } else {
                 (cast(l, &t)?, cast(r, &t)?)
             };
@@ -800,6 +827,27 @@ fn string_pair(l: Phys, r: Phys) -> Option<(Phys, Phys)> {
             Some((cast(l, &t)?, cast(r, &t)?))
         }
     }
+}
+
+/// A decimal64 column and a literal its type holds exactly, compared as decimal64 values
+/// (the order of decimals is the order of their values).
+fn decimal64_pair(l: &Phys, r: &Phys) -> Option<(Phys, Phys)> {
+    let lit = |p: &Phys| match &p.node {
+        Node::Literal(a) => Some(a.clone()),
+        _ => None,
+    };
+    let column = |p: &Phys| matches!(p.out, DataType::Decimal64(..));
+    if column(l)
+        && let Some(a) = lit(r)
+    {
+        return Some((l.clone(), literal(exact_cast(&a, &l.out)?)));
+    }
+    if column(r)
+        && let Some(a) = lit(l)
+    {
+        return Some((literal(exact_cast(&a, &r.out)?), r.clone()));
+    }
+    None
 }
 
 /// arrow-cast options of pyarrow's safe cast: a value that does not fit is an error.

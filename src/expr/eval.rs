@@ -338,11 +338,8 @@ fn decimal128_arith(op: Arith, l: &Value, r: &Value, out: &DataType) -> Option<R
     let DataType::Decimal128(p, s) = out else {
         return None;
     };
-    let (&DataType::Decimal128(p1, s1), &DataType::Decimal128(p2, s2)) =
-        (l.array().data_type(), r.array().data_type())
-    else {
-        return None;
-    };
+    let (p1, s1) = decimal_type(l.array().data_type())?;
+    let (p2, s2) = decimal_type(r.array().data_type())?;
     if op == Arith::Div || (l.is_scalar() && r.is_scalar()) {
         return None;
     }
@@ -371,17 +368,49 @@ fn decimal128_arith(op: Arith, l: &Value, r: &Value, out: &DataType) -> Option<R
     Some(a.and_then(|a| Ok(Arc::new(a.with_precision_and_scale(*p, *s)?) as ArrayRef)))
 }
 
-/// `f` over two decimal128 values (at most one a scalar), the null of a null scalar.
+/// Precision and scale of a decimal64 / decimal128 type.
+fn decimal_type(t: &DataType) -> Option<(u8, i8)> {
+    match t {
+        &DataType::Decimal64(p, s) | &DataType::Decimal128(p, s) => Some((p, s)),
+        _ => None,
+    }
+}
+
+/// `f` over two decimal64 / decimal128 values (at most one a scalar; 64-bit ones read in
+/// place), the null of a null scalar.
 fn decimal128_binary(
     l: &Value,
     r: &Value,
     out: &DataType,
     f: impl Fn(i128, i128) -> i128,
 ) -> Result<PrimitiveArray<Decimal128Type>> {
-    let (la, ra) = (
-        l.array().as_primitive::<Decimal128Type>(),
-        r.array().as_primitive::<Decimal128Type>(),
-    );
+    match (l.array().data_type(), r.array().data_type()) {
+        (DataType::Decimal64(..), DataType::Decimal64(..)) => {
+            decimal_binary::<Decimal64Type, Decimal64Type>(l, r, out, f)
+        }
+        (DataType::Decimal64(..), _) => {
+            decimal_binary::<Decimal64Type, Decimal128Type>(l, r, out, f)
+        }
+        (_, DataType::Decimal64(..)) => {
+            decimal_binary::<Decimal128Type, Decimal64Type>(l, r, out, f)
+        }
+        _ => decimal_binary::<Decimal128Type, Decimal128Type>(l, r, out, f),
+    }
+}
+
+fn decimal_binary<A, B>(
+    l: &Value,
+    r: &Value,
+    out: &DataType,
+    f: impl Fn(i128, i128) -> i128,
+) -> Result<PrimitiveArray<Decimal128Type>>
+where
+    A: ArrowPrimitiveType,
+    B: ArrowPrimitiveType,
+    A::Native: Into<i128>,
+    B::Native: Into<i128>,
+{
+    let (la, ra) = (l.array().as_primitive::<A>(), r.array().as_primitive::<B>());
     let null = |len| {
         new_null_array(out, len)
             .as_primitive::<Decimal128Type>()
@@ -391,18 +420,18 @@ fn decimal128_binary(
         (Value::Array(_), Value::Scalar(_)) => match ra.is_null(0) {
             true => null(la.len()),
             false => {
-                let b = ra.value(0);
-                la.unary(|a| f(a, b))
+                let b = ra.value(0).into();
+                la.unary(|a| f(a.into(), b))
             }
         },
         (Value::Scalar(_), Value::Array(_)) => match la.is_null(0) {
             true => null(ra.len()),
             false => {
-                let a = la.value(0);
-                ra.unary(|b| f(a, b))
+                let a = la.value(0).into();
+                ra.unary(|b| f(a, b.into()))
             }
         },
-        _ => arrow_arith::arity::binary(la, ra, f)?,
+        _ => arrow_arith::arity::binary(la, ra, |a, b| f(a.into(), b.into()))?,
     })
 }
 

@@ -25,6 +25,21 @@ use arrow_array::{Array, ArrayRef, RecordBatch, StructArray};
 
 use crate::error::{Error, Result};
 
+/// Field metadata key of a decimal column a reader narrowed to decimal64 (at most 18
+/// digits): expressions see it as the decimal128 it is declared as, and read its 64-bit
+/// values in place (no widening copy). Never seen outside the executor: the planner narrows
+/// only columns that native expressions and `sum` / `mean` consume.
+pub const NARROWED: &str = "ferrobatch:narrowed";
+
+/// `f` as a decimal64 column marked [`NARROWED`].
+pub fn narrowed(f: &arrow_schema::Field, precision: u8, scale: i8) -> arrow_schema::Field {
+    let mut meta = f.metadata().clone();
+    meta.insert(NARROWED.into(), String::new());
+    f.clone()
+        .with_data_type(arrow_schema::DataType::Decimal64(precision, scale))
+        .with_metadata(meta)
+}
+
 /// A parsed expression tree.
 #[derive(Debug, Clone)]
 pub enum Expr {

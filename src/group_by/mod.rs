@@ -26,7 +26,7 @@ pub mod stream;
 use std::sync::{Arc, OnceLock};
 
 use arrow_array::cast::AsArray;
-use arrow_array::types::{Decimal128Type, Float64Type, Int64Type, UInt64Type};
+use arrow_array::types::{Decimal64Type, Decimal128Type, Float64Type, Int64Type, UInt64Type};
 use arrow_array::{
     Array, ArrayRef, Decimal128Array, Float64Array, Int64Array, ListArray, RecordBatch,
     RecordBatchOptions, UInt32Array, UInt64Array,
@@ -333,7 +333,15 @@ fn check(table: &Table, opts: &GroupByOptions) -> Result<Vec<Input>> {
             let dt = v.data_type();
             let ok = match &a.func {
                 AggFn::Count | AggFn::Size | AggFn::First | AggFn::Last => true,
-                AggFn::Sum => numeric(dt) || matches!(dt, DataType::Decimal128(_, _)),
+                AggFn::Sum => {
+                    numeric(dt)
+                        || matches!(
+                            dt,
+                            DataType::Decimal32(..)
+                                | DataType::Decimal64(..)
+                                | DataType::Decimal128(..)
+                        )
+                }
                 AggFn::Mean
                 | AggFn::Std
                 | AggFn::Var
@@ -421,10 +429,7 @@ fn aggregate(
         AggFn::Sum => sum(values, g, col)?,
         AggFn::Mean if values.data_type().is_integer() || values.data_type().is_decimal() => {
             // Exact integer sums (decimals: unscaled), divided once.
-            let scale = match values.data_type() {
-                DataType::Decimal128(_, s) => 10f64.powi(i32::from(*s)),
-                _ => 1.0,
-            };
+            let scale = 10f64.powi(i32::from(dt_scale(values.data_type())));
             let st = exact_sums(values, g)?;
             Arc::new(Float64Array::from_iter(
                 st.iter()
@@ -579,19 +584,25 @@ fn gather(values: &ArrayRef, rows: &[u32]) -> Result<ArrayRef> {
 fn exact_sums(values: &Column, g: &Groups) -> Result<Vec<(i128, u64)>> {
     let dt = values.data_type();
     if dt.is_decimal() {
-        // Decimal128 of any precision is summed in place; narrower and wider ones are cast.
+        // Decimal64 and decimal128 of any precision are summed in place; others are cast.
         let cast;
-        let v = match dt {
-            DataType::Decimal128(..) => values,
+        let st = match dt {
+            DataType::Decimal64(..) => values.run(g, |c, _| SumDecimal {
+                values: c.as_primitive::<Decimal64Type>().values().as_ref(),
+                valid: validity(c),
+            }),
+            DataType::Decimal128(..) => values.run(g, |c, _| SumDecimal {
+                values: c.as_primitive::<Decimal128Type>().values().as_ref(),
+                valid: validity(c),
+            }),
             _ => {
                 cast = values.cast(&DataType::Decimal128(38, dt_scale(dt)))?;
-                &cast
+                cast.run(g, |c, _| SumDecimal {
+                    values: c.as_primitive::<Decimal128Type>().values().as_ref(),
+                    valid: validity(c),
+                })
             }
         };
-        let st = v.run(g, |c, _| SumDecimal {
-            values: c.as_primitive::<Decimal128Type>().values(),
-            valid: validity(c),
-        });
         if st.iter().any(|s| s.2) {
             return Err(Error::Value("an exact sum overflows 128 bits".into()));
         }
@@ -639,7 +650,8 @@ fn sum(values: &Column, g: &Groups, col: &str) -> Result<ArrayRef> {
         )));
     }
     let st = exact_sums(values, g).map_err(|_| overflow("decimal128(38)"))?;
-    if let DataType::Decimal128(_, scale) = dt {
+    if dt.is_decimal() {
+        let scale = &dt_scale(dt);
         const MAX38: i128 = 99_999_999_999_999_999_999_999_999_999_999_999_999;
         if st.iter().any(|&(s, _)| !(-MAX38..=MAX38).contains(&s)) {
             return Err(overflow("decimal128(38)"));

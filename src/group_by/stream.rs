@@ -78,7 +78,11 @@ impl Carry {
             AggFn::Count | AggFn::Size => Carry::Count,
             AggFn::Sum => match input {
                 Some(dt) if dt.is_floating() => Carry::Same,
-                Some(DataType::Decimal128(_, s)) => Carry::Exact {
+                Some(
+                    DataType::Decimal32(_, s)
+                    | DataType::Decimal64(_, s)
+                    | DataType::Decimal128(_, s),
+                ) => Carry::Exact {
                     out: DataType::Decimal128(38, *s),
                 },
                 Some(dt) if dt.is_unsigned_integer() => Carry::Exact {

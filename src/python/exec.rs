@@ -292,8 +292,10 @@ fn plan(
             let files = paths(spec, 2)?;
             let size = size(spec, 5)?;
             let dict: Vec<String> = item(spec, 6)?;
-            let src =
-                py.detach(|| guarded(|| Parquet::new(files, cols.as_deref(), pred, size, &dict)))?;
+            let narrow: Vec<String> = item(spec, 7)?;
+            let src = py.detach(|| {
+                guarded(|| Parquet::new(files, cols.as_deref(), pred, size, &dict, &narrow))
+            })?;
             Plan::Source(Box::new(src))
         }
         "ipc" => {
