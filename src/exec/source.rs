@@ -674,9 +674,11 @@ impl ColumnChunks {
         g: usize,
         roots: &[usize],
     ) -> Result<Self> {
-        use std::os::unix::fs::FileExt;
+        use std::io::{Read, Seek, SeekFrom};
         let io = |e: std::io::Error| Error::Value(format!("cannot read {}: {e}", path.display()));
-        let f = File::open(path).map_err(io)?;
+        // Opened for this fetch alone: its own offset, so seek + read, and `read_to_end`
+        // fills the buffer without zeroing it first.
+        let mut f = File::open(path).map_err(io)?;
         let len = f.metadata().map_err(io)?.len();
         let schema = meta.parquet_schema();
         let mut chunks = Vec::new();
@@ -692,8 +694,14 @@ impl ColumnChunks {
                 )));
             }
             let mut buf = crate::mem::with_capacity::<u8>(n as usize, "a Parquet column chunk");
-            buf.resize(n as usize, 0);
-            f.read_exact_at(&mut buf, start).map_err(io)?;
+            f.seek(SeekFrom::Start(start)).map_err(io)?;
+            (&mut f).take(n).read_to_end(&mut buf).map_err(io)?;
+            if buf.len() as u64 != n {
+                return Err(Error::Value(format!(
+                    "{}: column chunk {leaf} of row group {g} ends early (file truncated)",
+                    path.display()
+                )));
+            }
             chunks.push((start, bytes::Bytes::from(buf)));
         }
         chunks.sort_by_key(|c| c.0);

@@ -335,9 +335,8 @@ impl Phys {
 /// below 10^38): plain wrapping i128 operations, vectorized, no per-row overflow branch.
 /// `None` when the arguments are not two decimal128 values (one may be a scalar).
 fn decimal128_arith(op: Arith, l: &Value, r: &Value, out: &DataType) -> Option<Result<ArrayRef>> {
-    let DataType::Decimal128(p, s) = out else {
-        return None;
-    };
+    let (_, s) = decimal_type(out)?;
+    let s = &s;
     let (p1, s1) = decimal_type(l.array().data_type())?;
     let (p2, s2) = decimal_type(r.array().data_type())?;
     if op == Arith::Div || (l.is_scalar() && r.is_scalar()) {
@@ -365,7 +364,7 @@ fn decimal128_arith(op: Arith, l: &Value, r: &Value, out: &DataType) -> Option<R
             }
         }
     };
-    Some(a.and_then(|a| Ok(Arc::new(a.with_precision_and_scale(*p, *s)?) as ArrayRef)))
+    Some(a)
 }
 
 /// Precision and scale of a decimal64 / decimal128 type.
@@ -377,100 +376,152 @@ fn decimal_type(t: &DataType) -> Option<(u8, i8)> {
 }
 
 /// `f` over two decimal64 / decimal128 values (at most one a scalar; 64-bit ones read in
-/// place), the null of a null scalar.
+/// place), the null of a null scalar; the result a decimal64 or decimal128 array of type
+/// `out` (whose precision bounds every result, so narrowing to 64 bits is exact).
 fn decimal128_binary(
     l: &Value,
     r: &Value,
     out: &DataType,
     f: impl Fn(i128, i128) -> i128,
-) -> Result<PrimitiveArray<Decimal128Type>> {
+) -> Result<ArrayRef> {
+    use DataType::Decimal64 as D64;
+    macro_rules! go {
+        ($a:ty, $b:ty) => {
+            match out {
+                D64(..) => {
+                    decimal_binary::<$a, $b, Decimal64Type>(l, r, out, |a, b| f(a, b) as i64)
+                }
+                _ => decimal_binary::<$a, $b, Decimal128Type>(l, r, out, &f),
+            }
+        };
+    }
     match (l.array().data_type(), r.array().data_type()) {
-        (DataType::Decimal64(..), DataType::Decimal64(..)) => {
-            decimal_binary::<Decimal64Type, Decimal64Type>(l, r, out, f)
-        }
-        (DataType::Decimal64(..), _) => {
-            decimal_binary::<Decimal64Type, Decimal128Type>(l, r, out, f)
-        }
-        (_, DataType::Decimal64(..)) => {
-            decimal_binary::<Decimal128Type, Decimal64Type>(l, r, out, f)
-        }
-        _ => decimal_binary::<Decimal128Type, Decimal128Type>(l, r, out, f),
+        (D64(..), D64(..)) => go!(Decimal64Type, Decimal64Type),
+        (D64(..), _) => go!(Decimal64Type, Decimal128Type),
+        (_, D64(..)) => go!(Decimal128Type, Decimal64Type),
+        _ => go!(Decimal128Type, Decimal128Type),
     }
 }
 
-fn decimal_binary<A, B>(
+fn decimal_binary<A, B, O>(
     l: &Value,
     r: &Value,
     out: &DataType,
-    f: impl Fn(i128, i128) -> i128,
-) -> Result<PrimitiveArray<Decimal128Type>>
+    f: impl Fn(i128, i128) -> O::Native,
+) -> Result<ArrayRef>
 where
     A: ArrowPrimitiveType,
     B: ArrowPrimitiveType,
+    O: DecimalType,
     A::Native: Into<i128>,
     B::Native: Into<i128>,
 {
     let (la, ra) = (l.array().as_primitive::<A>(), r.array().as_primitive::<B>());
-    let null = |len| {
-        new_null_array(out, len)
-            .as_primitive::<Decimal128Type>()
-            .clone()
-    };
-    Ok(match (l, r) {
+    let a: PrimitiveArray<O> = match (l, r) {
         (Value::Array(_), Value::Scalar(_)) => match ra.is_null(0) {
-            true => null(la.len()),
+            true => return Ok(new_null_array(out, la.len())),
             false => {
                 let b = ra.value(0).into();
                 la.unary(|a| f(a.into(), b))
             }
         },
         (Value::Scalar(_), Value::Array(_)) => match la.is_null(0) {
-            true => null(ra.len()),
+            true => return Ok(new_null_array(out, ra.len())),
             false => {
                 let a = la.value(0).into();
                 ra.unary(|b| f(a, b.into()))
             }
         },
         _ => arrow_arith::arity::binary(la, ra, |a, b| f(a.into(), b.into()))?,
-    })
+    };
+    let (p, s) = decimal_type(out).expect("a decimal result");
+    Ok(Arc::new(a.with_precision_and_scale(p, s)?))
 }
 
-/// A decimal128 -> decimal128 cast that keeps the scale needs no arithmetic: a wider
-/// precision only relabels the values, a narrower one checks that every valid value fits
-/// (one vectorized pass). `None` (cast by arrow, which also words the error) for any other
-/// cast or a value that does not fit.
+/// A decimal -> decimal cast that keeps the scale needs no arithmetic: a wider precision
+/// only relabels the values (or widens them to 128 bits), a narrower one checks that every
+/// valid value fits (one vectorized pass). `None` (cast by arrow, which also words the
+/// error) for any other cast or a value that does not fit.
 fn rescale_free_cast(a: &ArrayRef, to: &DataType) -> Option<ArrayRef> {
-    let (&DataType::Decimal128(p1, s1), &DataType::Decimal128(p2, s2)) = (a.data_type(), to) else {
-        return None;
-    };
+    let ((p1, s1), (p2, s2)) = (decimal_type(a.data_type())?, decimal_type(to)?);
     if s1 != s2 || p2 > 38 || p2 == 0 {
         return None;
     }
-    let d = a.as_primitive::<Decimal128Type>();
-    if p2 < p1 {
-        let max = 10i128.pow(u32::from(p2)) - 1;
-        let fits = match d.nulls() {
-            None => d
-                .values()
-                .iter()
-                .fold(true, |ok, &v| ok & (-max..=max).contains(&v)),
-            Some(n) => d
-                .values()
-                .iter()
-                .zip(n.iter())
-                .all(|(&v, valid)| !valid || (-max..=max).contains(&v)),
-        };
-        if !fits {
-            return None;
-        }
+    macro_rules! go {
+        ($from:ty) => {{
+            let d = a.as_primitive::<$from>();
+            if p2 < p1 {
+                let max = 10i128.pow(u32::from(p2)) - 1;
+                let fits = |v: i128| (-max..=max).contains(&v);
+                let ok = match d.nulls() {
+                    None => d.values().iter().fold(true, |ok, &v| ok & fits(v.into())),
+                    Some(n) => d
+                        .values()
+                        .iter()
+                        .zip(n.iter())
+                        .all(|(&v, valid)| !valid || fits(v.into())),
+                };
+                if !ok {
+                    return None;
+                }
+            }
+            let out: ArrayRef = match (a.data_type(), to) {
+                (DataType::Decimal64(..), DataType::Decimal64(..)) => Arc::new(
+                    a.as_primitive::<Decimal64Type>()
+                        .clone()
+                        .with_precision_and_scale(p2, s2)
+                        .ok()?,
+                ),
+                (DataType::Decimal128(..), DataType::Decimal128(..)) => Arc::new(
+                    a.as_primitive::<Decimal128Type>()
+                        .clone()
+                        .with_precision_and_scale(p2, s2)
+                        .ok()?,
+                ),
+                (_, DataType::Decimal64(..)) => Arc::new(
+                    d.unary::<_, Decimal64Type>(|v| i128::from(v) as i64)
+                        .with_precision_and_scale(p2, s2)
+                        .ok()?,
+                ),
+                _ => Arc::new(
+                    d.unary::<_, Decimal128Type>(i128::from)
+                        .with_precision_and_scale(p2, s2)
+                        .ok()?,
+                ),
+            };
+            Some(out)
+        }};
     }
-    Some(Arc::new(d.clone().with_precision_and_scale(p2, s2).ok()?))
+    match a.data_type() {
+        DataType::Decimal128(..) => go!(Decimal128Type),
+        DataType::Decimal64(..) => go!(Decimal64Type),
+        _ => None,
+    }
 }
 
 fn arith(op: Arith, checked: bool, l: &Value, r: &Value, out: &DataType) -> Result<ArrayRef> {
     use arrow_arith::numeric as n;
     if let Some(a) = decimal128_arith(op, l, r, out) {
         return a;
+    }
+    // The general path: decimal64 inputs widened, a decimal64 result narrowed after.
+    if let &DataType::Decimal64(p, s) = out {
+        let wide = |v: &Value| -> Result<Value> {
+            Ok(match v.array().data_type() {
+                &DataType::Decimal64(p, s) => {
+                    v.like(arrow_cast::cast(v.array(), &DataType::Decimal128(p, s))?)
+                }
+                _ => v.clone(),
+            })
+        };
+        let a = arith(
+            op,
+            checked,
+            &wide(l)?,
+            &wide(r)?,
+            &DataType::Decimal128(p, s),
+        )?;
+        return Ok(arrow_cast::cast_with_options(&a, out, &strict())?);
     }
     let (ld, rd) = (l.datum(), r.datum());
     let (ld, rd) = (&*ld, &*rd);
