@@ -276,6 +276,9 @@ class _Run:
     peak_mb: float = field(default_factory=lambda: _rss_mb())
     # The exception a Python-side input raised inside the executor (re-raised as it was).
     raised: BaseException | None = None
+    # The node whose whole output the sink keeps (a collect without a progress bar): the
+    # executor may then read in long waves.
+    collecting: int | None = None
 
     def keeping_errors(self, batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         try:
@@ -682,7 +685,7 @@ def _run_lowered(node: _Node, run: _Run, plan: _Plan) -> Iterator[pa.RecordBatch
     entries: list[tuple[_Node | None, bool]] = []
     spec = _lower(node, run, plan, entries)
     staged = [(n, in_spec, None if n is None else run.stage(n)) for n, in_spec in entries]
-    r = fb._core.Run(spec)
+    r = fb._core.Run(spec, run.collecting == id(node))
     read = 0
 
     def fill() -> int:
@@ -1288,10 +1291,14 @@ class Pipeline:
 
     # -- sinks -------------------------------------------------------------------------------
 
-    def _run(self, progress: bool = False) -> tuple[_Run, Iterator[pa.RecordBatch]]:
+    def _run(
+        self, progress: bool = False, collecting: bool = False
+    ) -> tuple[_Run, Iterator[pa.RecordBatch]]:
         if not isinstance(progress, bool):
             raise TypeError(f"progress must be a bool, got {type(progress).__name__}")
         run = _Run()
+        if collecting and not progress:
+            run.collecting = id(self._node)
         plan = _plan(self._node)
         it = _execute(self._node, run, plan)
         if not progress:
@@ -1322,7 +1329,7 @@ class Pipeline:
 
     def collect(self, *, progress: bool = False) -> pa.Table:
         """The result as one ``pyarrow.Table``; ``progress=True`` shows a bar over input rows."""
-        run, it = self._run(progress)
+        run, it = self._run(progress, collecting=True)
         out = pa.Table.from_batches(list(it), schema=self.schema)
         self.last_report = run.report()
         return out

@@ -278,12 +278,30 @@ struct Chain {
     done: bool,
     size: usize,
     out_schema: SchemaRef,
+    /// Inputs claimed per wave per thread.
+    wave: usize,
 }
 
-/// Inputs per wave per thread: enough to keep every thread busy while the slowest finishes.
-const WAVE_PER_THREAD: usize = 2;
+/// Inputs per wave per thread when the output streams: enough to keep every thread busy
+/// while the slowest finishes, few enough to keep memory and latency low.
+pub const STREAMING_WAVE: usize = 2;
+
+/// Inputs per wave per thread when the caller keeps the whole output anyway (a collect):
+/// long waves leave threads idle at fewer barriers.
+pub const COLLECTING_WAVE: usize = 32;
 
 impl Chain {
+    fn set_wave(&mut self, wave: usize) {
+        let head = self
+            .serial
+            .iter()
+            .any(|s| matches!(s.op, Serial::Head { .. }));
+        self.wave = if head { STREAMING_WAVE } else { wave };
+        if let Start::GroupBy { input, .. } = &mut self.start {
+            input.set_wave(wave);
+        }
+    }
+
     /// The next wave's batches, in order, each passed through `tail` (run in the parallel
     /// phase when the chain has no serial operator). `None` once the chain is exhausted.
     fn wave<T: Send>(
@@ -307,7 +325,7 @@ impl Chain {
         let Start::Source(source) = &mut self.start else {
             unreachable!("started above")
         };
-        let n = WAVE_PER_THREAD * rayon::current_num_threads();
+        let n = self.wave * rayon::current_num_threads();
         let claimed = Instant::now();
         let inputs = source.claim(n)?;
         self.source_stats.record(0, None, claimed);
@@ -502,9 +520,13 @@ pub const DEFAULT_MORSEL: usize = 1 << 17;
 impl Execution {
     /// An execution of `plan`; `labels` names its operators for the report, output first
     /// (one per plan node, along the chain of inputs).
-    pub fn new(plan: Plan, labels: Vec<String>) -> Result<Self> {
+    /// An execution of `plan` (`labels`: its operators in pre-order). `wave`: inputs claimed
+    /// per wave per thread ([`STREAMING_WAVE`] or [`COLLECTING_WAVE`]); a chain with a
+    /// `head` keeps short waves (it stops reading early).
+    pub fn new(plan: Plan, labels: Vec<String>, wave: usize) -> Result<Self> {
         let mut report = Vec::new();
-        let chain = build(plan, &mut labels.into_iter(), &mut report, 0)?;
+        let mut chain = build(plan, &mut labels.into_iter(), &mut report, 0)?;
+        chain.set_wave(wave.max(1));
         Ok(Execution {
             chain,
             pending: Default::default(),
@@ -580,6 +602,7 @@ fn build(
             done: false,
             size: DEFAULT_MORSEL,
             out_schema,
+            wave: STREAMING_WAVE,
         },
         Plan::GroupBy {
             input,
@@ -601,6 +624,7 @@ fn build(
                 serial: vec![],
                 done: false,
                 out_schema,
+                wave: STREAMING_WAVE,
             }
         }
         Plan::Filter { input, predicate } => {
@@ -681,7 +705,11 @@ mod tests {
     }
 
     fn run(plan: Plan) -> Vec<RecordBatch> {
-        let mut e = Execution::new(plan, vec![]).unwrap();
+        run_with(plan, STREAMING_WAVE)
+    }
+
+    fn run_with(plan: Plan, wave: usize) -> Vec<RecordBatch> {
+        let mut e = Execution::new(plan, vec![], wave).unwrap();
         let mut out = Vec::new();
         crate::cancel::run(|| {
             while let Some(b) = e.next(&InPool)? {
@@ -719,6 +747,17 @@ mod tests {
     }
 
     #[test]
+    fn head_stops_early_and_output_keeps_order_with_long_waves() {
+        let plan = || Plan::Head {
+            input: Box::new(source(100_000, 1000)),
+            n: 2500,
+        };
+        assert_eq!(run_with(plan(), COLLECTING_WAVE), run(plan()));
+        let all = || source(100_000, 1000);
+        assert_eq!(run_with(all(), COLLECTING_WAVE), run(all()));
+    }
+
+    #[test]
     fn group_by_is_the_same_for_every_pool_size() {
         let plan = || {
             let opts = GroupByOptions {
@@ -737,6 +776,7 @@ mod tests {
         for threads in [1, 2, 3] {
             crate::pool::set_num_threads(threads).unwrap();
             results.push(run(plan()));
+            results.push(run_with(plan(), COLLECTING_WAVE));
         }
         for r in &results[1..] {
             assert_eq!(r, &results[0]);

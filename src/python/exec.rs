@@ -168,8 +168,10 @@ impl Run {
 
 #[pymethods]
 impl Run {
+    /// `collecting`: the caller keeps the whole output (longer waves).
     #[new]
-    fn new(py: Python<'_>, spec: Bound<'_, PyTuple>) -> PyResult<Self> {
+    #[pyo3(signature = (spec, collecting=false))]
+    fn new(py: Python<'_>, spec: Bound<'_, PyTuple>, collecting: bool) -> PyResult<Self> {
         let slot: Slot = Default::default();
         let mut labels = Vec::new();
         let plan = plan(py, &spec, &slot, &mut labels).map_err(|e| {
@@ -178,7 +180,11 @@ impl Run {
                 .take()
                 .unwrap_or(e)
         })?;
-        let exec = Execution::new(plan, labels).map_err(to_py)?;
+        let wave = match collecting {
+            true => crate::exec::COLLECTING_WAVE,
+            false => crate::exec::STREAMING_WAVE,
+        };
+        let exec = Execution::new(plan, labels, wave).map_err(to_py)?;
         Ok(Run {
             exec: Mutex::new(exec),
             slot,
