@@ -329,3 +329,31 @@ def test_narrow_decimals_read_as_decimal64_give_decimal128_answers(tmp_path, wri
     out = fb.scan(path).filter(F("p") > pc.scalar(Decimal("10"))).collect()
     assert out.schema == ds.dataset(path).schema
     assert out.equals(ds.dataset(path).to_table(filter=F("p") > pc.scalar(Decimal("10"))))
+
+
+def test_page_index_skips_pages_the_predicate_rules_out(tmp_path) -> None:
+    """One row group of 200k rows in ~1k-row pages with a page index: a range predicate on
+    the sorted column decodes only the pages that may match (the scan's rows in), and the
+    answer is pyarrow's — for a narrow range, a wide one, two columns' conjuncts, and none."""
+    n = 200_000
+    t = pa.table(
+        {
+            "k": pa.array(range(n)),
+            "g": pa.array([i // 1000 % 7 for i in range(n)]),
+            "v": pa.array([None if i % 13 == 0 else i * 0.5 for i in range(n)]),
+            "s": pa.array([str(i % 97) for i in range(n)]),
+        }
+    )
+    path = tmp_path / "t.parquet"
+    pq.write_table(t, path, row_group_size=n, data_page_size=8192, write_page_index=True)
+    for pred, most in [
+        ((F("k") >= 150_000) & (F("k") < 150_100), 5_000),
+        ((F("k") >= 20_000) & (F("k") < 120_000) & (F("g") == 3), 110_000),
+        (F("k") > 10 * n, 0),
+        ((F("k") < 50_000) | (F("g") == 1), n),  # not a conjunction of comparisons
+    ]:
+        p = fb.scan(path).filter(pred)
+        got = p.collect()
+        assert got.equals(ds.dataset(path).to_table(filter=pred)), pred
+        scanned = p.last_report.stages[-1].rows_in
+        assert scanned <= most, (pred, scanned)

@@ -380,6 +380,8 @@ pub struct Parquet {
     files: Vec<(PathBuf, ArrowReaderMetadata)>,
     /// (file, row group) in file order, after pruning.
     pieces: Vec<(usize, usize)>,
+    /// Per piece: the rows of the pages the page index does not rule out (`None`: all).
+    pages: Vec<Option<RowSelection>>,
     next: usize,
     /// Root column indices to decode, per file; output order by `columns`.
     columns: Vec<String>,
@@ -396,7 +398,12 @@ impl Parquet {
         dictionary: &[String],
         narrow: &[String],
     ) -> Result<Self> {
-        let opts = ArrowReaderOptions::new();
+        // The page index (per-page statistics and offsets) only serves a pushed predicate.
+        let policy = match predicate {
+            Some(_) => parquet::file::metadata::PageIndexPolicy::Optional,
+            None => parquet::file::metadata::PageIndexPolicy::Skip,
+        };
+        let opts = ArrowReaderOptions::new().with_page_index_policy(policy);
         let mut metas = Vec::with_capacity(files.len());
         for p in files {
             let f = File::open(&p)
@@ -415,6 +422,7 @@ impl Parquet {
         let schema = Arc::new(first.project(&idx)?);
         let columns: Vec<String> = schema.fields().iter().map(|f| f.name().clone()).collect();
         let mut pieces = Vec::new();
+        let mut pages = Vec::new();
         for (fi, (path, m)) in metas.iter().enumerate() {
             let s = m.schema();
             for c in columns.iter() {
@@ -438,12 +446,14 @@ impl Parquet {
                 Some(p) => prune(p, m)?,
                 None => vec![true; m.metadata().num_row_groups()],
             };
-            pieces.extend(
-                keep.into_iter()
-                    .enumerate()
-                    .filter(|(_, k)| *k)
-                    .map(|(g, _)| (fi, g)),
-            );
+            for (g, _) in keep.into_iter().enumerate().filter(|(_, k)| *k) {
+                let sel = predicate.as_ref().and_then(|p| prune_pages(p, m, g));
+                if sel.as_ref().is_some_and(|s| !s.selects_any()) {
+                    continue;
+                }
+                pieces.push((fi, g));
+                pages.push(sel);
+            }
         }
         // String columns read as dictionaries (their values decoded once per page, rows as
         // codes) and decimals of at most 18 digits read as decimal64 (marked, see
@@ -496,6 +506,7 @@ impl Parquet {
             schema,
             files: metas,
             pieces,
+            pages,
             next: 0,
             columns,
             predicate,
@@ -527,6 +538,7 @@ impl Source for Parquet {
             Input::Batch(b) => return Ok(vec![b]),
         };
         let (fi, g) = self.pieces[i];
+        let pages = &self.pages[i];
         let (path, meta) = &self.files[fi];
         let file_schema = meta.schema().clone();
         let index = |names: &[String]| -> Result<Vec<usize>> {
@@ -565,7 +577,7 @@ impl Source for Parquet {
             None => (decode(&out_cols, None)?, out_cols),
             Some(pred) => {
                 let pred_cols = index(&pred.columns())?;
-                let pb = decode(&pred_cols, None)?;
+                let pb = decode(&pred_cols, pages.clone())?;
                 let bound = bind(pred, &pb.schema(), &mut |c: &Call, _| {
                     Err(Error::Value(format!(
                         "cannot push {} into the Parquet reader",
@@ -592,13 +604,16 @@ impl Source for Parquet {
                 let other = if rest.is_empty() {
                     None
                 } else if dense || kept == mask.len() {
-                    let b = decode(&rest, None)?;
+                    let b = decode(&rest, pages.clone())?;
                     Some(arrow_select::filter::filter_record_batch(&b, &mask)?)
                 } else {
-                    Some(decode(
-                        &rest,
-                        Some(RowSelection::from_filters(std::slice::from_ref(&mask))),
-                    )?)
+                    // The mask is over the rows of the selected pages.
+                    let rows = RowSelection::from_filters(std::slice::from_ref(&mask));
+                    let sel = match pages {
+                        Some(p) => p.and_then(&rows),
+                        None => rows,
+                    };
+                    Some(decode(&rest, Some(sel))?)
                 };
                 let pb = arrow_select::filter::filter_record_batch(&pb, &mask)?;
                 // Both parts in file column order, as one batch.
@@ -648,10 +663,13 @@ impl Source for Parquet {
 
     fn rows_read(&self, input: &Input) -> Option<u64> {
         match input {
-            Input::Piece(i) => {
-                let (fi, g) = self.pieces[*i];
-                Some(self.files[fi].1.metadata().row_group(g).num_rows() as u64)
-            }
+            Input::Piece(i) => Some(match &self.pages[*i] {
+                Some(sel) => sel.row_count() as u64,
+                None => {
+                    let (fi, g) = self.pieces[*i];
+                    self.files[fi].1.metadata().row_group(g).num_rows() as u64
+                }
+            }),
             Input::Batch(_) => None,
         }
     }
@@ -771,39 +789,106 @@ fn prune(pred: &Expr, meta: &ArrowReaderMetadata) -> Result<Vec<bool>> {
         ) else {
             continue;
         };
-        let test = |stats: &arrow_array::ArrayRef, op: &str| -> Option<BooleanArray> {
-            let schema = Arc::new(Schema::new(vec![arrow_schema::Field::new(
-                col,
-                stats.data_type().clone(),
-                true,
-            )]));
-            let batch = RecordBatch::try_new(schema.clone(), vec![stats.clone()]).ok()?;
-            let e = Expr::Call(Call {
-                name: op.to_string(),
-                args: vec![Expr::Field(col.to_string()), Expr::Literal(lit.clone())],
-                options: None,
-                span: (0, 0),
-            });
-            let p = bind(&e, &schema, &mut |_, _| Err(Error::Value(String::new()))).ok()?;
-            let m = p.evaluate(&batch).ok()?;
-            Some(arrow_array::cast::AsArray::as_boolean(&m).clone())
-        };
-        let tests: Vec<Option<BooleanArray>> = match op {
-            "less" | "less_equal" => vec![test(&mins, op)],
-            "greater" | "greater_equal" => vec![test(&maxes, op)],
-            "equal" => vec![test(&mins, "less_equal"), test(&maxes, "greater_equal")],
-            _ => continue,
-        };
-        for t in tests.into_iter().flatten() {
-            for (g, k) in keep.iter_mut().enumerate() {
-                // Null (no statistics) keeps the row group.
-                if t.is_valid(g) && !t.value(g) {
-                    *k = false;
-                }
-            }
+        if let Some(k) = may_match(col, op, lit, &mins, &maxes) {
+            keep.iter_mut().zip(k).for_each(|(a, b)| *a &= b);
         }
     }
     Ok(keep)
+}
+
+/// The rows of row group `g` on the pages whose page-index statistics do not rule `pred`
+/// out; `None` when the file has no page index or every page may match. The pages of
+/// different columns have different row ranges: each conjunct selects its column's page
+/// ranges, and the selections intersect.
+fn prune_pages(pred: &Expr, meta: &ArrowReaderMetadata, g: usize) -> Option<RowSelection> {
+    let md = meta.metadata();
+    let (ci, oi) = (md.column_index()?, md.offset_index()?);
+    let rows = md.row_group(g).num_rows() as usize;
+    let mut conjuncts = Vec::new();
+    split_and(pred, &mut conjuncts);
+    let mut out: Option<RowSelection> = None;
+    for c in conjuncts {
+        let Some((col, op, lit)) = as_comparison(c) else {
+            continue;
+        };
+        let Ok(conv) = StatisticsConverter::try_new(col, meta.schema(), meta.parquet_schema())
+        else {
+            continue;
+        };
+        let (Ok(mins), Ok(maxes), Ok(Some(counts))) = (
+            conv.data_page_mins(ci, oi, [&g]),
+            conv.data_page_maxes(ci, oi, [&g]),
+            conv.data_page_row_counts(oi, md.row_groups(), [&g]),
+        ) else {
+            continue;
+        };
+        let Some(keep) = may_match(col, op, lit, &mins, &maxes) else {
+            continue;
+        };
+        if keep.len() != counts.len() || counts.values().iter().sum::<u64>() != rows as u64 {
+            continue;
+        }
+        let mut at = 0;
+        let mut ranges = Vec::new();
+        for (k, &n) in keep.iter().zip(counts.values()) {
+            let n = n as usize;
+            if *k {
+                ranges.push(at..at + n);
+            }
+            at += n;
+        }
+        let sel = RowSelection::from_consecutive_ranges(ranges.into_iter(), rows);
+        out = Some(match out {
+            None => sel,
+            Some(prev) => prev.intersection(&sel),
+        });
+    }
+    out.filter(|s| s.skipped_row_count() > 0)
+}
+
+/// Per statistics entry (row group or page) with minimum `mins` and maximum `maxes`:
+/// whether a value there may satisfy `col OP lit` (missing statistics may). `None` when
+/// the comparison cannot be evaluated on these statistics.
+fn may_match(
+    col: &str,
+    op: &str,
+    lit: &arrow_array::ArrayRef,
+    mins: &arrow_array::ArrayRef,
+    maxes: &arrow_array::ArrayRef,
+) -> Option<Vec<bool>> {
+    let test = |stats: &arrow_array::ArrayRef, op: &str| -> Option<BooleanArray> {
+        let schema = Arc::new(Schema::new(vec![arrow_schema::Field::new(
+            col,
+            stats.data_type().clone(),
+            true,
+        )]));
+        let batch = RecordBatch::try_new(schema.clone(), vec![stats.clone()]).ok()?;
+        let e = Expr::Call(Call {
+            name: op.to_string(),
+            args: vec![Expr::Field(col.to_string()), Expr::Literal(lit.clone())],
+            options: None,
+            span: (0, 0),
+        });
+        let p = bind(&e, &schema, &mut |_, _| Err(Error::Value(String::new()))).ok()?;
+        let m = p.evaluate(&batch).ok()?;
+        Some(arrow_array::cast::AsArray::as_boolean(&m).clone())
+    };
+    let tests: Vec<BooleanArray> = match op {
+        "less" | "less_equal" => vec![test(mins, op)?],
+        "greater" | "greater_equal" => vec![test(maxes, op)?],
+        "equal" => vec![test(mins, "less_equal")?, test(maxes, "greater_equal")?],
+        _ => return None,
+    };
+    let mut keep = vec![true; mins.len()];
+    for t in tests {
+        for (i, k) in keep.iter_mut().enumerate() {
+            // Null (no statistics) keeps the entry.
+            if t.is_valid(i) && !t.value(i) {
+                *k = false;
+            }
+        }
+    }
+    Some(keep)
 }
 
 fn split_and<'a>(e: &'a Expr, out: &mut Vec<&'a Expr>) {
