@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import datetime as dt
 import math
+import re
 from decimal import Decimal
 
 import duckdb
@@ -357,3 +358,8 @@ def test_page_index_skips_pages_the_predicate_rules_out(tmp_path) -> None:
         assert got.equals(ds.dataset(path).to_table(filter=pred)), pred
         scanned = p.last_report.stages[-1].rows_in
         assert scanned <= most, (pred, scanned)
+    # explain() reports what the reader will decode, from the same metadata.
+    p = fb.scan(path).filter((F("k") >= 150_000) & (F("k") < 150_100))
+    m = re.search(r"reads: 1 of 1 row groups, ([\d,]+) of 200,000 rows \(statistics, page index\)",
+                  p.explain())  # fmt: skip
+    assert m and int(m.group(1).replace(",", "")) <= 5_000, p.explain()

@@ -368,27 +368,23 @@ class _Scan(_Node):
         return f"scan {self.desc}"
 
     def source(self, filters: list[pc.Expression]) -> tuple[Any, int | None, str]:
-        """What a run reads under the pushed `filters`: the data (for Parquet, only the row
-        groups whose statistics the filters cannot rule out), the rows that will be read when
-        the metadata tells, and a description of the pruning."""
+        """What a run reads under the pushed `filters`: the data, the rows that will be read
+        when the metadata tells, and a description of the pruning. A Parquet scan asks the
+        executor's reader, which prunes row groups by their statistics and pages by the page
+        index under the filters it evaluates natively."""
         data = self.data
-        # Pruned by the filters pyarrow's statistics can evaluate (no view types).
-        filt = _and([f for f in filters if _evaluates(f, data.schema)])
         if isinstance(data, pa.RecordBatchReader):
             return data, None, ""
-        if isinstance(data, ds.FileSystemDataset) and isinstance(data.format, ds.ParquetFileFormat):
-            frags = list(data.get_fragments())
-            groups = sum(f.num_row_groups for f in frags)
-            rows = sum(rg.num_rows for f in frags for rg in f.row_groups)
-            if filt is None:
+        if self.fmt == "parquet":
+            native = [f for f in filters if not _Expr.of(f).fallbacks(data.schema)]
+            pred = _and(native)
+            core = None if pred is None else _Expr.of(pred).core
+            groups, of_groups, rows, of_rows, pages = fb._core.parquet_reads(self.files, core)
+            if pred is None:
                 return data, rows, f"{groups:,} row groups, {rows:,} rows"
-            kept = [f.subset(filter=filt) for f in data.get_fragments(filter=filt)]
-            kept = [f for f in kept if f.num_row_groups]
-            kept_rows = sum(rg.num_rows for f in kept for rg in f.row_groups)
-            pruned = ds.FileSystemDataset(kept, data.schema, data.format, data.filesystem)
-            note = (f"{sum(f.num_row_groups for f in kept):,} of {groups:,} row groups, "
-                    f"{kept_rows:,} of {rows:,} rows (statistics)")  # fmt: skip
-            return pruned, kept_rows, note
+            how = "statistics, page index" if pages else "statistics"
+            note = f"{groups:,} of {of_groups:,} row groups, {rows:,} of {of_rows:,} rows ({how})"
+            return data, rows, note
         if isinstance(data, ds.InMemoryDataset):
             return data, data.count_rows(), ""
         return data, None, ""

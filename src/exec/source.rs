@@ -389,7 +389,39 @@ pub struct Parquet {
     size: usize,
 }
 
+/// What a Parquet scan will decode, from the metadata alone.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Reads {
+    pub row_groups: usize,
+    pub row_groups_total: usize,
+    /// Rows of the kept row groups, less the pages the page index rules out.
+    pub rows: u64,
+    pub rows_total: u64,
+    /// Whether the page index ruled pages out.
+    pub pages_pruned: bool,
+}
+
 impl Parquet {
+    /// The row groups and rows this scan decodes (after statistics and page-index pruning).
+    pub fn reads(&self) -> Reads {
+        let total = |f: &(PathBuf, ArrowReaderMetadata)| {
+            let md = f.1.metadata();
+            (
+                md.num_row_groups(),
+                md.file_metadata().num_rows().max(0) as u64,
+            )
+        };
+        Reads {
+            row_groups: self.pieces.len(),
+            row_groups_total: self.files.iter().map(|f| total(f).0).sum(),
+            rows: (0..self.pieces.len())
+                .filter_map(|i| self.rows_read(&Input::Piece(i)))
+                .sum(),
+            rows_total: self.files.iter().map(|f| total(f).1).sum(),
+            pages_pruned: self.pages.iter().any(Option::is_some),
+        }
+    }
+
     pub fn new(
         files: Vec<PathBuf>,
         columns: Option<&[String]>,

@@ -151,6 +151,31 @@ fn resolver<'a, 'py>(
     }
 }
 
+/// What a Parquet scan of `files` under the pushed `predicate` decodes, from the metadata
+/// (statistics and page index): `(row groups, of row groups, rows, of rows, pages pruned)`.
+#[pyfunction]
+#[pyo3(signature = (files, predicate=None))]
+pub fn parquet_reads(
+    py: Python<'_>,
+    files: Vec<String>,
+    predicate: Option<Bound<'_, Expression>>,
+) -> PyResult<(usize, usize, u64, u64, bool)> {
+    let pred = predicate.map(|p| p.get().0.root.clone());
+    let files = files.into_iter().map(PathBuf::from).collect();
+    let r = py
+        .detach(|| {
+            guarded(|| Parquet::new(files, None, pred, crate::exec::DEFAULT_MORSEL, &[], &[]))
+        })?
+        .reads();
+    Ok((
+        r.row_groups,
+        r.row_groups_total,
+        r.rows,
+        r.rows_total,
+        r.pages_pruned,
+    ))
+}
+
 /// A running plan; `next()` returns the next `pyarrow.RecordBatch` or `None`.
 #[pyclass(module = "ferrobatch._core", frozen)]
 pub struct Run {

@@ -551,6 +551,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<JoinBuild>()?;
     m.add_class::<exec::Expression>()?;
     m.add_class::<exec::Run>()?;
+    m.add_function(wrap_pyfunction!(exec::parquet_reads, m)?)?;
     m.add_function(wrap_pyfunction!(set_num_threads, m)?)?;
     m.add_function(wrap_pyfunction!(get_num_threads, m)?)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
