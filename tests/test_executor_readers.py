@@ -19,6 +19,7 @@ import pyarrow.parquet as pq
 import pytest
 
 import ferrobatch as fb
+from ferrobatch.pipeline import _plan, _Run
 
 F = pc.field
 N = 5_000
@@ -237,8 +238,7 @@ line",1970-01-02,1969-12-31 23:59:59,,
 
 def test_csv_reader_equals_pyarrow(tmp_path) -> None:
     """Same inferred types and values as pyarrow (its null values in non-string columns,
-    strings never null, quoting, multi-line fields); files with types the Rust reader does
-    not parse like pyarrow (booleans from 1 / 0) go through pyarrow and agree too."""
+    strings never null, quoting, multi-line fields, booleans from its true / false values)."""
     a, b = tmp_path / "a.csv", tmp_path / "b.csv"
     a.write_text(CSV)
     b.write_text(CSV.replace("\n8,", "\n9,"))
@@ -249,8 +249,21 @@ def test_csv_reader_equals_pyarrow(tmp_path) -> None:
         assert fb.scan(source).group_by([], {"n": (None, "size")}).collect()["n"][0].as_py() \
             == want.num_rows  # fmt: skip
     bools = tmp_path / "bools.csv"
-    bools.write_text("b,c\ntrue,1\n0,2\nFalse,\n")
-    same(fb.scan(bools).collect(), ds.dataset(bools, format="csv").to_table())
+    bools.write_text("b,c\ntrue,1\n0,2\nFalse,\nN/A,4\nTRUE,5\n1,6\nfalse,7\n")
+    want = ds.dataset(bools, format="csv").to_table()
+    assert want.schema.field("b").type == pa.bool_()
+    same(fb.scan(bools).collect(), want)
+    node = fb.scan(bools)._node
+    assert node.lower(_plan(node), _Run(), ())[0][0] == "csv"  # the Rust reader
+    # pyarrow infers from the first block (1 MB); a later value that is no bool is an error
+    # for both readers.
+    bad = tmp_path / "bad.csv"
+    bad.write_text("b,c\n" + "true,1\n" * 200_000 + "yes,2\n")
+    assert ds.dataset(bad, format="csv").schema.field("b").type == pa.bool_()
+    with pytest.raises(pa.ArrowInvalid):
+        ds.dataset(bad, format="csv").to_table()
+    with pytest.raises(ValueError, match="'b'.*bool.*'yes'|bool.*yes"):
+        fb.scan(bad).collect()
 
 
 def test_projection_shares_common_sub_expressions() -> None:

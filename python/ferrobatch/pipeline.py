@@ -562,9 +562,8 @@ _STRINGS = (pa.string(), pa.large_string(), pa.string_view())
 
 def _csv_native(t: pa.DataType) -> bool:
     """Column types the executor's CSV reader parses exactly as pyarrow does (tested); a file
-    with any other inferred type (booleans, which pyarrow also reads from 1 / 0; time zones;
-    decimals) is read by pyarrow."""
-    return t in (pa.int64(), pa.float64(), pa.date32(), pa.null(), *_STRINGS) or (
+    with any other inferred type (timestamps with a time zone) is read by pyarrow."""
+    return t in (pa.int64(), pa.float64(), pa.bool_(), pa.date32(), pa.null(), *_STRINGS) or (
         pa.types.is_timestamp(t) and t.tz is None
     )
 

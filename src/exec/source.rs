@@ -218,10 +218,14 @@ impl Source for Ipc {
 /// readers give the same types), and pyarrow's null rule: in non-string columns the values of
 /// pyarrow's default `null_values` are null; string columns are never null (pyarrow's
 /// `strings_can_be_null=False`). arrow-csv has one null rule per reader, so string and other
-/// columns are read by two readers in lockstep over the same lines and zipped.
+/// columns are read by two readers in lockstep over the same lines and zipped. Booleans are
+/// read as text and parsed with pyarrow's `true_values` / `false_values`, which arrow-csv's
+/// parser does not share.
 pub struct Csv {
     schema: SchemaRef,
     file_schema: SchemaRef,
+    /// `file_schema` with booleans as strings: what arrow-csv parses.
+    read_schema: SchemaRef,
     files: std::vec::IntoIter<PathBuf>,
     readers: Vec<arrow_csv::reader::BufReader<std::io::BufReader<File>>>,
     path: PathBuf,
@@ -229,6 +233,22 @@ pub struct Csv {
     groups: Vec<Vec<usize>>,
     layout: Vec<(usize, usize)>,
     size: usize,
+}
+
+/// Text as pyarrow's CSV reader converts it to bool (its default `true_values` and
+/// `false_values`); the first other value is the error.
+fn csv_bool(a: &arrow_array::ArrayRef) -> std::result::Result<arrow_array::ArrayRef, String> {
+    let s = arrow_array::cast::AsArray::as_string::<i32>(a);
+    let out: BooleanArray = s
+        .iter()
+        .map(|v| match v {
+            None => Ok(None),
+            Some("1" | "True" | "TRUE" | "true") => Ok(Some(true)),
+            Some("0" | "False" | "FALSE" | "false") => Ok(Some(false)),
+            Some(v) => Err(v.to_string()),
+        })
+        .collect::<std::result::Result<_, _>>()?;
+    Ok(Arc::new(out))
 }
 
 /// pyarrow's default CSV `null_values`, as one anchored pattern.
@@ -275,9 +295,20 @@ impl Csv {
                 )
             })
             .collect();
+        let read_schema = Arc::new(Schema::new(
+            file_schema
+                .fields()
+                .iter()
+                .map(|f| match f.data_type() {
+                    DataType::Boolean => f.as_ref().clone().with_data_type(DataType::Utf8),
+                    _ => f.as_ref().clone(),
+                })
+                .collect::<Vec<_>>(),
+        ));
         Ok(Csv {
             schema: Arc::new(file_schema.project(&projection)?),
             file_schema,
+            read_schema,
             files: files.into_iter(),
             readers: Vec::new(),
             path: PathBuf::new(),
@@ -298,7 +329,7 @@ impl Csv {
                 self.file_schema.field(g[0]).data_type(),
                 DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View
             );
-            let r = arrow_csv::ReaderBuilder::new(self.file_schema.clone())
+            let r = arrow_csv::ReaderBuilder::new(self.read_schema.clone())
                 .with_header(true)
                 .with_batch_size(self.size)
                 .with_projection(g.clone())
@@ -358,8 +389,21 @@ impl Source for Csv {
             let cols = self
                 .layout
                 .iter()
-                .map(|&(g, c)| parts[g].column(c).clone())
-                .collect();
+                .zip(self.schema.fields())
+                .map(|(&(g, c), f)| {
+                    let a = parts[g].column(c).clone();
+                    match f.data_type() {
+                        DataType::Boolean => csv_bool(&a).map_err(|v| {
+                            Error::Value(format!(
+                                "{path}: column {:?}: CSV conversion error to bool: invalid \
+                                 value {v:?}",
+                                f.name()
+                            ))
+                        }),
+                        _ => Ok(a),
+                    }
+                })
+                .collect::<Result<Vec<_>>>()?;
             let opts = arrow_array::RecordBatchOptions::new().with_row_count(Some(rows));
             out.push(Input::Batch(RecordBatch::try_new_with_options(
                 self.schema.clone(),
