@@ -367,6 +367,10 @@ class _Scan(_Node):
     def label(self) -> str:
         return f"scan {self.desc}"
 
+    def native(self, filters: list[pc.Expression]) -> list[pc.Expression]:
+        """The pushed `filters` the executor's Parquet reader evaluates itself."""
+        return [f for f in filters if not _Expr.of(f).fallbacks(self.data.schema)]
+
     def source(self, filters: list[pc.Expression]) -> tuple[Any, int | None, str]:
         """What a run reads under the pushed `filters`: the data, the rows that will be read
         when the metadata tells, and a description of the pruning. A Parquet scan asks the
@@ -376,8 +380,7 @@ class _Scan(_Node):
         if isinstance(data, pa.RecordBatchReader):
             return data, None, ""
         if self.fmt == "parquet":
-            native = [f for f in filters if not _Expr.of(f).fallbacks(data.schema)]
-            pred = _and(native)
+            pred = _and(self.native(filters))
             core = None if pred is None else _Expr.of(pred).core
             groups, of_groups, rows, of_rows, pages = fb._core.parquet_reads(self.files, core)
             if pred is None:
@@ -401,7 +404,7 @@ class _Scan(_Node):
         label, size = self.label(), self.batch_size
         data = self.data
         if self.fmt == "parquet":
-            native = [f for f in pushed if not _Expr.of(f).fallbacks(data.schema)]
+            native = self.native(pushed)
             rest = [f for f in pushed if not any(f is g for g in native)]
             top = plan.top.get(id(self))
             need = set(plan.need.get(id(top), cols)) if top is not None else set(cols)
@@ -621,12 +624,14 @@ def _narrow_decimals(
     decimal64 — read without widening, half the bytes through every operator — because
     nothing but Rust reads them: native expressions (pushed, filters, with_columns) and
     ``sum`` / ``mean`` aggregates. A column that reaches the chain's output, a group-by key,
-    any other aggregate or an expression pyarrow evaluates keeps its declared type."""
+    any other aggregate or an expression pyarrow evaluates keeps its declared type. The
+    `pushed` filters are the ones the reader evaluates natively."""
     schema = scan.schema
     read = set(out).union(*(_columns_of(f, schema) for f in pushed))
-    names = {
-        c: c for c in out if pa.types.is_decimal128(t := schema.field(c).type) and t.precision <= 18
+    narrow = {
+        c for c in read if pa.types.is_decimal128(t := schema.field(c).type) and t.precision <= 18
     }
+    names = {c: c for c in out if c in narrow}
     unsafe: set[str] = set()  # originals some consumer needs as decimal128
 
     def consumed(e: pc.Expression, schema: pa.Schema) -> None:
@@ -634,8 +639,6 @@ def _narrow_decimals(
         if x.fallbacks(_unview_schema(schema)):
             unsafe.update(names[c] for c in x.columns if c in names)
 
-    for f in pushed:
-        consumed(f, schema)
     for node in above:
         if isinstance(node, _Filter):
             consumed(node.expr, node.inputs[0].schema)
@@ -664,14 +667,7 @@ def _narrow_decimals(
         else:
             break
     unsafe.update(names.values())  # reach the output
-    return [
-        c
-        for c in scan.schema.names
-        if c in read
-        and pa.types.is_decimal128(t := scan.schema.field(c).type)
-        and t.precision <= 18
-        and c not in unsafe
-    ]
+    return [c for c in scan.schema.names if c in narrow and c not in unsafe]
 
 
 def _run_lowered(node: _Node, run: _Run, plan: _Plan) -> Iterator[pa.RecordBatch]:

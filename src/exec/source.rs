@@ -519,7 +519,7 @@ impl Parquet {
                 }
             }
             let keep = match &predicate {
-                Some(p) => prune(p, m)?,
+                Some(p) => prune(p, m),
                 None => vec![true; m.metadata().num_row_groups()],
             };
             for (g, _) in keep.into_iter().enumerate().filter(|(_, k)| *k) {
@@ -845,20 +845,10 @@ fn read_error(path: &std::path::Path, e: parquet::errors::ParquetError) -> Error
 /// Which row groups of a file the predicate may select: each conjunct `column OP literal`
 /// (either way round) is evaluated on the row groups' minima or maxima; a row group is
 /// skipped when one conjunct is false there. Anything else keeps the row group.
-fn prune(pred: &Expr, meta: &ArrowReaderMetadata) -> Result<Vec<bool>> {
-    let groups = meta.metadata().num_row_groups();
-    let mut keep = vec![true; groups];
-    let mut conjuncts = Vec::new();
-    split_and(pred, &mut conjuncts);
-    for c in conjuncts {
-        let Some((col, op, lit)) = as_comparison(c) else {
-            continue;
-        };
-        let Ok(conv) = StatisticsConverter::try_new(col, meta.schema(), meta.parquet_schema())
-        else {
-            continue;
-        };
-        let rgs = meta.metadata().row_groups();
+fn prune(pred: &Expr, meta: &ArrowReaderMetadata) -> Vec<bool> {
+    let mut keep = vec![true; meta.metadata().num_row_groups()];
+    let rgs = meta.metadata().row_groups();
+    for (col, op, lit, conv) in comparisons(pred, meta) {
         let (Ok(mins), Ok(maxes)) = (
             conv.row_group_mins(rgs.iter()),
             conv.row_group_maxes(rgs.iter()),
@@ -869,7 +859,7 @@ fn prune(pred: &Expr, meta: &ArrowReaderMetadata) -> Result<Vec<bool>> {
             keep.iter_mut().zip(k).for_each(|(a, b)| *a &= b);
         }
     }
-    Ok(keep)
+    keep
 }
 
 /// The rows of row group `g` on the pages whose page-index statistics do not rule `pred`
@@ -880,17 +870,8 @@ fn prune_pages(pred: &Expr, meta: &ArrowReaderMetadata, g: usize) -> Option<RowS
     let md = meta.metadata();
     let (ci, oi) = (md.column_index()?, md.offset_index()?);
     let rows = md.row_group(g).num_rows() as usize;
-    let mut conjuncts = Vec::new();
-    split_and(pred, &mut conjuncts);
     let mut out: Option<RowSelection> = None;
-    for c in conjuncts {
-        let Some((col, op, lit)) = as_comparison(c) else {
-            continue;
-        };
-        let Ok(conv) = StatisticsConverter::try_new(col, meta.schema(), meta.parquet_schema())
-        else {
-            continue;
-        };
+    for (col, op, lit, conv) in comparisons(pred, meta) {
         let (Ok(mins), Ok(maxes), Ok(Some(counts))) = (
             conv.data_page_mins(ci, oi, [&g]),
             conv.data_page_maxes(ci, oi, [&g]),
@@ -920,6 +901,30 @@ fn prune_pages(pred: &Expr, meta: &ArrowReaderMetadata, g: usize) -> Option<RowS
         });
     }
     out.filter(|s| s.skipped_row_count() > 0)
+}
+
+/// The conjuncts of `pred` that are `column OP literal` (either way round) over a column
+/// the file has statistics for, with that column's statistics converter.
+fn comparisons<'a>(
+    pred: &'a Expr,
+    meta: &'a ArrowReaderMetadata,
+) -> Vec<(
+    &'a str,
+    &'static str,
+    &'a arrow_array::ArrayRef,
+    StatisticsConverter<'a>,
+)> {
+    let mut conjuncts = Vec::new();
+    split_and(pred, &mut conjuncts);
+    conjuncts
+        .into_iter()
+        .filter_map(|c| {
+            let (col, op, lit) = as_comparison(c)?;
+            let conv =
+                StatisticsConverter::try_new(col, meta.schema(), meta.parquet_schema()).ok()?;
+            Some((col, op, lit, conv))
+        })
+        .collect()
 }
 
 /// Per statistics entry (row group or page) with minimum `mins` and maximum `maxes`:

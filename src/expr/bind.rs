@@ -569,18 +569,9 @@ fn native(call: &Call, mut args: Vec<Phys>) -> Option<Phys> {
             let b = args.pop()?;
             let a = args.pop()?;
             let c = cast(args.pop()?, &Boolean)?;
-            let t = types::common(&a.ty, &b.ty)?;
-            // pyarrow does not align decimals of different scales here: it raises; and it
-            // keeps dictionaries as dictionaries.
-            let dict = |p: &Phys| matches!(p.out, Dictionary(..));
-            if !plain(&t)
-                || types::is_decimal(&t) && (a.ty != t || b.ty != t)
-                || dict(&a)
-                || dict(&b)
-            {
-                return None;
-            }
-            let (a, b) = (cast(a, &t)?, cast(b, &t)?);
+            let (mut ab, t) = choices(vec![a, b])?;
+            let b = ab.pop()?;
+            let a = ab.pop()?;
             Some(Phys {
                 node: Node::IfElse(bx(c), bx(a), bx(b)),
                 ty: t.clone(),
@@ -588,20 +579,7 @@ fn native(call: &Call, mut args: Vec<Phys>) -> Option<Phys> {
             })
         }
         ("coalesce", n) if n >= 1 => {
-            let mut t = args[0].ty.clone();
-            for a in &args[1..] {
-                t = types::common(&t, &a.ty)?;
-            }
-            if !plain(&t)
-                || types::is_decimal(&t) && args.iter().any(|a| a.ty != t)
-                || args.iter().any(|a| matches!(a.out, Dictionary(..)))
-            {
-                return None;
-            }
-            let args = args
-                .into_iter()
-                .map(|a| cast(a, &t))
-                .collect::<Option<Vec<_>>>()?;
+            let (args, t) = choices(args)?;
             Some(Phys {
                 node: Node::Coalesce(args),
                 ty: t.clone(),
@@ -739,43 +717,49 @@ fn plain_string(a: Phys) -> Option<Phys> {
 }
 
 /// `case_when` of bound conditions and values (one more value than conditions: the else).
-fn case_when(conds: Vec<Phys>, mut values: Vec<Phys>) -> Option<Phys> {
-    use DataType::*;
+fn case_when(conds: Vec<Phys>, values: Vec<Phys>) -> Option<Phys> {
     if values.len() < conds.len() || values.len() > conds.len() + 1 || values.is_empty() {
         return None;
     }
-    let mut t = values[0].ty.clone();
+    let conds = conds
+        .into_iter()
+        .map(|c| cast(c, &DataType::Boolean))
+        .collect::<Option<Vec<_>>>()?;
+    let (mut values, t) = choices(values)?;
+    let otherwise = (values.len() > conds.len()).then(|| values.pop()).flatten();
+    Some(Phys {
+        node: Node::CaseWhen {
+            conds,
+            values,
+            otherwise: otherwise.map(bx),
+        },
+        ty: t.clone(),
+        out: t,
+    })
+}
+
+/// The values one of which `if_else` / `coalesce` / `case_when` picks per row, cast to their
+/// common type (returned). `None` where pyarrow's result differs from a plain common-type
+/// pick: nested, view or dictionary results (pyarrow keeps dictionaries as dictionaries) and
+/// decimals of different precision or scale (pyarrow raises rather than align them).
+fn choices(values: Vec<Phys>) -> Option<(Vec<Phys>, DataType)> {
+    let mut t = values.first()?.ty.clone();
     for v in &values[1..] {
         t = types::common(&t, &v.ty)?;
     }
     if !plain(&t)
         || types::is_decimal(&t) && values.iter().any(|v| v.ty != t)
-        || values.iter().any(|v| matches!(v.out, Dictionary(..)))
+        || values
+            .iter()
+            .any(|v| matches!(v.out, DataType::Dictionary(..)))
     {
         return None;
     }
-    let conds = conds
-        .into_iter()
-        .map(|c| cast(c, &Boolean))
-        .collect::<Option<Vec<_>>>()?;
-    let otherwise = (values.len() > conds.len()).then(|| values.pop());
     let values = values
         .into_iter()
         .map(|v| cast(v, &t))
         .collect::<Option<Vec<_>>>()?;
-    let otherwise = match otherwise.flatten() {
-        Some(o) => Some(bx(cast(o, &t)?)),
-        None => None,
-    };
-    Some(Phys {
-        node: Node::CaseWhen {
-            conds,
-            values,
-            otherwise,
-        },
-        ty: t.clone(),
-        out: t,
-    })
+    Some((values, t))
 }
 
 /// Types `if_else` / `coalesce` produce here: no nested, view or dictionary types.

@@ -438,64 +438,45 @@ where
     Ok(Arc::new(a.with_precision_and_scale(p, s)?))
 }
 
-/// A decimal -> decimal cast that keeps the scale needs no arithmetic: a wider precision
-/// only relabels the values (or widens them to 128 bits), a narrower one checks that every
-/// valid value fits (one vectorized pass). `None` (cast by arrow, which also words the
-/// error) for any other cast or a value that does not fit.
+/// A decimal -> decimal128 cast that keeps the scale needs no arithmetic: a wider precision
+/// only relabels the values (or widens decimal64 ones to 128 bits), a narrower one checks
+/// that every valid value fits (one vectorized pass). `None` (cast by arrow, which also
+/// words the error) for any other cast or a value that does not fit.
 fn rescale_free_cast(a: &ArrayRef, to: &DataType) -> Option<ArrayRef> {
-    let ((p1, s1), (p2, s2)) = (decimal_type(a.data_type())?, decimal_type(to)?);
+    let (p1, s1) = decimal_type(a.data_type())?;
+    let &DataType::Decimal128(p2, s2) = to else {
+        return None;
+    };
     if s1 != s2 || p2 > 38 || p2 == 0 {
         return None;
     }
-    macro_rules! go {
-        ($from:ty) => {{
-            let d = a.as_primitive::<$from>();
-            if p2 < p1 {
-                let max = 10i128.pow(u32::from(p2)) - 1;
-                let fits = |v: i128| (-max..=max).contains(&v);
-                let ok = match d.nulls() {
-                    None => d.values().iter().fold(true, |ok, &v| ok & fits(v.into())),
-                    Some(n) => d
-                        .values()
-                        .iter()
-                        .zip(n.iter())
-                        .all(|(&v, valid)| !valid || fits(v.into())),
-                };
-                if !ok {
-                    return None;
-                }
-            }
-            let out: ArrayRef = match (a.data_type(), to) {
-                (DataType::Decimal64(..), DataType::Decimal64(..)) => Arc::new(
-                    a.as_primitive::<Decimal64Type>()
-                        .clone()
-                        .with_precision_and_scale(p2, s2)
-                        .ok()?,
-                ),
-                (DataType::Decimal128(..), DataType::Decimal128(..)) => Arc::new(
-                    a.as_primitive::<Decimal128Type>()
-                        .clone()
-                        .with_precision_and_scale(p2, s2)
-                        .ok()?,
-                ),
-                (_, DataType::Decimal64(..)) => Arc::new(
-                    d.unary::<_, Decimal64Type>(|v| i128::from(v) as i64)
-                        .with_precision_and_scale(p2, s2)
-                        .ok()?,
-                ),
-                _ => Arc::new(
-                    d.unary::<_, Decimal128Type>(i128::from)
-                        .with_precision_and_scale(p2, s2)
-                        .ok()?,
-                ),
-            };
-            Some(out)
-        }};
-    }
-    match a.data_type() {
-        DataType::Decimal128(..) => go!(Decimal128Type),
-        DataType::Decimal64(..) => go!(Decimal64Type),
-        _ => None,
+    let out = match a.data_type() {
+        DataType::Decimal64(..) => {
+            let d = a.as_primitive::<Decimal64Type>();
+            (p2 >= p1 || all_fit(d, p2)).then(|| d.unary::<_, Decimal128Type>(i128::from))?
+        }
+        _ => {
+            let d = a.as_primitive::<Decimal128Type>();
+            (p2 >= p1 || all_fit(d, p2)).then(|| d.clone())?
+        }
+    };
+    Some(Arc::new(out.with_precision_and_scale(p2, s2).ok()?))
+}
+
+/// Whether every valid value of `d` has at most `p` digits.
+fn all_fit<T: ArrowPrimitiveType>(d: &PrimitiveArray<T>, p: u8) -> bool
+where
+    T::Native: Into<i128>,
+{
+    let max = 10i128.pow(u32::from(p)) - 1;
+    let fits = |v: T::Native| (-max..=max).contains(&v.into());
+    match d.nulls() {
+        None => d.values().iter().fold(true, |ok, &v| ok & fits(v)),
+        Some(n) => d
+            .values()
+            .iter()
+            .zip(n.iter())
+            .all(|(&v, valid)| !valid || fits(v)),
     }
 }
 
