@@ -68,21 +68,6 @@ class GroupByState:
     @property
     def num_groups(self) -> int: ...
 
-class JoinBuild:
-    def __init__(
-        self,
-        left_schema: pa.Schema,
-        right: Any,
-        left_on: Sequence[str],
-        right_on: Sequence[str],
-        how: str,
-        suffix: str,
-        nulls_equal: bool,
-    ) -> None: ...
-    def probe(self, left: Any) -> pa.Table: ...
-    @property
-    def num_keys(self) -> int: ...
-
 # A sub-expression pyarrow evaluates: (start, end, input schema) -> (type, evaluate(batch)).
 Resolve = Callable[[int, int, pa.Schema], tuple[pa.DataType, Callable[[pa.RecordBatch], pa.Array]]]
 

@@ -751,17 +751,18 @@ def _lower(
             source = ("filter", "", source, _Expr.of(f).spec())
         return source
     entries.append((node, True))
-    child = node.inputs[0]
-    if child.lowers and id(child) not in plan.reuse:
-        inner = _lower(child, run, plan, entries, (node, *above))
-    else:
-        # An input Python runs (a join, a sort, a shared sub-plan) streams in.
+    inner = []
+    for child in node.inputs:
+        if child.lowers and id(child) not in plan.reuse:
+            inner.append(_lower(child, run, plan, entries, (node, *above)))
+            continue
+        # An input Python runs (a sort, a shared sub-plan) streams in.
         cols = _needed(child, plan)
         schema = _select(child.schema, cols)
         batches = run.keeping_errors(b.select(cols) for b in _execute(child, run, plan))
         entries.append((None, True))
-        inner = ("stream", "", pa.RecordBatchReader.from_batches(schema, batches), None)
-    return node.lower(plan, inner)
+        inner.append(("stream", "", pa.RecordBatchReader.from_batches(schema, batches), None))
+    return node.lower(plan, inner[0] if len(inner) == 1 else tuple(inner))
 
 
 def _stream_python(node: _Node, run: _Run, plan: _Plan) -> Iterator[pa.RecordBatch]:
@@ -1012,9 +1013,9 @@ class _DedupFirst(_Node):
 
 
 class _Join(_Node):
-    """inner / left / semi / anti: the right side is built once (:class:`fb._core.JoinBuild`,
-    a hash table of its keys) and every left batch is probed as it arrives, so the output
-    streams in left order. right / outer / cross joins materialize both sides."""
+    """A join on the executor: one side is built once (the right one; the left one for a
+    right join, so that the output follows the right order) and the other side's batches
+    probe it in parallel as they arrive. An outer join's unmatched right rows come last."""
 
     kernel = True
 
@@ -1064,22 +1065,15 @@ class _Join(_Node):
         left |= right & set(self.inputs[0].schema.names)
         return [left, right]
 
-    def run(self, run: _Run, plan: _Plan, stats: StageStats) -> Iterator[pa.RecordBatch]:
-        left, right = self.inputs
+    lowers = True
+
+    def lower(self, plan: _Plan, inner: tuple) -> tuple:
+        left, right = inner
         lcols, rcols = (_needed(n, plan) for n in self.inputs)
-        r = pa.Table.from_batches([b.select(rcols) for b in _execute(right, run, plan)],
-                                  schema=_select(right.schema, rcols))  # fmt: skip
-        lschema = _select(left.schema, lcols)
-        if self.kw["how"] in ("inner", "left", "semi", "anti"):
-            lo, ro = self.keys
-            build = fb._core.JoinBuild(lschema, r, lo, ro, self.kw["how"], self.kw["suffix"],
-                                       self.kw["nulls_equal"])  # fmt: skip
-            for b in _execute(left, run, plan):
-                yield from build.probe(b.select(lcols)).to_batches()
-            return
-        lt = pa.Table.from_batches([b.select(lcols) for b in _execute(left, run, plan)],
-                                   schema=lschema)  # fmt: skip
-        yield from self._join(lt, r).to_batches()
+        lo, ro = self.keys
+        kw = self.kw
+        return ("join", self.label(), left, right, lcols, rcols, list(lo), list(ro), kw["how"],
+                kw["suffix"], kw["nulls_equal"])  # fmt: skip
 
 
 def _needed(node: _Node, plan: _Plan) -> list[str]:

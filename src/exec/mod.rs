@@ -16,8 +16,8 @@
 
 pub mod source;
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
 use arrow_array::{Array, ArrayRef, RecordBatch};
@@ -28,6 +28,9 @@ use crate::error::Result;
 use crate::expr::bind::Phys;
 use crate::group_by::GroupByOptions;
 use crate::group_by::stream::GroupByState;
+use crate::join::JoinOptions;
+use crate::join::stream::JoinBuild;
+use crate::table::Table;
 use source::{Batches, Source};
 
 /// A Python callback over one batch (`map_batches`), behind the bindings.
@@ -70,6 +73,14 @@ pub enum Plan {
         restore: Vec<(String, DataType)>,
         schema: SchemaRef,
     },
+    /// A hash join: the build side ([`JoinBuild::builds_left`]) runs to its end first, then
+    /// the other side's morsels probe it in parallel.
+    Join {
+        left: Box<Plan>,
+        right: Box<Plan>,
+        opts: JoinOptions,
+        schema: SchemaRef,
+    },
 }
 
 impl Plan {
@@ -79,7 +90,8 @@ impl Plan {
             Plan::Filter { input, .. } | Plan::Head { input, .. } => input.schema(),
             Plan::Project { schema, .. }
             | Plan::MapBatches { schema, .. }
-            | Plan::GroupBy { schema, .. } => schema.clone(),
+            | Plan::GroupBy { schema, .. }
+            | Plan::Join { schema, .. } => schema.clone(),
         }
     }
 
@@ -98,6 +110,36 @@ impl Plan {
             columns: columns.into_iter().map(|(_, c)| c).collect(),
             schema: Arc::new(Schema::new(fields)),
         })
+    }
+
+    /// A join of `left` and `right`; its output schema computed from theirs.
+    pub fn join(left: Plan, right: Plan, opts: JoinOptions) -> Result<Plan> {
+        let schema = crate::join::output_schema(&left.schema(), &right.schema(), &opts)?;
+        Ok(Plan::Join {
+            left: Box::new(left),
+            right: Box::new(right),
+            opts,
+            schema,
+        })
+    }
+
+    /// `input`'s columns `names`, in that order.
+    pub fn select(input: Plan, names: &[String]) -> Result<Plan> {
+        let schema = input.schema();
+        if schema.fields().len() == names.len()
+            && schema
+                .fields()
+                .iter()
+                .zip(names)
+                .all(|(f, n)| f.name() == n)
+        {
+            return Ok(input);
+        }
+        let columns = names
+            .iter()
+            .map(|n| Ok((n.clone(), Column::Input(schema.index_of(n)?))))
+            .collect::<Result<Vec<_>>>()?;
+        Plan::project(input, columns)
     }
 
     /// A group-by of `input`; its output schema from the aggregation state (no data read),
@@ -176,21 +218,30 @@ impl Runner for InPool {
 
 /// A per-batch operator.
 trait Operator: Send + Sync {
-    /// The operator applied to one batch; `None` when no row remains.
-    fn push(&self, batch: RecordBatch) -> Result<Option<RecordBatch>>;
+    /// The operator applied to one batch: its output batches (none when no row remains).
+    fn push(&self, batch: RecordBatch) -> Result<Vec<RecordBatch>>;
+
+    /// Batches due once the input is exhausted (an outer join's unmatched build rows).
+    fn finish(&self) -> Result<Vec<RecordBatch>> {
+        Ok(Vec::new())
+    }
 }
 
 struct FilterOp(Phys);
 
 impl Operator for FilterOp {
-    fn push(&self, batch: RecordBatch) -> Result<Option<RecordBatch>> {
+    fn push(&self, batch: RecordBatch) -> Result<Vec<RecordBatch>> {
         let mask = self.0.evaluate(&batch)?;
         let mask = arrow_array::cast::AsArray::as_boolean(&mask);
         if mask.true_count() == batch.num_rows() && mask.null_count() == 0 {
-            return Ok(Some(batch));
+            return Ok(vec![batch]);
         }
         let out = arrow_select::filter::filter_record_batch(&batch, mask)?;
-        Ok((out.num_rows() > 0).then_some(out))
+        Ok(if out.num_rows() > 0 {
+            vec![out]
+        } else {
+            vec![]
+        })
     }
 }
 
@@ -200,7 +251,7 @@ struct ProjectOp {
 }
 
 impl Operator for ProjectOp {
-    fn push(&self, batch: RecordBatch) -> Result<Option<RecordBatch>> {
+    fn push(&self, batch: RecordBatch) -> Result<Vec<RecordBatch>> {
         let mut memo = crate::expr::eval::Memo::default();
         let cols: Vec<ArrayRef> = self
             .columns
@@ -211,11 +262,75 @@ impl Operator for ProjectOp {
             })
             .collect::<Result<_>>()?;
         let opts = arrow_array::RecordBatchOptions::new().with_row_count(Some(batch.num_rows()));
-        Ok(Some(RecordBatch::try_new_with_options(
+        Ok(vec![RecordBatch::try_new_with_options(
             self.schema.clone(),
             cols,
             &opts,
-        )?))
+        )?])
+    }
+}
+
+/// The probe side of a join: each batch joined with the build side, made before the first
+/// probe (see [`Pending`]).
+struct ProbeOp(Arc<OnceLock<JoinBuild>>);
+
+impl ProbeOp {
+    fn built(&self) -> &JoinBuild {
+        self.0
+            .get()
+            .expect("the build side is made before the first probe")
+    }
+}
+
+fn nonempty(t: Table) -> Vec<RecordBatch> {
+    t.batches.into_iter().filter(|b| b.num_rows() > 0).collect()
+}
+
+impl Operator for ProbeOp {
+    fn push(&self, batch: RecordBatch) -> Result<Vec<RecordBatch>> {
+        let t = Table {
+            schema: batch.schema(),
+            batches: vec![batch],
+        };
+        Ok(nonempty(self.built().probe(&t)?))
+    }
+
+    fn finish(&self) -> Result<Vec<RecordBatch>> {
+        Ok(self.built().finish()?.map(nonempty).unwrap_or_default())
+    }
+}
+
+/// A join's build side, still to run: its chain is drained and built before the probing
+/// chain claims its first input.
+struct Pending {
+    chain: Box<Chain>,
+    probe_schema: SchemaRef,
+    opts: JoinOptions,
+    cell: Arc<OnceLock<JoinBuild>>,
+    stats: Arc<Stats>,
+}
+
+impl Pending {
+    fn run(mut self, runner: &dyn Runner) -> Result<()> {
+        let mut batches = Vec::new();
+        while let Some(bs) = self.chain.wave(&Ok, runner)? {
+            batches.extend(bs);
+        }
+        let table = Table::try_new(self.chain.schema(), batches)?;
+        let t = Instant::now();
+        let (mut table, mut built) = (Some(table), None);
+        runner.parallel(&mut || {
+            let table = table.take().expect("built once");
+            built = Some(JoinBuild::new(
+                self.probe_schema.clone(),
+                table,
+                self.opts.clone(),
+            )?);
+            Ok(())
+        })?;
+        self.stats.record(0, None, t);
+        let _ = self.cell.set(built.expect("built above"));
+        Ok(())
     }
 }
 
@@ -240,6 +355,36 @@ enum Start {
         schema: SchemaRef,
         stats: Arc<Stats>,
     },
+}
+
+/// `batches` through the per-batch operators `stages`, in order.
+fn through(
+    stages: &[Stage<Box<dyn Operator>>],
+    mut batches: Vec<RecordBatch>,
+) -> Result<Vec<RecordBatch>> {
+    for stage in stages {
+        if batches.is_empty() {
+            break;
+        }
+        let mut next = Vec::with_capacity(batches.len());
+        for b in batches {
+            crate::cancel::point();
+            let t = Instant::now();
+            let rows = b.num_rows();
+            let out = stage.op.push(b)?;
+            stage.stats.record(rows, None, t);
+            for o in &out {
+                stage
+                    .stats
+                    .rows_out
+                    .fetch_add(o.num_rows() as u64, Ordering::Relaxed);
+                stage.stats.batches.fetch_add(1, Ordering::Relaxed);
+            }
+            next.extend(out);
+        }
+        batches = next;
+    }
+    Ok(batches)
 }
 
 /// `batches` with every column cast to `schema`'s type where they differ.
@@ -280,6 +425,8 @@ struct Chain {
     out_schema: SchemaRef,
     /// Inputs claimed per wave per thread.
     wave: usize,
+    /// Join build sides to make before the first input is claimed.
+    builds: Vec<Pending>,
 }
 
 /// Inputs per wave per thread when the output streams: enough to keep every thread busy
@@ -299,6 +446,9 @@ impl Chain {
         self.wave = if head { STREAMING_WAVE } else { wave };
         if let Start::GroupBy { input, .. } = &mut self.start {
             input.set_wave(STREAMING_WAVE);
+        }
+        for b in &mut self.builds {
+            b.chain.set_wave(COLLECTING_WAVE);
         }
     }
 
@@ -322,6 +472,9 @@ impl Chain {
             let out = restore(run_group_by(input, options.clone(), stats, runner)?, schema)?;
             self.start = Start::Source(Box::new(Batches::new(schema.clone(), out, self.size)));
         }
+        for b in std::mem::take(&mut self.builds) {
+            b.run(runner)?;
+        }
         let Start::Source(source) = &mut self.start else {
             unreachable!("started above")
         };
@@ -331,7 +484,22 @@ impl Chain {
         self.source_stats.record(0, None, claimed);
         if inputs.is_empty() {
             self.done = true;
-            return Ok(None);
+            // Operators with output due at the end (an outer join), in chain order.
+            let mut out = Vec::new();
+            for i in 0..self.parallel.len() {
+                let t = Instant::now();
+                let tail_out = self.parallel[i].op.finish()?;
+                let rows: usize = tail_out.iter().map(|b| b.num_rows()).sum();
+                self.parallel[i]
+                    .stats
+                    .record(0, Some(rows).filter(|&r| r > 0), t);
+                for b in through(&self.parallel[i + 1..], tail_out)? {
+                    for b in self.serial_push(b)? {
+                        out.push(tail(b)?);
+                    }
+                }
+            }
+            return Ok((!out.is_empty()).then_some(out));
         }
         let source: &dyn Source = source.as_ref();
         let (parallel, fused) = (&self.parallel, self.serial.is_empty());
@@ -361,22 +529,7 @@ impl Chain {
                         source_stats.batches.fetch_add(1, Ordering::Relaxed);
                     }
                     let mut out = Vec::with_capacity(batches.len());
-                    'batches: for mut b in batches {
-                        for stage in parallel {
-                            crate::cancel::point();
-                            let t = Instant::now();
-                            let rows = b.num_rows();
-                            match stage.op.push(b)? {
-                                Some(next) => {
-                                    stage.stats.record(rows, Some(next.num_rows()), t);
-                                    b = next;
-                                }
-                                None => {
-                                    stage.stats.record(rows, None, t);
-                                    continue 'batches;
-                                }
-                            }
-                        }
+                    for b in through(parallel, batches)? {
                         out.push(if fused {
                             Item::Done(tail(b)?)
                         } else {
@@ -417,7 +570,7 @@ impl Chain {
                 let t = Instant::now();
                 let rows = b.num_rows();
                 let produced: Vec<RecordBatch> = match &mut stage.op {
-                    Serial::Op(op) => op.push(b)?.into_iter().collect(),
+                    Serial::Op(op) => op.push(b)?,
                     Serial::Head { left } => {
                         let take = (*left).min(rows as u64) as usize;
                         *left -= take as u64;
@@ -606,6 +759,7 @@ fn build(
             size: DEFAULT_MORSEL,
             out_schema,
             wave: STREAMING_WAVE,
+            builds: Vec::new(),
         },
         Plan::GroupBy {
             input,
@@ -628,7 +782,30 @@ fn build(
                 done: false,
                 out_schema,
                 wave: STREAMING_WAVE,
+                builds: Vec::new(),
             }
+        }
+        Plan::Join {
+            left, right, opts, ..
+        } => {
+            let l = build(*left, labels, report, depth + 1)?;
+            let r = build(*right, labels, report, depth + 1)?;
+            let (mut probe, built) = if JoinBuild::builds_left(opts.how) {
+                (r, l)
+            } else {
+                (l, r)
+            };
+            let cell = Arc::new(OnceLock::new());
+            probe.builds.push(Pending {
+                chain: Box::new(built),
+                probe_schema: probe.schema(),
+                opts,
+                cell: cell.clone(),
+                stats: stats.clone(),
+            });
+            probe.push(Box::new(ProbeOp(cell)), stats);
+            probe.out_schema = out_schema;
+            probe
         }
         Plan::Filter { input, predicate } => {
             let mut c = build(*input, labels, report, depth + 1)?;

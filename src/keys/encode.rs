@@ -132,8 +132,8 @@ fn fill<N: ArrowNativeType, T: Send>(c: &ArrayRef, out: &mut [T], f: impl Fn(N) 
 
 /// The raw-key domain of a set of fixed-width chunks. A column has one type, but the two
 /// key columns of a join are encoded together and may differ in width or signedness.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Domain {
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Domain {
     /// Unsigned integers (and booleans): the value itself.
     Unsigned,
     /// Signed integers, temporal types, and unsigned ones below 64 bits next to them:
@@ -146,10 +146,16 @@ enum Domain {
 }
 
 fn domain_of(chunks: &[ArrayRef]) -> Option<Domain> {
+    domain_of_types(chunks.iter().map(|c| c.data_type()))
+}
+
+/// The raw-key domain of values of these types, `None` when they are not all fixed-width
+/// integers, temporal types, booleans, or all floats.
+pub(crate) fn domain_of_types<'a>(types: impl Iterator<Item = &'a DataType>) -> Option<Domain> {
     use DataType as D;
     let (mut signed, mut u64s, mut unsigned, mut float) = (false, false, false, false);
-    for c in chunks {
-        match c.data_type() {
+    for t in types {
+        match t {
             D::Boolean | D::UInt8 | D::UInt16 | D::UInt32 => unsigned = true,
             D::UInt64 => u64s = true,
             D::Int8
@@ -178,7 +184,7 @@ fn domain_of(chunks: &[ArrayRef]) -> Option<Domain> {
 }
 
 /// The order-preserving `u64` image of chunk `c` in domain `d` (not [`Domain::Wide`]).
-fn raw_u64(c: &ArrayRef, out: &mut [u64], d: Domain) {
+pub(crate) fn raw_u64(c: &ArrayRef, out: &mut [u64], d: Domain) {
     use DataType as D;
     let flip = if d == Domain::Signed { SIGN } else { 0 };
     match c.data_type() {
@@ -204,8 +210,9 @@ fn raw_u64(c: &ArrayRef, out: &mut [u64], d: Domain) {
     }
 }
 
-/// The order-preserving `u128` image of an integer chunk (for [`Domain::Wide`]).
-fn raw_u128(c: &ArrayRef, out: &mut [u128]) {
+/// The order-preserving `u128` image of an integer or decimal128 chunk (for
+/// [`Domain::Wide`]).
+pub(crate) fn raw_u128(c: &ArrayRef, out: &mut [u128]) {
     use DataType as D;
     const SIGN128: u128 = 1 << 127;
     let s = |v: i128| (v as u128) ^ SIGN128;
@@ -224,6 +231,7 @@ fn raw_u128(c: &ArrayRef, out: &mut [u128]) {
         D::Int32 | D::Date32 | D::Time32(_) | D::Decimal32(_, _) => {
             fill::<i32, _>(c, out, |v| s(v.into()))
         }
+        D::Decimal128(_, _) => fill::<i128, _>(c, out, s),
         _ => fill::<i64, _>(c, out, |v| s(v.into())),
     }
 }

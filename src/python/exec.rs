@@ -444,6 +444,26 @@ fn plan(
                 .collect();
             Plan::group_by(input, opts, restore).map_err(to_py)?
         }
+        "join" => {
+            let side = |i: usize, cols: usize, labels: &mut Vec<String>| -> PyResult<Plan> {
+                let c = spec.get_item(i)?;
+                let p = plan(py, c.cast::<PyTuple>()?, slot, labels)?;
+                let names: Vec<String> = item(spec, cols)?;
+                Plan::select(p, &names).map_err(to_py)
+            };
+            let left = side(2, 4, labels)?;
+            let right = side(3, 5, labels)?;
+            let opts = super::join_options(
+                item(spec, 6)?,
+                item(spec, 7)?,
+                &item::<String>(spec, 8)?,
+                item(spec, 9)?,
+                item(spec, 10)?,
+                None,
+                None,
+            )?;
+            Plan::join(left, right, opts).map_err(to_py)?
+        }
         other => {
             return Err(PyValueError::new_err(format!(
                 "unknown plan node {other:?}"

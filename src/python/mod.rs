@@ -358,46 +358,6 @@ impl GroupByState {
     }
 }
 
-/// The prepared right side of a streaming join (see `crate::join::stream`).
-#[pyclass(module = "ferrobatch._core", frozen)]
-struct JoinBuild(crate::join::stream::JoinBuild);
-
-#[pymethods]
-impl JoinBuild {
-    #[new]
-    #[pyo3(signature = (left_schema, right, left_on, right_on, how, suffix, nulls_equal))]
-    #[allow(clippy::too_many_arguments)]
-    fn new(
-        py: Python<'_>,
-        left_schema: pyo3_arrow::PySchema,
-        right: AnyRecordBatch,
-        left_on: StrOrList,
-        right_on: StrOrList,
-        how: &str,
-        suffix: String,
-        nulls_equal: bool,
-    ) -> PyResult<Self> {
-        let opts = join_options(left_on, right_on, how, suffix, nulls_equal, None, None)?;
-        let (schema, right) = (left_schema.into_inner(), table_in(right)?);
-        let b = run(py, || {
-            crate::join::stream::JoinBuild::new(schema, right, opts)
-        })?;
-        Ok(JoinBuild(b))
-    }
-
-    /// `join(left, right)` for one batch (or table) of left rows.
-    fn probe<'py>(&self, py: Python<'py>, left: AnyRecordBatch) -> PyResult<Bound<'py, PyAny>> {
-        let left = table_in(left)?;
-        let out = run(py, || self.0.probe(&left))?;
-        table_out(py, out)
-    }
-
-    #[getter]
-    fn num_keys(&self) -> usize {
-        self.0.num_keys()
-    }
-}
-
 fn join_options(
     left_on: StrOrList,
     right_on: StrOrList,
@@ -548,7 +508,6 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<GroupByState>()?;
     m.add_function(wrap_pyfunction!(join_indices, m)?)?;
     m.add_function(wrap_pyfunction!(take, m)?)?;
-    m.add_class::<JoinBuild>()?;
     m.add_class::<exec::Expression>()?;
     m.add_class::<exec::Run>()?;
     m.add_function(wrap_pyfunction!(exec::parquet_reads, m)?)?;

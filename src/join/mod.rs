@@ -26,7 +26,10 @@
 //!    [`crate::gather`] (a [`NULL_ROW`] index gives a null); the key columns of right and
 //!    outer joins are coalesced (left value where the left row exists, else the right one).
 
+mod index;
 pub mod stream;
+
+pub use index::KeyIndex;
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -34,17 +37,12 @@ use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 
 use arrow_array::{Array, ArrayRef, BooleanArray};
 use arrow_schema::{DataType, Field, Schema, SchemaRef};
-use hashbrown::HashTable;
 use rayon::prelude::*;
 
-use crate::dedup::{hash_u64, hash_u128};
 use crate::error::{Error, Result};
 use crate::gather::{Gatherer, NULL_ROW, batch, pieces};
-use crate::keys::encode::{dense_codes, validity};
-use crate::keys::intern::{ByteChunk, ByteColumn, hash_bytes, intern};
-use crate::keys::{CodeMode, KeyCodes, Keys, pack, packed_card};
-use crate::parallel::{BLOCK, DisjointSlice, partition_by, partition_count, partition_of};
-use crate::table::{MAX_ROWS, Table, locatable};
+use crate::parallel::{BLOCK, DisjointSlice, partition_by, partition_count};
+use crate::table::{MAX_ROWS, Table};
 
 /// "This row matches nothing."
 const NONE: u32 = u32::MAX;
@@ -148,6 +146,16 @@ pub fn join(left: &Table, right: &Table, opts: &JoinOptions) -> Result<Table> {
     plan.materialize(left, right, &idx)
 }
 
+/// The schema `join` gives for inputs of these schemas (checked as `join` checks them; no
+/// data involved).
+pub fn output_schema(left: &SchemaRef, right: &SchemaRef, opts: &JoinOptions) -> Result<SchemaRef> {
+    let empty = |schema: &SchemaRef| Table {
+        schema: schema.clone(),
+        batches: Vec::new(),
+    };
+    Ok(Plan::new(&empty(left), &empty(right), opts)?.0.schema)
+}
+
 /// The row pairs of the join, in output order.
 pub fn join_indices(left: &Table, right: &Table, opts: &JoinOptions) -> Result<JoinIndices> {
     let key_pairs = check_keys(left, right, opts)?;
@@ -165,13 +173,6 @@ fn indices_for(
     if opts.how == JoinType::Cross {
         return cross(n_l, n_r, opts.max_output_rows);
     }
-    if opts.validate.is_none()
-        && let [(li, ri)] = key_pairs[..]
-        && let Some(gids) = byte_gids(left, right, li, ri, opts.nulls_equal)?
-    {
-        return emit(&gids, opts.how, opts.max_output_rows);
-    }
-    let keys = JoinKeys::encode(left, right, key_pairs, opts.nulls_equal)?;
     if let Some(v) = opts.validate {
         let (l_unique, r_unique) = match v {
             Validate::OneToOne => (true, true),
@@ -180,7 +181,9 @@ fn indices_for(
             Validate::ManyToMany => (false, false),
         };
         for (side, must) in [(Side::Left, l_unique), (Side::Right, r_unique)] {
-            if must && let Some(row) = keys.first_duplicate(side) {
+            if must
+                && let Some(row) = first_duplicate(left, right, key_pairs, side, opts.nulls_equal)?
+            {
                 let (t, names) = match side {
                     Side::Left => (left, &opts.left_on),
                     Side::Right => (right, &opts.right_on),
@@ -199,8 +202,76 @@ fn indices_for(
             }
         }
     }
-    let gids = keys.gids();
+    let gids = gids(left, right, key_pairs, opts.nulls_equal)?;
     emit(&gids, opts.how, opts.max_output_rows)
+}
+
+/// The key columns `cols` of `t`: their chunks and types.
+fn key_columns(
+    t: &Table,
+    cols: impl Iterator<Item = usize>,
+) -> (Vec<Vec<ArrayRef>>, Vec<DataType>) {
+    cols.map(|i| (t.chunks(i), t.schema.field(i).data_type().clone()))
+        .unzip()
+}
+
+/// Group ids of both sides: the smaller side is built ([`KeyIndex`]), the other probes it.
+fn gids(left: &Table, right: &Table, pairs: &[(usize, usize)], nulls_equal: bool) -> Result<Gids> {
+    let build_left = left.num_rows() < right.num_rows();
+    let (lk, lt) = key_columns(left, pairs.iter().map(|p| p.0));
+    let (rk, rt) = key_columns(right, pairs.iter().map(|p| p.1));
+    let names: Vec<&str> = pairs
+        .iter()
+        .map(|p| left.schema.field(p.0).name().as_str())
+        .collect();
+    Ok(if build_left {
+        let built = KeyIndex::build(&lk, &lt, &rt, &names, nulls_equal)?;
+        let right = built.index.probe(&rk)?;
+        Gids {
+            left: built.gids,
+            right,
+            card: built.index.card,
+        }
+    } else {
+        let built = KeyIndex::build(&rk, &rt, &lt, &names, nulls_equal)?;
+        let left = built.index.probe(&lk)?;
+        Gids {
+            left,
+            right: built.gids,
+            card: built.index.card,
+        }
+    })
+}
+
+/// The first row of `side` whose key occurred earlier on that side, if any. Null keys count
+/// as equal when they match (`nulls_equal`), else they are skipped.
+fn first_duplicate(
+    left: &Table,
+    right: &Table,
+    pairs: &[(usize, usize)],
+    side: Side,
+    nulls_equal: bool,
+) -> Result<Option<usize>> {
+    let (lk, lt) = key_columns(left, pairs.iter().map(|p| p.0));
+    let (rk, rt) = key_columns(right, pairs.iter().map(|p| p.1));
+    let names: Vec<&str> = pairs
+        .iter()
+        .map(|p| left.schema.field(p.0).name().as_str())
+        .collect();
+    let built = match side {
+        Side::Left => KeyIndex::build(&lk, &lt, &rt, &names, nulls_equal)?,
+        Side::Right => KeyIndex::build(&rk, &rt, &lt, &names, nulls_equal)?,
+    };
+    let mut seen = vec![false; built.index.card];
+    for (row, &g) in built.gids.iter().enumerate() {
+        if g == NONE {
+            continue;
+        }
+        if std::mem::replace(&mut seen[g as usize], true) {
+            return Ok(Some(row));
+        }
+    }
+    Ok(None)
 }
 
 #[derive(Clone, Copy)]
@@ -398,357 +469,11 @@ fn describe_key(t: &Table, names: &[String], row: usize) -> Result<String> {
     Ok(format!("key ({})", parts.join(", ")))
 }
 
-/// Packed keys of both sides in one code space: rows `0..n_l` are the left rows, then the
-/// right rows.
-struct JoinKeys {
-    keys: Keys,
-    /// `Some(v)`: `v[row]` is true where some key column is null (only kept when nulls
-    /// match nothing).
-    null_rows: Option<Vec<bool>>,
-    /// Packed code space when it is a single `u64` range.
-    card: Option<u128>,
-    n_l: usize,
-    n_r: usize,
-}
-
-impl JoinKeys {
-    fn encode(
-        left: &Table,
-        right: &Table,
-        pairs: &[(usize, usize)],
-        nulls_equal: bool,
-    ) -> Result<Self> {
-        let (n_l, n_r) = (left.num_rows(), right.num_rows());
-        let mut null_rows: Option<Vec<bool>> = None;
-        let mut cols = Vec::with_capacity(pairs.len());
-        for &(li, ri) in pairs {
-            let mut chunks = left.chunks(li);
-            chunks.extend(right.chunks(ri));
-            let name = left.schema.field(li).name();
-            let d = dense_codes(name, &chunks, false)?;
-            if !nulls_equal && let Some(valid) = &d.valid {
-                match &mut null_rows {
-                    None => null_rows = Some(valid.par_iter().map(|v| !v).collect()),
-                    Some(nr) => nr
-                        .par_iter_mut()
-                        .zip(valid.par_iter())
-                        .for_each(|(n, v)| *n |= !v),
-                }
-            }
-            cols.push(KeyCodes::new(d, CodeMode::Equality));
-        }
-        let card = packed_card(&cols);
-        let keys = pack(cols, n_l + n_r, 0);
-        Ok(JoinKeys {
-            keys,
-            null_rows,
-            card,
-            n_l,
-            n_r,
-        })
-    }
-
-    #[inline]
-    fn is_null(&self, row: usize) -> bool {
-        self.null_rows.as_ref().is_some_and(|v| v[row])
-    }
-
-    #[inline]
-    fn hash(&self, row: usize) -> u64 {
-        match &self.keys {
-            Keys::U64(k) => hash_u64(k[row]),
-            Keys::U128(k) => hash_u128(k[row]),
-            Keys::Wide(c) => c.iter().fold(0u64, |acc, col| hash_u64(acc ^ col[row])),
-        }
-    }
-
-    #[inline]
-    fn eq(&self, a: usize, b: usize) -> bool {
-        match &self.keys {
-            Keys::U64(k) => k[a] == k[b],
-            Keys::U128(k) => k[a] == k[b],
-            Keys::Wide(c) => c.iter().all(|col| col[a] == col[b]),
-        }
-    }
-
-    fn range(&self, side: Side) -> std::ops::Range<usize> {
-        match side {
-            Side::Left => 0..self.n_l,
-            Side::Right => self.n_l..self.n_l + self.n_r,
-        }
-    }
-
-    /// Group ids of both sides.
-    fn gids(&self) -> Gids {
-        let total = self.n_l + self.n_r;
-        match (&self.keys, self.card) {
-            (Keys::U64(k), Some(card))
-                if card <= 2 * total as u128 + 4096 && card < NONE as u128 =>
-            {
-                let mut gid = crate::mem::filled(k.len(), NONE, "join group ids");
-                gid.par_chunks_mut(BLOCK)
-                    .zip(k.par_chunks(BLOCK))
-                    .enumerate()
-                    .for_each(|(b, (out, codes))| {
-                        crate::cancel::point();
-                        for (row, (o, &c)) in (b * BLOCK..).zip(out.iter_mut().zip(codes)) {
-                            if !self.is_null(row) {
-                                *o = c as u32;
-                            }
-                        }
-                    });
-                Gids::split(gid, self.n_l, card as usize)
-            }
-            _ => self.hashed_gids(),
-        }
-    }
-
-    /// Group ids from hash tables over the smaller side.
-    fn hashed_gids(&self) -> Gids {
-        let (build, probe) = if self.n_r <= self.n_l {
-            (Side::Right, Side::Left)
-        } else {
-            (Side::Left, Side::Right)
-        };
-        let (b, p) = (self.range(build), self.range(probe));
-        let mut hashes: Vec<u64> = crate::mem::with_capacity(b.len(), "key hashes");
-        b.clone()
-            .into_par_iter()
-            .map(|r| self.hash(r))
-            .collect_into_vec(&mut hashes);
-        let nparts = partition_count(b.len());
-        let parts = partition_by(b.len(), nparts, |i| {
-            (!self.is_null(b.start + i)).then(|| partition_of(hashes[i], nparts))
-        });
-        let mut gid = crate::mem::filled(self.n_l + self.n_r, NONE, "join group ids");
-        let out = DisjointSlice::new(&mut gid);
-        // Per partition: a table of local group ids, and each group's (hash, first row).
-        let tables: Vec<PartTable> = (0..nparts)
-            .into_par_iter()
-            .map(|p| {
-                crate::cancel::point();
-                let mut table: HashTable<u32> = HashTable::new();
-                let mut groups: Vec<(u64, u32)> = Vec::new();
-                for &i in parts.part(p) {
-                    let row = b.start + i as usize;
-                    let h = hashes[i as usize];
-                    let g = match table.find(h, |&g| self.eq(groups[g as usize].1 as usize, row)) {
-                        Some(&g) => g,
-                        None => {
-                            let g = groups.len() as u32;
-                            groups.push((h, row as u32));
-                            table.insert_unique(h, g, |&g| groups[g as usize].0);
-                            g
-                        }
-                    };
-                    // SAFETY: every build row is in exactly one partition.
-                    unsafe { out.write(row, g) };
-                }
-                (table, groups)
-            })
-            .collect();
-        let mut base = Vec::with_capacity(nparts + 1);
-        let mut acc = 0usize;
-        for (_, g) in &tables {
-            base.push(acc);
-            acc += g.len();
-        }
-        let card = acc;
-        // Make build gids global.
-        let out = DisjointSlice::new(&mut gid);
-        (0..nparts).into_par_iter().for_each(|p| {
-            crate::cancel::point();
-            for &i in parts.part(p) {
-                let row = b.start + i as usize;
-                // SAFETY: as above; reads and writes the partition's own rows only.
-                unsafe { out.write(row, out.read(row) + base[p] as u32) };
-            }
-        });
-        drop(parts);
-        // Probe.
-        gid[p.clone()]
-            .par_chunks_mut(BLOCK)
-            .enumerate()
-            .for_each(|(blk, g)| {
-                crate::cancel::point();
-                for (j, g) in g.iter_mut().enumerate() {
-                    let row = p.start + blk * BLOCK + j;
-                    if self.is_null(row) {
-                        continue;
-                    }
-                    let h = self.hash(row);
-                    let part = partition_of(h, nparts);
-                    let (table, groups) = &tables[part];
-                    if let Some(&lg) =
-                        table.find(h, |&lg| self.eq(groups[lg as usize].1 as usize, row))
-                    {
-                        *g = base[part] as u32 + lg;
-                    }
-                }
-            });
-        Gids::split(gid, self.n_l, card)
-    }
-
-    /// The first row (counted within `side`) whose key occurred earlier on that side, if any.
-    /// Null keys count as equal when they match (`nulls_equal`), else they are skipped.
-    fn first_duplicate(&self, side: Side) -> Option<usize> {
-        let r = self.range(side);
-        let mut hashes: Vec<u64> = crate::mem::with_capacity(r.len(), "key hashes");
-        r.clone()
-            .into_par_iter()
-            .map(|i| self.hash(i))
-            .collect_into_vec(&mut hashes);
-        let nparts = partition_count(r.len());
-        let parts = partition_by(r.len(), nparts, |i| {
-            (!self.is_null(r.start + i)).then(|| partition_of(hashes[i], nparts))
-        });
-        (0..nparts)
-            .into_par_iter()
-            .filter_map(|p| {
-                crate::cancel::point();
-                let mut table: HashTable<u32> = HashTable::new();
-                for &i in parts.part(p) {
-                    let h = hashes[i as usize];
-                    let row = r.start + i as usize;
-                    if table
-                        .find(h, |&j| self.eq(r.start + j as usize, row))
-                        .is_some()
-                    {
-                        return Some(i as usize);
-                    }
-                    table.insert_unique(h, i, |&j| hashes[j as usize]);
-                }
-                None
-            })
-            .min()
-    }
-}
-
-/// One hash partition of the build side: a table of local group ids, and each group's
-/// (hash, first row).
-type PartTable = (HashTable<u32>, Vec<(u64, u32)>);
-
-/// Group ids for a single byte-string key pair (utf8 / large_utf8 / utf8_view / binary of
-/// any layout on either side), without encoding the larger side at all: the smaller (build)
-/// side is interned, its distinct values go into hash-partitioned tables, and every probe row
-/// hashes its bytes once and looks them up. `None` when the columns are not byte strings.
-fn byte_gids(
-    left: &Table,
-    right: &Table,
-    li: usize,
-    ri: usize,
-    nulls_equal: bool,
-) -> Result<Option<Gids>> {
-    let (lc, rc) = (left.chunks(li), right.chunks(ri));
-    if !lc.iter().chain(&rc).all(|c| ByteChunk::new(c).is_some()) {
-        return Ok(None);
-    }
-    let (n_l, n_r) = (left.num_rows(), right.num_rows());
-    let build_left = n_l < n_r;
-    let (bchunks, pchunks, nb, np) = if build_left {
-        (lc, rc, n_l, n_r)
-    } else {
-        (rc, lc, n_r, n_l)
-    };
-    let bvalid = validity(&bchunks, nb);
-    let dt = bchunks
-        .first()
-        .map_or(DataType::Utf8, |c| c.data_type().clone());
-    let (bchunks, at) = locatable(bchunks, &dt)?;
-    let bcol = ByteColumn::new(bchunks.iter().filter_map(ByteChunk::new).collect(), at);
-    let interned = intern(&bcol, nb, bvalid.as_deref());
-    let card = interned.reps.len();
-    // With nulls_equal, every null row of both sides is group `card`.
-    let null_gid = if nulls_equal { card as u32 } else { NONE };
-    let mut bgid: Vec<u32> = interned.ids.iter().map(|&id| id as u32).collect();
-    if let Some(v) = &bvalid {
-        bgid.par_iter_mut().zip(v.par_iter()).for_each(|(g, &ok)| {
-            if !ok {
-                *g = null_gid;
-            }
-        });
-    }
-    // Hash-partitioned tables over the distinct build values.
-    let hs: Vec<u64> = interned
-        .reps
-        .par_iter()
-        .map(|&r| hash_bytes(bcol.value(r as usize)))
-        .collect();
-    let nparts = partition_count(card);
-    let parts = partition_by(card, nparts, |id| Some(partition_of(hs[id], nparts)));
-    let tables: Vec<HashTable<u32>> = (0..nparts)
-        .into_par_iter()
-        .map(|p| {
-            crate::cancel::point();
-            let ids = parts.part(p);
-            let mut t = HashTable::with_capacity(ids.len());
-            for &id in ids {
-                t.insert_unique(hs[id as usize], id, |&i| hs[i as usize]);
-            }
-            t
-        })
-        .collect();
-    let reps = &interned.reps;
-    // Probe chunk by chunk.
-    let mut pgid = vec![NONE; np];
-    let mut rest = pgid.as_mut_slice();
-    for c in &pchunks {
-        let (head, tail) = rest.split_at_mut(c.len());
-        rest = tail;
-        let bc = ByteChunk::new(c).expect("checked above");
-        let nulls = c.logical_nulls();
-        head.par_chunks_mut(BLOCK)
-            .enumerate()
-            .for_each(|(blk, out)| {
-                crate::cancel::point();
-                for (j, g) in out.iter_mut().enumerate() {
-                    let r = blk * BLOCK + j;
-                    if nulls.as_ref().is_some_and(|n| n.is_null(r)) {
-                        *g = null_gid;
-                        continue;
-                    }
-                    let v = bc.value(r);
-                    let h = hash_bytes(v);
-                    if let Some(&id) = tables[partition_of(h, nparts)]
-                        .find(h, |&id| bcol.value(reps[id as usize] as usize) == v)
-                    {
-                        *g = id;
-                    }
-                }
-            });
-    }
-    let card = card + usize::from(nulls_equal);
-    Ok(Some(if build_left {
-        Gids {
-            left: bgid,
-            right: pgid,
-            card,
-        }
-    } else {
-        Gids {
-            left: pgid,
-            right: bgid,
-            card,
-        }
-    }))
-}
-
 /// Group ids of both sides in `0..card`, or [`NONE`].
 struct Gids {
     left: Vec<u32>,
     right: Vec<u32>,
     card: usize,
-}
-
-impl Gids {
-    fn split(mut all: Vec<u32>, n_l: usize, card: usize) -> Self {
-        let right = all.split_off(n_l);
-        Gids {
-            left: all,
-            right,
-            card,
-        }
-    }
 }
 
 /// Rows grouped by group id, each group's rows in increasing order.
