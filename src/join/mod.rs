@@ -837,13 +837,29 @@ impl Plan {
     }
 
     fn materialize(&self, left: &Table, right: &Table, idx: &JoinIndices) -> Result<Table> {
-        let n_left_cols = left.schema.fields().len();
-        let left_cols: Vec<usize> = (0..n_left_cols).collect();
-        let lg = Gatherer::new(left, &left_cols)?;
-        // Right gatherer: output columns, then the keys to coalesce.
+        self.materialize_with(
+            &self.left_gatherer(left)?,
+            &self.right_gatherer(right)?,
+            idx,
+        )
+    }
+
+    /// Every left column, ready to gather.
+    fn left_gatherer(&self, left: &Table) -> Result<Gatherer> {
+        let cols: Vec<usize> = (0..left.schema.fields().len()).collect();
+        Gatherer::new(left, &cols)
+    }
+
+    /// The right output columns, then the keys to coalesce, ready to gather.
+    fn right_gatherer(&self, right: &Table) -> Result<Gatherer> {
         let mut rcols = self.right_cols.clone();
         rcols.extend(self.coalesce.iter().map(|c| c.1));
-        let rg = Gatherer::new(right, &rcols)?;
+        Gatherer::new(right, &rcols)
+    }
+
+    /// The output rows `idx` from the two sides' gatherers.
+    fn materialize_with(&self, lg: &Gatherer, rg: &Gatherer, idx: &JoinIndices) -> Result<Table> {
+        let n_left_cols = self.schema.fields().len() - self.right_cols.len();
         let semi = matches!(self.how, JoinType::Semi | JoinType::Anti);
         // Pieces aligned to the chunks of the side whose rows come in order.
         let ranges = if self.how == JoinType::Right {

@@ -21,7 +21,7 @@ use rayon::prelude::*;
 use super::{Csr, JoinIndices, JoinOptions, JoinType, KeyIndex, NONE, Plan, cross};
 use super::{driven, present};
 use crate::error::Result;
-use crate::gather::NULL_ROW;
+use crate::gather::{Gatherer, NULL_ROW};
 use crate::table::Table;
 
 /// The prepared build side of a streaming join.
@@ -42,6 +42,8 @@ pub struct JoinBuild {
     /// Groups some probe row met (outer).
     met: Vec<AtomicBool>,
     plan: Plan,
+    /// The build side's output columns, ready to gather (made once).
+    gatherer: Gatherer,
 }
 
 impl JoinBuild {
@@ -105,7 +107,13 @@ impl JoinBuild {
             index = Some(built.index);
             probe_keys = pcols;
         }
+        let gatherer = if build_left {
+            plan.left_gatherer(&build)?
+        } else {
+            plan.right_gatherer(&build)?
+        };
         Ok(JoinBuild {
+            gatherer,
             build,
             probe_empty,
             opts,
@@ -126,7 +134,7 @@ impl JoinBuild {
         let max = self.opts.max_output_rows;
         let Some(index) = &self.index else {
             let idx = cross(n, self.build.num_rows(), max)?;
-            return self.plan.materialize(batch, &self.build, &idx);
+            return self.materialize(batch, &idx);
         };
         let chunks: Vec<Vec<ArrayRef>> = self.probe_keys.iter().map(|&i| batch.chunks(i)).collect();
         let gid = index.probe(&chunks)?;
@@ -159,10 +167,17 @@ impl JoinBuild {
                 }
             }
         };
-        if Self::builds_left(how) {
-            self.plan.materialize(&self.build, batch, &idx)
+        self.materialize(batch, &idx)
+    }
+
+    /// The output rows `idx` of a probe batch and the build side.
+    fn materialize(&self, batch: &Table, idx: &JoinIndices) -> Result<Table> {
+        if Self::builds_left(self.opts.how) {
+            let rg = self.plan.right_gatherer(batch)?;
+            self.plan.materialize_with(&self.gatherer, &rg, idx)
         } else {
-            self.plan.materialize(batch, &self.build, &idx)
+            let lg = self.plan.left_gatherer(batch)?;
+            self.plan.materialize_with(&lg, &self.gatherer, idx)
         }
     }
 
