@@ -87,13 +87,16 @@ pub fn partition_count(n: usize) -> usize {
     (n / (1 << 15)).next_power_of_two().clamp(1, 256)
 }
 
-/// Partition of a hash: its top bits (the low bits index the hash tables).
+/// Partition of a hash: bits 40..48 (for up to 256 partitions). A partition's hash table
+/// takes its bucket from the low bits and hashbrown's 7-bit control tag from the top 7
+/// (57..64), so neither loses entropy to the partition: with the partition in the top bits,
+/// every key of a partition shared its tag and each probe compared keys at every slot.
 #[inline]
 pub fn partition_of(hash: u64, nparts: usize) -> usize {
     if nparts <= 1 {
         0
     } else {
-        ((hash >> 32).wrapping_mul(nparts as u64) >> 32) as usize
+        (((hash >> 16) & 0xFFFF_FFFF).wrapping_mul(nparts as u64) >> 32) as usize
     }
 }
 

@@ -85,3 +85,33 @@ def test_large_high_cardinality_uses_hash_path():
 def test_empty():
     t = pa.table({"a": pa.array([], pa.int64())})
     assert fb.dedup(t).num_rows == 0
+
+
+@given(
+    tables(),
+    st.data(),
+    st.integers(1, 12),
+    st.sampled_from([1, 2, 4]),
+    st.sampled_from(["first", "last", "none"]),
+)
+def test_pipeline_dedup_matches_reference(tk, data, batch_size, threads, keep):
+    """The pipeline's dedup (``keep="first"`` streaming on the executor with one table of the
+    keys seen, the others over the whole input) keeps the reference's rows whatever the
+    batch cuts and the thread count: nulls, NaN, -0.0, dictionaries, views, time zones."""
+    table, keys = tk
+    subset = data.draw(st.lists(st.sampled_from(keys), min_size=1, unique=True))
+    before = fb.get_num_threads()
+    fb.set_num_threads(threads)
+    try:
+        out = fb.scan(table, batch_size=batch_size).dedup(subset, keep=keep).collect()
+    finally:
+        fb.set_num_threads(before)
+    assert out.schema == table.schema
+    assert out.column("row").to_pylist() == reference_dedup(table, subset, keep)
+
+
+def test_explain_says_which_dedup_needs_the_whole_input():
+    p = fb.scan(pa.table({"k": [1, 1, 2]}))
+    assert "(streaming)" in p.dedup("k").explain()
+    assert "(whole input)" in p.dedup("k", keep="last").explain()
+    assert p.dedup("k", keep="none").collect().to_pydict() == {"k": [2]}

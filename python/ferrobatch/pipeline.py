@@ -965,7 +965,7 @@ class _Whole(_Node):
         self.inputs = (child,)
         self.fn = fn
         self.schema = fn(child.schema.empty_table()).schema
-        self.what = f"{what} {keys!r}"
+        self.what = f"{what} {keys!r} (whole input)"
         self.keys = set(fb._key_list(keys, "keys") or child.schema.names)
 
     def label(self) -> str:
@@ -983,16 +983,17 @@ class _Whole(_Node):
 
 
 class _DedupFirst(_Node):
-    """Streaming ``dedup(keep="first")``: each batch's first rows per key, minus the keys of
-    earlier batches (an anti join with null == null, NaN == NaN, -0.0 == 0.0, as dedup's key
-    rules); the state is one row per distinct key."""
+    """Streaming ``dedup(keep="first")`` on the executor: one hash table of the keys seen
+    (``src/dedup/stream.rs``); each batch passes on its rows whose key is new, with dedup's
+    key rules (null == null, NaN == NaN, -0.0 == 0.0). Memory is the distinct keys."""
 
     kernel = True
 
     def __init__(self, child: _Node, subset: Any) -> None:
         self.inputs = (child,)
         self.schema = fb.dedup(child.schema.empty_table(), subset).schema
-        self.subset = fb._key_list(subset, "subset") or list(child.schema.names)
+        self.given = fb._key_list(subset, "subset")
+        self.subset = self.given or list(child.schema.names)
 
     def label(self) -> str:
         return f"dedup {self.subset} keep='first' (streaming)"
@@ -1000,16 +1001,10 @@ class _DedupFirst(_Node):
     def needs(self, out: set[str]) -> list[set[str]]:
         return [set(out) | set(self.subset)]
 
-    def run(self, run: _Run, plan: _Plan, stats: StageStats) -> Iterator[pa.RecordBatch]:
-        seen: pa.Table | None = None
-        for b in _execute(self.inputs[0], run, plan):
-            new = fb.dedup(b, self.subset, keep="first")
-            if seen is not None:
-                new = fb.join(new, seen, self.subset, how="anti", nulls_equal=True)
-            if new.num_rows:
-                keys = new.select(self.subset)
-                seen = keys if seen is None else pa.concat_tables([seen, keys])  # no copy
-                yield from new.to_batches()
+    lowers = True
+
+    def lower(self, plan: _Plan, inner: tuple) -> tuple:
+        return ("dedup", self.label(), inner, self.given or None)
 
 
 class _Join(_Node):
@@ -1241,7 +1236,12 @@ class Pipeline:
         ``"last"`` / ``"none"`` materialize the input."""
         if keep != "first":
             return self._then(
-                _Whole(self._node, "dedup", lambda t: fb.dedup(t, subset, keep=keep), subset)
+                _Whole(
+                    self._node,
+                    f"dedup keep={keep!r}",
+                    lambda t: fb.dedup(t, subset, keep=keep),
+                    subset,
+                )  # fmt: skip
             )
         return self._then(_DedupFirst(self._node, subset))
 

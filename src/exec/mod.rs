@@ -73,6 +73,12 @@ pub enum Plan {
         restore: Vec<(String, DataType)>,
         schema: SchemaRef,
     },
+    /// `dedup(keep="first")` on the columns at `subset`: a serial stage (see
+    /// [`crate::dedup::stream`]).
+    Dedup {
+        input: Box<Plan>,
+        subset: Vec<usize>,
+    },
     /// A hash join: the build side ([`JoinBuild::builds_left`]) runs to its end first, then
     /// the other side's morsels probe it in parallel.
     Join {
@@ -87,7 +93,9 @@ impl Plan {
     pub fn schema(&self) -> SchemaRef {
         match self {
             Plan::Source(s) => s.schema(),
-            Plan::Filter { input, .. } | Plan::Head { input, .. } => input.schema(),
+            Plan::Filter { input, .. } | Plan::Head { input, .. } | Plan::Dedup { input, .. } => {
+                input.schema()
+            }
             Plan::Project { schema, .. }
             | Plan::MapBatches { schema, .. }
             | Plan::GroupBy { schema, .. }
@@ -337,8 +345,12 @@ impl Pending {
 /// A serial operator: sees batches in sequence order on one thread.
 enum Serial {
     Op(Box<dyn Operator>),
-    Head { left: u64 },
+    Head {
+        left: u64,
+    },
     Map(BatchFn),
+    /// Streaming dedup: state across batches, parallel within one.
+    Dedup(crate::dedup::stream::SeenKeys),
 }
 
 struct Stage<T> {
@@ -494,7 +506,7 @@ impl Chain {
                     .stats
                     .record(0, Some(rows).filter(|&r| r > 0), t);
                 for b in through(&self.parallel[i + 1..], tail_out)? {
-                    for b in self.serial_push(b)? {
+                    for b in self.serial_push(b, runner)? {
                         out.push(tail(b)?);
                     }
                 }
@@ -547,7 +559,7 @@ impl Chain {
                 match item {
                     Item::Done(t) => out.push(t),
                     Item::Batch(b) => {
-                        for b in self.serial_push(b)? {
+                        for b in self.serial_push(b, runner)? {
                             out.push(tail(b)?);
                         }
                     }
@@ -561,7 +573,7 @@ impl Chain {
     }
 
     /// `b` through the serial operators; sets `done` once a `head` is satisfied.
-    fn serial_push(&mut self, b: RecordBatch) -> Result<Vec<RecordBatch>> {
+    fn serial_push(&mut self, b: RecordBatch, runner: &dyn Runner) -> Result<Vec<RecordBatch>> {
         let mut batches = vec![b];
         for stage in self.serial.iter_mut() {
             let mut next = Vec::new();
@@ -581,6 +593,15 @@ impl Chain {
                         }
                     }
                     Serial::Map(f) => f(b)?,
+                    Serial::Dedup(seen) => {
+                        let (mut input, mut out) = (Some(b), None);
+                        runner.parallel(&mut || {
+                            let b = input.take().expect("one batch");
+                            out = Some(seen.first_rows(&b)?);
+                            Ok(())
+                        })?;
+                        out.into_iter().filter(|b| b.num_rows() > 0).collect()
+                    }
                 };
                 stage.stats.record(rows, None, t);
                 for p in &produced {
@@ -832,6 +853,16 @@ fn build(
             if n == 0 {
                 c.done = true;
             }
+            c.out_schema = out_schema;
+            c
+        }
+        Plan::Dedup { input, subset } => {
+            let mut c = build(*input, labels, report, depth + 1)?;
+            let seen = crate::dedup::stream::SeenKeys::new(&c.schema(), subset)?;
+            c.serial.push(Stage {
+                op: Serial::Dedup(seen),
+                stats,
+            });
             c.out_schema = out_schema;
             c
         }

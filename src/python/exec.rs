@@ -444,6 +444,23 @@ fn plan(
                 .collect();
             Plan::group_by(input, opts, restore).map_err(to_py)?
         }
+        "dedup" => {
+            let input = child(labels)?;
+            let schema = input.schema();
+            let names: Option<Vec<String>> = item(spec, 3)?;
+            let subset = match names {
+                None => (0..schema.fields().len()).collect(),
+                Some(names) => names
+                    .iter()
+                    .map(|n| schema.index_of(n))
+                    .collect::<std::result::Result<Vec<_>, _>>()
+                    .map_err(|e| to_py(e.into()))?,
+            };
+            Plan::Dedup {
+                input: Box::new(input),
+                subset,
+            }
+        }
         "join" => {
             let side = |i: usize, cols: usize, labels: &mut Vec<String>| -> PyResult<Plan> {
                 let c = spec.get_item(i)?;
