@@ -187,7 +187,8 @@ def test_expression_fallback_marked_and_correct(tmp_path) -> None:
     t = pa.table({"s": ["ab", "Cd", None, "ÄÖ"], "v": [1, 2, 3, 4]})
     p = fb.scan(t).with_columns(u=pc.utf8_reverse(F("s")), w=F("v") * 2)
     assert "with_columns ['u', 'w'] (evaluated by pyarrow: utf8_reverse)" in p.explain()
-    assert "(runs in Python)" in p.sort("v").explain()
+    assert "(runs in Python)" not in p.sort("v").explain()  # sorts run on the executor
+    assert "(runs in Python)" in p.dedup("v", keep="last").explain()
     assert "pyarrow" not in fb.scan(t).filter(F("v") > 2).explain()
     assert p.collect().column("u").to_pylist() == ["ba", "dC", None, "ÖÄ"]
     assert p.collect().column("w").to_pylist() == [2, 4, 6, 8]

@@ -162,3 +162,40 @@ def test_multi_key_limit_matches_polars_topk():
 def test_all_null_key(nulls_last):
     t = pa.table({"a": pa.nulls(5, pa.int64()), "row": range(5)})
     assert fb.sort(t, "a", nulls_last=nulls_last).column("row").to_pylist() == list(range(5))
+
+
+@given(
+    tables(),
+    st.data(),
+    st.integers(1, 12),
+    st.sampled_from([1, 2, 4]),
+    st.one_of(st.none(), st.integers(0, 50)),
+)
+def test_pipeline_sort_and_top_k_match_reference(tk, data, batch_size, threads, limit):
+    """The pipeline's sort on the executor (the whole input sorted by the kernel; with a
+    limit, or a head after the sort, a running top-k over the morsels) gives the reference
+    order, whatever the batch cuts and the thread count: ties keep their input order."""
+    table, keys = tk
+    by = data.draw(st.permutations(keys))
+    desc = data.draw(st.lists(st.booleans(), min_size=len(by), max_size=len(by)))
+    nl = data.draw(st.lists(st.booleans(), min_size=len(by), max_size=len(by)))
+    want = reference_sort(table, by, desc, nl)
+    before = fb.get_num_threads()
+    fb.set_num_threads(threads)
+    try:
+        p = fb.scan(table, batch_size=batch_size).sort(by, descending=desc, nulls_last=nl)
+        out = (p if limit is None else p.head(limit)).collect()
+        limited = p.sort(by, descending=desc, nulls_last=nl, limit=limit).collect()
+    finally:
+        fb.set_num_threads(before)
+    top = want if limit is None else want[:limit]
+    assert out.schema == table.schema
+    assert out.column("row").to_pylist() == top
+    assert limited.column("row").to_pylist() == top
+
+
+def test_head_after_sort_is_a_top_k_in_explain():
+    p = fb.scan(pa.table({"k": [3, 1, 2]})).sort("k")
+    assert "limit=2 (top-k)" in p.head(2).explain()
+    assert p.head(2).collect().to_pydict() == {"k": [1, 2]}
+    assert p.head(5).head(1).collect().to_pydict() == {"k": [1]}

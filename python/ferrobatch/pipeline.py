@@ -982,6 +982,42 @@ class _Whole(_Node):
         yield from self.fn(t).to_batches()
 
 
+class _Sort(_Node):
+    """A sort on the executor: the input drained and sorted by the kernel; with a limit,
+    each morsel's top rows kept and merged wave by wave (memory O(limit))."""
+
+    kernel = True
+
+    def __init__(
+        self, child: _Node, by: Any, descending: Any, nulls_last: Any, limit: int | None
+    ) -> None:
+        kw = {"descending": descending, "nulls_last": nulls_last, "limit": limit}
+        # The kernel checks names, types and arguments now, before any data is read.
+        self.schema = fb.sort(child.schema.empty_table(), by, **kw).schema
+        self.inputs = (child,)
+        self.by = fb._key_list(by, "by")
+        self.desc = _per_key(descending, len(self.by))
+        self.nulls_last = _per_key(nulls_last, len(self.by))
+        self.limit = None if limit is None else fb._int_arg(limit, "limit")
+
+    def label(self) -> str:
+        top = "" if self.limit is None else f" limit={self.limit} (top-k)"
+        return f"sort {self.by}{top}"
+
+    def needs(self, out: set[str]) -> list[set[str]]:
+        return [set(out) | set(self.by)]
+
+    lowers = True
+
+    def lower(self, plan: _Plan, inner: tuple) -> tuple:
+        return ("sort", self.label(), inner, self.by, self.desc, self.nulls_last, self.limit)
+
+
+def _per_key(flag: Any, n: int) -> list[bool]:
+    """A per-key flag (one bool for all keys, or one per key; checked by the kernel)."""
+    return [bool(flag)] * n if isinstance(flag, bool) else [bool(f) for f in flag]
+
+
 class _DedupFirst(_Node):
     """Streaming ``dedup(keep="first")`` on the executor: one hash table of the keys seen
     (``src/dedup/stream.rs``); each batch passes on its rows whose key is new, with dedup's
@@ -1203,8 +1239,13 @@ class Pipeline:
         return self._then(_MapBatches(self._node, fn))
 
     def head(self, n: int) -> Pipeline:
-        """The first `n` rows."""
-        return self._then(_Head(self._node, fb._int_arg(n, "head n")))
+        """The first `n` rows (after a sort: its top `n`, memory O(n))."""
+        n = fb._int_arg(n, "head n")
+        node = self._node
+        if isinstance(node, _Sort):
+            limit = n if node.limit is None else min(n, node.limit)
+            return self._then(_Sort(node.inputs[0], node.by, node.desc, node.nulls_last, limit))
+        return self._then(_Head(node, n))
 
     # -- kernels -----------------------------------------------------------------------------
 
@@ -1227,9 +1268,8 @@ class Pipeline:
         nulls_last: bool | Sequence[bool] = True,
         limit: int | None = None,
     ) -> Pipeline:
-        """:func:`ferrobatch.sort` of the whole input (materializes)."""
-        kw = {"descending": descending, "nulls_last": nulls_last, "limit": limit}
-        return self._then(_Whole(self._node, "sort", lambda t: fb.sort(t, by, **kw), by))
+        """:func:`ferrobatch.sort` of the whole input; with `limit`, a running top-k."""
+        return self._then(_Sort(self._node, by, descending, nulls_last, limit))
 
     def dedup(self, subset: str | Sequence[str] | None = None, *, keep: str = "first") -> Pipeline:
         """:func:`ferrobatch.dedup`. ``keep="first"`` streams with state per distinct key;

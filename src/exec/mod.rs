@@ -30,6 +30,7 @@ use crate::group_by::GroupByOptions;
 use crate::group_by::stream::GroupByState;
 use crate::join::JoinOptions;
 use crate::join::stream::JoinBuild;
+use crate::sort::SortKey;
 use crate::table::Table;
 use source::{Batches, Source};
 
@@ -73,6 +74,12 @@ pub enum Plan {
         restore: Vec<(String, DataType)>,
         schema: SchemaRef,
     },
+    /// A sort of the whole input (`limit`: its first rows only, a running top-k).
+    Sort {
+        input: Box<Plan>,
+        keys: Vec<SortKey>,
+        limit: Option<usize>,
+    },
     /// `dedup(keep="first")` on the columns at `subset`: a serial stage (see
     /// [`crate::dedup::stream`]).
     Dedup {
@@ -93,9 +100,10 @@ impl Plan {
     pub fn schema(&self) -> SchemaRef {
         match self {
             Plan::Source(s) => s.schema(),
-            Plan::Filter { input, .. } | Plan::Head { input, .. } | Plan::Dedup { input, .. } => {
-                input.schema()
-            }
+            Plan::Filter { input, .. }
+            | Plan::Head { input, .. }
+            | Plan::Dedup { input, .. }
+            | Plan::Sort { input, .. } => input.schema(),
             Plan::Project { schema, .. }
             | Plan::MapBatches { schema, .. }
             | Plan::GroupBy { schema, .. }
@@ -367,6 +375,12 @@ enum Start {
         schema: SchemaRef,
         stats: Arc<Stats>,
     },
+    Sort {
+        input: Box<Chain>,
+        keys: Vec<SortKey>,
+        limit: Option<usize>,
+        stats: Arc<Stats>,
+    },
 }
 
 /// `batches` through the per-batch operators `stages`, in order.
@@ -456,8 +470,10 @@ impl Chain {
             .iter()
             .any(|s| matches!(s.op, Serial::Head { .. }));
         self.wave = if head { STREAMING_WAVE } else { wave };
-        if let Start::GroupBy { input, .. } = &mut self.start {
-            input.set_wave(STREAMING_WAVE);
+        match &mut self.start {
+            Start::GroupBy { input, .. } => input.set_wave(STREAMING_WAVE),
+            Start::Sort { input, .. } => input.set_wave(COLLECTING_WAVE),
+            Start::Source(_) => {}
         }
         for b in &mut self.builds {
             b.chain.set_wave(COLLECTING_WAVE);
@@ -483,6 +499,17 @@ impl Chain {
         {
             let out = restore(run_group_by(input, options.clone(), stats, runner)?, schema)?;
             self.start = Start::Source(Box::new(Batches::new(schema.clone(), out, self.size)));
+        }
+        if let Start::Sort {
+            input,
+            keys,
+            limit,
+            stats,
+        } = &mut self.start
+        {
+            let out = run_sort(input, keys, *limit, stats, runner)?;
+            let schema = input.schema();
+            self.start = Start::Source(Box::new(Batches::new(schema, out, self.size)));
         }
         for b in std::mem::take(&mut self.builds) {
             b.run(runner)?;
@@ -624,6 +651,64 @@ impl Chain {
         }
         Ok(batches)
     }
+}
+
+/// Drain `input` and sort it (the kernel, in parallel). With a `limit`, each morsel keeps
+/// its own top `limit` rows in the parallel phase and after every wave the running top rows
+/// and the wave's (in sequence order) are cut to the top `limit` again: memory O(limit per
+/// morsel), and — the kernel being stable — the rows of a full stable sort's head.
+fn run_sort(
+    input: &mut Chain,
+    keys: &[SortKey],
+    limit: Option<usize>,
+    stats: &Stats,
+    runner: &dyn Runner,
+) -> Result<Vec<RecordBatch>> {
+    let schema = input.schema();
+    let table = |batches: Vec<RecordBatch>| Table {
+        schema: schema.clone(),
+        batches,
+    };
+    let mut kept: Vec<RecordBatch> = Vec::new();
+    let top = |b: RecordBatch| -> Result<Vec<RecordBatch>> {
+        let t = Instant::now();
+        let rows = b.num_rows();
+        let out = match limit {
+            Some(k) => crate::sort::sort(&table(vec![b]), keys, Some(k))?.batches,
+            None => vec![b],
+        };
+        stats.record(rows, None, t);
+        Ok(out)
+    };
+    while let Some(parts) = input.wave(&top, runner)? {
+        kept.extend(parts.into_iter().flatten());
+        if let Some(k) = limit {
+            let t = Instant::now();
+            let mut all = Some(std::mem::take(&mut kept));
+            runner.parallel(&mut || {
+                let t = table(all.take().unwrap_or_default());
+                kept = crate::sort::sort(&t, keys, Some(k))?.batches;
+                Ok(())
+            })?;
+            stats.record(0, None, t);
+        }
+    }
+    let t = Instant::now();
+    let mut all = Some(kept);
+    let mut out = Vec::new();
+    runner.parallel(&mut || {
+        let t = table(all.take().unwrap_or_default());
+        out = crate::sort::sort(&t, keys, limit)?.batches;
+        Ok(())
+    })?;
+    for b in &out {
+        stats
+            .rows_out
+            .fetch_add(b.num_rows() as u64, Ordering::Relaxed);
+        stats.batches.fetch_add(1, Ordering::Relaxed);
+    }
+    stats.record(0, None, t);
+    Ok(out)
 }
 
 /// Drain `input`, aggregating each morsel in the parallel phase and merging the partial
@@ -795,6 +880,25 @@ fn build(
                     input: Box::new(input),
                     options,
                     schema,
+                    stats: stats.clone(),
+                },
+                source_stats: Arc::new(Stats::default()),
+                parallel: vec![],
+                serial: vec![],
+                done: false,
+                out_schema,
+                wave: STREAMING_WAVE,
+                builds: Vec::new(),
+            }
+        }
+        Plan::Sort { input, keys, limit } => {
+            let input = build(*input, labels, report, depth + 1)?;
+            Chain {
+                size: input.size,
+                start: Start::Sort {
+                    input: Box::new(input),
+                    keys,
+                    limit,
                     stats: stats.clone(),
                 },
                 source_stats: Arc::new(Stats::default()),

@@ -550,6 +550,11 @@ impl ByteDict {
                 // Each dictionary value looked up once.
                 let d = c.as_any_dictionary();
                 let values = d.values();
+                if values.is_empty() {
+                    // Every key of an empty dictionary is null (`normalized_keys` would panic).
+                    mh.iter_mut().for_each(|m| *m = true);
+                    continue;
+                }
                 let bc = ByteChunk::new(values).ok_or_else(|| {
                     Error::Type(format!("cannot use {} as a string key", c.data_type()))
                 })?;

@@ -444,6 +444,27 @@ fn plan(
                 .collect();
             Plan::group_by(input, opts, restore).map_err(to_py)?
         }
+        "sort" => {
+            let input = child(labels)?;
+            let by: Vec<String> = item(spec, 3)?;
+            let descending: Vec<bool> = item(spec, 4)?;
+            let nulls_last: Vec<bool> = item(spec, 5)?;
+            let keys = by
+                .into_iter()
+                .zip(descending)
+                .zip(nulls_last)
+                .map(|((column, descending), nulls_last)| crate::sort::SortKey {
+                    column,
+                    descending,
+                    nulls_last,
+                })
+                .collect();
+            Plan::Sort {
+                input: Box::new(input),
+                keys,
+                limit: item(spec, 6)?,
+            }
+        }
         "dedup" => {
             let input = child(labels)?;
             let schema = input.schema();
