@@ -247,11 +247,13 @@ fn row_width(t: &DataType) -> Option<usize> {
     Some(1 + w)
 }
 
-/// Row `r` (at most 16 bytes) as an integer.
+/// Row `r` (at most 16 bytes: rows of one fixed-width schema all have one length) as an
+/// integer.
 #[inline]
 fn pack(r: &[u8]) -> u128 {
     let mut b = [0u8; 16];
-    b[..r.len()].copy_from_slice(r);
+    let n = r.len().min(16);
+    b[..n].copy_from_slice(&r[..n]);
     u128::from_le_bytes(b)
 }
 
@@ -345,6 +347,11 @@ impl SeenKeys {
             .map(|&i| normalized(batch.column(i)))
             .collect::<Result<Vec<_>>>()?;
         let rows: Rows = self.converter.convert_columns(&cols)?;
+        // The widths come from the schema; a row longer than 16 bytes (an encoding this
+        // code did not foresee) turns packing off before any key was packed.
+        if self.packed && n > 0 && self.is_empty() && rows.row(0).as_ref().len() > 16 {
+            self.packed = false;
+        }
         let packed: Vec<u128> = if self.packed {
             (0..n)
                 .into_par_iter()
