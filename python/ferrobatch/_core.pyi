@@ -45,6 +45,14 @@ def join_indices(
     validate: str | None,
     max_output_rows: int | None,
 ) -> tuple[pa.UInt32Array, pa.UInt32Array]: ...
+def join_layout(
+    left: pa.Schema,
+    right: pa.Schema,
+    left_on: Sequence[str],
+    right_on: Sequence[str],
+    how: str,
+    suffix: str,
+) -> tuple[pa.Schema, list[tuple[int, str]]]: ...
 def group_by(
     data: Any,
     keys: Sequence[str],

@@ -1054,27 +1054,19 @@ class _Join(_Node):
         self.inputs = (left, right)
         self.on, self.kw = on, kw
         self.keys = fb._join_keys(kw["how"], on, kw["left_on"], kw["right_on"])
-        self.schema = self._join(left.schema.empty_table(), right.schema.empty_table()).schema
-        # Where each output column comes from: join empty tables whose non-key columns carry
-        # tags instead of names (no suffixes apply, output positions are the same).
-        tagged = []
-        for side, (node, keys) in enumerate(zip(self.inputs, self.keys, strict=True)):
-            names = [c if c in keys else f"__fb_tag_{side}_{i}"
-                     for i, c in enumerate(node.schema.names)]  # fmt: skip
-            tagged.append(node.schema.empty_table().rename_columns(names))
-        out = self._join(*tagged).column_names
-        self.origin: dict[str, tuple[int, str]] = {}
-        for name, tag in zip(self.schema.names, out, strict=True):
-            if tag.startswith("__fb_tag_"):
-                side, i = map(int, tag.removeprefix("__fb_tag_").split("_"))
-                self.origin[name] = (side, self.inputs[side].schema.names[i])
-            else:  # a key: under its left name
-                self.origin[name] = (0, tag)
-
-    def _join(self, left: pa.Table, right: pa.Table) -> pa.Table:
-        lo, ro = self.keys
-        kw = {**self.kw, "left_on": lo or None, "right_on": ro or None}
-        return fb.join(left, right, **kw)
+        if not isinstance(kw["suffix"], str):
+            raise TypeError(f"suffix must be a str, got {type(kw['suffix']).__name__}")
+        if not isinstance(kw["nulls_equal"], bool):
+            raise TypeError(f"nulls_equal must be a bool, got {type(kw['nulls_equal']).__name__}")
+        # The output schema and where each output column comes from, computed in Rust from
+        # the two schemas (with the checks `fb.join` makes).
+        schema, origins = fb._core.join_layout(
+            left.schema, right.schema, *self.keys, kw["how"], kw["suffix"]
+        )
+        self.schema = schema
+        self.origin: dict[str, tuple[int, str]] = dict(
+            zip(schema.names, [(side, col) for side, col in origins], strict=True)
+        )
 
     def label(self) -> str:
         return (

@@ -130,7 +130,7 @@ impl Plan {
 
     /// A join of `left` and `right`; its output schema computed from theirs.
     pub fn join(left: Plan, right: Plan, opts: JoinOptions) -> Result<Plan> {
-        let schema = crate::join::output_schema(&left.schema(), &right.schema(), &opts)?;
+        let schema = crate::join::output_layout(&left.schema(), &right.schema(), &opts)?.0;
         Ok(Plan::Join {
             left: Box::new(left),
             right: Box::new(right),

@@ -146,14 +146,27 @@ pub fn join(left: &Table, right: &Table, opts: &JoinOptions) -> Result<Table> {
     plan.materialize(left, right, &idx)
 }
 
-/// The schema `join` gives for inputs of these schemas (checked as `join` checks them; no
-/// data involved).
-pub fn output_schema(left: &SchemaRef, right: &SchemaRef, opts: &JoinOptions) -> Result<SchemaRef> {
+/// Where an output column of a join comes from: `(false, i)` left column `i` (a key
+/// coalesced with its right partner in right / outer joins), `(true, i)` right column `i`.
+pub type Origin = (bool, usize);
+
+/// The schema `join` gives for inputs of these schemas, and each output column's origin —
+/// checked as `join` checks them, computed from the schemas alone.
+pub fn output_layout(
+    left: &SchemaRef,
+    right: &SchemaRef,
+    opts: &JoinOptions,
+) -> Result<(SchemaRef, Vec<Origin>)> {
     let empty = |schema: &SchemaRef| Table {
         schema: schema.clone(),
         batches: Vec::new(),
     };
-    Ok(Plan::new(&empty(left), &empty(right), opts)?.0.schema)
+    let plan = Plan::new(&empty(left), &empty(right), opts)?.0;
+    let origins = (0..left.fields().len())
+        .map(|i| (false, i))
+        .chain(plan.right_cols.iter().map(|&i| (true, i)))
+        .collect();
+    Ok((plan.schema, origins))
 }
 
 /// The row pairs of the join, in output order.

@@ -412,6 +412,34 @@ fn join<'py>(
     table_out(py, out)
 }
 
+/// The output schema of a join of tables of these schemas and, per output column, where it
+/// comes from: `(0, left name)` (a key coalesced with its right partner in right / outer
+/// joins) or `(1, right name)`. Checked as `join` checks its arguments; no data involved.
+#[pyfunction]
+#[pyo3(signature = (left, right, left_on, right_on, how, suffix))]
+fn join_layout(
+    py: Python<'_>,
+    left: pyo3_arrow::PySchema,
+    right: pyo3_arrow::PySchema,
+    left_on: StrOrList,
+    right_on: StrOrList,
+    how: &str,
+    suffix: String,
+) -> PyResult<(Py<PyAny>, Vec<(u8, String)>)> {
+    let opts = join_options(left_on, right_on, how, suffix, false, None, None)?;
+    let (left, right) = (left.into_inner(), right.into_inner());
+    let (schema, origins) = crate::join::output_layout(&left, &right, &opts).map_err(to_py)?;
+    let origins = origins
+        .into_iter()
+        .map(|(is_right, i)| {
+            let s = if is_right { &right } else { &left };
+            (u8::from(is_right), s.field(i).name().clone())
+        })
+        .collect();
+    let schema = pyo3_arrow::PySchema::new(schema).into_pyarrow(py)?.unbind();
+    Ok((schema, origins))
+}
+
 /// Row pairs of a join as two `uint32` arrays (`2**32 - 1` marks a missing side).
 /// The rows `indices` (a `uint32` array) of `data`: a gather for every Arrow type, view
 /// types included (pyarrow's `take` lacks them).
@@ -507,6 +535,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(group_by, m)?)?;
     m.add_class::<GroupByState>()?;
     m.add_function(wrap_pyfunction!(join_indices, m)?)?;
+    m.add_function(wrap_pyfunction!(join_layout, m)?)?;
     m.add_function(wrap_pyfunction!(take, m)?)?;
     m.add_class::<exec::Expression>()?;
     m.add_class::<exec::Run>()?;
