@@ -412,6 +412,9 @@ fn join<'py>(
     table_out(py, out)
 }
 
+/// A join's output schema (pyarrow) and each output column's (side, input name).
+type JoinLayout = (Py<PyAny>, Vec<(u8, String)>);
+
 /// The output schema of a join of tables of these schemas and, per output column, where it
 /// comes from: `(0, left name)` (a key coalesced with its right partner in right / outer
 /// joins) or `(1, right name)`. Checked as `join` checks its arguments; no data involved.
@@ -425,7 +428,7 @@ fn join_layout(
     right_on: StrOrList,
     how: &str,
     suffix: String,
-) -> PyResult<(Py<PyAny>, Vec<(u8, String)>)> {
+) -> PyResult<JoinLayout> {
     let opts = join_options(left_on, right_on, how, suffix, false, None, None)?;
     let (left, right) = (left.into_inner(), right.into_inner());
     let (schema, origins) = crate::join::output_layout(&left, &right, &opts).map_err(to_py)?;
