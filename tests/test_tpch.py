@@ -329,3 +329,206 @@ def test_q18_large_volume_customers_having(tpch) -> None:
         order by o_totalprice desc, o_orderdate, o_orderkey limit 100""",
     )
     assert_same(p.collect(), want)
+
+
+# -- the other TPC-H queries (standard parameters; DuckDB runs the standard SQL) -----------
+
+
+def dec(s: str) -> pc.Expression:
+    return pc.scalar(Decimal(s))
+
+
+def flt(e: pc.Expression) -> pc.Expression:
+    return e.cast(pa.float64())
+
+
+def nation_as(tpch: Path, prefix: str) -> fb.Pipeline:
+    return scan(tpch, "nation").select({f"{prefix}_nationkey": "n_nationkey", prefix: "n_name"})
+
+
+def test_q2_minimum_cost_supplier(tpch) -> None:
+    europe = (
+        scan(tpch, "region")
+        .filter(F("r_name") == "EUROPE")
+        .join(scan(tpch, "nation"), left_on="r_regionkey", right_on="n_regionkey")
+    )
+    suppliers = scan(tpch, "supplier").join(europe, left_on="s_nationkey", right_on="n_nationkey")
+    parts = scan(tpch, "part").filter((F("p_size") == 15) & pc.ends_with(F("p_type"), "BRASS"))
+    offers = (
+        scan(tpch, "partsupp")
+        .join(suppliers, left_on="ps_suppkey", right_on="s_suppkey")
+        .join(parts, left_on="ps_partkey", right_on="p_partkey")
+    )
+    cheapest = offers.group_by("ps_partkey", {"min_cost": ("ps_supplycost", "min")})
+    p = (
+        offers.join(
+            cheapest, left_on=["ps_partkey", "ps_supplycost"], right_on=["ps_partkey", "min_cost"]
+        )
+        .select({"s_acctbal": "s_acctbal", "s_name": "s_name", "n_name": "n_name",
+                 "p_partkey": "ps_partkey", "p_mfgr": "p_mfgr", "s_address": "s_address",
+                 "s_phone": "s_phone", "s_comment": "s_comment"})  # fmt: skip
+        .sort(["s_acctbal", "n_name", "s_name", "p_partkey"],
+              descending=[True, False, False, False], limit=100)  # fmt: skip
+    )
+    want = duck(
+        tpch,
+        """
+        select s_acctbal, s_name, n_name, p_partkey, p_mfgr, s_address, s_phone, s_comment
+        from part, supplier, partsupp, nation, region
+        where p_partkey = ps_partkey and s_suppkey = ps_suppkey and p_size = 15
+          and p_type like '%BRASS' and s_nationkey = n_nationkey and n_regionkey = r_regionkey
+          and r_name = 'EUROPE'
+          and ps_supplycost = (select min(ps_supplycost) from partsupp, supplier, nation, region
+                               where p_partkey = ps_partkey and s_suppkey = ps_suppkey
+                                 and s_nationkey = n_nationkey and n_regionkey = r_regionkey
+                                 and r_name = 'EUROPE')
+        order by s_acctbal desc, n_name, s_name, p_partkey limit 100""",
+    )
+    assert_same(p.collect(), want)
+
+
+def test_q6_forecasting_revenue_change(tpch) -> None:
+    p = (
+        scan(tpch, "lineitem")
+        .filter(
+            (F("l_shipdate") >= day("1994-01-01"))
+            & (F("l_shipdate") < day("1995-01-01"))
+            & (F("l_discount") >= dec("0.05"))
+            & (F("l_discount") <= dec("0.07"))
+            & (F("l_quantity") < dec("24"))
+        )
+        .with_columns(rev=F("l_extendedprice") * F("l_discount"))
+        .group_by([], {"revenue": ("rev", "sum")})
+    )
+    want = duck(
+        tpch,
+        """
+        select sum(l_extendedprice * l_discount) revenue from lineitem
+        where l_shipdate >= date '1994-01-01' and l_shipdate < date '1995-01-01'
+          and l_discount between 0.05 and 0.07 and l_quantity < 24""",
+    )
+    assert_same(p.collect(), want)
+
+
+def test_q7_volume_shipping(tpch) -> None:
+    pair = ((F("supp_nation") == "FRANCE") & (F("cust_nation") == "GERMANY")) | (
+        (F("supp_nation") == "GERMANY") & (F("cust_nation") == "FRANCE")
+    )
+    p = (
+        scan(tpch, "lineitem")
+        .filter((F("l_shipdate") >= day("1995-01-01")) & (F("l_shipdate") <= day("1996-12-31")))
+        .join(scan(tpch, "supplier"), left_on="l_suppkey", right_on="s_suppkey")
+        .join(scan(tpch, "orders"), left_on="l_orderkey", right_on="o_orderkey")
+        .join(scan(tpch, "customer"), left_on="o_custkey", right_on="c_custkey")
+        .join(nation_as(tpch, "supp_nation"), left_on="s_nationkey",
+              right_on="supp_nation_nationkey")  # fmt: skip
+        .join(nation_as(tpch, "cust_nation"), left_on="c_nationkey",
+              right_on="cust_nation_nationkey")  # fmt: skip
+        .filter(pair)
+        .with_columns(
+            l_year=pc.year(F("l_shipdate")),
+            volume=F("l_extendedprice") * (ONE - F("l_discount")),
+        )
+        .group_by(["supp_nation", "cust_nation", "l_year"], {"revenue": ("volume", "sum")},
+                  sort=True)  # fmt: skip
+    )
+    want = duck(
+        tpch,
+        """
+        select supp_nation, cust_nation, l_year, sum(volume) revenue from (
+            select n1.n_name supp_nation, n2.n_name cust_nation,
+                   extract(year from l_shipdate) l_year,
+                   l_extendedprice * (1 - l_discount) volume
+            from supplier, lineitem, orders, customer, nation n1, nation n2
+            where s_suppkey = l_suppkey and o_orderkey = l_orderkey and c_custkey = o_custkey
+              and s_nationkey = n1.n_nationkey and c_nationkey = n2.n_nationkey
+              and ((n1.n_name = 'FRANCE' and n2.n_name = 'GERMANY')
+                   or (n1.n_name = 'GERMANY' and n2.n_name = 'FRANCE'))
+              and l_shipdate between date '1995-01-01' and date '1996-12-31')
+        group by supp_nation, cust_nation, l_year
+        order by supp_nation, cust_nation, l_year""",
+    )
+    assert_same(p.collect(), want)
+
+
+def test_q8_national_market_share(tpch) -> None:
+    america = (
+        scan(tpch, "region")
+        .filter(F("r_name") == "AMERICA")
+        .join(scan(tpch, "nation"), left_on="r_regionkey", right_on="n_regionkey")
+    )
+    p = (
+        scan(tpch, "lineitem")
+        .join(scan(tpch, "part").filter(F("p_type") == "ECONOMY ANODIZED STEEL"),
+              left_on="l_partkey", right_on="p_partkey", how="semi")  # fmt: skip
+        .join(
+            scan(tpch, "orders").filter(
+                (F("o_orderdate") >= day("1995-01-01")) & (F("o_orderdate") <= day("1996-12-31"))
+            ),
+            left_on="l_orderkey",
+            right_on="o_orderkey",
+        )
+        .join(scan(tpch, "customer"), left_on="o_custkey", right_on="c_custkey")
+        .join(america, left_on="c_nationkey", right_on="n_nationkey", how="semi")
+        .join(scan(tpch, "supplier"), left_on="l_suppkey", right_on="s_suppkey")
+        .join(nation_as(tpch, "nation"), left_on="s_nationkey", right_on="nation_nationkey")
+        .with_columns(
+            o_year=pc.year(F("o_orderdate")),
+            volume=F("l_extendedprice") * (ONE - F("l_discount")),
+        )
+        # if_else takes equal types: the zero as the volume's decimal type.
+        .with_columns(brazil=pc.if_else(F("nation") == "BRAZIL", F("volume"),
+                                        dec("0").cast(pa.decimal128(32, 4))))  # fmt: skip
+        .group_by("o_year", {"b": ("brazil", "sum"), "v": ("volume", "sum")}, sort=True)
+        .select({"o_year": "o_year", "mkt_share": flt(F("b")) / flt(F("v"))})
+    )
+    want = duck(
+        tpch,
+        """
+        select o_year, sum(case when nation = 'BRAZIL' then volume else 0 end) / sum(volume)
+               mkt_share
+        from (select extract(year from o_orderdate) o_year,
+                     l_extendedprice * (1 - l_discount) volume, n2.n_name nation
+              from part, supplier, lineitem, orders, customer, nation n1, nation n2, region
+              where p_partkey = l_partkey and s_suppkey = l_suppkey and l_orderkey = o_orderkey
+                and o_custkey = c_custkey and c_nationkey = n1.n_nationkey
+                and n1.n_regionkey = r_regionkey and r_name = 'AMERICA'
+                and s_nationkey = n2.n_nationkey
+                and o_orderdate between date '1995-01-01' and date '1996-12-31'
+                and p_type = 'ECONOMY ANODIZED STEEL')
+        group by o_year order by o_year""",
+    )
+    assert_same(p.collect(), want)
+
+
+def test_q9_product_type_profit(tpch) -> None:
+    p = (
+        scan(tpch, "lineitem")
+        .join(scan(tpch, "part").filter(pc.match_like(F("p_name"), "%green%")),
+              left_on="l_partkey", right_on="p_partkey", how="semi")  # fmt: skip
+        .join(scan(tpch, "supplier"), left_on="l_suppkey", right_on="s_suppkey")
+        .join(scan(tpch, "partsupp"), left_on=["l_suppkey", "l_partkey"],
+              right_on=["ps_suppkey", "ps_partkey"])  # fmt: skip
+        .join(scan(tpch, "orders"), left_on="l_orderkey", right_on="o_orderkey")
+        .join(nation_as(tpch, "nation"), left_on="s_nationkey", right_on="nation_nationkey")
+        .with_columns(
+            o_year=pc.year(F("o_orderdate")),
+            amount=F("l_extendedprice") * (ONE - F("l_discount"))
+            - F("ps_supplycost") * F("l_quantity"),
+        )
+        .group_by(["nation", "o_year"], {"sum_profit": ("amount", "sum")})
+        .sort(["nation", "o_year"], descending=[False, True])
+    )
+    want = duck(
+        tpch,
+        """
+        select nation, o_year, sum(amount) sum_profit
+        from (select n_name nation, extract(year from o_orderdate) o_year,
+                     l_extendedprice * (1 - l_discount) - ps_supplycost * l_quantity amount
+              from part, supplier, lineitem, partsupp, orders, nation
+              where s_suppkey = l_suppkey and ps_suppkey = l_suppkey and ps_partkey = l_partkey
+                and p_partkey = l_partkey and o_orderkey = l_orderkey
+                and s_nationkey = n_nationkey and p_name like '%green%')
+        group by nation, o_year order by nation, o_year desc""",
+    )
+    assert_same(p.collect(), want)
