@@ -364,11 +364,23 @@ def test_q2_minimum_cost_supplier(tpch) -> None:
         offers.join(
             cheapest, left_on=["ps_partkey", "ps_supplycost"], right_on=["ps_partkey", "min_cost"]
         )
-        .select({"s_acctbal": "s_acctbal", "s_name": "s_name", "n_name": "n_name",
-                 "p_partkey": "ps_partkey", "p_mfgr": "p_mfgr", "s_address": "s_address",
-                 "s_phone": "s_phone", "s_comment": "s_comment"})  # fmt: skip
-        .sort(["s_acctbal", "n_name", "s_name", "p_partkey"],
-              descending=[True, False, False, False], limit=100)  # fmt: skip
+        .select(
+            {
+                "s_acctbal": "s_acctbal",
+                "s_name": "s_name",
+                "n_name": "n_name",
+                "p_partkey": "ps_partkey",
+                "p_mfgr": "p_mfgr",
+                "s_address": "s_address",
+                "s_phone": "s_phone",
+                "s_comment": "s_comment",
+            }
+        )  # fmt: skip
+        .sort(
+            ["s_acctbal", "n_name", "s_name", "p_partkey"],
+            descending=[True, False, False, False],
+            limit=100,
+        )  # fmt: skip
     )
     want = duck(
         tpch,
@@ -420,17 +432,20 @@ def test_q7_volume_shipping(tpch) -> None:
         .join(scan(tpch, "supplier"), left_on="l_suppkey", right_on="s_suppkey")
         .join(scan(tpch, "orders"), left_on="l_orderkey", right_on="o_orderkey")
         .join(scan(tpch, "customer"), left_on="o_custkey", right_on="c_custkey")
-        .join(nation_as(tpch, "supp_nation"), left_on="s_nationkey",
-              right_on="supp_nation_nationkey")  # fmt: skip
-        .join(nation_as(tpch, "cust_nation"), left_on="c_nationkey",
-              right_on="cust_nation_nationkey")  # fmt: skip
+        .join(
+            nation_as(tpch, "supp_nation"), left_on="s_nationkey", right_on="supp_nation_nationkey"
+        )  # fmt: skip
+        .join(
+            nation_as(tpch, "cust_nation"), left_on="c_nationkey", right_on="cust_nation_nationkey"
+        )  # fmt: skip
         .filter(pair)
         .with_columns(
             l_year=pc.year(F("l_shipdate")),
             volume=F("l_extendedprice") * (ONE - F("l_discount")),
         )
-        .group_by(["supp_nation", "cust_nation", "l_year"], {"revenue": ("volume", "sum")},
-                  sort=True)  # fmt: skip
+        .group_by(
+            ["supp_nation", "cust_nation", "l_year"], {"revenue": ("volume", "sum")}, sort=True
+        )  # fmt: skip
     )
     want = duck(
         tpch,
@@ -459,8 +474,12 @@ def test_q8_national_market_share(tpch) -> None:
     )
     p = (
         scan(tpch, "lineitem")
-        .join(scan(tpch, "part").filter(F("p_type") == "ECONOMY ANODIZED STEEL"),
-              left_on="l_partkey", right_on="p_partkey", how="semi")  # fmt: skip
+        .join(
+            scan(tpch, "part").filter(F("p_type") == "ECONOMY ANODIZED STEEL"),
+            left_on="l_partkey",
+            right_on="p_partkey",
+            how="semi",
+        )  # fmt: skip
         .join(
             scan(tpch, "orders").filter(
                 (F("o_orderdate") >= day("1995-01-01")) & (F("o_orderdate") <= day("1996-12-31"))
@@ -477,8 +496,11 @@ def test_q8_national_market_share(tpch) -> None:
             volume=F("l_extendedprice") * (ONE - F("l_discount")),
         )
         # if_else takes equal types: the zero as the volume's decimal type.
-        .with_columns(brazil=pc.if_else(F("nation") == "BRAZIL", F("volume"),
-                                        dec("0").cast(pa.decimal128(32, 4))))  # fmt: skip
+        .with_columns(
+            brazil=pc.if_else(
+                F("nation") == "BRAZIL", F("volume"), dec("0").cast(pa.decimal128(32, 4))
+            )
+        )  # fmt: skip
         .group_by("o_year", {"b": ("brazil", "sum"), "v": ("volume", "sum")}, sort=True)
         .select({"o_year": "o_year", "mkt_share": flt(F("b")) / flt(F("v"))})
     )
@@ -504,11 +526,18 @@ def test_q8_national_market_share(tpch) -> None:
 def test_q9_product_type_profit(tpch) -> None:
     p = (
         scan(tpch, "lineitem")
-        .join(scan(tpch, "part").filter(pc.match_like(F("p_name"), "%green%")),
-              left_on="l_partkey", right_on="p_partkey", how="semi")  # fmt: skip
+        .join(
+            scan(tpch, "part").filter(pc.match_like(F("p_name"), "%green%")),
+            left_on="l_partkey",
+            right_on="p_partkey",
+            how="semi",
+        )  # fmt: skip
         .join(scan(tpch, "supplier"), left_on="l_suppkey", right_on="s_suppkey")
-        .join(scan(tpch, "partsupp"), left_on=["l_suppkey", "l_partkey"],
-              right_on=["ps_suppkey", "ps_partkey"])  # fmt: skip
+        .join(
+            scan(tpch, "partsupp"),
+            left_on=["l_suppkey", "l_partkey"],
+            right_on=["ps_suppkey", "ps_partkey"],
+        )  # fmt: skip
         .join(scan(tpch, "orders"), left_on="l_orderkey", right_on="o_orderkey")
         .join(nation_as(tpch, "nation"), left_on="s_nationkey", right_on="nation_nationkey")
         .with_columns(
@@ -530,5 +559,320 @@ def test_q9_product_type_profit(tpch) -> None:
                 and p_partkey = l_partkey and o_orderkey = l_orderkey
                 and s_nationkey = n_nationkey and p_name like '%green%')
         group by nation, o_year order by nation, o_year desc""",
+    )
+    assert_same(p.collect(), want)
+
+
+def test_q11_important_stock(tpch) -> None:
+    stock = (
+        scan(tpch, "partsupp")
+        .join(scan(tpch, "supplier"), left_on="ps_suppkey", right_on="s_suppkey")
+        .join(
+            scan(tpch, "nation").filter(F("n_name") == "GERMANY"),
+            left_on="s_nationkey",
+            right_on="n_nationkey",
+            how="semi",
+        )  # fmt: skip
+        .with_columns(v=F("ps_supplycost") * F("ps_availqty"))
+    )
+    total = stock.group_by([], {"total": ("v", "sum")})
+    p = (
+        stock.group_by("ps_partkey", {"value": ("v", "sum")})
+        .join(total, how="cross")
+        .filter(flt(F("value")) > flt(F("total")) * 0.0001)
+        .select(["ps_partkey", "value"])
+        .sort("value", descending=True)
+    )
+    want = duck(
+        tpch,
+        """
+        select ps_partkey, sum(ps_supplycost * ps_availqty) value
+        from partsupp, supplier, nation
+        where ps_suppkey = s_suppkey and s_nationkey = n_nationkey and n_name = 'GERMANY'
+        group by ps_partkey
+        having sum(ps_supplycost * ps_availqty) > (
+            select sum(ps_supplycost * ps_availqty) * 0.0001
+            from partsupp, supplier, nation
+            where ps_suppkey = s_suppkey and s_nationkey = n_nationkey and n_name = 'GERMANY')
+        order by value desc""",
+    )
+    assert_same(p.collect(), want)
+
+
+def test_q12_shipping_modes(tpch) -> None:
+    urgent = F("o_orderpriority").isin(["1-URGENT", "2-HIGH"])
+    p = (
+        scan(tpch, "lineitem")
+        .filter(
+            F("l_shipmode").isin(["MAIL", "SHIP"])
+            & (F("l_commitdate") < F("l_receiptdate"))
+            & (F("l_shipdate") < F("l_commitdate"))
+            & (F("l_receiptdate") >= day("1994-01-01"))
+            & (F("l_receiptdate") < day("1995-01-01"))
+        )
+        .join(scan(tpch, "orders"), left_on="l_orderkey", right_on="o_orderkey")
+        .with_columns(high=pc.if_else(urgent, 1, 0), low=pc.if_else(urgent, 0, 1))
+        .group_by(
+            "l_shipmode",
+            {"high_line_count": ("high", "sum"), "low_line_count": ("low", "sum")},
+            sort=True,
+        )  # fmt: skip
+    )
+    want = duck(
+        tpch,
+        """
+        select l_shipmode,
+          sum(case when o_orderpriority = '1-URGENT' or o_orderpriority = '2-HIGH'
+              then 1 else 0 end) high_line_count,
+          sum(case when o_orderpriority <> '1-URGENT' and o_orderpriority <> '2-HIGH'
+              then 1 else 0 end) low_line_count
+        from orders, lineitem
+        where o_orderkey = l_orderkey and l_shipmode in ('MAIL', 'SHIP')
+          and l_commitdate < l_receiptdate and l_shipdate < l_commitdate
+          and l_receiptdate >= date '1994-01-01' and l_receiptdate < date '1995-01-01'
+        group by l_shipmode order by l_shipmode""",
+    )
+    assert_same(p.collect(), want)
+
+
+def test_q14_promotion_effect(tpch) -> None:
+    p = (
+        scan(tpch, "lineitem")
+        .filter((F("l_shipdate") >= day("1995-09-01")) & (F("l_shipdate") < day("1995-10-01")))
+        .join(scan(tpch, "part"), left_on="l_partkey", right_on="p_partkey")
+        .with_columns(rev=flt(F("l_extendedprice") * (ONE - F("l_discount"))))
+        .with_columns(promo=pc.if_else(pc.starts_with(F("p_type"), "PROMO"), F("rev"), 0.0))
+        .group_by([], {"promo": ("promo", "sum"), "rev": ("rev", "sum")})
+        .select({"promo_revenue": F("promo") * 100.0 / F("rev")})
+    )
+    want = duck(
+        tpch,
+        """
+        select 100.00 * sum(case when p_type like 'PROMO%'
+                                 then l_extendedprice * (1 - l_discount) else 0 end)
+               / sum(l_extendedprice * (1 - l_discount)) promo_revenue
+        from lineitem, part
+        where l_partkey = p_partkey and l_shipdate >= date '1995-09-01'
+          and l_shipdate < date '1995-10-01'""",
+    )
+    assert_same(p.collect(), want)
+
+
+def test_q15_top_supplier(tpch) -> None:
+    revenue = (
+        scan(tpch, "lineitem")
+        .filter((F("l_shipdate") >= day("1996-01-01")) & (F("l_shipdate") < day("1996-04-01")))
+        .with_columns(rev=F("l_extendedprice") * (ONE - F("l_discount")))
+        .group_by("l_suppkey", {"total_revenue": ("rev", "sum")})
+    )
+    top = revenue.group_by([], {"max_revenue": ("total_revenue", "max")})
+    p = (
+        scan(tpch, "supplier")
+        .join(revenue, left_on="s_suppkey", right_on="l_suppkey")
+        .join(top, left_on="total_revenue", right_on="max_revenue", how="semi")
+        .select(["s_suppkey", "s_name", "s_address", "s_phone", "total_revenue"])
+        .sort("s_suppkey")
+    )
+    want = duck(
+        tpch,
+        """
+        with revenue as (
+            select l_suppkey supplier_no, sum(l_extendedprice * (1 - l_discount)) total_revenue
+            from lineitem
+            where l_shipdate >= date '1996-01-01' and l_shipdate < date '1996-04-01'
+            group by l_suppkey)
+        select s_suppkey, s_name, s_address, s_phone, total_revenue
+        from supplier, revenue
+        where s_suppkey = supplier_no
+          and total_revenue = (select max(total_revenue) from revenue)
+        order by s_suppkey""",
+    )
+    assert_same(p.collect(), want)
+
+
+def test_q17_small_quantity_order_revenue(tpch) -> None:
+    parts = scan(tpch, "part").filter(
+        (F("p_brand") == "Brand#23") & (F("p_container") == "MED BOX")
+    )
+    lines = scan(tpch, "lineitem").join(parts, left_on="l_partkey", right_on="p_partkey",
+                                        how="semi")  # fmt: skip
+    small = lines.group_by("l_partkey", {"avg_qty": ("l_quantity", "mean")})
+    p = (
+        lines.join(small, on="l_partkey")
+        .filter(flt(F("l_quantity")) < flt(F("avg_qty")) * 0.2)
+        .group_by([], {"s": ("l_extendedprice", "sum")})
+        .select({"avg_yearly": flt(F("s")) / 7.0})
+    )
+    want = duck(
+        tpch,
+        """
+        select sum(l_extendedprice) / 7.0 avg_yearly
+        from lineitem, part
+        where p_partkey = l_partkey and p_brand = 'Brand#23' and p_container = 'MED BOX'
+          and l_quantity < (select 0.2 * avg(l_quantity) from lineitem
+                            where l_partkey = p_partkey)""",
+    )
+    assert_same(p.collect(), want)
+
+
+def test_q19_discounted_revenue(tpch) -> None:
+    def case(brand: str, containers: list[str], lo: int, size: int) -> pc.Expression:
+        return (
+            (F("p_brand") == brand)
+            & F("p_container").isin(containers)
+            & (F("l_quantity") >= dec(str(lo)))
+            & (F("l_quantity") <= dec(str(lo + 10)))
+            & (F("p_size") >= 1)
+            & (F("p_size") <= size)
+        )
+
+    p = (
+        scan(tpch, "lineitem")
+        .filter(
+            F("l_shipmode").isin(["AIR", "AIR REG"]) & (F("l_shipinstruct") == "DELIVER IN PERSON")
+        )  # fmt: skip
+        .join(scan(tpch, "part"), left_on="l_partkey", right_on="p_partkey")
+        .filter(
+            case("Brand#12", ["SM CASE", "SM BOX", "SM PACK", "SM PKG"], 1, 5)
+            | case("Brand#23", ["MED BAG", "MED BOX", "MED PKG", "MED PACK"], 10, 10)
+            | case("Brand#34", ["LG CASE", "LG BOX", "LG PACK", "LG PKG"], 20, 15)
+        )
+        .with_columns(rev=F("l_extendedprice") * (ONE - F("l_discount")))
+        .group_by([], {"revenue": ("rev", "sum")})
+    )
+    want = duck(
+        tpch,
+        """
+        select sum(l_extendedprice * (1 - l_discount)) revenue
+        from lineitem, part
+        where p_partkey = l_partkey and l_shipmode in ('AIR', 'AIR REG')
+          and l_shipinstruct = 'DELIVER IN PERSON'
+          and ((p_brand = 'Brand#12' and p_container in ('SM CASE', 'SM BOX', 'SM PACK', 'SM PKG')
+                and l_quantity >= 1 and l_quantity <= 11 and p_size between 1 and 5)
+            or (p_brand = 'Brand#23'
+                and p_container in ('MED BAG', 'MED BOX', 'MED PKG', 'MED PACK')
+                and l_quantity >= 10 and l_quantity <= 20 and p_size between 1 and 10)
+            or (p_brand = 'Brand#34' and p_container in ('LG CASE', 'LG BOX', 'LG PACK', 'LG PKG')
+                and l_quantity >= 20 and l_quantity <= 30 and p_size between 1 and 15))""",
+    )
+    assert_same(p.collect(), want)
+
+
+def test_q20_potential_part_promotion(tpch) -> None:
+    forest = scan(tpch, "part").filter(pc.starts_with(F("p_name"), "forest"))
+    shipped = (
+        scan(tpch, "lineitem")
+        .filter((F("l_shipdate") >= day("1994-01-01")) & (F("l_shipdate") < day("1995-01-01")))
+        .group_by(["l_partkey", "l_suppkey"], {"qty": ("l_quantity", "sum")})
+    )
+    excess = (
+        scan(tpch, "partsupp")
+        .join(forest, left_on="ps_partkey", right_on="p_partkey", how="semi")
+        .join(shipped, left_on=["ps_partkey", "ps_suppkey"], right_on=["l_partkey", "l_suppkey"])
+        .filter(flt(F("ps_availqty")) > flt(F("qty")) * 0.5)
+    )
+    p = (
+        scan(tpch, "supplier")
+        .join(excess, left_on="s_suppkey", right_on="ps_suppkey", how="semi")
+        .join(
+            scan(tpch, "nation").filter(F("n_name") == "CANADA"),
+            left_on="s_nationkey",
+            right_on="n_nationkey",
+            how="semi",
+        )  # fmt: skip
+        .select(["s_name", "s_address"])
+        .sort("s_name")
+    )
+    want = duck(
+        tpch,
+        """
+        select s_name, s_address from supplier, nation
+        where s_suppkey in (
+            select ps_suppkey from partsupp
+            where ps_partkey in (select p_partkey from part where p_name like 'forest%')
+              and ps_availqty > (select 0.5 * sum(l_quantity) from lineitem
+                                 where l_partkey = ps_partkey and l_suppkey = ps_suppkey
+                                   and l_shipdate >= date '1994-01-01'
+                                   and l_shipdate < date '1995-01-01'))
+          and s_nationkey = n_nationkey and n_name = 'CANADA'
+        order by s_name""",
+    )
+    assert_same(p.collect(), want)
+
+
+def test_q21_suppliers_who_kept_orders_waiting(tpch) -> None:
+    # exists another supplier on the order <=> the order has more than one supplier; no other
+    # supplier was late <=> exactly one supplier was late (this one).
+    lines = scan(tpch, "lineitem")
+    late = lines.filter(F("l_receiptdate") > F("l_commitdate"))
+    several = lines.group_by("l_orderkey", {"n": ("l_suppkey", "n_unique")}).filter(F("n") > 1)
+    alone = late.group_by("l_orderkey", {"n": ("l_suppkey", "n_unique")}).filter(F("n") == 1)
+    p = (
+        late.join(
+            scan(tpch, "orders").filter(F("o_orderstatus") == "F"),
+            left_on="l_orderkey",
+            right_on="o_orderkey",
+            how="semi",
+        )  # fmt: skip
+        .join(several, on="l_orderkey", how="semi")
+        .join(alone, on="l_orderkey", how="semi")
+        .join(scan(tpch, "supplier"), left_on="l_suppkey", right_on="s_suppkey")
+        .join(
+            scan(tpch, "nation").filter(F("n_name") == "SAUDI ARABIA"),
+            left_on="s_nationkey",
+            right_on="n_nationkey",
+            how="semi",
+        )  # fmt: skip
+        .group_by("s_name", {"numwait": (None, "size")})
+        .sort(["numwait", "s_name"], descending=[True, False], limit=100)
+    )
+    want = duck(
+        tpch,
+        """
+        select s_name, count(*) numwait
+        from supplier, lineitem l1, orders, nation
+        where s_suppkey = l1.l_suppkey and o_orderkey = l1.l_orderkey and o_orderstatus = 'F'
+          and l1.l_receiptdate > l1.l_commitdate
+          and exists (select * from lineitem l2
+                      where l2.l_orderkey = l1.l_orderkey and l2.l_suppkey <> l1.l_suppkey)
+          and not exists (select * from lineitem l3
+                          where l3.l_orderkey = l1.l_orderkey and l3.l_suppkey <> l1.l_suppkey
+                            and l3.l_receiptdate > l3.l_commitdate)
+          and s_nationkey = n_nationkey and n_name = 'SAUDI ARABIA'
+        group by s_name order by numwait desc, s_name limit 100""",
+    )
+    assert_same(p.collect(), want)
+
+
+def test_q22_global_sales_opportunity(tpch) -> None:
+    codes = ["13", "31", "23", "29", "30", "18", "17"]
+    customers = (
+        scan(tpch, "customer")
+        .with_columns(cntrycode=pc.utf8_slice_codeunits(F("c_phone"), 0, 2))
+        .filter(F("cntrycode").isin(codes))
+    )
+    average = customers.filter(F("c_acctbal") > dec("0.00")).group_by(
+        [], {"avg_bal": ("c_acctbal", "mean")}
+    )
+    p = (
+        customers.join(average, how="cross")
+        .filter(flt(F("c_acctbal")) > F("avg_bal"))
+        .join(scan(tpch, "orders"), left_on="c_custkey", right_on="o_custkey", how="anti")
+        .group_by(
+            "cntrycode", {"numcust": (None, "size"), "totacctbal": ("c_acctbal", "sum")}, sort=True
+        )  # fmt: skip
+    )
+    want = duck(
+        tpch,
+        """
+        select cntrycode, count(*) numcust, sum(c_acctbal) totacctbal
+        from (select substring(c_phone, 1, 2) cntrycode, c_acctbal from customer
+              where substring(c_phone, 1, 2) in ('13', '31', '23', '29', '30', '18', '17')
+                and c_acctbal > (select avg(c_acctbal) from customer
+                                 where c_acctbal > 0.00
+                                   and substring(c_phone, 1, 2)
+                                       in ('13', '31', '23', '29', '30', '18', '17'))
+                and not exists (select * from orders where o_custkey = c_custkey))
+        group by cntrycode order by cntrycode""",
     )
     assert_same(p.collect(), want)
