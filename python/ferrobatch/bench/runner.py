@@ -15,6 +15,7 @@ import argparse
 import importlib.metadata
 import importlib.util
 import json
+import math
 import os
 import platform
 import statistics
@@ -115,6 +116,7 @@ def render_table(results: list[dict[str, Any]], engines: list[str]) -> str:
     head += "".join(f" {p:>9s} {'ratio':>6s}" for p in peers)
     head += f"  {'peak RSS MB (' + ', '.join(e[:2] for e in engines) + ')'}"
     lines = [head, "-" * len(head)]
+    ratios: dict[str, list[float]] = {p: [] for p in peers}
     for qid in dict.fromkeys(r["question"] for r in results):
         ours = get.get(("ferrobatch", qid), {})
         line = f"{qid + ' ' + titles[qid]:36s} {_secs(ours):>10s}"
@@ -122,10 +124,17 @@ def render_table(results: list[dict[str, Any]], engines: list[str]) -> str:
             r = get.get((p, qid), {})
             ratio = ours["median"] / r["median"] if "median" in ours and "median" in r else None
             shown = f"{ratio:.2f}" if ratio else "-"
+            if ratio and qid.startswith("tpch-q"):
+                ratios[p].append(ratio)
             line += f" {_secs(r):>9s} {shown:>6s}"
         peaks = [get.get((e, qid), {}).get("peak_rss_mb") for e in engines]
         line += "  " + " / ".join(f"{p:.0f}" if p else "-" for p in peaks)
         lines.append(line)
+    for p, rs in ratios.items():
+        if rs:
+            geo = math.exp(sum(math.log(r) for r in rs) / len(rs))
+            lines.append(f"TPC-H geometric mean of the ratios against {p}: {geo:.2f} "
+                         f"({len(rs)} queries)")  # fmt: skip
     lines.append("ratio = ferrobatch median / peer median (below 1: ferrobatch is faster)")
     return "\n".join(lines)
 
