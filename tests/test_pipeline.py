@@ -374,3 +374,21 @@ def test_streaming_cross_join_is_left_major(n_left, n_right, batch_size) -> None
         "a": [a for a in range(n_left) for _ in range(n_right)],
         "b": [f"r{b}" for _ in range(n_left) for b in range(n_right)],
     }
+
+
+def test_sort_and_dedup_keys_checked_from_the_schema() -> None:
+    """Key names, key types and per-key flags are checked when the stage is built, from the
+    schema alone (nothing runs on data, not even on an empty table)."""
+    t = pa.table({"s": pa.array([{"x": 1}]), "k": [1]})
+    p = fb.scan(t)
+    with pytest.raises(TypeError, match='"s" has type Struct'):
+        p.sort("s")
+    with pytest.raises(TypeError, match='"s" has type Struct'):
+        p.dedup("s")
+    with pytest.raises(TypeError, match='"s" has type Struct'):
+        p.dedup()
+    with pytest.raises(KeyError, match="nope"):
+        p.sort("nope")
+    with pytest.raises(ValueError, match="2 entries"):
+        p.sort("k", descending=[True, False])
+    assert p.dedup("k").schema == p.sort("k").schema == t.schema

@@ -45,6 +45,10 @@ def join_indices(
     validate: str | None,
     max_output_rows: int | None,
 ) -> tuple[pa.UInt32Array, pa.UInt32Array]: ...
+def check_sort(
+    schema: pa.Schema, by: str | Sequence[str], descending: Any, nulls_last: Any
+) -> None: ...
+def check_keys(schema: pa.Schema, names: Sequence[str] | None) -> None: ...
 def join_layout(
     left: pa.Schema,
     right: pa.Schema,

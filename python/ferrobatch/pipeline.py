@@ -991,14 +991,14 @@ class _Sort(_Node):
     def __init__(
         self, child: _Node, by: Any, descending: Any, nulls_last: Any, limit: int | None
     ) -> None:
-        kw = {"descending": descending, "nulls_last": nulls_last, "limit": limit}
-        # The kernel checks names, types and arguments now, before any data is read.
-        self.schema = fb.sort(child.schema.empty_table(), by, **kw).schema
+        # Names, key types and flags checked now, from the schema, before any data is read.
+        fb._core.check_sort(child.schema, by, descending, nulls_last)
+        self.schema = child.schema
         self.inputs = (child,)
         self.by = fb._key_list(by, "by")
         self.desc = _per_key(descending, len(self.by))
         self.nulls_last = _per_key(nulls_last, len(self.by))
-        self.limit = None if limit is None else fb._int_arg(limit, "limit")
+        self.limit = fb._check_limit(limit)
 
     def label(self) -> str:
         top = "" if self.limit is None else f" limit={self.limit} (top-k)"
@@ -1027,8 +1027,9 @@ class _DedupFirst(_Node):
 
     def __init__(self, child: _Node, subset: Any) -> None:
         self.inputs = (child,)
-        self.schema = fb.dedup(child.schema.empty_table(), subset).schema
+        self.schema = child.schema
         self.given = fb._key_list(subset, "subset")
+        fb._core.check_keys(child.schema, self.given or None)
         self.subset = self.given or list(child.schema.names)
 
     def label(self) -> str:

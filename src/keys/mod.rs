@@ -43,6 +43,54 @@ pub fn encode_positions(table: &Table, idx: &[usize], modes: &[CodeMode]) -> Res
         .collect()
 }
 
+/// Whether values of type `dt` can be keys (of a sort, group-by, join or dedup): checked
+/// from the type alone, as [`encode::dense_codes`] accepts them. `name` is for the error.
+pub fn check_key_type(name: &str, dt: &arrow_schema::DataType) -> Result<()> {
+    use arrow_schema::DataType as D;
+    let ok = |t: &D| {
+        matches!(
+            t,
+            D::Null
+                | D::Decimal128(_, _)
+                | D::Utf8
+                | D::LargeUtf8
+                | D::Utf8View
+                | D::Binary
+                | D::LargeBinary
+                | D::BinaryView
+                | D::FixedSizeBinary(_)
+        ) || encode::domain_of_types(std::iter::once(t)).is_some()
+    };
+    let fine = match dt {
+        D::Dictionary(_, v) => ok(v),
+        t => ok(t),
+    };
+    if fine {
+        Ok(())
+    } else {
+        Err(crate::error::Error::Type(format!(
+            "column {name:?} has type {dt}, which cannot be used as a key"
+        )))
+    }
+}
+
+/// The positions of the key columns `names` in `schema`, each checked to exist once and to
+/// have a key type ([`check_key_type`]).
+pub fn key_positions(schema: &arrow_schema::SchemaRef, names: &[String]) -> Result<Vec<usize>> {
+    let t = crate::table::Table {
+        schema: schema.clone(),
+        batches: Vec::new(),
+    };
+    names
+        .iter()
+        .map(|n| {
+            let i = t.index_of(n)?;
+            check_key_type(n, schema.field(i).data_type())?;
+            Ok(i)
+        })
+        .collect()
+}
+
 /// Multi-column keys, one value per row.
 pub enum Keys {
     /// Packed into a `u64`, shifted left by the requested spare bits.

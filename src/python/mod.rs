@@ -107,6 +107,42 @@ fn check_limit(limit: Option<i64>) -> PyResult<Option<usize>> {
     }
 }
 
+/// Check a sort's arguments against a schema (names, key types, per-key flags) without
+/// data: the pipeline's sort, checked when it is built.
+#[pyfunction]
+fn check_sort(
+    schema: pyo3_arrow::PySchema,
+    by: StrOrList,
+    descending: &Bound<'_, PyAny>,
+    nulls_last: &Bound<'_, PyAny>,
+) -> PyResult<()> {
+    let keys = sort_keys(by, descending, nulls_last)?;
+    if keys.is_empty() {
+        return Err(to_py(Error::Value(
+            "sort needs at least one key column".into(),
+        )));
+    }
+    let names: Vec<String> = keys.into_iter().map(|k| k.column).collect();
+    crate::keys::key_positions(&schema.into_inner(), &names).map_err(to_py)?;
+    Ok(())
+}
+
+/// Check that `names` are key columns of `schema` (each present once, of a key type);
+/// `None`: every column is a key (by position).
+#[pyfunction]
+#[pyo3(signature = (schema, names))]
+fn check_keys(schema: pyo3_arrow::PySchema, names: Option<Vec<String>>) -> PyResult<()> {
+    let schema = schema.into_inner();
+    match names {
+        Some(names) => crate::keys::key_positions(&schema, &names).map(|_| ()),
+        None => schema
+            .fields()
+            .iter()
+            .try_for_each(|f| crate::keys::check_key_type(f.name(), f.data_type())),
+    }
+    .map_err(to_py)
+}
+
 #[pyfunction]
 #[pyo3(signature = (data, by, descending, nulls_last, limit))]
 fn sort<'py>(
@@ -539,6 +575,8 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<GroupByState>()?;
     m.add_function(wrap_pyfunction!(join_indices, m)?)?;
     m.add_function(wrap_pyfunction!(join_layout, m)?)?;
+    m.add_function(wrap_pyfunction!(check_sort, m)?)?;
+    m.add_function(wrap_pyfunction!(check_keys, m)?)?;
     m.add_function(wrap_pyfunction!(take, m)?)?;
     m.add_class::<exec::Expression>()?;
     m.add_class::<exec::Run>()?;
