@@ -392,3 +392,25 @@ def test_sort_and_dedup_keys_checked_from_the_schema() -> None:
     with pytest.raises(ValueError, match="2 entries"):
         p.sort("k", descending=[True, False])
     assert p.dedup("k").schema == p.sort("k").schema == t.schema
+
+
+def test_join_report_rows_belong_to_their_stages() -> None:
+    """Each stage of a run that joins two scans reports its own counts (the columns a join
+    reads from each side are part of the join, not stages of their own)."""
+    left = pa.table({"k": list(range(100)), "a": [i * 2 for i in range(100)], "z": [0] * 100})
+    right = pa.table({"k": [1, 2, 3, 60, 70, 80, 90], "b": list("abcdefg"), "y": [0] * 7})
+    p = (
+        fb.scan(left, batch_size=10)
+        .filter(pc.field("k") < 75)
+        .join(fb.scan(right).filter(pc.field("k") > 1), on="k")
+        .select(["k", "a", "b"])
+    )
+    out = p.collect()
+    assert out.to_pydict() == {"k": [2, 3, 60, 70], "a": [4, 6, 120, 140], "b": list("bcde")}
+    rows = {s.stage: (s.rows_in, s.rows_out) for s in p.last_report.stages}
+    assert rows["scan in-memory table (100 rows)"] == (100, 100)
+    assert rows["filter (k < 75)"] == (100, 75)
+    assert rows["scan in-memory table (7 rows)"] == (7, 7)
+    assert rows["filter (k > 1)"] == (7, 6)
+    assert rows["join inner on='k'"] == (75 + 6, 4)  # probe rows and build rows in
+    assert rows["select ['k', 'a', 'b']"] == (4, 4)

@@ -91,6 +91,9 @@ pub enum Plan {
     Join {
         left: Box<Plan>,
         right: Box<Plan>,
+        /// The columns of each input the join reads (positions, in order).
+        left_cols: Vec<usize>,
+        right_cols: Vec<usize>,
         opts: JoinOptions,
         schema: SchemaRef,
     },
@@ -128,34 +131,34 @@ impl Plan {
         })
     }
 
-    /// A join of `left` and `right`; its output schema computed from theirs.
-    pub fn join(left: Plan, right: Plan, opts: JoinOptions) -> Result<Plan> {
-        let schema = crate::join::output_layout(&left.schema(), &right.schema(), &opts)?.0;
+    /// A join of the columns `left_cols` of `left` and `right_cols` of `right` (by name, in
+    /// that order); its output schema computed from theirs.
+    pub fn join(
+        left: Plan,
+        right: Plan,
+        left_cols: &[String],
+        right_cols: &[String],
+        opts: JoinOptions,
+    ) -> Result<Plan> {
+        let positions = |p: &Plan, names: &[String]| -> Result<Vec<usize>> {
+            let schema = p.schema();
+            names.iter().map(|n| Ok(schema.index_of(n)?)).collect()
+        };
+        let (left_cols, right_cols) =
+            (positions(&left, left_cols)?, positions(&right, right_cols)?);
+        let (ls, rs) = (
+            Arc::new(left.schema().project(&left_cols)?),
+            Arc::new(right.schema().project(&right_cols)?),
+        );
+        let schema = crate::join::output_layout(&ls, &rs, &opts)?.0;
         Ok(Plan::Join {
             left: Box::new(left),
             right: Box::new(right),
+            left_cols,
+            right_cols,
             opts,
             schema,
         })
-    }
-
-    /// `input`'s columns `names`, in that order.
-    pub fn select(input: Plan, names: &[String]) -> Result<Plan> {
-        let schema = input.schema();
-        if schema.fields().len() == names.len()
-            && schema
-                .fields()
-                .iter()
-                .zip(names)
-                .all(|(f, n)| f.name() == n)
-        {
-            return Ok(input);
-        }
-        let columns = names
-            .iter()
-            .map(|n| Ok((n.clone(), Column::Input(schema.index_of(n)?))))
-            .collect::<Result<Vec<_>>>()?;
-        Plan::project(input, columns)
     }
 
     /// A group-by of `input`; its output schema from the aggregation state (no data read),
@@ -320,6 +323,8 @@ impl Operator for ProbeOp {
 /// chain claims its first input.
 struct Pending {
     chain: Box<Chain>,
+    /// The build side's columns the join reads.
+    cols: Vec<usize>,
     probe_schema: SchemaRef,
     opts: JoinOptions,
     cell: Arc<OnceLock<JoinBuild>>,
@@ -329,10 +334,14 @@ struct Pending {
 impl Pending {
     fn run(mut self, runner: &dyn Runner) -> Result<()> {
         let mut batches = Vec::new();
-        while let Some(bs) = self.chain.wave(&Ok, runner)? {
+        let cols = &self.cols;
+        while let Some(bs) = self
+            .chain
+            .wave(&|b: RecordBatch| Ok(b.project(cols)?), runner)?
+        {
             batches.extend(bs);
         }
-        let table = Table::try_new(self.chain.schema(), batches)?;
+        let table = Table::try_new(Arc::new(self.chain.schema().project(cols)?), batches)?;
         let t = Instant::now();
         let (mut table, mut built) = (Some(table), None);
         runner.parallel(&mut || {
@@ -911,18 +920,41 @@ fn build(
             }
         }
         Plan::Join {
-            left, right, opts, ..
+            left,
+            right,
+            left_cols,
+            right_cols,
+            opts,
+            ..
         } => {
             let l = build(*left, labels, report, depth + 1)?;
             let r = build(*right, labels, report, depth + 1)?;
-            let (mut probe, built) = if JoinBuild::builds_left(opts.how) {
-                (r, l)
+            let ((mut probe, probe_cols), (built, cols)) = if JoinBuild::builds_left(opts.how) {
+                ((r, right_cols), (l, left_cols))
             } else {
-                (l, r)
+                ((l, left_cols), (r, right_cols))
             };
+            // The probe side's columns the join reads: a projection that is part of the join
+            // (its own counters stay out of the report).
+            let all = probe.schema();
+            if probe_cols.len() != all.fields().len()
+                || probe_cols.iter().enumerate().any(|(i, &c)| i != c)
+            {
+                let schema = Arc::new(all.project(&probe_cols)?);
+                let columns = probe_cols.into_iter().map(Column::Input).collect();
+                probe.push(
+                    Box::new(ProjectOp {
+                        columns,
+                        schema: schema.clone(),
+                    }),
+                    Arc::default(),
+                );
+                probe.out_schema = schema;
+            }
             let cell = Arc::new(OnceLock::new());
             probe.builds.push(Pending {
                 chain: Box::new(built),
+                cols,
                 probe_schema: probe.schema(),
                 opts,
                 cell: cell.clone(),

@@ -483,14 +483,13 @@ fn plan(
             }
         }
         "join" => {
-            let side = |i: usize, cols: usize, labels: &mut Vec<String>| -> PyResult<Plan> {
+            let side = |i: usize, labels: &mut Vec<String>| -> PyResult<Plan> {
                 let c = spec.get_item(i)?;
-                let p = plan(py, c.cast::<PyTuple>()?, slot, labels)?;
-                let names: Vec<String> = item(spec, cols)?;
-                Plan::select(p, &names).map_err(to_py)
+                plan(py, c.cast::<PyTuple>()?, slot, labels)
             };
-            let left = side(2, 4, labels)?;
-            let right = side(3, 5, labels)?;
+            let left = side(2, labels)?;
+            let right = side(3, labels)?;
+            let (lcols, rcols): (Vec<String>, Vec<String>) = (item(spec, 4)?, item(spec, 5)?);
             let opts = super::join_options(
                 item(spec, 6)?,
                 item(spec, 7)?,
@@ -500,7 +499,7 @@ fn plan(
                 None,
                 None,
             )?;
-            Plan::join(left, right, opts).map_err(to_py)?
+            Plan::join(left, right, &lcols, &rcols, opts).map_err(to_py)?
         }
         other => {
             return Err(PyValueError::new_err(format!(
