@@ -3,9 +3,9 @@ expressions, DuckDB SQL and (for some) Polars' lazy API, over the same
 ``tpchgen-cli`` Parquet files, which every engine reads itself (the scan is part of the
 work). ``--rows`` sets the scale: rows of ``lineitem`` / 6e6 is the scale factor.
 
-All 22 queries have a pipeline and DuckDB SQL (the standard text and parameters); Q1, Q3,
-Q4, Q5, Q6, Q10, Q12, Q14 and Q19 also a Polars version. The tests run every pipeline
-against DuckDB on small data (``tests/test_tpch.py``). Questions that are scans alone (``scan``,
+All 22 queries have a pipeline, DuckDB SQL (the standard text and parameters) and a Polars
+lazy version; the tests run every pipeline against DuckDB on small data
+(``tests/test_tpch.py``). Questions that are scans alone (``scan``,
 ``scan-<type>``) compare the Parquet readers: ferrobatch, Polars' ``read_parquet`` and
 pyarrow's ``read_table``.
 """
@@ -343,7 +343,7 @@ def q12_pl(d: Path) -> Any:
     )
 
 
-# -- the other queries (pipeline and DuckDB SQL; no Polars version yet) ---------------
+# -- the other queries: pipelines and DuckDB SQL (their Polars versions below) -------------
 
 
 def dec(s: str) -> pc.Expression:
@@ -974,7 +974,7 @@ from (select substring(c_phone, 1, 2) cntrycode, c_acctbal from customer
 group by cntrycode order by cntrycode"""
 
 
-# -- Polars versions of more queries ------------------------------------------------------
+# -- Polars versions of the other queries -------------------------------------------------
 
 
 def _pl_rev() -> Any:
@@ -1093,6 +1093,358 @@ def q19_pl(d: Path) -> Any:
     )
 
 
+def q2_pl(d: Path) -> Any:
+    import polars as pl
+
+    c = pl.col
+    europe = (
+        _pl(d, "region")
+        .filter(c("r_name") == "EUROPE")
+        .join(_pl(d, "nation"), left_on="r_regionkey", right_on="n_regionkey")
+    )
+    offers = (
+        _pl(d, "partsupp")
+        .join(
+            _pl(d, "supplier").join(europe, left_on="s_nationkey", right_on="n_nationkey"),
+            left_on="ps_suppkey",
+            right_on="s_suppkey",
+        )  # fmt: skip
+        .join(
+            _pl(d, "part").filter((c("p_size") == 15) & c("p_type").str.ends_with("BRASS")),
+            left_on="ps_partkey",
+            right_on="p_partkey",
+        )  # fmt: skip
+    )
+    return (
+        offers.filter(c("ps_supplycost") == c("ps_supplycost").min().over("ps_partkey"))
+        .select(
+            "s_acctbal",
+            "s_name",
+            "n_name",
+            c("ps_partkey").alias("p_partkey"),
+            "p_mfgr",
+            "s_address",
+            "s_phone",
+            "s_comment",
+        )  # fmt: skip
+        .sort(
+            ["s_acctbal", "n_name", "s_name", "p_partkey"], descending=[True, False, False, False]
+        )  # fmt: skip
+        .head(100)
+        .collect()
+    )
+
+
+def q7_pl(d: Path) -> Any:
+    import polars as pl
+
+    c = pl.col
+    n1 = _pl(d, "nation").select(c("n_nationkey").alias("sn"), c("n_name").alias("supp_nation"))
+    n2 = _pl(d, "nation").select(c("n_nationkey").alias("cn"), c("n_name").alias("cust_nation"))
+    return (
+        _pl(d, "lineitem")
+        .filter(c("l_shipdate").is_between(date(1995, 1, 1), date(1996, 12, 31)))
+        .join(_pl(d, "supplier"), left_on="l_suppkey", right_on="s_suppkey")
+        .join(_pl(d, "orders"), left_on="l_orderkey", right_on="o_orderkey")
+        .join(_pl(d, "customer"), left_on="o_custkey", right_on="c_custkey")
+        .join(n1, left_on="s_nationkey", right_on="sn")
+        .join(n2, left_on="c_nationkey", right_on="cn")
+        .filter(
+            ((c("supp_nation") == "FRANCE") & (c("cust_nation") == "GERMANY"))
+            | ((c("supp_nation") == "GERMANY") & (c("cust_nation") == "FRANCE"))
+        )
+        .with_columns(c("l_shipdate").dt.year().cast(pl.Int64).alias("l_year"))
+        .group_by("supp_nation", "cust_nation", "l_year")
+        .agg(_pl_rev().sum().alias("revenue"))
+        .sort("supp_nation", "cust_nation", "l_year")
+        .collect()
+    )
+
+
+def q9_pl(d: Path) -> Any:
+    import polars as pl
+
+    c = pl.col
+    amount = _pl_rev() - c("ps_supplycost").cast(pl.Float64) * c("l_quantity").cast(pl.Float64)
+    return (
+        _pl(d, "lineitem")
+        .join(
+            _pl(d, "part").filter(c("p_name").str.contains("green")),
+            left_on="l_partkey",
+            right_on="p_partkey",
+            how="semi",
+        )  # fmt: skip
+        .join(_pl(d, "supplier"), left_on="l_suppkey", right_on="s_suppkey")
+        .join(
+            _pl(d, "partsupp"),
+            left_on=["l_suppkey", "l_partkey"],
+            right_on=["ps_suppkey", "ps_partkey"],
+        )  # fmt: skip
+        .join(_pl(d, "orders"), left_on="l_orderkey", right_on="o_orderkey")
+        .join(_pl(d, "nation"), left_on="s_nationkey", right_on="n_nationkey")
+        .group_by(
+            c("n_name").alias("nation"), c("o_orderdate").dt.year().cast(pl.Int64).alias("o_year")
+        )  # fmt: skip
+        .agg(amount.sum().alias("sum_profit"))
+        .sort(["nation", "o_year"], descending=[False, True])
+        .collect()
+    )
+
+
+def q11_pl(d: Path) -> Any:
+    import polars as pl
+
+    c = pl.col
+    stock = (
+        _pl(d, "partsupp")
+        .join(_pl(d, "supplier"), left_on="ps_suppkey", right_on="s_suppkey")
+        .join(
+            _pl(d, "nation").filter(c("n_name") == "GERMANY"),
+            left_on="s_nationkey",
+            right_on="n_nationkey",
+            how="semi",
+        )  # fmt: skip
+        .with_columns((c("ps_supplycost").cast(pl.Float64) * c("ps_availqty")).alias("v"))
+    )
+    return (
+        stock.group_by("ps_partkey")
+        .agg(c("v").sum().alias("value"))
+        .join(stock.select((c("v").sum() * 0.0001).alias("t")), how="cross")
+        .filter(c("value") > c("t"))
+        .select("ps_partkey", "value")
+        .sort("value", descending=True)
+        .collect()
+    )
+
+
+def q13_pl(d: Path) -> Any:
+    import polars as pl
+
+    c = pl.col
+    orders = _pl(d, "orders").filter(~c("o_comment").str.contains("special.*requests"))
+    return (
+        _pl(d, "customer")
+        .join(orders, left_on="c_custkey", right_on="o_custkey", how="left")
+        .group_by("c_custkey")
+        .agg(c("o_orderkey").count().alias("c_count"))
+        .group_by("c_count")
+        .agg(pl.len().alias("custdist"))
+        .sort(["custdist", "c_count"], descending=True)
+        .collect()
+    )
+
+
+def q15_pl(d: Path) -> Any:
+    import polars as pl
+
+    c = pl.col
+    revenue = (
+        _pl(d, "lineitem")
+        .filter((c("l_shipdate") >= date(1996, 1, 1)) & (c("l_shipdate") < date(1996, 4, 1)))
+        .group_by("l_suppkey")
+        .agg(_pl_rev().sum().alias("total_revenue"))
+    )
+    return (
+        _pl(d, "supplier")
+        .join(revenue, left_on="s_suppkey", right_on="l_suppkey")
+        .filter(c("total_revenue") == c("total_revenue").max())
+        .select("s_suppkey", "s_name", "s_address", "s_phone", "total_revenue")
+        .sort("s_suppkey")
+        .collect()
+    )
+
+
+def q16_pl(d: Path) -> Any:
+    import polars as pl
+
+    c = pl.col
+    complaints = _pl(d, "supplier").filter(c("s_comment").str.contains("Customer.*Complaints"))
+    parts = _pl(d, "part").filter(
+        (c("p_brand") != "Brand#45")
+        & ~c("p_type").str.starts_with("MEDIUM POLISHED")
+        & c("p_size").is_in([49, 14, 23, 45, 19, 3, 36, 9])
+    )
+    return (
+        _pl(d, "partsupp")
+        .join(complaints, left_on="ps_suppkey", right_on="s_suppkey", how="anti")
+        .join(parts, left_on="ps_partkey", right_on="p_partkey")
+        .group_by("p_brand", "p_type", "p_size")
+        .agg(c("ps_suppkey").n_unique().alias("supplier_cnt"))
+        .sort(
+            ["supplier_cnt", "p_brand", "p_type", "p_size"], descending=[True, False, False, False]
+        )  # fmt: skip
+        .collect()
+    )
+
+
+def q17_pl(d: Path) -> Any:
+    import polars as pl
+
+    c = pl.col
+    parts = _pl(d, "part").filter((c("p_brand") == "Brand#23") & (c("p_container") == "MED BOX"))
+    lines = _pl(d, "lineitem").join(parts, left_on="l_partkey", right_on="p_partkey", how="semi")
+    q = c("l_quantity").cast(pl.Float64)
+    return (
+        lines.filter(q < 0.2 * q.mean().over("l_partkey"))
+        .select((c("l_extendedprice").cast(pl.Float64).sum() / 7.0).alias("avg_yearly"))
+        .collect()
+    )
+
+
+def q18_pl(d: Path) -> Any:
+    import polars as pl
+
+    c = pl.col
+    big = (
+        _pl(d, "lineitem")
+        .group_by("l_orderkey")
+        .agg(c("l_quantity").sum().alias("q"))
+        .filter(c("q") > 300)
+    )
+    return (
+        _pl(d, "orders")
+        .join(big, left_on="o_orderkey", right_on="l_orderkey", how="semi")
+        .join(_pl(d, "customer"), left_on="o_custkey", right_on="c_custkey")
+        .join(_pl(d, "lineitem"), left_on="o_orderkey", right_on="l_orderkey")
+        .group_by(
+            "c_name", c("o_custkey").alias("c_custkey"), "o_orderkey", "o_orderdate", "o_totalprice"
+        )  # fmt: skip
+        .agg(c("l_quantity").sum().alias("sum_qty"))
+        .sort(["o_totalprice", "o_orderdate", "o_orderkey"], descending=[True, False, False])
+        .head(100)
+        .collect()
+    )
+
+
+def q20_pl(d: Path) -> Any:
+    import polars as pl
+
+    c = pl.col
+    shipped = (
+        _pl(d, "lineitem")
+        .filter((c("l_shipdate") >= date(1994, 1, 1)) & (c("l_shipdate") < date(1995, 1, 1)))
+        .group_by("l_partkey", "l_suppkey")
+        .agg(c("l_quantity").cast(pl.Float64).sum().alias("qty"))
+    )
+    excess = (
+        _pl(d, "partsupp")
+        .join(
+            _pl(d, "part").filter(c("p_name").str.starts_with("forest")),
+            left_on="ps_partkey",
+            right_on="p_partkey",
+            how="semi",
+        )  # fmt: skip
+        .join(shipped, left_on=["ps_partkey", "ps_suppkey"], right_on=["l_partkey", "l_suppkey"])
+        .filter(c("ps_availqty") > 0.5 * c("qty"))
+    )
+    return (
+        _pl(d, "supplier")
+        .join(excess, left_on="s_suppkey", right_on="ps_suppkey", how="semi")
+        .join(
+            _pl(d, "nation").filter(c("n_name") == "CANADA"),
+            left_on="s_nationkey",
+            right_on="n_nationkey",
+            how="semi",
+        )  # fmt: skip
+        .select("s_name", "s_address")
+        .sort("s_name")
+        .collect()
+    )
+
+
+def q21_pl(d: Path) -> Any:
+    import polars as pl
+
+    c = pl.col
+    lines = _pl(d, "lineitem")
+    late = lines.filter(c("l_receiptdate") > c("l_commitdate"))
+    several = lines.group_by("l_orderkey").agg(c("l_suppkey").n_unique().alias("n"))
+    alone = late.group_by("l_orderkey").agg(c("l_suppkey").n_unique().alias("n"))
+    return (
+        late.join(
+            _pl(d, "orders").filter(c("o_orderstatus") == "F"),
+            left_on="l_orderkey",
+            right_on="o_orderkey",
+            how="semi",
+        )  # fmt: skip
+        .join(several.filter(c("n") > 1), on="l_orderkey", how="semi")
+        .join(alone.filter(c("n") == 1), on="l_orderkey", how="semi")
+        .join(_pl(d, "supplier"), left_on="l_suppkey", right_on="s_suppkey")
+        .join(
+            _pl(d, "nation").filter(c("n_name") == "SAUDI ARABIA"),
+            left_on="s_nationkey",
+            right_on="n_nationkey",
+            how="semi",
+        )  # fmt: skip
+        .group_by("s_name")
+        .agg(pl.len().alias("numwait"))
+        .sort(["numwait", "s_name"], descending=[True, False])
+        .head(100)
+        .collect()
+    )
+
+
+def q22_pl(d: Path) -> Any:
+    import polars as pl
+
+    c = pl.col
+    codes = ["13", "31", "23", "29", "30", "18", "17"]
+    customers = (
+        _pl(d, "customer")
+        .with_columns(c("c_phone").str.slice(0, 2).alias("cntrycode"))
+        .filter(c("cntrycode").is_in(codes))
+    )
+    avg = customers.filter(c("c_acctbal") > 0).select(
+        c("c_acctbal").cast(pl.Float64).mean().alias("avg_bal")
+    )
+    return (
+        customers.join(avg, how="cross")
+        .filter(c("c_acctbal").cast(pl.Float64) > c("avg_bal"))
+        .join(_pl(d, "orders"), left_on="c_custkey", right_on="o_custkey", how="anti")
+        .group_by("cntrycode")
+        .agg(pl.len().alias("numcust"), c("c_acctbal").sum().alias("totacctbal"))
+        .sort("cntrycode")
+        .collect()
+    )
+
+
+def q8_pl(d: Path) -> Any:
+    import polars as pl
+
+    c = pl.col
+    america = (
+        _pl(d, "region")
+        .filter(c("r_name") == "AMERICA")
+        .join(_pl(d, "nation"), left_on="r_regionkey", right_on="n_regionkey")
+    )
+    orders = _pl(d, "orders").filter(
+        c("o_orderdate").is_between(date(1995, 1, 1), date(1996, 12, 31))
+    )
+    volume = _pl_rev()
+    return (
+        _pl(d, "lineitem")
+        .join(
+            _pl(d, "part").filter(c("p_type") == "ECONOMY ANODIZED STEEL"),
+            left_on="l_partkey",
+            right_on="p_partkey",
+            how="semi",
+        )  # fmt: skip
+        .join(orders, left_on="l_orderkey", right_on="o_orderkey")
+        .join(_pl(d, "customer"), left_on="o_custkey", right_on="c_custkey")
+        .join(america, left_on="c_nationkey", right_on="n_nationkey", how="semi")
+        .join(_pl(d, "supplier"), left_on="l_suppkey", right_on="s_suppkey")
+        .join(_pl(d, "nation"), left_on="s_nationkey", right_on="n_nationkey")
+        .group_by(c("o_orderdate").dt.year().cast(pl.Int64).alias("o_year"))
+        .agg(
+            (
+                pl.when(c("n_name") == "BRAZIL").then(volume).otherwise(0.0).sum() / volume.sum()
+            ).alias("mkt_share")
+        )  # fmt: skip
+        .sort("o_year")
+        .collect()
+    )
+
+
 # -- Parquet scans -----------------------------------------------------------------------
 
 SCAN_COLUMNS = {
@@ -1128,30 +1480,31 @@ def _duck_sql(sql: str) -> Callable[[Path], Any]:
     return lambda d: _duck(d, sql)
 
 
-# (title, sort-key columns compared across engines, pipeline, SQL, Polars or None) per query.
-TPCH: dict[int, tuple[str, tuple[str, ...], Callable[[Path], Any], str, Any]] = {
+# (title, sort-key columns compared across engines, pipeline, SQL, Polars) per query.
+Impl = Callable[[Path], Any]
+TPCH: dict[int, tuple[str, tuple[str, ...], Impl, str, Impl]] = {
     1: ("pricing summary", ("l_returnflag", "l_linestatus"), q1_fb, Q1, q1_pl),
-    2: ("minimum cost supplier", ("s_acctbal",), q2_fb, Q2, None),
+    2: ("minimum cost supplier", ("s_acctbal",), q2_fb, Q2, q2_pl),
     3: ("shipping priority", ("revenue",), q3_fb, Q3, q3_pl),
     4: ("order priority", ("o_orderpriority",), q4_fb, Q4, q4_pl),
     5: ("local supplier volume", ("revenue",), q5_fb, Q5, q5_pl),
     6: ("revenue change", (), q6_fb, Q6, q6_pl),
-    7: ("volume shipping", ("supp_nation", "cust_nation", "l_year"), q7_fb, Q7, None),
-    8: ("national market share", ("o_year",), q8_fb, Q8, None),
-    9: ("product type profit", ("nation", "o_year"), q9_fb, Q9, None),
+    7: ("volume shipping", ("supp_nation", "cust_nation", "l_year"), q7_fb, Q7, q7_pl),
+    8: ("national market share", ("o_year",), q8_fb, Q8, q8_pl),
+    9: ("product type profit", ("nation", "o_year"), q9_fb, Q9, q9_pl),
     10: ("returned items", ("revenue",), q10_fb, Q10, q10_pl),
-    11: ("important stock", ("value",), q11_fb, Q11, None),
+    11: ("important stock", ("value",), q11_fb, Q11, q11_pl),
     12: ("shipping modes", ("l_shipmode",), q12_fb, Q12, q12_pl),
-    13: ("customer distribution", ("custdist", "c_count"), q13_fb, Q13, None),
+    13: ("customer distribution", ("custdist", "c_count"), q13_fb, Q13, q13_pl),
     14: ("promotion effect", (), q14_fb, Q14, q14_pl),
-    15: ("top supplier", ("s_suppkey",), q15_fb, Q15, None),
-    16: ("parts / supplier relation", ("supplier_cnt",), q16_fb, Q16, None),
-    17: ("small-quantity revenue", (), q17_fb, Q17, None),
-    18: ("large volume customers", ("o_totalprice",), q18_fb, Q18.format(threshold=300), None),
+    15: ("top supplier", ("s_suppkey",), q15_fb, Q15, q15_pl),
+    16: ("parts / supplier relation", ("supplier_cnt",), q16_fb, Q16, q16_pl),
+    17: ("small-quantity revenue", (), q17_fb, Q17, q17_pl),
+    18: ("large volume customers", ("o_totalprice",), q18_fb, Q18.format(threshold=300), q18_pl),
     19: ("discounted revenue", (), q19_fb, Q19, q19_pl),
-    20: ("potential part promotion", ("s_name",), q20_fb, Q20, None),
-    21: ("suppliers kept waiting", ("numwait",), q21_fb, Q21, None),
-    22: ("global sales opportunity", ("cntrycode",), q22_fb, Q22, None),
+    20: ("potential part promotion", ("s_name",), q20_fb, Q20, q20_pl),
+    21: ("suppliers kept waiting", ("numwait",), q21_fb, Q21, q21_pl),
+    22: ("global sales opportunity", ("cntrycode",), q22_fb, Q22, q22_pl),
 }  # fmt: skip
 
 
@@ -1161,10 +1514,8 @@ def _collect(fn: Callable[[Path], Any]) -> Callable[[Path], Any]:
 
 QUERIES: dict[str, tuple[str, tuple[str, ...], dict[str, Callable[[Path], Any]]]] = {
     **{
-        f"tpch-q{q}": (title, keys, {
-            "ferrobatch": _collect(fb_q), "duckdb": _duck_sql(sql),
-            **({"polars": pl_q} if pl_q is not None else {}),
-        })
+        f"tpch-q{q}": (title, keys,
+                       {"ferrobatch": _collect(fb_q), "duckdb": _duck_sql(sql), "polars": pl_q})
         for q, (title, keys, fb_q, sql, pl_q) in TPCH.items()
     },
     **{f"scan-{k}": (f"read lineitem {k}", (), _scan(cols)) for k, cols in SCAN_COLUMNS.items()},
