@@ -132,31 +132,6 @@ def test_q1_pricing_summary_with_derived_metric(tpch) -> None:
 def test_q16_parts_supplier_anti_join_distinct_count(tpch) -> None:
     # TPC-H excludes suppliers with complaints; at this scale none have any, so this variant
     # excludes the suppliers in debt (an anti join that removes rows).
-    in_debt = scan(tpch, "supplier").filter(F("s_acctbal") < pc.scalar(Decimal("0")))
-    parts = scan(tpch, "part").filter(
-        (F("p_brand") != "Brand#45")
-        & ~pc.match_like(F("p_type"), "MEDIUM POLISHED%")
-        & F("p_size").isin([49, 14, 23, 45, 19, 3, 36, 9])
-    )
-    p = (
-        scan(tpch, "partsupp")
-        .join(in_debt, left_on="ps_suppkey", right_on="s_suppkey", how="anti")
-        .join(parts, left_on="ps_partkey", right_on="p_partkey")
-        .group_by(["p_brand", "p_type", "p_size"], {"supplier_cnt": ("ps_suppkey", "n_unique")})
-        .sort(
-            ["supplier_cnt", "p_brand", "p_type", "p_size"], descending=[True, False, False, False]
-        )
-    )
-    want = duck(
-        tpch,
-        """
-        select p_brand, p_type, p_size, count(distinct ps_suppkey) supplier_cnt
-        from partsupp, part
-        where p_partkey = ps_partkey and p_brand <> 'Brand#45'
-          and p_type not like 'MEDIUM POLISHED%' and p_size in (49, 14, 23, 45, 19, 3, 36, 9)
-          and ps_suppkey not in (select s_suppkey from supplier where s_acctbal < 0)
-        group by p_brand, p_type, p_size
-        order by supplier_cnt desc, p_brand, p_type, p_size""",
-    )
-    assert_same(p.collect(), want)
+    got = queries.q16_fb(tpch, excluded=F("s_acctbal") < pc.scalar(Decimal("0"))).collect()
+    assert_same(got, duck(tpch, queries.Q16.format(excluded="s_acctbal < 0")))
     assert duck(tpch, "select count(*) n from supplier where s_acctbal < 0")["n"][0].as_py() > 0

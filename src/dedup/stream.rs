@@ -27,6 +27,7 @@ use crate::dedup::{hash_u64, hash_u128};
 use crate::error::Result;
 use crate::keys::encode::{Domain, domain_of_types, raw_u64};
 use crate::keys::intern::hash_bytes;
+use crate::keys::{decoded, value_type};
 use crate::parallel::{partition_by, partition_of};
 
 /// Hash partitions of the seen keys (fixed: the partitioning never shows in the result).
@@ -123,10 +124,7 @@ impl Images {
     }
 
     fn keep(&mut self, col: &ArrayRef) -> Result<Vec<bool>> {
-        let col = match col.data_type() {
-            DataType::Dictionary(_, v) => arrow_cast::cast(col, v)?,
-            _ => col.clone(),
-        };
+        let col = decoded(col)?;
         let n = col.len();
         self.rows += n;
         let mut img = crate::mem::filled(n, 0u64, "key values");
@@ -259,10 +257,7 @@ fn pack(r: &[u8]) -> u128 {
 
 /// A key column as compared: floats as canonical `float64`, dictionaries as their values.
 fn normalized(c: &ArrayRef) -> Result<ArrayRef> {
-    let c = match c.data_type() {
-        DataType::Dictionary(_, v) => arrow_cast::cast(c, v)?,
-        _ => c.clone(),
-    };
+    let c = decoded(c)?;
     Ok(match c.data_type() {
         DataType::Float16 | DataType::Float32 | DataType::Float64 => {
             let f = arrow_cast::cast(&c, &DataType::Float64)?;
@@ -273,13 +268,6 @@ fn normalized(c: &ArrayRef) -> Result<ArrayRef> {
         }
         _ => c,
     })
-}
-
-fn value_type(t: &DataType) -> &DataType {
-    match t {
-        DataType::Dictionary(_, v) => v,
-        t => t,
-    }
 }
 
 fn key_type(t: &DataType) -> DataType {

@@ -198,6 +198,15 @@ pub struct Stats {
 }
 
 impl Stats {
+    /// Count `batches` as output.
+    fn produced(&self, batches: &[RecordBatch]) {
+        for b in batches {
+            self.rows_out
+                .fetch_add(b.num_rows() as u64, Ordering::Relaxed);
+            self.batches.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
     fn record(&self, rows_in: usize, out: Option<usize>, start: Instant) {
         self.rows_in.fetch_add(rows_in as u64, Ordering::Relaxed);
         if let Some(n) = out {
@@ -408,13 +417,7 @@ fn through(
             let rows = b.num_rows();
             let out = stage.op.push(b)?;
             stage.stats.record(rows, None, t);
-            for o in &out {
-                stage
-                    .stats
-                    .rows_out
-                    .fetch_add(o.num_rows() as u64, Ordering::Relaxed);
-                stage.stats.batches.fetch_add(1, Ordering::Relaxed);
-            }
+            stage.stats.produced(&out);
             next.extend(out);
         }
         batches = next;
@@ -537,10 +540,8 @@ impl Chain {
             for i in 0..self.parallel.len() {
                 let t = Instant::now();
                 let tail_out = self.parallel[i].op.finish()?;
-                let rows: usize = tail_out.iter().map(|b| b.num_rows()).sum();
-                self.parallel[i]
-                    .stats
-                    .record(0, Some(rows).filter(|&r| r > 0), t);
+                self.parallel[i].stats.record(0, None, t);
+                self.parallel[i].stats.produced(&tail_out);
                 for b in through(&self.parallel[i + 1..], tail_out)? {
                     for b in self.serial_push(b, runner)? {
                         out.push(tail(b)?);
@@ -570,12 +571,7 @@ impl Chain {
                     let batches = source.read(input)?;
                     let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
                     source_stats.record(read.map_or(rows, |r| r as usize), None, t);
-                    for b in &batches {
-                        source_stats
-                            .rows_out
-                            .fetch_add(b.num_rows() as u64, Ordering::Relaxed);
-                        source_stats.batches.fetch_add(1, Ordering::Relaxed);
-                    }
+                    source_stats.produced(&batches);
                     let mut out = Vec::with_capacity(batches.len());
                     for b in through(parallel, batches)? {
                         out.push(if fused {
@@ -640,13 +636,7 @@ impl Chain {
                     }
                 };
                 stage.stats.record(rows, None, t);
-                for p in &produced {
-                    stage
-                        .stats
-                        .rows_out
-                        .fetch_add(p.num_rows() as u64, Ordering::Relaxed);
-                    stage.stats.batches.fetch_add(1, Ordering::Relaxed);
-                }
+                stage.stats.produced(&produced);
                 next.extend(produced);
             }
             batches = next;
@@ -710,12 +700,7 @@ fn run_sort(
         out = crate::sort::sort(&t, keys, limit)?.batches;
         Ok(())
     })?;
-    for b in &out {
-        stats
-            .rows_out
-            .fetch_add(b.num_rows() as u64, Ordering::Relaxed);
-        stats.batches.fetch_add(1, Ordering::Relaxed);
-    }
+    stats.produced(&out);
     stats.record(0, None, t);
     Ok(out)
 }
@@ -757,12 +742,7 @@ fn run_group_by(
     })?;
     let out = out.expect("finished above");
     let batches = out.batches.clone();
-    for b in &batches {
-        stats
-            .rows_out
-            .fetch_add(b.num_rows() as u64, Ordering::Relaxed);
-        stats.batches.fetch_add(1, Ordering::Relaxed);
-    }
+    stats.produced(&batches);
     stats.record(0, None, t);
     Ok(batches)
 }

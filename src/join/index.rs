@@ -30,6 +30,7 @@ use crate::dedup::{hash_u64, hash_u128};
 use crate::error::{Error, Result};
 use crate::keys::encode::{Domain, domain_of_types, raw_u64, raw_u128, validity};
 use crate::keys::intern::{ByteChunk, ByteColumn, hash_bytes, intern};
+use crate::keys::value_type;
 use crate::parallel::{BLOCK, DisjointSlice, partition_by, partition_count, partition_of};
 use crate::table::locatable;
 
@@ -162,23 +163,10 @@ fn is_bytes(t: &DataType) -> bool {
     )
 }
 
-fn value_type(t: &DataType) -> &DataType {
-    match t {
-        DataType::Dictionary(_, v) => v,
-        t => t,
-    }
-}
-
 /// Chunks with dictionaries decoded to their value type (fixed-width values, or a build
 /// side: it is the smaller one, and only its distinct values are kept).
 fn decoded(chunks: &[ArrayRef]) -> Result<Vec<ArrayRef>> {
-    chunks
-        .iter()
-        .map(|c| match c.data_type() {
-            DataType::Dictionary(_, v) => Ok(arrow_cast::cast(c, v)?),
-            _ => Ok(c.clone()),
-        })
-        .collect()
+    chunks.iter().map(crate::keys::decoded).collect()
 }
 
 impl ColIndex {
@@ -242,36 +230,14 @@ impl ColIndex {
                 "column {name:?} has type {build_type}, which cannot be used as a key"
             )));
         };
-        if let Some(v) = valid {
-            if nulls_equal {
-                parts[0]
-                    .codes
-                    .par_iter_mut()
-                    .zip(v.par_iter())
-                    .for_each(|(c, &ok)| {
-                        if !ok {
-                            *c = value_card as u64;
-                        }
-                    });
-                for p in &mut parts[1..] {
-                    p.codes
-                        .par_iter_mut()
-                        .zip(v.par_iter())
-                        .for_each(|(c, &ok)| {
-                            if !ok {
-                                *c = 0;
-                            }
-                        });
-                }
-            } else {
-                let h = hit.all(n);
-                h.par_iter_mut()
-                    .zip(v.par_iter())
-                    .for_each(|(h, &ok)| *h &= ok);
-            }
-        }
-        if nulls_equal {
-            parts[0].card = value_card + 1;
+        null_slot(&mut parts, valid, value_card, nulls_equal);
+        if let Some(v) = valid
+            && !nulls_equal
+        {
+            let h = hit.all(n);
+            h.par_iter_mut()
+                .zip(v.par_iter())
+                .for_each(|(h, &ok)| *h &= ok);
         }
         Ok((col, parts))
     }
@@ -327,12 +293,7 @@ impl ColIndex {
             ColIndex::Fixed { domain, lo, span } => {
                 let chunks = decoded(chunks)?;
                 let mut codes = crate::mem::filled(n, 0u64, "key codes");
-                let mut rest = codes.as_mut_slice();
-                for c in &chunks {
-                    let (head, tail) = rest.split_at_mut(c.len());
-                    raw_u64(c, head, *domain);
-                    rest = tail;
-                }
+                fill_chunks(&chunks, &mut codes, |c, out| raw_u64(c, out, *domain));
                 let (lo, span) = (*lo, *span);
                 codes
                     .par_chunks_mut(BLOCK)
@@ -364,37 +325,15 @@ impl ColIndex {
                 wide_parts(&raw, lo, span)
             }
         };
-        // Nulls: the null slot (when the build side has one, it is `value_card`), else a miss.
+        // Null rows: the null slot (matching the build side's, if it has null rows), else a
+        // miss.
+        null_slot(&mut parts, valid.as_deref(), value_card, nulls_equal);
         if let Some(v) = &valid {
-            let codes = &mut parts[0].codes;
-            codes
-                .par_iter_mut()
-                .zip(miss.par_iter_mut())
-                .zip(v.par_iter())
-                .for_each(|((c, m), &ok)| {
-                    if !ok {
-                        if nulls_equal {
-                            *c = value_card as u64;
-                            *m = false;
-                        } else {
-                            *m = true;
-                        }
-                    }
-                });
-            if nulls_equal && parts.len() > 1 {
-                parts[1]
-                    .codes
-                    .par_iter_mut()
-                    .zip(v.par_iter())
-                    .for_each(|(c, &ok)| {
-                        if !ok {
-                            *c = 0;
-                        }
-                    });
-            }
-        }
-        if nulls_equal {
-            parts[0].card = value_card + 1;
+            miss.par_iter_mut().zip(v.par_iter()).for_each(|(m, &ok)| {
+                if !ok {
+                    *m = !nulls_equal;
+                }
+            });
         }
         if miss.par_iter().any(|&m| m) {
             let h = hit.all(n);
@@ -403,6 +342,27 @@ impl ColIndex {
                 .for_each(|(h, &m)| *h &= !m);
         }
         Ok(parts)
+    }
+}
+
+/// With `nulls_equal`, null is one more key value: code `value_card` in the first code
+/// column (which gains that slot) and 0 in the others, on the build and the probe side alike.
+fn null_slot(parts: &mut [Part], valid: Option<&[bool]>, value_card: u128, nulls_equal: bool) {
+    if !nulls_equal {
+        return;
+    }
+    parts[0].card = value_card + 1;
+    let Some(v) = valid else { return };
+    for (i, p) in parts.iter_mut().enumerate() {
+        let code = if i == 0 { value_card as u64 } else { 0 };
+        p.codes
+            .par_iter_mut()
+            .zip(v.par_iter())
+            .for_each(|(c, &ok)| {
+                if !ok {
+                    *c = code;
+                }
+            });
     }
 }
 

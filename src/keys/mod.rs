@@ -43,6 +43,22 @@ pub fn encode_positions(table: &Table, idx: &[usize], modes: &[CodeMode]) -> Res
         .collect()
 }
 
+/// The type a key column compares as: a dictionary's value type, else the type itself.
+pub fn value_type(t: &arrow_schema::DataType) -> &arrow_schema::DataType {
+    match t {
+        arrow_schema::DataType::Dictionary(_, v) => v,
+        t => t,
+    }
+}
+
+/// A key chunk with a dictionary decoded to its values (others as they are).
+pub fn decoded(c: &arrow_array::ArrayRef) -> Result<arrow_array::ArrayRef> {
+    Ok(match c.data_type() {
+        arrow_schema::DataType::Dictionary(_, v) => arrow_cast::cast(c, v)?,
+        _ => c.clone(),
+    })
+}
+
 /// Whether values of type `dt` can be keys (of a sort, group-by, join or dedup): checked
 /// from the type alone, as [`encode::dense_codes`] accepts them. `name` is for the error.
 pub fn check_key_type(name: &str, dt: &arrow_schema::DataType) -> Result<()> {
@@ -61,11 +77,7 @@ pub fn check_key_type(name: &str, dt: &arrow_schema::DataType) -> Result<()> {
                 | D::FixedSizeBinary(_)
         ) || encode::domain_of_types(std::iter::once(t)).is_some()
     };
-    let fine = match dt {
-        D::Dictionary(_, v) => ok(v),
-        t => ok(t),
-    };
-    if fine {
+    if ok(value_type(dt)) {
         Ok(())
     } else {
         Err(crate::error::Error::Type(format!(

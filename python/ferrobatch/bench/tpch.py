@@ -733,9 +733,12 @@ where s_suppkey = supplier_no
 order by s_suppkey"""
 
 
-def q16_fb(d: Path) -> Any:
-    """Q16 parts / supplier relation."""
-    complaints = _fb(d, "supplier").filter(pc.match_like(F("s_comment"), "%Customer%Complaints%"))
+def q16_fb(d: Path, excluded: pc.Expression | None = None) -> Any:
+    """Q16 parts / supplier relation; `excluded`: the suppliers left out (TPC-H: those with
+    complaints; ``Q16.format(excluded=...)`` is the SQL condition)."""
+    if excluded is None:
+        excluded = pc.match_like(F("s_comment"), "%Customer%Complaints%")
+    left_out = _fb(d, "supplier").filter(excluded)
     parts = _fb(d, "part").filter(
         (F("p_brand") != "Brand#45")
         & ~pc.match_like(F("p_type"), "MEDIUM POLISHED%")
@@ -743,7 +746,7 @@ def q16_fb(d: Path) -> Any:
     )
     return (
         _fb(d, "partsupp")
-        .join(complaints, left_on="ps_suppkey", right_on="s_suppkey", how="anti")
+        .join(left_out, left_on="ps_suppkey", right_on="s_suppkey", how="anti")
         .join(parts, left_on="ps_partkey", right_on="p_partkey")
         .group_by(["p_brand", "p_type", "p_size"], {"supplier_cnt": ("ps_suppkey", "n_unique")})
         .sort(
@@ -756,8 +759,7 @@ Q16 = """select p_brand, p_type, p_size, count(distinct ps_suppkey) supplier_cnt
 from partsupp, part
 where p_partkey = ps_partkey and p_brand <> 'Brand#45'
   and p_type not like 'MEDIUM POLISHED%' and p_size in (49, 14, 23, 45, 19, 3, 36, 9)
-  and ps_suppkey not in (select s_suppkey from supplier
-                 where s_comment like '%Customer%Complaints%')
+  and ps_suppkey not in (select s_suppkey from supplier where {excluded})
 group by p_brand, p_type, p_size
 order by supplier_cnt desc, p_brand, p_type, p_size"""
 
@@ -1498,7 +1500,8 @@ TPCH: dict[int, tuple[str, tuple[str, ...], Impl, str, Impl]] = {
     13: ("customer distribution", ("custdist", "c_count"), q13_fb, Q13, q13_pl),
     14: ("promotion effect", (), q14_fb, Q14, q14_pl),
     15: ("top supplier", ("s_suppkey",), q15_fb, Q15, q15_pl),
-    16: ("parts / supplier relation", ("supplier_cnt",), q16_fb, Q16, q16_pl),
+    16: ("parts / supplier relation", ("supplier_cnt",), q16_fb,
+         Q16.format(excluded="s_comment like '%Customer%Complaints%'"), q16_pl),
     17: ("small-quantity revenue", (), q17_fb, Q17, q17_pl),
     18: ("large volume customers", ("o_totalprice",), q18_fb, Q18.format(threshold=300), q18_pl),
     19: ("discounted revenue", (), q19_fb, Q19, q19_pl),
