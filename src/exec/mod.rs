@@ -24,7 +24,7 @@ use arrow_array::{Array, ArrayRef, RecordBatch};
 use arrow_schema::{DataType, Field, Schema, SchemaRef};
 use rayon::prelude::*;
 
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::expr::bind::Phys;
 use crate::group_by::GroupByOptions;
 use crate::group_by::stream::GroupByState;
@@ -760,6 +760,9 @@ pub struct Execution {
     pending: std::collections::VecDeque<RecordBatch>,
     report: Vec<(String, usize, Arc<Stats>)>,
     peak_rss: u64,
+    /// A wave failed: the operators' state is partial (a join's build side may be missing),
+    /// so the run cannot go on.
+    failed: bool,
 }
 
 /// Rows per morsel for sources that do not fix it (in-memory tables, CSV).
@@ -783,6 +786,7 @@ impl Execution {
             pending: Default::default(),
             report,
             peak_rss: current_rss(),
+            failed: false,
         })
     }
 
@@ -796,7 +800,14 @@ impl Execution {
             if let Some(b) = self.pending.pop_front() {
                 return Ok(Some(b));
             }
-            let wave = self.chain.wave(&|b| Ok(b), runner)?;
+            if self.failed {
+                return Err(Error::Value(
+                    "this run failed earlier and cannot continue".into(),
+                ));
+            }
+            let wave = self.chain.wave(&|b| Ok(b), runner);
+            self.failed = wave.is_err();
+            let wave = wave?;
             self.peak_rss = self.peak_rss.max(current_rss());
             match wave {
                 None => return Ok(None),
@@ -1108,5 +1119,28 @@ mod tests {
         for r in &results[1..] {
             assert_eq!(r, &results[0]);
         }
+    }
+
+    /// A failed build side ends the run: later pulls report the failure, never probe a
+    /// build that was not made.
+    #[test]
+    fn a_failed_join_build_fails_every_later_pull() {
+        let failing: BatchFn = Arc::new(|_| Err(crate::error::Error::Value("boom".into())));
+        let right = Plan::MapBatches {
+            schema: source(10, 5).schema(),
+            input: Box::new(source(10, 5)),
+            f: failing,
+        };
+        let opts = JoinOptions::new(
+            crate::join::JoinType::Inner,
+            vec!["k".into()],
+            vec!["k".into()],
+        );
+        let names = ["k".to_string(), "v".to_string()];
+        let plan = Plan::join(source(1000, 100), right, &names, &names[..1], opts).unwrap();
+        let mut e = Execution::new(plan, vec![], STREAMING_WAVE).unwrap();
+        let mut pull = || crate::cancel::run(|| e.next(&InPool).map(|_| ()));
+        assert!(pull().unwrap_err().to_string().contains("boom"));
+        assert!(pull().unwrap_err().to_string().contains("failed earlier"));
     }
 }
