@@ -1,5 +1,5 @@
 //! The one error type of the core. `python/` maps each variant to exactly one Python
-//! exception class (`KeyError`, `TypeError`, `ValueError`); nothing else does any mapping.
+//! exception class (`KeyError`, `TypeError`, `ValueError`, ...); nothing else does any mapping.
 
 use arrow_schema::ArrowError;
 
@@ -19,6 +19,10 @@ pub enum Error {
     /// A buffer could not be allocated ([`crate::mem`]). Maps to `MemoryError`.
     #[error("out of memory: {0}")]
     OutOfMemory(String),
+    /// A pipeline's `expect` checks failed. Maps to `ferrobatch.ExpectationError` (a
+    /// `ValueError`).
+    #[error("{0}")]
+    Expectation(String),
     /// The run was interrupted ([`crate::cancel`]). Maps to `KeyboardInterrupt`.
     #[error("interrupted")]
     Interrupted,

@@ -95,6 +95,24 @@ def test_types_and_exact_sums_across_batches() -> None:
         st_.finish()
 
 
+def test_boolean_means_and_moments_across_batches() -> None:
+    # The mean of a boolean column once crashed the streaming state (its partial sums were
+    # exact integers, its finish expected floats).
+    t = pa.table({"k": [1, 2, 1, 1, 2, 3], "b": [True, False, None, True, True, None]})
+    aggs = {"m": ("b", "mean"), "s": ("b", "sum"), "v": ("b", "var"), "q": ("b", "median")}
+    want = pa.table({
+        "k": [1, 2, 3],
+        "m": pa.array([1.0, 0.5, None]),
+        "s": pa.array([2, 1, None], pa.int64()),
+        "v": pa.array([0.0, 0.5, None]),
+        "q": pa.array([1.0, 0.5, None]),
+    })  # fmt: skip
+    for cuts in ([], [1], [2, 4], [1, 2, 3, 4, 5]):
+        got = stream(t, "k", aggs, cuts, [1])
+        assert got.equals(want), (cuts, got)
+    assert fb.group_by(t, "k", aggs).equals(want)
+
+
 def test_dictionaries_differ_between_batches() -> None:
     a = pa.table({"k": pa.array(["p", "q", "p"]).dictionary_encode(), "v": [1, 2, 3]})
     idx = pa.array([1, 0], pa.int32())

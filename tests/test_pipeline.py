@@ -414,3 +414,76 @@ def test_join_report_rows_belong_to_their_stages() -> None:
     assert rows["filter (k > 1)"] == (7, 6)
     assert rows["join inner on='k'"] == (75 + 6, 4)  # probe rows and build rows in
     assert rows["select ['k', 'a', 'b']"] == (4, 4)
+
+
+@settings(max_examples=60)
+@given(
+    join_inputs(),
+    st.sampled_from(["inner", "left", "right", "outer", "semi", "anti"]),
+    st.integers(1, 10),
+    st.integers(0, 12),
+)
+def test_join_after_a_serial_stage_keeps_the_unmatched_build_rows(inp, how, batch_size, n) -> None:
+    """A probe side that passes a serial stage (map_batches, head) still gets the build
+    side's unmatched rows at its end (they were once lost: an outer join below a
+    map_batches dropped them, and a head(0) below a join never built it)."""
+    left, right, lk, rk = inp
+    kw = {"left_on": lk, "right_on": rk, "how": how}
+    try:
+        want = fb.join(left, right, **kw)
+    except TypeError:  # uint64 against signed keys in a right / outer join
+        return
+    same_batch = lambda b: b  # noqa: E731
+    lp = fb.scan(left, batch_size=batch_size).map_batches(same_batch)
+    rp = fb.scan(right, batch_size=batch_size).map_batches(same_batch)
+    assert same(lp.join(rp, **kw).collect(), want)
+    # The probe side cut by a head: the join of its first n rows.
+    probe, other = (rp, left) if how == "right" else (lp, right)
+    head = min(n, (right if how == "right" else left).num_rows)
+    sides = (left, right.slice(0, head)) if how == "right" else (left.slice(0, head), right)
+    got = (
+        fb.scan(left).join(probe.head(n), **kw)
+        if how == "right"
+        else probe.head(n).join(fb.scan(other), **kw)
+    )
+    assert same(got.collect(), fb.join(*sides, **kw))
+
+
+def test_a_shared_sub_plan_runs_once_on_the_executor() -> None:
+    """One run, one executor plan: the sub-plan two consumers share runs once (its callback
+    sees each input batch once), its consumers see its whole output."""
+    t = table()
+    seen: list[int] = []
+
+    def count(b: pa.RecordBatch) -> pa.RecordBatch:
+        seen.append(b.num_rows)
+        return b
+
+    shared = fb.scan(t, batch_size=100).map_batches(count).group_by("k", {"n": (None, "size")})
+    both = shared.join(shared.group_by([], {"groups": (None, "size")}), how="cross")
+    ordered = both.sort("k")
+    got = ordered.collect()
+    # (The schema of a map_batches comes from calling it on an empty batch, once.)
+    assert [n for n in seen if n] == [100] * 10
+    assert got.column("groups").to_pylist() == [7] * 7
+    assert got.column("n").to_pylist() == [143] * 6 + [142]
+    stages = [s.stage for s in ordered.last_report.stages]
+    assert sum(s.startswith("map_batches") for s in stages) == 1
+    assert "(runs in Python)" not in ordered.explain()
+
+
+def test_expectations_run_on_the_executor() -> None:
+    t = table()
+    assert issubclass(fb.ExpectationError, ValueError)
+    # Checked over all rows the stage sees, also when a head ends the input early.
+    with pytest.raises(fb.ExpectationError, match="min_rows: 5 rows, expected at least 6"):
+        fb.scan(t, batch_size=3).head(5).expect(min_rows=6).collect()
+    assert fb.scan(t, batch_size=3).head(5).expect(max_rows=5).collect().num_rows == 5
+    # Every failed check named; nulls in a unique key equal each other, as in a group-by.
+    nulls = pa.table({"a": [1, None, None, 2], "b": ["x", "y", "y", None]})
+    with pytest.raises(fb.ExpectationError) as e:
+        fb.scan(nulls, batch_size=1).expect(unique=["a", "b"], not_null=["b"]).collect()
+    assert str(e.value) == (
+        "expectation failed: not_null: column 'b' has 1 null rows; "
+        "unique: 2 rows share their ['a', 'b'] with another row"
+    )

@@ -24,6 +24,10 @@ def _stub() -> dict[str, object]:
     for node in ast.parse(STUB.read_text()).body:
         if isinstance(node, ast.FunctionDef):
             out[node.name] = _params(node)
+        elif isinstance(node, ast.ClassDef) and any(
+            isinstance(b, ast.Name) and b.id.endswith("Error") for b in node.bases
+        ):
+            out[node.name] = "exception"
         elif isinstance(node, ast.ClassDef):
             members: dict[str, object] = {}
             for m in node.body:
@@ -44,7 +48,9 @@ def _runtime() -> dict[str, object]:
         if name.startswith("__") and name != "__version__":
             continue
         obj = getattr(_core, name)
-        if inspect.isclass(obj):
+        if inspect.isclass(obj) and issubclass(obj, BaseException):
+            out[name] = "exception"
+        elif inspect.isclass(obj):
             members: dict[str, object] = {
                 "__init__": [p for p in inspect.signature(obj).parameters]
             }

@@ -64,6 +64,15 @@ def group_by(
     dropna: bool,
     sort: bool,
 ) -> pa.Table: ...
+def group_by_schema(
+    schema: pa.Schema,
+    keys: Sequence[str],
+    aggs: Sequence[tuple[str, str | None, str, Any]],
+    dropna: bool,
+    sort: bool,
+) -> pa.Schema: ...
+
+class ExpectationError(ValueError): ...
 
 class GroupByState:
     def __init__(

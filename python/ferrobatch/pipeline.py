@@ -271,8 +271,8 @@ class _Run:
     stats: list[tuple[_Node, StageStats]] = field(default_factory=list)
     start: float = field(default_factory=lambda: _now())
     progress: Any = None
-    nested: list[float] = field(default_factory=list)
-    cache: dict[int, list[pa.RecordBatch]] = field(default_factory=dict)
+    # The shared sub-plans already in the executor's plan (each is lowered once).
+    shared: set[int] = field(default_factory=set)
     peak_mb: float = field(default_factory=lambda: _rss_mb())
     # The exception a Python-side input raised inside the executor (re-raised as it was).
     raised: BaseException | None = None
@@ -326,7 +326,6 @@ class _Node:
     schema: pa.Schema
     inputs: tuple[_Node, ...] = ()
     kernel = False  # group_by, sort, dedup, join: worth running once when shared
-    lowers = False  # runs on the Rust executor (see `_lower`)
 
     def label(self) -> str:
         raise NotImplementedError
@@ -335,13 +334,8 @@ class _Node:
         """Input columns needed to produce the output columns `out`, per input."""
         return [set(out) for _ in self.inputs]
 
-    def run(self, run: _Run, plan: _Plan, stats: StageStats) -> Iterator[pa.RecordBatch]:
-        """The node's output batches (inputs pulled through :func:`_execute`), for a node
-        the executor does not run."""
-        raise NotImplementedError
-
     def lower(self, plan: _Plan, inner: tuple) -> tuple:
-        """The executor's node over the lowered input `inner` (for a node that `lowers`)."""
+        """The executor's node over the lowered input `inner` (its inputs' for a join)."""
         raise NotImplementedError
 
 
@@ -444,8 +438,6 @@ class _Scan(_Node):
         )
         return ("stream", label, reader, size), above
 
-    lowers = True
-
 
 @dataclass
 class _Plan:
@@ -541,23 +533,6 @@ def _with_sources(plan: _Plan, root: _Node) -> _Plan:
         if isinstance(n, _Scan) and id(n) not in plan.sources:
             plan.sources[id(n)] = n.source(plan.filters.get(id(n), []))
     return plan
-
-
-def _execute(node: _Node, run: _Run, plan: _Plan) -> Iterator[pa.RecordBatch]:
-    """The output batches of `node` in this run. A shared sub-plan in `plan.reuse` runs once:
-    its first consumer runs it, keeping the batches for the others."""
-    if id(node) not in plan.reuse:
-        yield from _stream(node, run, plan)
-        return
-    if id(node) not in run.cache:
-        run.cache[id(node)] = list(_stream(node, run, plan))
-    yield from run.cache[id(node)]
-
-
-def _stream(node: _Node, run: _Run, plan: _Plan) -> Iterator[pa.RecordBatch]:
-    if node.lowers:
-        return _run_lowered(node, run, plan)
-    return _stream_python(node, run, plan)
 
 
 _STRINGS = (pa.string(), pa.large_string(), pa.string_view())
@@ -671,8 +646,8 @@ def _narrow_decimals(
 
 
 def _run_lowered(node: _Node, run: _Run, plan: _Plan) -> Iterator[pa.RecordBatch]:
-    """Run the executor-supported sub-plan under `node` in Rust (see :func:`_lower`); its
-    operators' counters come from the executor's report."""
+    """Run the plan under `node` on the Rust executor (see :func:`_lower`); the operators'
+    counters come from the executor's report."""
     entries: list[tuple[_Node | None, bool]] = []
     spec = _lower(node, run, plan, entries)
     staged = [(n, in_spec, None if n is None else run.stage(n)) for n, in_spec in entries]
@@ -736,10 +711,12 @@ def _lower(
     entries: list[tuple[_Node | None, bool]],
     above: tuple[_Node, ...] = (),
 ) -> tuple:
-    """The executor's plan for `node` and the executor-supported nodes below it, as nested
-    tuples ``(kind, label, input or source, ...)`` (``src/python/exec.rs`` reads them).
-    `entries` gets, in plan pre-order, each node with whether it is in the tuple (a filter
-    pushed into its scan is not; an input run by Python is a ``stream`` without a node)."""
+    """The executor's plan for `node` and the nodes below it, as nested tuples ``(kind,
+    label, input or source, ...)`` (``src/python/exec.rs`` reads them). `entries` gets, in
+    plan pre-order, each node with whether it is in the tuple (a filter pushed into its scan
+    is not; a shared sub-plan's wrapper is, without a node). A shared sub-plan
+    (``plan.reuse``) is written out where first met and referred to by key elsewhere: the
+    executor runs it once."""
     if isinstance(node, _Filter) and id(node) in plan.pushed:
         entries.append((node, False))
         return _lower(node.inputs[0], run, plan, entries, (node, *above))
@@ -753,38 +730,15 @@ def _lower(
     entries.append((node, True))
     inner = []
     for child in node.inputs:
-        if child.lowers and id(child) not in plan.reuse:
+        if id(child) not in plan.reuse:
             inner.append(_lower(child, run, plan, entries, (node, *above)))
             continue
-        # An input Python runs (a sort, a shared sub-plan) streams in.
-        cols = _needed(child, plan)
-        schema = _select(child.schema, cols)
-        batches = run.keeping_errors(b.select(cols) for b in _execute(child, run, plan))
         entries.append((None, True))
-        inner.append(("stream", "", pa.RecordBatchReader.from_batches(schema, batches), None))
+        first = id(child) not in run.shared
+        run.shared.add(id(child))
+        sub = _lower(child, run, plan, entries, ()) if first else None
+        inner.append(("shared", "", sub, id(child), _needed(child, plan)))
     return node.lower(plan, inner[0] if len(inner) == 1 else tuple(inner))
-
-
-def _stream_python(node: _Node, run: _Run, plan: _Plan) -> Iterator[pa.RecordBatch]:
-    """Run `node`, counting its batches and rows and timing its own work: the time inside its
-    `next()` less the time its inputs took within it (`run.nested` holds those sums)."""
-    stats = run.stage(node)
-    it = node.run(run, plan, stats)
-    while True:
-        run.nested.append(0.0)
-        start = _now()
-        try:
-            batch = next(it)
-        except StopIteration:
-            return
-        finally:
-            elapsed = _now() - start
-            stats.seconds += elapsed - run.nested.pop()
-            if run.nested:
-                run.nested[-1] += elapsed
-        stats.batches += 1
-        stats.rows_out += batch.num_rows
-        yield batch
 
 
 class _Filter(_Node):
@@ -801,8 +755,6 @@ class _Filter(_Node):
 
     def needs(self, out: set[str]) -> list[set[str]]:
         return [set(out) | _columns_of(self.expr, self.inputs[0].schema)]
-
-    lowers = True
 
     def lower(self, plan: _Plan, inner: tuple) -> tuple:
         return ("filter", self.label(), inner, _Expr.of(self.expr).spec())
@@ -852,8 +804,6 @@ class _Project(_Node):
                 cols |= _columns_of(e, self.inputs[0].schema)
         return [cols]
 
-    lowers = True
-
     def lower(self, plan: _Plan, inner: tuple) -> tuple:
         """Only the output columns needed downstream are computed (none at all keeps the
         rows, for a row count); a bare column reference passes the column through."""
@@ -883,8 +833,6 @@ class _MapBatches(_Node):
     def needs(self, out: set[str]) -> list[set[str]]:
         return [set(self.inputs[0].schema.names)]
 
-    lowers = True
-
     def lower(self, plan: _Plan, inner: tuple) -> tuple:
         def call(b: pa.RecordBatch) -> pa.Table:
             t = _to_table(self.fn(b))
@@ -910,8 +858,6 @@ class _Head(_Node):
     def label(self) -> str:
         return f"head {self.n}"
 
-    lowers = True
-
     def lower(self, plan: _Plan, inner: tuple) -> tuple:
         return ("head", self.label(), inner, self.n)
 
@@ -922,11 +868,16 @@ class _GroupBy(_Node):
     def __init__(
         self, child: _Node, keys: Any, aggs: dict[str, Any], dropna: bool, sort: bool
     ) -> None:
-        # The state checks names, types and arguments now, before any data is read.
+        for flag, name in ((dropna, "dropna"), (sort, "sort")):
+            if not isinstance(flag, bool):
+                raise TypeError(f"{name} must be a bool, got {type(flag).__name__}")
         self.args = (fb._key_list(keys, "keys"), aggs, dropna, sort)
         self.inputs = (child,)
-        state = fb.GroupByState(child.schema, keys, aggs, dropna=dropna, sort=sort)
-        self.schema = state.finish().schema
+        # Names, types and arguments checked and the output schema computed in Rust, from
+        # the input schema alone.
+        self.schema = fb._core.group_by_schema(
+            child.schema, self.args[0], fb._agg_tuples(aggs), dropna, sort
+        )
 
     def label(self) -> str:
         keys, aggs, _, _ = self.args
@@ -942,44 +893,10 @@ class _GroupBy(_Node):
                 cols.add(spec[2])
         return [cols]
 
-    lowers = True
-
     def lower(self, plan: _Plan, inner: tuple) -> tuple:
         keys, aggs, dropna, sort = self.args
         restore = list(plan.restore.get(id(self), {}).items())
         return ("group_by", self.label(), inner, keys, fb._agg_tuples(aggs), dropna, sort, restore)
-
-
-class _Whole(_Node):
-    """A kernel over the whole (materialized) input: sort, dedup."""
-
-    kernel = True
-
-    def __init__(
-        self,
-        child: _Node,
-        what: str,
-        fn: Callable[[pa.Table], pa.Table],
-        keys: str | Sequence[str] | None,
-    ) -> None:
-        self.inputs = (child,)
-        self.fn = fn
-        self.schema = fn(child.schema.empty_table()).schema
-        self.what = f"{what} {keys!r} (whole input)"
-        self.keys = set(fb._key_list(keys, "keys") or child.schema.names)
-
-    def label(self) -> str:
-        return self.what
-
-    def needs(self, out: set[str]) -> list[set[str]]:
-        return [set(out) | self.keys]
-
-    def run(self, run: _Run, plan: _Plan, stats: StageStats) -> Iterator[pa.RecordBatch]:
-        child = self.inputs[0]
-        cols = _needed(child, plan)
-        batches = [b.select(cols) for b in _execute(child, run, plan)]
-        t = pa.Table.from_batches(batches, schema=_select(child.schema, cols))
-        yield from self.fn(t).to_batches()
 
 
 class _Sort(_Node):
@@ -1007,8 +924,6 @@ class _Sort(_Node):
     def needs(self, out: set[str]) -> list[set[str]]:
         return [set(out) | set(self.by)]
 
-    lowers = True
-
     def lower(self, plan: _Plan, inner: tuple) -> tuple:
         return ("sort", self.label(), inner, self.by, self.desc, self.nulls_last, self.limit)
 
@@ -1018,30 +933,35 @@ def _per_key(flag: Any, n: int) -> list[bool]:
     return [bool(flag)] * n if isinstance(flag, bool) else [bool(f) for f in flag]
 
 
-class _DedupFirst(_Node):
-    """Streaming ``dedup(keep="first")`` on the executor: one hash table of the keys seen
+class _Dedup(_Node):
+    """Dedup on the executor. ``keep="first"`` streams: one hash table of the keys seen
     (``src/dedup/stream.rs``); each batch passes on its rows whose key is new, with dedup's
-    key rules (null == null, NaN == NaN, -0.0 == 0.0). Memory is the distinct keys."""
+    key rules (null == null, NaN == NaN, -0.0 == 0.0); memory is the distinct keys.
+    ``"last"`` / ``"none"`` need the whole input: the kernel runs once it is drained."""
 
     kernel = True
 
-    def __init__(self, child: _Node, subset: Any) -> None:
+    def __init__(self, child: _Node, subset: Any, keep: str) -> None:
+        if not isinstance(keep, str):
+            raise TypeError(f'keep must be "first", "last" or "none", got {keep!r}')
+        if keep not in ("first", "last", "none"):
+            raise ValueError(f'keep must be "first", "last" or "none", got {keep!r}')
         self.inputs = (child,)
         self.schema = child.schema
         self.given = fb._key_list(subset, "subset")
         fb._core.check_keys(child.schema, self.given or None)
         self.subset = self.given or list(child.schema.names)
+        self.keep = keep
 
     def label(self) -> str:
-        return f"dedup {self.subset} keep='first' (streaming)"
+        how = "streaming" if self.keep == "first" else "whole input"
+        return f"dedup {self.subset} keep={self.keep!r} ({how})"
 
     def needs(self, out: set[str]) -> list[set[str]]:
         return [set(out) | set(self.subset)]
 
-    lowers = True
-
     def lower(self, plan: _Plan, inner: tuple) -> tuple:
-        return ("dedup", self.label(), inner, self.given or None)
+        return ("dedup", self.label(), inner, self.given or None, self.keep)
 
 
 class _Join(_Node):
@@ -1089,8 +1009,6 @@ class _Join(_Node):
         left |= right & set(self.inputs[0].schema.names)
         return [left, right]
 
-    lowers = True
-
     def lower(self, plan: _Plan, inner: tuple) -> tuple:
         left, right = inner
         lcols, rcols = (_needed(n, plan) for n in self.inputs)
@@ -1111,8 +1029,7 @@ def _select(schema: pa.Schema, names: list[str]) -> pa.Schema:
     return pa.schema([schema.field(c) for c in names])
 
 
-class ExpectationError(ValueError):
-    """A pipeline's ``expect`` check failed; nothing was written."""
+ExpectationError = fb._core.ExpectationError
 
 
 class _Expect(_Node):
@@ -1148,36 +1065,9 @@ class _Expect(_Node):
     def needs(self, out: set[str]) -> list[set[str]]:
         return [set(out) | set(self.not_null) | set(self.unique)]
 
-    def run(self, run: _Run, plan: _Plan, stats: StageStats) -> Iterator[pa.RecordBatch]:
-        child = self.inputs[0]
-        rows = 0
-        nulls = dict.fromkeys(self.not_null, 0)
-        seen = None
-        if self.unique:
-            fields = [child.schema.field(c) for c in self.unique]
-            seen = fb.GroupByState(pa.schema(fields), self.unique, {"__n": (None, "size")})
-        for b in _execute(child, run, plan):
-            rows += b.num_rows
-            for c in nulls:
-                nulls[c] += b.column(c).null_count
-            if seen is not None:
-                seen.absorb(b.select(self.unique))
-            yield b
-        failed = []
-        if self.min_rows is not None and rows < self.min_rows:
-            failed.append(f"min_rows: {rows:,} rows, expected at least {self.min_rows:,}")
-        if self.max_rows is not None and rows > self.max_rows:
-            failed.append(f"max_rows: {rows:,} rows, expected at most {self.max_rows:,}")
-        for c, n in nulls.items():
-            if n:
-                failed.append(f"not_null: column {c!r} has {n:,} null rows")
-        if seen is not None:
-            counts = seen.finish().column("__n")
-            dup = pc.sum(pc.filter(counts, pc.greater(counts, 1))).as_py() or 0
-            if dup:
-                failed.append(f"unique: {dup:,} rows share their {self.unique} with another row")
-        if failed:
-            raise ExpectationError("expectation failed: " + "; ".join(failed))
+    def lower(self, plan: _Plan, inner: tuple) -> tuple:
+        return ("expect", self.label(), inner, self.min_rows, self.max_rows, self.not_null,
+                self.unique)  # fmt: skip
 
 
 class Pipeline:
@@ -1267,16 +1157,7 @@ class Pipeline:
     def dedup(self, subset: str | Sequence[str] | None = None, *, keep: str = "first") -> Pipeline:
         """:func:`ferrobatch.dedup`. ``keep="first"`` streams with state per distinct key;
         ``"last"`` / ``"none"`` materialize the input."""
-        if keep != "first":
-            return self._then(
-                _Whole(
-                    self._node,
-                    f"dedup keep={keep!r}",
-                    lambda t: fb.dedup(t, subset, keep=keep),
-                    subset,
-                )  # fmt: skip
-            )
-        return self._then(_DedupFirst(self._node, subset))
+        return self._then(_Dedup(self._node, subset, keep))
 
     def join(
         self,
@@ -1318,7 +1199,7 @@ class Pipeline:
         if collecting and not progress:
             run.collecting = id(self._node)
         plan = _plan(self._node)
-        it = _execute(self._node, run, plan)
+        it = _run_lowered(self._node, run, plan)
         if not progress:
             return run, it
         from tqdm.auto import tqdm
@@ -1428,8 +1309,6 @@ class Pipeline:
                     text += f"\n{'  ' * (depth + 1)}reads: {note}"
             if id(node) in plan.pushed:
                 text += " (pushed into the scan)"
-            if not node.lowers:
-                text += " (runs in Python)"
             exprs = _node_expressions(node)
             if exprs:
                 schema = _unview_schema(node.inputs[0].schema)

@@ -45,9 +45,9 @@ impl std::str::FromStr for Keep {
     }
 }
 
-/// Row indices (in input order) of the rows `dedup` keeps.
 pub mod stream;
 
+/// Row indices (in input order) of the rows `dedup` keeps.
 pub fn dedup_indices(table: &Table, subset: Option<&[String]>, keep: Keep) -> Result<Vec<u32>> {
     let n = table.checked_num_rows()?;
     // Without a subset every column counts, by position: two columns may share a name.

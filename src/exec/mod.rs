@@ -24,6 +24,7 @@ use arrow_array::{Array, ArrayRef, RecordBatch};
 use arrow_schema::{DataType, Field, Schema, SchemaRef};
 use rayon::prelude::*;
 
+use crate::dedup::Keep;
 use crate::error::{Error, Result};
 use crate::expr::bind::Phys;
 use crate::group_by::GroupByOptions;
@@ -32,6 +33,7 @@ use crate::join::JoinOptions;
 use crate::join::stream::JoinBuild;
 use crate::sort::SortKey;
 use crate::table::Table;
+use arrow_array::cast::AsArray;
 use source::{Batches, Source};
 
 /// A Python callback over one batch (`map_batches`), behind the bindings.
@@ -80,11 +82,26 @@ pub enum Plan {
         keys: Vec<SortKey>,
         limit: Option<usize>,
     },
-    /// `dedup(keep="first")` on the columns at `subset`: a serial stage (see
-    /// [`crate::dedup::stream`]).
+    /// A dedup on the columns at `subset`. `keep="first"` streams: a serial stage (see
+    /// [`crate::dedup::stream`]); `"last"` / `"none"` need the whole input (a breaker running
+    /// the kernel).
     Dedup {
         input: Box<Plan>,
         subset: Vec<usize>,
+        keep: Keep,
+    },
+    /// One sub-plan consumed by several nodes of this plan (every consumer holds a
+    /// `Plan::Shared` of the same [`Shared`]): it runs once, when the first consumer needs
+    /// it, and its output is kept and replayed to each.
+    Shared {
+        shared: Arc<Shared>,
+        schema: SchemaRef,
+    },
+    /// Checks over the whole stream (a pass-through), failing the run at its end with
+    /// [`Error::Expectation`].
+    Expect {
+        input: Box<Plan>,
+        expect: Expectations,
     },
     /// A hash join: the build side ([`JoinBuild::builds_left`]) runs to its end first, then
     /// the other side's morsels probe it in parallel.
@@ -106,10 +123,12 @@ impl Plan {
             Plan::Filter { input, .. }
             | Plan::Head { input, .. }
             | Plan::Dedup { input, .. }
+            | Plan::Expect { input, .. }
             | Plan::Sort { input, .. } => input.schema(),
             Plan::Project { schema, .. }
             | Plan::MapBatches { schema, .. }
             | Plan::GroupBy { schema, .. }
+            | Plan::Shared { schema, .. }
             | Plan::Join { schema, .. } => schema.clone(),
         }
     }
@@ -161,15 +180,14 @@ impl Plan {
         })
     }
 
-    /// A group-by of `input`; its output schema from the aggregation state (no data read),
+    /// A group-by of `input`; its output schema computed from the input's (no data read),
     /// with the `restore` types.
     pub fn group_by(
         input: Plan,
         options: GroupByOptions,
         restore: Vec<(String, DataType)>,
     ) -> Result<Plan> {
-        let mut probe = GroupByState::new(input.schema(), options.clone())?;
-        let schema = probe.finish()?.schema;
+        let schema = crate::group_by::output_schema(&input.schema(), &options)?;
         let fields: Vec<Field> = schema
             .fields()
             .iter()
@@ -185,6 +203,206 @@ impl Plan {
             schema: Arc::new(Schema::new(fields)),
         })
     }
+}
+
+/// A sub-plan with several consumers in one run ([`Plan::Shared`]): first its plan, then,
+/// once lowered, its chain, then, once run, its output.
+pub struct Shared(std::sync::Mutex<SharedState>);
+
+enum SharedState {
+    Plan(Box<Plan>, Vec<usize>),
+    Chain(Box<Chain>, Vec<usize>),
+    Done(Vec<RecordBatch>),
+    /// Lowered or run elsewhere: only reachable through a cycle, which a plan cannot have.
+    Taken,
+}
+
+impl Shared {
+    /// The shared sub-plan `plan`, of which its consumers read the columns at `cols`.
+    pub fn new(plan: Plan, cols: Vec<usize>) -> Result<(Arc<Shared>, SchemaRef)> {
+        let schema = Arc::new(plan.schema().project(&cols)?);
+        let state = SharedState::Plan(Box::new(plan), cols);
+        Ok((Arc::new(Shared(std::sync::Mutex::new(state))), schema))
+    }
+
+    fn state(&self) -> Result<std::sync::MutexGuard<'_, SharedState>> {
+        self.0
+            .lock()
+            .map_err(|_| Error::Value("a shared sub-plan failed earlier in this run".into()))
+    }
+
+    /// The output, running the sub-plan to its end the first time.
+    fn output(&self, runner: &dyn Runner) -> Result<Vec<RecordBatch>> {
+        let mut state = self.state()?;
+        if let SharedState::Chain(..) = &*state {
+            let SharedState::Chain(mut chain, cols) =
+                std::mem::replace(&mut *state, SharedState::Taken)
+            else {
+                unreachable!("matched above")
+            };
+            let mut out = Vec::new();
+            while let Some(bs) = chain.wave(&|b: RecordBatch| Ok(b.project(&cols)?), runner)? {
+                out.extend(bs);
+            }
+            *state = SharedState::Done(out);
+        }
+        match &*state {
+            SharedState::Done(out) => Ok(out.clone()),
+            _ => Err(Error::Value(
+                "a shared sub-plan was read before it was lowered".into(),
+            )),
+        }
+    }
+}
+
+/// What [`Plan::Expect`] checks: the row count's bounds, columns without nulls, and columns
+/// whose combined value is unique (nulls equal to each other, as in a group-by key).
+pub struct Expectations {
+    pub min_rows: Option<u64>,
+    pub max_rows: Option<u64>,
+    pub not_null: Vec<usize>,
+    pub unique: Vec<usize>,
+}
+
+/// The running state of an [`Expectations`] check.
+struct Checking {
+    expect: Expectations,
+    names: Vec<String>,
+    rows: u64,
+    nulls: Vec<u64>,
+    /// Rows per distinct `unique` key.
+    seen: Option<GroupByState>,
+}
+
+impl Checking {
+    fn new(expect: Expectations, schema: &SchemaRef) -> Result<Self> {
+        let seen = if expect.unique.is_empty() {
+            None
+        } else {
+            let keys = Arc::new(schema.project(&expect.unique)?);
+            let opts = GroupByOptions {
+                keys: keys.fields().iter().map(|f| f.name().clone()).collect(),
+                aggs: vec![crate::group_by::AggSpec {
+                    name: "rows".into(),
+                    column: None,
+                    func: crate::group_by::AggFn::Size,
+                }],
+                dropna: false,
+                sort: false,
+            };
+            Some(GroupByState::new(keys, opts)?)
+        };
+        Ok(Checking {
+            names: schema.fields().iter().map(|f| f.name().clone()).collect(),
+            nulls: vec![0; expect.not_null.len()],
+            expect,
+            rows: 0,
+            seen,
+        })
+    }
+
+    fn push(&mut self, b: &RecordBatch) -> Result<()> {
+        self.rows += b.num_rows() as u64;
+        for (n, &c) in self.nulls.iter_mut().zip(&self.expect.not_null) {
+            *n += b.column(c).logical_null_count() as u64;
+        }
+        if let Some(seen) = &mut self.seen {
+            seen.absorb(&b.project(&self.expect.unique)?)?;
+        }
+        Ok(())
+    }
+
+    /// Every failed check, named with its count; an error if any failed.
+    fn verdict(&mut self) -> Result<()> {
+        let mut failed = Vec::new();
+        let e = &self.expect;
+        if let Some(min) = e.min_rows.filter(|&m| self.rows < m) {
+            failed.push(format!(
+                "min_rows: {} rows, expected at least {}",
+                thousands(self.rows),
+                thousands(min)
+            ));
+        }
+        if let Some(max) = e.max_rows.filter(|&m| self.rows > m) {
+            failed.push(format!(
+                "max_rows: {} rows, expected at most {}",
+                thousands(self.rows),
+                thousands(max)
+            ));
+        }
+        for (&n, &c) in self.nulls.iter().zip(&e.not_null) {
+            if n > 0 {
+                failed.push(format!(
+                    "not_null: column {} has {} null rows",
+                    py_repr(&self.names[c]),
+                    thousands(n)
+                ));
+            }
+        }
+        if let Some(seen) = &mut self.seen {
+            let counts = seen.finish()?;
+            let mut dup = 0u64;
+            for b in &counts.batches {
+                let c = b.column(b.num_columns() - 1);
+                let c = c.as_primitive::<arrow_array::types::Int64Type>();
+                dup += c.values().iter().filter(|&&n| n > 1).sum::<i64>() as u64;
+            }
+            if dup > 0 {
+                let cols: Vec<String> = e.unique.iter().map(|&c| py_repr(&self.names[c])).collect();
+                failed.push(format!(
+                    "unique: {} rows share their [{}] with another row",
+                    thousands(dup),
+                    cols.join(", ")
+                ));
+            }
+        }
+        if failed.is_empty() {
+            Ok(())
+        } else {
+            Err(Error::Expectation(format!(
+                "expectation failed: {}",
+                failed.join("; ")
+            )))
+        }
+    }
+}
+
+/// A column name quoted as Python's `repr` quotes a `str` (the messages name columns as
+/// the Python API does).
+fn py_repr(name: &str) -> String {
+    let quote = if name.contains('\'') && !name.contains('"') {
+        '"'
+    } else {
+        '\''
+    };
+    let mut out = String::from(quote);
+    for ch in name.chars() {
+        match ch {
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\t' => out.push_str("\\t"),
+            c if c == quote => {
+                out.push('\\');
+                out.push(c);
+            }
+            c => out.push(c),
+        }
+    }
+    out.push(quote);
+    out
+}
+
+/// `n` with thousands separators.
+fn thousands(n: u64) -> String {
+    let s = n.to_string();
+    let mut out = String::with_capacity(s.len() + s.len() / 3);
+    for (i, c) in s.chars().enumerate() {
+        if i > 0 && (s.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
 }
 
 /// Counters of one operator over a run.
@@ -377,6 +595,7 @@ enum Serial {
     Map(BatchFn),
     /// Streaming dedup: state across batches, parallel within one.
     Dedup(crate::dedup::stream::SeenKeys),
+    Expect(Box<Checking>),
 }
 
 struct Stage<T> {
@@ -399,6 +618,15 @@ enum Start {
         limit: Option<usize>,
         stats: Arc<Stats>,
     },
+    /// `dedup(keep="last" | "none")` of the whole input.
+    Dedup {
+        input: Box<Chain>,
+        subset: Vec<usize>,
+        keep: Keep,
+        stats: Arc<Stats>,
+    },
+    /// A shared sub-plan's output, with its schema.
+    Shared(Arc<Shared>, SchemaRef),
 }
 
 /// `batches` through the per-batch operators `stages`, in order.
@@ -465,6 +693,8 @@ struct Chain {
     wave: usize,
     /// Join build sides to make before the first input is claimed.
     builds: Vec<Pending>,
+    /// The output due at the end was emitted.
+    ended: bool,
 }
 
 /// Inputs per wave per thread when the output streams: enough to keep every thread busy
@@ -484,7 +714,16 @@ impl Chain {
         self.wave = if head { STREAMING_WAVE } else { wave };
         match &mut self.start {
             Start::GroupBy { input, .. } => input.set_wave(STREAMING_WAVE),
-            Start::Sort { input, .. } => input.set_wave(COLLECTING_WAVE),
+            Start::Sort { input, .. } | Start::Dedup { input, .. } => {
+                input.set_wave(COLLECTING_WAVE)
+            }
+            Start::Shared(shared, _) => {
+                if let Ok(mut state) = shared.state()
+                    && let SharedState::Chain(c, _) = &mut *state
+                {
+                    c.set_wave(COLLECTING_WAVE);
+                }
+            }
             Start::Source(_) => {}
         }
         for b in &mut self.builds {
@@ -499,35 +738,15 @@ impl Chain {
         tail: &(dyn Fn(RecordBatch) -> Result<T> + Sync),
         runner: &dyn Runner,
     ) -> Result<Option<Vec<T>>> {
-        if self.done {
+        if self.ended {
             return Ok(None);
         }
-        if let Start::GroupBy {
-            input,
-            options,
-            schema,
-            stats,
-        } = &mut self.start
-        {
-            let out = restore(run_group_by(input, options.clone(), stats, runner)?, schema)?;
-            self.start = Start::Source(Box::new(Batches::new(schema.clone(), out, self.size)));
+        if self.done {
+            return self.end(tail, runner);
         }
-        if let Start::Sort {
-            input,
-            keys,
-            limit,
-            stats,
-        } = &mut self.start
-        {
-            let out = run_sort(input, keys, *limit, stats, runner)?;
-            let schema = input.schema();
-            self.start = Start::Source(Box::new(Batches::new(schema, out, self.size)));
-        }
-        for b in std::mem::take(&mut self.builds) {
-            b.run(runner)?;
-        }
+        self.open(runner)?;
         let Start::Source(source) = &mut self.start else {
-            unreachable!("started above")
+            unreachable!("opened above")
         };
         let n = self.wave * rayon::current_num_threads();
         let claimed = Instant::now();
@@ -535,20 +754,7 @@ impl Chain {
         self.source_stats.record(0, None, claimed);
         if inputs.is_empty() {
             self.done = true;
-            // Operators with output due at the end (an outer join), in chain order.
-            let mut out = Vec::new();
-            for i in 0..self.parallel.len() {
-                let t = Instant::now();
-                let tail_out = self.parallel[i].op.finish()?;
-                self.parallel[i].stats.record(0, None, t);
-                self.parallel[i].stats.produced(&tail_out);
-                for b in through(&self.parallel[i + 1..], tail_out)? {
-                    for b in self.serial_push(b, runner)? {
-                        out.push(tail(b)?);
-                    }
-                }
-            }
-            return Ok((!out.is_empty()).then_some(out));
+            return self.end(tail, runner);
         }
         let source: &dyn Source = source.as_ref();
         let (parallel, fused) = (&self.parallel, self.serial.is_empty());
@@ -604,10 +810,106 @@ impl Chain {
         Ok(Some(out))
     }
 
+    /// Make the input claimable: run the breaker the chain starts with (its input chain to
+    /// its end) and the join build sides. Nothing happens the second time.
+    fn open(&mut self, runner: &dyn Runner) -> Result<()> {
+        let size = self.size;
+        let opened: Option<(SchemaRef, Vec<RecordBatch>)> = match &mut self.start {
+            Start::Source(_) => None,
+            Start::GroupBy {
+                input,
+                options,
+                schema,
+                stats,
+            } => {
+                let out = run_group_by(input, options.clone(), stats, runner)?;
+                Some((schema.clone(), restore(out, schema)?))
+            }
+            Start::Sort {
+                input,
+                keys,
+                limit,
+                stats,
+            } => Some((
+                input.schema(),
+                run_sort(input, keys, *limit, stats, runner)?,
+            )),
+            Start::Dedup {
+                input,
+                subset,
+                keep,
+                stats,
+            } => Some((
+                input.schema(),
+                run_dedup(input, subset, *keep, stats, runner)?,
+            )),
+            Start::Shared(shared, schema) => Some((schema.clone(), shared.output(runner)?)),
+        };
+        if let Some((schema, out)) = opened {
+            self.start = Start::Source(Box::new(Batches::new(schema, out, size)));
+        }
+        for b in std::mem::take(&mut self.builds) {
+            b.run(runner)?;
+        }
+        Ok(())
+    }
+
+    /// The output due once the input is exhausted (or a `head` satisfied), in chain order:
+    /// each operator's [`Operator::finish`] (an outer join's unmatched build rows) through
+    /// the operators after it, and the serial checks ([`Plan::Expect`]). Runs once.
+    fn end<T: Send>(
+        &mut self,
+        tail: &(dyn Fn(RecordBatch) -> Result<T> + Sync),
+        runner: &dyn Runner,
+    ) -> Result<Option<Vec<T>>> {
+        self.open(runner)?;
+        self.ended = true;
+        let mut out = Vec::new();
+        for i in 0..self.parallel.len() {
+            let t = Instant::now();
+            let tail_out = self.parallel[i].op.finish()?;
+            self.parallel[i].stats.record(0, None, t);
+            self.parallel[i].stats.produced(&tail_out);
+            let rest = through(&self.parallel[i + 1..], tail_out)?;
+            for b in self.serial_from(0, rest, runner)? {
+                out.push(tail(b)?);
+            }
+        }
+        for j in 0..self.serial.len() {
+            let t = Instant::now();
+            let tail_out = match &mut self.serial[j].op {
+                Serial::Op(op) => op.finish()?,
+                Serial::Expect(check) => {
+                    check.verdict()?;
+                    vec![]
+                }
+                Serial::Head { .. } | Serial::Map(_) | Serial::Dedup(_) => vec![],
+            };
+            self.serial[j].stats.record(0, None, t);
+            self.serial[j].stats.produced(&tail_out);
+            for b in self.serial_from(j + 1, tail_out, runner)? {
+                out.push(tail(b)?);
+            }
+        }
+        Ok((!out.is_empty()).then_some(out))
+    }
+
     /// `b` through the serial operators; sets `done` once a `head` is satisfied.
     fn serial_push(&mut self, b: RecordBatch, runner: &dyn Runner) -> Result<Vec<RecordBatch>> {
-        let mut batches = vec![b];
-        for stage in self.serial.iter_mut() {
+        self.serial_from(0, vec![b], runner)
+    }
+
+    /// `batches` through the serial operators from the `first`.
+    fn serial_from(
+        &mut self,
+        first: usize,
+        mut batches: Vec<RecordBatch>,
+        runner: &dyn Runner,
+    ) -> Result<Vec<RecordBatch>> {
+        for stage in self.serial.iter_mut().skip(first) {
+            if batches.is_empty() {
+                break;
+            }
             let mut next = Vec::new();
             for b in batches {
                 crate::cancel::point();
@@ -633,6 +935,10 @@ impl Chain {
                             Ok(())
                         })?;
                         out.into_iter().filter(|b| b.num_rows() > 0).collect()
+                    }
+                    Serial::Expect(check) => {
+                        check.push(&b)?;
+                        vec![b]
                     }
                 };
                 stage.stats.record(rows, None, t);
@@ -702,6 +1008,42 @@ fn run_sort(
     })?;
     stats.produced(&out);
     stats.record(0, None, t);
+    Ok(out)
+}
+
+/// Drain `input` and keep what `dedup(keep)` keeps of it (the kernel, on the columns at
+/// `subset` by position).
+fn run_dedup(
+    input: &mut Chain,
+    subset: &[usize],
+    keep: Keep,
+    stats: &Stats,
+    runner: &dyn Runner,
+) -> Result<Vec<RecordBatch>> {
+    let schema = input.schema();
+    let mut batches = Vec::new();
+    while let Some(bs) = input.wave(&|b: RecordBatch| Ok(b), runner)? {
+        batches.extend(bs);
+    }
+    let t = Instant::now();
+    let table = Table::try_new(schema.clone(), batches)?;
+    let rows = table.num_rows();
+    let mut out = Vec::new();
+    runner.parallel(&mut || {
+        let keys = Table {
+            schema: Arc::new(schema.project(subset)?),
+            batches: table
+                .batches
+                .iter()
+                .map(|b| b.project(subset))
+                .collect::<std::result::Result<_, _>>()?,
+        };
+        let kept = crate::dedup::dedup_indices(&keys, None, keep)?;
+        out = crate::gather::take_table(&table, &kept)?.batches;
+        Ok(())
+    })?;
+    stats.record(rows, None, t);
+    stats.produced(&out);
     Ok(out)
 }
 
@@ -866,6 +1208,7 @@ fn build(
             out_schema,
             wave: STREAMING_WAVE,
             builds: Vec::new(),
+            ended: false,
         },
         Plan::GroupBy {
             input,
@@ -889,6 +1232,7 @@ fn build(
                 out_schema,
                 wave: STREAMING_WAVE,
                 builds: Vec::new(),
+                ended: false,
             }
         }
         Plan::Sort { input, keys, limit } => {
@@ -908,6 +1252,7 @@ fn build(
                 out_schema,
                 wave: STREAMING_WAVE,
                 builds: Vec::new(),
+                ended: false,
             }
         }
         Plan::Join {
@@ -983,11 +1328,55 @@ fn build(
             c.out_schema = out_schema;
             c
         }
-        Plan::Dedup { input, subset } => {
+        Plan::Dedup {
+            input,
+            subset,
+            keep: Keep::First,
+        } => {
             let mut c = build(*input, labels, report, depth + 1)?;
             let seen = crate::dedup::stream::SeenKeys::new(&c.schema(), subset)?;
             c.serial.push(Stage {
                 op: Serial::Dedup(seen),
+                stats,
+            });
+            c.out_schema = out_schema;
+            c
+        }
+        Plan::Dedup {
+            input,
+            subset,
+            keep,
+        } => {
+            let input = build(*input, labels, report, depth + 1)?;
+            let size = input.size;
+            let start = Start::Dedup {
+                input: Box::new(input),
+                subset,
+                keep,
+                stats,
+            };
+            Chain::starting(start, out_schema, size)
+        }
+        Plan::Shared { shared, schema } => {
+            {
+                let mut state = shared.state()?;
+                if let SharedState::Plan(..) = &*state {
+                    let SharedState::Plan(plan, cols) =
+                        std::mem::replace(&mut *state, SharedState::Taken)
+                    else {
+                        unreachable!("matched above")
+                    };
+                    let chain = build(*plan, labels, report, depth + 1)?;
+                    *state = SharedState::Chain(Box::new(chain), cols);
+                }
+            }
+            Chain::starting(Start::Shared(shared, schema), out_schema, DEFAULT_MORSEL)
+        }
+        Plan::Expect { input, expect } => {
+            let mut c = build(*input, labels, report, depth + 1)?;
+            let check = Checking::new(expect, &c.schema())?;
+            c.serial.push(Stage {
+                op: Serial::Expect(Box::new(check)),
                 stats,
             });
             c.out_schema = out_schema;
@@ -1006,6 +1395,22 @@ fn build(
 }
 
 impl Chain {
+    /// A chain whose input is `start` (a breaker or a shared sub-plan), with no operator yet.
+    fn starting(start: Start, out_schema: SchemaRef, size: usize) -> Chain {
+        Chain {
+            start,
+            source_stats: Arc::new(Stats::default()),
+            parallel: vec![],
+            serial: vec![],
+            done: false,
+            size,
+            out_schema,
+            wave: STREAMING_WAVE,
+            builds: Vec::new(),
+            ended: false,
+        }
+    }
+
     /// Append a per-batch operator: parallel unless a serial operator precedes it.
     fn push(&mut self, op: Box<dyn Operator>, stats: Arc<Stats>) {
         if self.serial.is_empty() {
@@ -1119,6 +1524,39 @@ mod tests {
         for r in &results[1..] {
             assert_eq!(r, &results[0]);
         }
+    }
+
+    /// A sub-plan both sides of a join share runs once; each side reads all of its output.
+    #[test]
+    fn a_shared_sub_plan_runs_once() {
+        let calls = Arc::new(AtomicU64::new(0));
+        let counting: BatchFn = {
+            let calls = calls.clone();
+            Arc::new(move |b| {
+                calls.fetch_add(1, Ordering::Relaxed);
+                Ok(vec![b])
+            })
+        };
+        let sub = Plan::MapBatches {
+            schema: source(10, 5).schema(),
+            input: Box::new(source(1000, 100)),
+            f: counting,
+        };
+        let (shared, schema) = Shared::new(sub, vec![0, 1]).unwrap();
+        let side = || Plan::Shared {
+            shared: shared.clone(),
+            schema: schema.clone(),
+        };
+        let opts = JoinOptions::new(
+            crate::join::JoinType::Inner,
+            vec!["v".into()],
+            vec!["v".into()],
+        );
+        let names = ["k".to_string(), "v".to_string()];
+        let plan = Plan::join(side(), side(), &names, &names[1..], opts).unwrap();
+        let rows: usize = run(plan).iter().map(|b| b.num_rows()).sum();
+        assert_eq!(rows, 1000);
+        assert_eq!(calls.load(Ordering::Relaxed), 10);
     }
 
     /// A failed build side ends the run: later pulls report the failure, never probe a

@@ -32,7 +32,7 @@ use arrow_array::{
     RecordBatchOptions, UInt32Array, UInt64Array,
 };
 use arrow_buffer::{BooleanBuffer, OffsetBuffer};
-use arrow_schema::{DataType, Field, Schema};
+use arrow_schema::{DataType, Field, Schema, SchemaRef};
 use arrow_select::take::take;
 
 use crate::error::{Error, Result};
@@ -200,6 +200,43 @@ pub fn group_by(table: &Table, opts: &GroupByOptions) -> Result<Table> {
         cols.push(aggregate(spec, input, &g, members.as_ref())?);
     }
     assemble(table, opts, &g, cols)
+}
+
+/// The type of `func`'s output column over an input column of type `input` (`None` for
+/// `size`): what [`group_by`] and [`stream::GroupByState::finish`] produce, known before any
+/// row is read.
+pub fn output_type(func: &AggFn, input: Option<&DataType>) -> DataType {
+    match (func, input) {
+        (AggFn::Count | AggFn::Size | AggFn::NUnique, _) => DataType::Int64,
+        (AggFn::Sum, Some(dt)) if dt.is_floating() => DataType::Float64,
+        (AggFn::Sum, Some(dt)) if dt.is_decimal() => DataType::Decimal128(38, dt_scale(dt)),
+        (AggFn::Sum, Some(dt)) if dt.is_unsigned_integer() => DataType::UInt64,
+        (AggFn::Sum, _) => DataType::Int64,
+        (AggFn::Min | AggFn::Max | AggFn::First | AggFn::Last, Some(dt)) => dt.clone(),
+        (AggFn::TopK(_), Some(dt)) => {
+            DataType::List(Arc::new(Field::new("item", dt.clone(), true)))
+        }
+        _ => DataType::Float64,
+    }
+}
+
+/// The output schema of a group-by of input batches of `schema`: the key fields, then one
+/// nullable field per aggregate. Checks names and types as [`group_by`] does; reads no data.
+pub fn output_schema(schema: &SchemaRef, opts: &GroupByOptions) -> Result<SchemaRef> {
+    let empty = Table {
+        schema: schema.clone(),
+        batches: vec![],
+    };
+    let inputs = check(&empty, opts)?;
+    let mut fields: Vec<Field> = Vec::with_capacity(opts.keys.len() + opts.aggs.len());
+    for k in &opts.keys {
+        fields.push(schema.field(empty.index_of(k)?).clone());
+    }
+    for (a, input) in opts.aggs.iter().zip(&inputs) {
+        let dt = output_type(&a.func, input.values.as_ref().map(Column::data_type));
+        fields.push(Field::new(&a.name, dt, true));
+    }
+    Ok(Arc::new(Schema::new(fields)))
 }
 
 /// An aggregated column as its input chunks (at least one), concatenated only on demand.
@@ -733,4 +770,204 @@ fn assemble(
         at += len;
     }
     Ok(Table { schema, batches })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow_array::{
+        BooleanArray, Date32Array, DictionaryArray, Float32Array, Int8Array, Int32Array,
+        StringArray, StringViewArray, TimestampMicrosecondArray, UInt16Array, types::Int32Type,
+    };
+
+    /// One column of each kind of type a group-by takes, `n` rows with nulls.
+    fn table(n: usize) -> Table {
+        let v = |i: usize| (i % 3 != 2).then_some(i);
+        let cols: Vec<(&str, ArrayRef)> = vec![
+            (
+                "k",
+                Arc::new(Int64Array::from_iter_values((0..n).map(|i| (i % 4) as i64))),
+            ),
+            (
+                "i8",
+                Arc::new(Int8Array::from_iter((0..n).map(|i| v(i).map(|x| x as i8)))),
+            ),
+            (
+                "i32",
+                Arc::new(Int32Array::from_iter(
+                    (0..n).map(|i| v(i).map(|x| x as i32)),
+                )),
+            ),
+            (
+                "u16",
+                Arc::new(UInt16Array::from_iter(
+                    (0..n).map(|i| v(i).map(|x| x as u16)),
+                )),
+            ),
+            (
+                "u64",
+                Arc::new(UInt64Array::from_iter(
+                    (0..n).map(|i| v(i).map(|x| x as u64)),
+                )),
+            ),
+            (
+                "f32",
+                Arc::new(Float32Array::from_iter(
+                    (0..n).map(|i| v(i).map(|x| x as f32)),
+                )),
+            ),
+            (
+                "f64",
+                Arc::new(Float64Array::from_iter(
+                    (0..n).map(|i| v(i).map(|x| x as f64)),
+                )),
+            ),
+            (
+                "b",
+                Arc::new(BooleanArray::from_iter(
+                    (0..n).map(|i| v(i).map(|x| x % 2 == 0)),
+                )),
+            ),
+            (
+                "d",
+                Arc::new(
+                    Decimal128Array::from_iter((0..n).map(|i| v(i).map(|x| x as i128)))
+                        .with_precision_and_scale(10, 2)
+                        .unwrap(),
+                ),
+            ),
+            (
+                "s",
+                Arc::new(StringArray::from_iter(
+                    (0..n).map(|i| v(i).map(|x| format!("s{x}"))),
+                )),
+            ),
+            (
+                "sv",
+                Arc::new(StringViewArray::from_iter(
+                    (0..n).map(|i| v(i).map(|x| format!("v{x}"))),
+                )),
+            ),
+            (
+                "dict",
+                Arc::new(
+                    (0..n)
+                        .map(|i| v(i).map(|x| if x % 2 == 0 { "a" } else { "b" }))
+                        .collect::<DictionaryArray<Int32Type>>(),
+                ),
+            ),
+            (
+                "date",
+                Arc::new(Date32Array::from_iter(
+                    (0..n).map(|i| v(i).map(|x| x as i32)),
+                )),
+            ),
+            (
+                "ts",
+                Arc::new(
+                    TimestampMicrosecondArray::from_iter((0..n).map(|i| v(i).map(|x| x as i64)))
+                        .with_timezone("Europe/Paris"),
+                ),
+            ),
+        ];
+        let schema = Arc::new(Schema::new(
+            cols.iter()
+                .map(|(n, a)| Field::new(*n, a.data_type().clone(), true))
+                .collect::<Vec<_>>(),
+        ));
+        let b =
+            RecordBatch::try_new(schema.clone(), cols.into_iter().map(|c| c.1).collect()).unwrap();
+        Table {
+            schema,
+            batches: vec![b],
+        }
+    }
+
+    /// Every aggregate over every column it accepts.
+    fn options(t: &Table) -> GroupByOptions {
+        let funcs = [
+            ("count", None),
+            ("sum", None),
+            ("mean", None),
+            ("min", None),
+            ("max", None),
+            ("first", None),
+            ("last", None),
+            ("std", None),
+            ("var", None),
+            ("median", None),
+            ("n_unique", None),
+            ("quantile", Some(Param::Float(0.25))),
+            ("top_k", Some(Param::Int(2))),
+            ("corr", Some(Param::Str("f64".into()))),
+        ];
+        let mut aggs = vec![AggSpec {
+            name: "size".into(),
+            column: None,
+            func: AggFn::Size,
+        }];
+        for f in t.schema.fields().iter().skip(1) {
+            for (name, param) in &funcs {
+                let spec = AggSpec {
+                    name: format!("{name}_{}", f.name()),
+                    column: Some(f.name().clone()),
+                    func: AggFn::parse(name, param.clone()).unwrap(),
+                };
+                let one = GroupByOptions {
+                    keys: vec!["k".into()],
+                    aggs: vec![spec.clone()],
+                    dropna: false,
+                    sort: false,
+                };
+                if output_schema(&t.schema, &one).is_ok() {
+                    aggs.push(spec);
+                }
+            }
+        }
+        GroupByOptions {
+            keys: vec!["k".into(), "dict".into()],
+            aggs,
+            dropna: false,
+            sort: true,
+        }
+    }
+
+    /// The schema computed from the input schema alone is the schema the whole-table kernel
+    /// and the streaming state produce, with rows and without.
+    #[test]
+    fn output_schema_is_the_schema_of_the_output() {
+        for n in [0, 1, 50] {
+            let t = table(n);
+            let opts = options(&t);
+            assert!(opts.aggs.len() > 100, "{}", opts.aggs.len());
+            let want = output_schema(&t.schema, &opts).unwrap();
+            assert_eq!(group_by(&t, &opts).unwrap().schema, want, "rows {n}");
+            let mut st = stream::GroupByState::new(t.schema.clone(), opts.clone()).unwrap();
+            for b in &t.batches {
+                st.absorb(b).unwrap();
+            }
+            assert_eq!(st.finish().unwrap().schema, want, "rows {n}");
+        }
+    }
+
+    #[test]
+    fn output_schema_checks_like_the_kernel() {
+        let t = table(3);
+        let bad = |column: &str, func: &str| GroupByOptions {
+            keys: vec!["k".into()],
+            aggs: vec![AggSpec {
+                name: "x".into(),
+                column: Some(column.into()),
+                func: AggFn::parse(func, None).unwrap(),
+            }],
+            dropna: false,
+            sort: false,
+        };
+        for (column, func) in [("s", "sum"), ("nope", "sum"), ("dict", "mean")] {
+            let o = bad(column, func);
+            let static_err = output_schema(&t.schema, &o).unwrap_err().to_string();
+            let run_err = group_by(&t, &o).unwrap_err().to_string();
+            assert_eq!(static_err, run_err);
+        }
+    }
 }

@@ -95,7 +95,7 @@ impl Carry {
             AggFn::Min | AggFn::Max | AggFn::First | AggFn::Last => Carry::Same,
             AggFn::Mean => Carry::Mean {
                 exact: input
-                    .filter(|dt| dt.is_integer() || dt.is_decimal())
+                    .filter(|dt| dt.is_integer() || dt.is_decimal() || **dt == DataType::Boolean)
                     .map(super::dt_scale),
             },
             AggFn::Var => Carry::Moments { std: false },

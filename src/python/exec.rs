@@ -4,6 +4,7 @@
 //! evaluates), which take the GIL for their own duration; an exception they raise is kept
 //! and re-raised, class intact, when the run stops.
 
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
@@ -18,7 +19,7 @@ use super::convert::{StrOrList, table_in};
 use super::{AggTuple, caught, group_by_options, guarded, to_py};
 use crate::error::Error;
 use crate::exec::source::{Batches, Csv, Ipc, Parquet, Stream};
-use crate::exec::{BatchFn, Column, Execution, Plan};
+use crate::exec::{BatchFn, Column, Execution, Expectations, Plan, Shared};
 use crate::expr::Serialized;
 use crate::expr::bind::{Fallback, Need, Phys, bind};
 
@@ -198,8 +199,8 @@ impl Run {
     #[pyo3(signature = (spec, collecting=false))]
     fn new(py: Python<'_>, spec: Bound<'_, PyTuple>, collecting: bool) -> PyResult<Self> {
         let slot: Slot = Default::default();
-        let mut labels = Vec::new();
-        let plan = plan(py, &spec, &slot, &mut labels).map_err(|e| {
+        let mut cx = Lowering::default();
+        let plan = plan(py, &spec, &slot, &mut cx).map_err(|e| {
             slot.lock()
                 .unwrap_or_else(|p| p.into_inner())
                 .take()
@@ -209,7 +210,7 @@ impl Run {
             true => crate::exec::COLLECTING_WAVE,
             false => crate::exec::STREAMING_WAVE,
         };
-        let exec = Execution::new(plan, labels, wave).map_err(to_py)?;
+        let exec = Execution::new(plan, cx.labels, wave).map_err(to_py)?;
         Ok(Run {
             exec: Mutex::new(exec),
             slot,
@@ -278,6 +279,14 @@ impl crate::exec::Runner for Watch<'_> {
     }
 }
 
+/// The positions of the columns `names` in `schema`.
+fn names_at(schema: &SchemaRef, names: &[String]) -> PyResult<Vec<usize>> {
+    names
+        .iter()
+        .map(|n| schema.index_of(n).map_err(|e| to_py(e.into())))
+        .collect()
+}
+
 fn item<'py, T: FromPyObjectOwned<'py>>(spec: &Bound<'py, PyTuple>, i: usize) -> PyResult<T> {
     spec.get_item(i)?.extract().map_err(Into::into)
 }
@@ -302,18 +311,26 @@ fn expression(e: &Bound<'_, PyAny>, schema: &SchemaRef, slot: &Slot) -> PyResult
     bind(&ex.0.root, schema, &mut resolver(&resolve, slot, schema)).map_err(to_py)
 }
 
-/// The plan of a spec `(kind, label, ...)`; `labels` gets the labels, output first.
+/// What a spec's conversion collects: the labels (pre-order, output first) and the shared
+/// sub-plans met so far by their key.
+#[derive(Default)]
+struct Lowering {
+    labels: Vec<String>,
+    shared: HashMap<u64, (Arc<Shared>, SchemaRef)>,
+}
+
+/// The plan of a spec `(kind, label, ...)`.
 fn plan(
     py: Python<'_>,
     spec: &Bound<'_, PyTuple>,
     slot: &Slot,
-    labels: &mut Vec<String>,
+    cx: &mut Lowering,
 ) -> PyResult<Plan> {
     let kind: String = item(spec, 0)?;
-    labels.push(item(spec, 1)?);
-    let child = |labels: &mut Vec<String>| -> PyResult<Plan> {
+    cx.labels.push(item(spec, 1)?);
+    let child = |cx: &mut Lowering| -> PyResult<Plan> {
         let c = spec.get_item(2)?;
-        plan(py, c.cast::<PyTuple>()?, slot, labels)
+        plan(py, c.cast::<PyTuple>()?, slot, cx)
     };
     Ok(match kind.as_str() {
         "parquet" => {
@@ -364,7 +381,7 @@ fn plan(
             )))
         }
         "filter" => {
-            let input = child(labels)?;
+            let input = child(cx)?;
             let predicate = expression(&spec.get_item(3)?, &input.schema(), slot)?;
             if predicate.ty != DataType::Boolean {
                 return Err(PyTypeError::new_err(format!(
@@ -378,7 +395,7 @@ fn plan(
             }
         }
         "project" => {
-            let input = child(labels)?;
+            let input = child(cx)?;
             let schema = input.schema();
             let items = spec.get_item(3)?;
             let mut cols = Vec::new();
@@ -399,14 +416,14 @@ fn plan(
             Plan::project(input, cols).map_err(to_py)?
         }
         "head" => {
-            let input = child(labels)?;
+            let input = child(cx)?;
             Plan::Head {
                 input: Box::new(input),
                 n: item(spec, 3)?,
             }
         }
         "map_batches" => {
-            let input = child(labels)?;
+            let input = child(cx)?;
             let f: Py<PyAny> = item(spec, 3)?;
             let schema: PySchema = item(spec, 4)?;
             let schema = schema.into_inner();
@@ -433,7 +450,7 @@ fn plan(
             }
         }
         "group_by" => {
-            let input = child(labels)?;
+            let input = child(cx)?;
             let keys: StrOrList = item(spec, 3)?;
             let aggs: Vec<AggTuple<'_>> = item(spec, 4)?;
             let opts = group_by_options(keys, aggs, item(spec, 5)?, item(spec, 6)?)?;
@@ -445,7 +462,7 @@ fn plan(
             Plan::group_by(input, opts, restore).map_err(to_py)?
         }
         "sort" => {
-            let input = child(labels)?;
+            let input = child(cx)?;
             let by: Vec<String> = item(spec, 3)?;
             let descending: Vec<bool> = item(spec, 4)?;
             let nulls_last: Vec<bool> = item(spec, 5)?;
@@ -466,7 +483,7 @@ fn plan(
             }
         }
         "dedup" => {
-            let input = child(labels)?;
+            let input = child(cx)?;
             let schema = input.schema();
             let names: Option<Vec<String>> = item(spec, 3)?;
             let subset = match names {
@@ -477,18 +494,51 @@ fn plan(
                     .collect::<std::result::Result<Vec<_>, _>>()
                     .map_err(|e| to_py(e.into()))?,
             };
+            let keep: String = item(spec, 4)?;
             Plan::Dedup {
                 input: Box::new(input),
                 subset,
+                keep: keep.parse().map_err(to_py)?,
+            }
+        }
+        "shared" => {
+            // ("shared", label, sub-plan (its first occurrence only, else None), key, columns)
+            let key: u64 = item(spec, 3)?;
+            let (shared, schema) = match cx.shared.get(&key) {
+                Some(s) => s.clone(),
+                None => {
+                    let input = child(cx)?;
+                    let cols: Vec<String> = item(spec, 4)?;
+                    let schema = input.schema();
+                    let cols = names_at(&schema, &cols)?;
+                    let s = Shared::new(input, cols).map_err(to_py)?;
+                    cx.shared.insert(key, s.clone());
+                    s
+                }
+            };
+            Plan::Shared { shared, schema }
+        }
+        "expect" => {
+            let input = child(cx)?;
+            let schema = input.schema();
+            let expect = Expectations {
+                min_rows: item(spec, 3)?,
+                max_rows: item(spec, 4)?,
+                not_null: names_at(&schema, &item::<Vec<String>>(spec, 5)?)?,
+                unique: names_at(&schema, &item::<Vec<String>>(spec, 6)?)?,
+            };
+            Plan::Expect {
+                input: Box::new(input),
+                expect,
             }
         }
         "join" => {
-            let side = |i: usize, labels: &mut Vec<String>| -> PyResult<Plan> {
+            let side = |i: usize, cx: &mut Lowering| -> PyResult<Plan> {
                 let c = spec.get_item(i)?;
-                plan(py, c.cast::<PyTuple>()?, slot, labels)
+                plan(py, c.cast::<PyTuple>()?, slot, cx)
             };
-            let left = side(2, labels)?;
-            let right = side(3, labels)?;
+            let left = side(2, cx)?;
+            let right = side(3, cx)?;
             let (lcols, rcols): (Vec<String>, Vec<String>) = (item(spec, 4)?, item(spec, 5)?);
             let opts = super::join_options(
                 item(spec, 6)?,

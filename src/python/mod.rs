@@ -20,6 +20,13 @@ use crate::pool;
 use crate::sort::SortKey;
 use convert::{StrOrList, bool_list, table_in, table_out};
 
+pyo3::create_exception!(
+    ferrobatch,
+    ExpectationError,
+    pyo3::exceptions::PyValueError,
+    "A pipeline's ``expect`` check failed; nothing was written."
+);
+
 /// The mapping of core errors to Python exceptions.
 fn to_py(e: Error) -> PyErr {
     match e {
@@ -29,6 +36,7 @@ fn to_py(e: Error) -> PyErr {
         Error::Arrow(e) => PyValueError::new_err(e.to_string()),
         Error::OutOfMemory(m) => PyMemoryError::new_err(format!("ferrobatch: out of memory: {m}")),
         Error::Interrupted => PyKeyboardInterrupt::new_err("ferrobatch: interrupted"),
+        Error::Expectation(m) => ExpectationError::new_err(m),
     }
 }
 
@@ -287,6 +295,23 @@ fn group_by<'py>(
     table_out(py, out)
 }
 
+/// The output schema of `group_by` over data of `schema`, computed from the schema and the
+/// aggregates alone (checked as `group_by` checks them).
+#[pyfunction]
+#[pyo3(signature = (schema, keys, aggs, dropna, sort))]
+fn group_by_schema<'py>(
+    py: Python<'py>,
+    schema: pyo3_arrow::PySchema,
+    keys: StrOrList,
+    aggs: Vec<AggTuple<'py>>,
+    dropna: bool,
+    sort: bool,
+) -> PyResult<Bound<'py, PyAny>> {
+    let opts = group_by_options(keys, aggs, dropna, sort)?;
+    let out = crate::group_by::output_schema(&schema.into_inner(), &opts).map_err(to_py)?;
+    pyo3_arrow::PySchema::new(out).into_pyarrow(py)
+}
+
 /// Streaming group-by state ([`crate::group_by::stream::GroupByState`]); `None` once merged
 /// into another state or finished. Shared between Python threads, its calls are serialized
 /// by the mutex (taken without the GIL, so a waiting thread never blocks the one working).
@@ -479,7 +504,6 @@ fn join_layout(
     Ok((schema, origins))
 }
 
-/// Row pairs of a join as two `uint32` arrays (`2**32 - 1` marks a missing side).
 /// The rows `indices` (a `uint32` array) of `data`: a gather for every Arrow type, view
 /// types included (pyarrow's `take` lacks them).
 #[pyfunction]
@@ -573,8 +597,10 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(join, m)?)?;
     m.add_function(wrap_pyfunction!(group_by, m)?)?;
     m.add_class::<GroupByState>()?;
+    m.add("ExpectationError", m.py().get_type::<ExpectationError>())?;
     m.add_function(wrap_pyfunction!(join_indices, m)?)?;
     m.add_function(wrap_pyfunction!(join_layout, m)?)?;
+    m.add_function(wrap_pyfunction!(group_by_schema, m)?)?;
     m.add_function(wrap_pyfunction!(check_sort, m)?)?;
     m.add_function(wrap_pyfunction!(check_keys, m)?)?;
     m.add_function(wrap_pyfunction!(take, m)?)?;
