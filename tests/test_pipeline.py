@@ -487,3 +487,19 @@ def test_expectations_run_on_the_executor() -> None:
         "expectation failed: not_null: column 'b' has 1 null rows; "
         "unique: 2 rows share their ['a', 'b'] with another row"
     )
+
+
+def test_report_counts_each_read_of_a_re_read_chain_once() -> None:
+    """A streaming chain two consumers read (re-read, not kept) has a report row per read,
+    each with that read's own counts (they were once summed over all reads)."""
+    t = table()
+    base = fb.scan(t, batch_size=100).filter(pc.field("k") < 5)
+    kept = t.filter(pc.field("k") < 5).num_rows
+    p = base.join(base.group_by("k", {"n": (None, "size")}), on="k")
+    assert p.collect().num_rows == kept
+    filters = [s for s in p.last_report.stages if s.stage.startswith("filter")]
+    assert [(s.rows_in, s.rows_out) for s in filters] == [(t.num_rows, kept)] * 2
+    group_by = next(s for s in p.last_report.stages if s.stage.startswith("group_by"))
+    assert (group_by.rows_in, group_by.rows_out) == (kept, 5)
+    join = next(s for s in p.last_report.stages if s.stage.startswith("join"))
+    assert join.rows_in == kept + 5  # probe rows and build rows

@@ -293,16 +293,12 @@ class _Run:
         return s
 
     def report(self) -> Report:
-        """Rows in = the rows out of a stage's inputs (a scan's: the rows it decoded)."""
-        by_node: dict[int, list[StageStats]] = {}
-        for node, st in self.stats:
-            by_node.setdefault(id(node), []).append(st)
-        stages = []
-        for node, st in self.stats:
-            kids = [k for c in node.inputs for k in by_node.get(id(c), [])]
-            if node.inputs:  # a scan's rows in are the rows it read
-                st.rows_in = sum(k.rows_out for k in kids)
-            stages.append(StageStats(st.stage, st.rows_in, st.rows_out, st.batches, st.seconds))
+        """Every stage's counters: rows in = the rows out of the stage's own inputs (a scan's:
+        the rows it decoded)."""
+        stages = [
+            StageStats(st.stage, st.rows_in, st.rows_out, st.batches, st.seconds)
+            for _, st in self.stats
+        ]
         return Report(stages, _now() - self.start, max(self.peak_mb, _rss_mb()))
 
 
@@ -648,9 +644,9 @@ def _narrow_decimals(
 def _run_lowered(node: _Node, run: _Run, plan: _Plan) -> Iterator[pa.RecordBatch]:
     """Run the plan under `node` on the Rust executor (see :func:`_lower`); the operators'
     counters come from the executor's report."""
-    entries: list[tuple[_Node | None, bool]] = []
-    spec = _lower(node, run, plan, entries)
-    staged = [(n, in_spec, None if n is None else run.stage(n)) for n, in_spec in entries]
+    entries: list[tuple[_Node | None, bool, int]] = []
+    spec = _lower(node, run, plan, entries, -1)
+    staged = [(n, in_spec, None if n is None else run.stage(n)) for n, in_spec, _ in entries]
     r = fb._core.Run(spec, run.collecting == id(node))
     read = 0
 
@@ -680,6 +676,15 @@ def _run_lowered(node: _Node, run: _Run, plan: _Plan) -> Iterator[pa.RecordBatch
                 st.rows_out, st.batches = below
             else:
                 below = None
+        # Rows in: what the entry's own inputs passed on (a scan's: the rows it decoded).
+        rows_in = [0] * len(staged)
+        for j, (_, _, parent) in enumerate(entries):
+            if parent >= 0:
+                st = staged[j][2]
+                rows_in[parent] += st.rows_out if st is not None else out.get(j, (0, 0))[0]
+        for (n, _, st), rows in zip(staged, rows_in, strict=True):
+            if st is not None and not isinstance(n, _Scan):
+                st.rows_in = rows
         return scan_rows
 
     try:
@@ -708,35 +713,41 @@ def _lower(
     node: _Node,
     run: _Run,
     plan: _Plan,
-    entries: list[tuple[_Node | None, bool]],
+    entries: list[tuple[_Node | None, bool, int]],
+    parent: int,
     above: tuple[_Node, ...] = (),
 ) -> tuple:
     """The executor's plan for `node` and the nodes below it, as nested tuples ``(kind,
     label, input or source, ...)`` (``src/python/exec.rs`` reads them). `entries` gets, in
     plan pre-order, each node with whether it is in the tuple (a filter pushed into its scan
-    is not; a shared sub-plan's wrapper is, without a node). A shared sub-plan
-    (``plan.reuse``) is written out where first met and referred to by key elsewhere: the
-    executor runs it once."""
+    is not; a shared sub-plan's wrapper is, without a node) and the index of the entry that
+    consumes it (`parent`; -1 for the output, -2 for the filters run above a scan). A shared
+    sub-plan (``plan.reuse``) is written out where first met and referred to by key
+    elsewhere: the executor runs it once."""
+    me = len(entries)
     if isinstance(node, _Filter) and id(node) in plan.pushed:
-        entries.append((node, False))
-        return _lower(node.inputs[0], run, plan, entries, (node, *above))
+        entries.append((node, False, parent))
+        return _lower(node.inputs[0], run, plan, entries, me, (node, *above))
     if isinstance(node, _Scan):
         source, filters = node.lower(plan, run, above)
-        entries.extend((None, True) for _ in filters)
-        entries.append((node, True))
+        # The pushed filters the source does not take run right above it (no stages of their
+        # own: the pushed filter stages report them), the outermost first.
+        entries.extend((None, True, -2) for _ in filters)
+        entries.append((node, True, parent))
         for f in reversed(filters):
             source = ("filter", "", source, _Expr.of(f).spec())
         return source
-    entries.append((node, True))
+    entries.append((node, True, parent))
     inner = []
     for child in node.inputs:
         if id(child) not in plan.reuse:
-            inner.append(_lower(child, run, plan, entries, (node, *above)))
+            inner.append(_lower(child, run, plan, entries, me, (node, *above)))
             continue
-        entries.append((None, True))
+        wrapper = len(entries)
+        entries.append((None, True, me))
         first = id(child) not in run.shared
         run.shared.add(id(child))
-        sub = _lower(child, run, plan, entries, ()) if first else None
+        sub = _lower(child, run, plan, entries, wrapper) if first else None
         inner.append(("shared", "", sub, id(child), _needed(child, plan)))
     return node.lower(plan, inner[0] if len(inner) == 1 else tuple(inner))
 

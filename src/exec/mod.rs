@@ -1355,7 +1355,7 @@ fn build(
                 keep,
                 stats,
             };
-            Chain::starting(start, out_schema, size)
+            Chain::starting(start, out_schema, size, Arc::default())
         }
         Plan::Shared { shared, schema } => {
             {
@@ -1370,7 +1370,13 @@ fn build(
                     *state = SharedState::Chain(Box::new(chain), cols);
                 }
             }
-            Chain::starting(Start::Shared(shared, schema), out_schema, DEFAULT_MORSEL)
+            // Its counters: the rows it replays to this consumer.
+            Chain::starting(
+                Start::Shared(shared, schema),
+                out_schema,
+                DEFAULT_MORSEL,
+                stats,
+            )
         }
         Plan::Expect { input, expect } => {
             let mut c = build(*input, labels, report, depth + 1)?;
@@ -1395,11 +1401,17 @@ fn build(
 }
 
 impl Chain {
-    /// A chain whose input is `start` (a breaker or a shared sub-plan), with no operator yet.
-    fn starting(start: Start, out_schema: SchemaRef, size: usize) -> Chain {
+    /// A chain whose input is `start` (a breaker or a shared sub-plan), with no operator yet;
+    /// `source_stats` count what the start hands on.
+    fn starting(
+        start: Start,
+        out_schema: SchemaRef,
+        size: usize,
+        source_stats: Arc<Stats>,
+    ) -> Chain {
         Chain {
             start,
-            source_stats: Arc::new(Stats::default()),
+            source_stats,
             parallel: vec![],
             serial: vec![],
             done: false,
