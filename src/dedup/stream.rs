@@ -12,6 +12,11 @@
 //! and its key is added. A key lives in one partition, so which rows are kept depends only
 //! on the data and the batch order — never on the thread count or the batch cuts. Memory is
 //! the distinct keys; time is linear in the rows.
+//!
+//! Fixed-width keys skip the row format: one column is its order images (a bitmap while
+//! the range stays dense, else hashed); two columns pack both images into a `u128` for the
+//! rows without a null key (10M rows, 5M distinct two-int keys in 100 batches: 1.54× one
+//! whole-table dedup with row-format keys, 1.13× packed).
 
 use std::sync::Arc;
 
@@ -94,6 +99,12 @@ pub struct SeenKeys {
     packed: bool,
     /// One integer-like or float key column: its order images instead of rows.
     images: Option<Images>,
+    /// Two integer-like or float key columns: a row without a null key is both columns'
+    /// order images in one `u128`, seen in `pairs`; a row with a null key goes the
+    /// row-format way (`parts`). A key either has a null or not, so the two sets never hold
+    /// the same key and each is deduplicated on its own.
+    pair: Option<[Domain; 2]>,
+    pairs: Vec<Seen>,
 }
 
 /// The seen values of one fixed-width key column, as order images ([`raw_u64`]; floats with
@@ -303,27 +314,96 @@ impl SeenKeys {
                 }),
             _ => None,
         };
+        let domain = |i: usize| {
+            domain_of_types(std::iter::once(value_type(schema.field(i).data_type())))
+                .filter(|d| *d != Domain::Wide)
+        };
+        let pair = match &subset[..] {
+            [a, b] => domain(*a).zip(domain(*b)).map(|(a, b)| [a, b]),
+            _ => None,
+        };
         Ok(SeenKeys {
             subset,
             converter: RowConverter::new(fields)?,
             parts: (0..PARTS).map(|_| Seen::default()).collect(),
             packed: width.is_some_and(|w| w <= 16),
             images,
+            pair,
+            pairs: (0..PARTS).map(|_| Seen::default()).collect(),
         })
     }
 
     /// The rows of `batch` whose key was not seen before (neither earlier in this batch nor
     /// in an earlier batch), now seen. Runs in parallel on the calling pool.
     pub fn first_rows(&mut self, batch: &RecordBatch) -> Result<RecordBatch> {
-        let keep = match &mut self.images {
-            Some(images) => images.keep(batch.column(self.subset[0]))?,
-            None => self.keep_rows(batch)?,
+        let keep = match (&mut self.images, self.pair) {
+            (Some(images), _) => images.keep(batch.column(self.subset[0]))?,
+            (None, Some(domains)) => self.keep_pairs(batch, domains)?,
+            (None, None) => self.keep_rows(batch)?,
         };
         if keep.iter().all(|&k| k) {
             return Ok(batch.clone());
         }
         let mask = BooleanArray::from(keep);
         Ok(arrow_select::filter::filter_record_batch(batch, &mask)?)
+    }
+
+    /// Which rows of `batch` have a new key, for two fixed-width key columns (see
+    /// [`SeenKeys::pair`]).
+    fn keep_pairs(&mut self, batch: &RecordBatch, domains: [Domain; 2]) -> Result<Vec<bool>> {
+        let n = batch.num_rows();
+        let cols = [
+            decoded(batch.column(self.subset[0]))?,
+            decoded(batch.column(self.subset[1]))?,
+        ];
+        let mut images = [
+            crate::mem::filled(n, 0u64, "key values"),
+            crate::mem::filled(n, 0u64, "key values"),
+        ];
+        for ((c, img), d) in cols.iter().zip(images.iter_mut()).zip(domains) {
+            raw_u64(c, img, d);
+        }
+        let nulls = [cols[0].logical_nulls(), cols[1].logical_nulls()];
+        let valid = |i: usize| {
+            nulls
+                .iter()
+                .all(|b| b.as_ref().is_none_or(|b| b.is_valid(i)))
+        };
+        let keys: Vec<u128> = (0..n)
+            .into_par_iter()
+            .map(|i| (u128::from(images[0][i]) << 64) | u128::from(images[1][i]))
+            .collect();
+        let hashes: Vec<u64> = keys.par_iter().map(|&k| hash_u128(k)).collect();
+        let rows = partition_by(n, PARTS, |i| {
+            valid(i).then(|| partition_of(hashes[i], PARTS))
+        });
+        let kept: Vec<Vec<u32>> = self
+            .pairs
+            .par_iter_mut()
+            .enumerate()
+            .map(|(p, seen)| {
+                crate::cancel::point();
+                rows.part(p)
+                    .iter()
+                    .copied()
+                    .filter(|&i| seen.insert_packed(hashes[i as usize], keys[i as usize]))
+                    .collect()
+            })
+            .collect();
+        let mut keep = vec![false; n];
+        for i in kept.into_iter().flatten() {
+            keep[i as usize] = true;
+        }
+        // The rows with a null key, the row-format way.
+        let with_null: Vec<u32> = (0..n as u32).filter(|&i| !valid(i as usize)).collect();
+        if !with_null.is_empty() {
+            let idx = arrow_array::UInt32Array::from(with_null.clone());
+            let sub = arrow_select::take::take_record_batch(batch, &idx)?;
+            for (&i, k) in with_null.iter().zip(self.keep_rows(&sub)?) {
+                keep[i as usize] = k;
+            }
+        }
+        Ok(keep)
     }
 
     /// Which rows of `batch` have a new key, by their row-format keys.
@@ -337,7 +417,8 @@ impl SeenKeys {
         let rows: Rows = self.converter.convert_columns(&cols)?;
         // The widths come from the schema; a row longer than 16 bytes (an encoding this
         // code did not foresee) turns packing off before any key was packed.
-        if self.packed && n > 0 && self.is_empty() && rows.row(0).as_ref().len() > 16 {
+        let none_yet = self.parts.iter().all(|p| p.hashes.is_empty());
+        if self.packed && n > 0 && none_yet && rows.row(0).as_ref().len() > 16 {
             self.packed = false;
         }
         let packed: Vec<u128> = if self.packed {
@@ -386,7 +467,12 @@ impl SeenKeys {
     pub fn len(&self) -> usize {
         match &self.images {
             Some(i) => i.len(),
-            None => self.parts.iter().map(|p| p.hashes.len()).sum(),
+            None => self
+                .parts
+                .iter()
+                .chain(&self.pairs)
+                .map(|p| p.hashes.len())
+                .sum(),
         }
     }
 
@@ -454,6 +540,75 @@ mod tests {
             }
             assert_eq!(kept, vec![0, 2, 3, 6], "cut at {cut}");
             assert_eq!(seen.len(), 4);
+        }
+    }
+
+    /// Two fixed-width keys: rows without a null packed, rows with one the row-format way;
+    /// whatever the cuts, the kept rows are those of the whole-table kernel.
+    #[test]
+    fn two_fixed_width_keys_equal_the_kernel() {
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("f", DataType::Float64, true),
+            Field::new("i", DataType::Int32, true),
+            Field::new("row", DataType::Int64, false),
+        ]));
+        let nan2 = f64::from_bits(f64::NAN.to_bits() | 1);
+        let f: Vec<Option<f64>> = (0..60)
+            .map(|r| match r % 6 {
+                0 => Some(0.0),
+                1 => Some(-0.0),
+                2 => None,
+                3 => Some(f64::NAN),
+                4 => Some(nan2),
+                _ => Some((r % 4) as f64),
+            })
+            .collect();
+        let i: Vec<Option<i32>> = (0..60)
+            .map(|r: i32| (r % 5 != 0).then_some(r % 3 - 1))
+            .collect();
+        let batch = |lo: usize, hi: usize| {
+            RecordBatch::try_new(
+                schema.clone(),
+                vec![
+                    Arc::new(Float64Array::from(f[lo..hi].to_vec())),
+                    Arc::new(arrow_array::Int32Array::from(i[lo..hi].to_vec())),
+                    Arc::new(Int64Array::from_iter_values(lo as i64..hi as i64)),
+                ],
+            )
+            .unwrap()
+        };
+        let whole = crate::table::Table {
+            schema: schema.clone(),
+            batches: vec![batch(0, 60)],
+        };
+        let names = ["f".to_string(), "i".to_string()];
+        let want: Vec<i64> =
+            crate::dedup::dedup_indices(&whole, Some(&names), crate::dedup::Keep::First)
+                .unwrap()
+                .into_iter()
+                .map(i64::from)
+                .collect();
+        for cuts in [
+            vec![60],
+            vec![7, 60],
+            vec![1, 2, 30, 31, 60],
+            (1..=60).collect(),
+        ] {
+            let mut seen = SeenKeys::new(&schema, vec![0, 1]).unwrap();
+            assert!(seen.pair.is_some());
+            let (mut kept, mut lo) = (Vec::new(), 0);
+            for hi in cuts {
+                let out = seen.first_rows(&batch(lo, hi)).unwrap();
+                kept.extend(
+                    out.column(2)
+                        .as_primitive::<arrow_array::types::Int64Type>()
+                        .values()
+                        .to_vec(),
+                );
+                lo = hi;
+            }
+            assert_eq!(kept, want);
+            assert_eq!(seen.len(), want.len());
         }
     }
 
