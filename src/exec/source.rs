@@ -531,6 +531,44 @@ impl Parquet {
                 pages.push(sel);
             }
         }
+        // String columns the pushed predicate alone reads (no output has them) are read as
+        // dictionaries too where every row group stores them dictionary-encoded and the
+        // predicate evaluates natively on dictionaries: it then compares each page's
+        // distinct values once instead of every row's string.
+        let mut dictionary = dictionary.to_vec();
+        if let Some(p) = &predicate {
+            let only: Vec<String> = p
+                .columns()
+                .into_iter()
+                .filter(|c| !columns.contains(c) && !dictionary.contains(c))
+                .filter(|c| {
+                    first
+                        .field_with_name(c)
+                        .is_ok_and(|f| matches!(f.data_type(), DataType::Utf8 | DataType::Utf8View))
+                })
+                .filter(|c| metas.iter().all(|(_, m)| dictionary_encoded(m, c)))
+                .collect();
+            if !only.is_empty() {
+                let fields: Vec<arrow_schema::FieldRef> = first
+                    .fields()
+                    .iter()
+                    .map(|f| match only.contains(f.name()) {
+                        true => Arc::new(f.as_ref().clone().with_data_type(DataType::Dictionary(
+                            Box::new(DataType::Int32),
+                            Box::new(DataType::Utf8),
+                        ))),
+                        false => f.clone(),
+                    })
+                    .collect();
+                let native = bind(p, &Arc::new(Schema::new(fields)), &mut |_: &Call, _| {
+                    Err(Error::Value("not native".into()))
+                })
+                .is_ok();
+                if native {
+                    dictionary.extend(only);
+                }
+            }
+        }
         // String columns read as dictionaries (their values decoded once per page, rows as
         // codes) and decimals of at most 18 digits read as decimal64 (marked, see
         // `crate::expr::NARROWED`): the reading schema differs from the file's in those
@@ -589,6 +627,20 @@ impl Parquet {
             size,
         })
     }
+}
+
+/// Whether every row group of the file stores the top-level column `name` with a dictionary
+/// page.
+fn dictionary_encoded(m: &ArrowReaderMetadata, name: &str) -> bool {
+    let descr = m.metadata().file_metadata().schema_descr();
+    let Some(leaf) = (0..descr.num_columns()).find(|&i| descr.column(i).path().parts() == [name])
+    else {
+        return false;
+    };
+    m.metadata()
+        .row_groups()
+        .iter()
+        .all(|rg| rg.column(leaf).dictionary_page_offset().is_some())
 }
 
 impl Source for Parquet {
