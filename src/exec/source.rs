@@ -629,18 +629,32 @@ impl Parquet {
     }
 }
 
-/// Whether every row group of the file stores the top-level column `name` with a dictionary
-/// page.
+/// Whether every data page of the top-level column `name`, in every row group of the file,
+/// is dictionary-encoded, as the chunks' page encoding statistics say. A chunk whose
+/// dictionary overflowed falls back to plain pages (a dictionary page alone proves nothing):
+/// read as a dictionary, its strings would be hashed into one. No statistics: no.
 fn dictionary_encoded(m: &ArrowReaderMetadata, name: &str) -> bool {
+    use parquet::basic::{Encoding, PageType};
     let descr = m.metadata().file_metadata().schema_descr();
     let Some(leaf) = (0..descr.num_columns()).find(|&i| descr.column(i).path().parts() == [name])
     else {
         return false;
     };
-    m.metadata()
-        .row_groups()
-        .iter()
-        .all(|rg| rg.column(leaf).dictionary_page_offset().is_some())
+    let dict = |e: Encoding| matches!(e, Encoding::PLAIN_DICTIONARY | Encoding::RLE_DICTIONARY);
+    m.metadata().row_groups().iter().all(|rg| {
+        let c = rg.column(leaf);
+        let pages_dict = if let Some(mask) = c.page_encoding_stats_mask() {
+            mask.is_only(Encoding::PLAIN_DICTIONARY) || mask.is_only(Encoding::RLE_DICTIONARY)
+        } else if let Some(stats) = c.page_encoding_stats() {
+            stats
+                .iter()
+                .filter(|s| matches!(s.page_type, PageType::DATA_PAGE | PageType::DATA_PAGE_V2))
+                .all(|s| dict(s.encoding))
+        } else {
+            false
+        };
+        c.dictionary_page_offset().is_some() && pages_dict
+    })
 }
 
 impl Source for Parquet {
