@@ -1,18 +1,25 @@
 //! The pipeline executor: a plan of physical operators run morsel by morsel on the pool.
 //!
-//! A plan is a chain `source → operators`; a *breaker* (group-by) ends one chain and its
-//! finished output starts the next. A chain runs in **waves**: the source hands out the next
-//! few inputs (row groups, batches) in order, and the pool decodes each and pushes it
-//! through the chain's *parallel* operators (filter, project: functions of one batch) and,
-//! for a group-by, its partial aggregation — all inputs of a wave at once, one task each.
-//! Then, in sequence order on one thread, the *serial* operators (`head`, `map_batches`, and
-//! any operator after one) see the batches, and partial states merge into the group-by's
+//! A plan is a chain `source → operators`; a *breaker* (group-by, sort, a dedup that keeps
+//! the last or no duplicate) ends one chain and its finished output starts the next, and so
+//! does a [`Shared`] sub-plan (run once, its output replayed to each consumer). A join's
+//! build side is a chain of its own, drained before the probing chain claims its first
+//! input.
+//!
+//! A chain runs in **waves**: the source hands out the next few inputs (row groups,
+//! batches) in order, and the pool decodes each and pushes it through the chain's
+//! *parallel* operators (filter, project, a join's probe: functions of one batch) and, for a
+//! group-by, its partial aggregation — all inputs of a wave at once, one task each. Then, in
+//! sequence order on one thread, the *serial* operators (`head`, `map_batches`, streaming
+//! dedup, `expect`, and any operator after one) see the batches, and partial states merge into the group-by's
 //! state. Every morsel's place in the order comes from the source, never from the thread
 //! that ran it, so output order and float results do not depend on the thread count. A
 //! cancel point runs between morsels and inside decoding.
 //!
-//! The interface every operator implements is [`Operator::push`]: a batch in, a batch (or
-//! nothing) out; a breaker is a [`Plan::GroupBy`], fed partial states and finished once.
+//! The interface every operator implements is [`Operator::push`]: a batch in, batches (or
+//! nothing) out, and [`Operator::finish`]: what is due once the input ends (an outer join's
+//! unmatched build rows), passed through the operators after it. Serial stages end the same
+//! way ([`Plan::Expect`] gives its verdict there), also when a `head` ends the input early.
 
 pub mod source;
 
