@@ -89,6 +89,34 @@ impl Seen {
     }
 }
 
+/// The rows among those `valid` selects whose packed key (`key(i)`, hashed `hashes[i]`) is
+/// new to `parts`, now added; in no particular order. The partitions work in parallel, each
+/// over its rows in row order.
+fn first_packed(
+    parts: &mut [Seen],
+    hashes: &[u64],
+    valid: impl Fn(usize) -> bool + Sync,
+    key: impl Fn(usize) -> u128 + Sync,
+) -> Vec<u32> {
+    let n = parts.len();
+    let rows = partition_by(hashes.len(), n, |i| {
+        valid(i).then(|| partition_of(hashes[i], n))
+    });
+    let kept: Vec<Vec<u32>> = parts
+        .par_iter_mut()
+        .enumerate()
+        .map(|(p, seen)| {
+            crate::cancel::point();
+            rows.part(p)
+                .iter()
+                .copied()
+                .filter(|&i| seen.insert_packed(hashes[i as usize], key(i as usize)))
+                .collect()
+        })
+        .collect();
+    kept.concat()
+}
+
 /// The state of a streaming `dedup(keep="first")` over batches of one schema.
 pub struct SeenKeys {
     subset: Vec<usize>,
@@ -187,24 +215,7 @@ impl Images {
             }
             Some(parts) => {
                 let hashes: Vec<u64> = img.par_iter().map(|&x| hash_u64(x)).collect();
-                let rows = partition_by(n, PARTS, |i| {
-                    valid(i).then(|| partition_of(hashes[i], PARTS))
-                });
-                let kept: Vec<Vec<u32>> = parts
-                    .par_iter_mut()
-                    .enumerate()
-                    .map(|(p, seen)| {
-                        crate::cancel::point();
-                        rows.part(p)
-                            .iter()
-                            .copied()
-                            .filter(|&i| {
-                                seen.insert_packed(hashes[i as usize], img[i as usize] as u128)
-                            })
-                            .collect()
-                    })
-                    .collect();
-                for i in kept.into_iter().flatten() {
+                for i in first_packed(parts, &hashes, valid, |i| u128::from(img[i])) {
                     keep[i as usize] = true;
                     self.count += 1;
                 }
@@ -374,24 +385,8 @@ impl SeenKeys {
             .map(|i| (u128::from(images[0][i]) << 64) | u128::from(images[1][i]))
             .collect();
         let hashes: Vec<u64> = keys.par_iter().map(|&k| hash_u128(k)).collect();
-        let rows = partition_by(n, PARTS, |i| {
-            valid(i).then(|| partition_of(hashes[i], PARTS))
-        });
-        let kept: Vec<Vec<u32>> = self
-            .pairs
-            .par_iter_mut()
-            .enumerate()
-            .map(|(p, seen)| {
-                crate::cancel::point();
-                rows.part(p)
-                    .iter()
-                    .copied()
-                    .filter(|&i| seen.insert_packed(hashes[i as usize], keys[i as usize]))
-                    .collect()
-            })
-            .collect();
         let mut keep = vec![false; n];
-        for i in kept.into_iter().flatten() {
+        for i in first_packed(&mut self.pairs, &hashes, valid, |i| keys[i]) {
             keep[i as usize] = true;
         }
         // The rows with a null key, the row-format way.
@@ -421,43 +416,37 @@ impl SeenKeys {
         if self.packed && n > 0 && none_yet && rows.row(0).as_ref().len() > 16 {
             self.packed = false;
         }
-        let packed: Vec<u128> = if self.packed {
-            (0..n)
+        let kept: Vec<u32> = if self.packed {
+            let packed: Vec<u128> = (0..n)
                 .into_par_iter()
                 .map(|i| pack(rows.row(i).as_ref()))
-                .collect()
+                .collect();
+            let hashes: Vec<u64> = packed.par_iter().map(|&k| hash_u128(k)).collect();
+            first_packed(&mut self.parts, &hashes, |_| true, |i| packed[i])
         } else {
-            Vec::new()
-        };
-        let hashes: Vec<u64> = if self.packed {
-            packed.par_iter().map(|&k| hash_u128(k)).collect()
-        } else {
-            (0..n)
+            let hashes: Vec<u64> = (0..n)
                 .into_par_iter()
                 .map(|i| hash_bytes(rows.row(i).as_ref()))
-                .collect()
-        };
-        let parts = partition_by(n, PARTS, |i| Some(partition_of(hashes[i], PARTS)));
-        let kept: Vec<Vec<u32>> = self
-            .parts
-            .par_iter_mut()
-            .enumerate()
-            .map(|(p, seen)| {
-                crate::cancel::point();
-                let rows_of = parts.part(p).iter().copied();
-                if packed.is_empty() {
-                    rows_of
+                .collect();
+            let parts = partition_by(n, PARTS, |i| Some(partition_of(hashes[i], PARTS)));
+            let kept: Vec<Vec<u32>> = self
+                .parts
+                .par_iter_mut()
+                .enumerate()
+                .map(|(p, seen)| {
+                    crate::cancel::point();
+                    parts
+                        .part(p)
+                        .iter()
+                        .copied()
                         .filter(|&i| seen.insert(hashes[i as usize], rows.row(i as usize).as_ref()))
                         .collect()
-                } else {
-                    rows_of
-                        .filter(|&i| seen.insert_packed(hashes[i as usize], packed[i as usize]))
-                        .collect()
-                }
-            })
-            .collect();
+                })
+                .collect();
+            kept.concat()
+        };
         let mut keep = vec![false; n];
-        for i in kept.into_iter().flatten() {
+        for i in kept {
             keep[i as usize] = true;
         }
         Ok(keep)

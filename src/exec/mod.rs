@@ -1205,18 +1205,7 @@ fn build(
     report.push((labels.next().unwrap_or_default(), depth, stats.clone()));
     let out_schema = plan.schema();
     Ok(match plan {
-        Plan::Source(s) => Chain {
-            start: Start::Source(s),
-            source_stats: stats,
-            parallel: vec![],
-            serial: vec![],
-            done: false,
-            size: DEFAULT_MORSEL,
-            out_schema,
-            wave: STREAMING_WAVE,
-            builds: Vec::new(),
-            ended: false,
-        },
+        Plan::Source(s) => Chain::starting(Start::Source(s), out_schema, DEFAULT_MORSEL, stats),
         Plan::GroupBy {
             input,
             options,
@@ -1224,43 +1213,25 @@ fn build(
             ..
         } => {
             let input = build(*input, labels, report, depth + 1)?;
-            Chain {
-                size: input.size,
-                start: Start::GroupBy {
-                    input: Box::new(input),
-                    options,
-                    schema,
-                    stats: stats.clone(),
-                },
-                source_stats: Arc::new(Stats::default()),
-                parallel: vec![],
-                serial: vec![],
-                done: false,
-                out_schema,
-                wave: STREAMING_WAVE,
-                builds: Vec::new(),
-                ended: false,
-            }
+            let size = input.size;
+            let start = Start::GroupBy {
+                input: Box::new(input),
+                options,
+                schema,
+                stats,
+            };
+            Chain::starting(start, out_schema, size, Arc::default())
         }
         Plan::Sort { input, keys, limit } => {
             let input = build(*input, labels, report, depth + 1)?;
-            Chain {
-                size: input.size,
-                start: Start::Sort {
-                    input: Box::new(input),
-                    keys,
-                    limit,
-                    stats: stats.clone(),
-                },
-                source_stats: Arc::new(Stats::default()),
-                parallel: vec![],
-                serial: vec![],
-                done: false,
-                out_schema,
-                wave: STREAMING_WAVE,
-                builds: Vec::new(),
-                ended: false,
-            }
+            let size = input.size;
+            let start = Start::Sort {
+                input: Box::new(input),
+                keys,
+                limit,
+                stats,
+            };
+            Chain::starting(start, out_schema, size, Arc::default())
         }
         Plan::Join {
             left,
@@ -1408,8 +1379,8 @@ fn build(
 }
 
 impl Chain {
-    /// A chain whose input is `start` (a breaker or a shared sub-plan), with no operator yet;
-    /// `source_stats` count what the start hands on.
+    /// A chain whose input is `start`, with no operator yet; `source_stats` count what the
+    /// start hands on (a breaker counts its own output in its stats).
     fn starting(
         start: Start,
         out_schema: SchemaRef,

@@ -356,6 +356,26 @@ def flt(e: pc.Expression) -> pc.Expression:
     return e.cast(pa.float64())
 
 
+def _fb_nations_of(d: Path, region: str) -> Any:
+    """The nations of `region` with the region's columns."""
+    return (
+        _fb(d, "region")
+        .filter(F("r_name") == region)
+        .join(_fb(d, "nation"), left_on="r_regionkey", right_on="n_regionkey")
+    )
+
+
+def _pl_nations_of(d: Path, region: str) -> Any:
+    """:func:`_fb_nations_of` in Polars."""
+    import polars as pl
+
+    return (
+        _pl(d, "region")
+        .filter(pl.col("r_name") == region)
+        .join(_pl(d, "nation"), left_on="r_regionkey", right_on="n_regionkey")
+    )
+
+
 def _nation_as(d: Path, prefix: str) -> Any:
     """The nation table as `<prefix>_nationkey`, `<prefix>` (its name)."""
     return _fb(d, "nation").select({f"{prefix}_nationkey": "n_nationkey", prefix: "n_name"})
@@ -363,11 +383,7 @@ def _nation_as(d: Path, prefix: str) -> Any:
 
 def q2_fb(d: Path) -> Any:
     """Q2 minimum cost supplier."""
-    europe = (
-        _fb(d, "region")
-        .filter(F("r_name") == "EUROPE")
-        .join(_fb(d, "nation"), left_on="r_regionkey", right_on="n_regionkey")
-    )
+    europe = _fb_nations_of(d, "EUROPE")
     suppliers = _fb(d, "supplier").join(europe, left_on="s_nationkey", right_on="n_nationkey")
     parts = _fb(d, "part").filter((F("p_size") == 15) & pc.ends_with(F("p_type"), "BRASS"))
     offers = (
@@ -414,12 +430,7 @@ order by s_acctbal desc, n_name, s_name, p_partkey limit 100"""
 
 def q5_fb(d: Path) -> Any:
     """Q5 local supplier volume."""
-    nations = _fb(d, "nation")
-    asia = (
-        _fb(d, "region")
-        .filter(F("r_name") == "ASIA")
-        .join(nations, left_on="r_regionkey", right_on="n_regionkey")
-    )
+    asia = _fb_nations_of(d, "ASIA")
     suppliers = _fb(d, "supplier").join(asia, left_on="s_nationkey", right_on="n_nationkey")
     # The year's orders of Asian customers (about 3 % of the orders) are built once; lineitem
     # probes them.
@@ -507,11 +518,7 @@ order by supp_nation, cust_nation, l_year"""
 
 def q8_fb(d: Path) -> Any:
     """Q8 national market share."""
-    america = (
-        _fb(d, "region")
-        .filter(F("r_name") == "AMERICA")
-        .join(_fb(d, "nation"), left_on="r_regionkey", right_on="n_regionkey")
-    )
+    america = _fb_nations_of(d, "AMERICA")
     # The lines of the one part type (about 0.7 % of lineitem) are built; the two years'
     # orders of American customers probe them.
     lines = _fb(d, "lineitem").join(
@@ -1025,11 +1032,7 @@ def q5_pl(d: Path) -> Any:
     import polars as pl
 
     c = pl.col
-    asia = (
-        _pl(d, "region")
-        .filter(c("r_name") == "ASIA")
-        .join(_pl(d, "nation"), left_on="r_regionkey", right_on="n_regionkey")
-    )
+    asia = _pl_nations_of(d, "ASIA")
     suppliers = _pl(d, "supplier").join(asia, left_on="s_nationkey", right_on="n_nationkey")
     orders = _pl(d, "orders").filter(
         (c("o_orderdate") >= date(1994, 1, 1)) & (c("o_orderdate") < date(1995, 1, 1))
@@ -1134,11 +1137,7 @@ def q2_pl(d: Path) -> Any:
     import polars as pl
 
     c = pl.col
-    europe = (
-        _pl(d, "region")
-        .filter(c("r_name") == "EUROPE")
-        .join(_pl(d, "nation"), left_on="r_regionkey", right_on="n_regionkey")
-    )
+    europe = _pl_nations_of(d, "EUROPE")
     offers = (
         _pl(d, "partsupp")
         .join(
@@ -1449,11 +1448,7 @@ def q8_pl(d: Path) -> Any:
     import polars as pl
 
     c = pl.col
-    america = (
-        _pl(d, "region")
-        .filter(c("r_name") == "AMERICA")
-        .join(_pl(d, "nation"), left_on="r_regionkey", right_on="n_regionkey")
-    )
+    america = _pl_nations_of(d, "AMERICA")
     orders = _pl(d, "orders").filter(
         c("o_orderdate").is_between(date(1995, 1, 1), date(1996, 12, 31))
     )
