@@ -71,6 +71,23 @@ impl Table {
             .map(|b| b.column(i).clone())
             .collect()
     }
+
+    /// Column `i` as one array.
+    pub fn column(&self, i: usize) -> Result<ArrayRef> {
+        concat_chunks(&self.chunks(i), self.schema.field(i).data_type())
+    }
+
+    /// The columns at `cols`, in that order.
+    pub fn project(&self, cols: &[usize]) -> Result<Table> {
+        Ok(Table {
+            schema: std::sync::Arc::new(self.schema.project(cols)?),
+            batches: self
+                .batches
+                .iter()
+                .map(|b| b.project(cols))
+                .collect::<std::result::Result<_, _>>()?,
+        })
+    }
 }
 
 /// How the columns of `got` differ from the ones `want` declares — count, names, types;

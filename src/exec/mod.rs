@@ -21,6 +21,7 @@
 //! unmatched build rows), passed through the operators after it. Serial stages end the same
 //! way ([`Plan::Expect`] gives its verdict there), also when a `head` ends the input early.
 
+mod join_aggregate;
 pub mod source;
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -618,6 +619,8 @@ enum Start {
         options: GroupByOptions,
         schema: SchemaRef,
         stats: Arc<Stats>,
+        /// A group-by by build row over a join's probe: the keys it ends by.
+        regroup: Option<join_aggregate::Regroup>,
     },
     Sort {
         input: Box<Chain>,
@@ -828,8 +831,9 @@ impl Chain {
                 options,
                 schema,
                 stats,
+                regroup,
             } => {
-                let out = run_group_by(input, options.clone(), stats, runner)?;
+                let out = run_group_by(input, options.clone(), regroup.as_ref(), stats, runner)?;
                 Some((schema.clone(), restore(out, schema)?))
             }
             Start::Sort {
@@ -1059,6 +1063,7 @@ fn run_dedup(
 fn run_group_by(
     input: &mut Chain,
     options: GroupByOptions,
+    regroup: Option<&join_aggregate::Regroup>,
     stats: &Stats,
     runner: &dyn Runner,
 ) -> Result<Vec<RecordBatch>> {
@@ -1084,9 +1089,16 @@ fn run_group_by(
         stats.record(0, None, t);
     }
     let t = Instant::now();
-    let mut out = None;
+    let (mut state, mut out) = (Some(state), None);
     runner.parallel(&mut || {
-        out = Some(state.finish()?);
+        let state = state.take().expect("finished once");
+        out = Some(match regroup {
+            Some(r) => r.apply(state)?.finish()?,
+            None => {
+                let mut state = state;
+                state.finish()?
+            }
+        });
         Ok(())
     })?;
     let out = out.expect("finished above");
@@ -1212,6 +1224,11 @@ fn build(
             schema,
             ..
         } => {
+            if let Some(lineage) = join_aggregate::lineage(&input, &options) {
+                return join_aggregate::chain(
+                    *input, lineage, options, schema, stats, labels, report, depth,
+                );
+            }
             let input = build(*input, labels, report, depth + 1)?;
             let size = input.size;
             let start = Start::GroupBy {
@@ -1219,6 +1236,7 @@ fn build(
                 options,
                 schema,
                 stats,
+                regroup: None,
             };
             Chain::starting(start, out_schema, size, Arc::default())
         }
@@ -1248,23 +1266,7 @@ fn build(
             } else {
                 ((l, left_cols), (r, right_cols))
             };
-            // The probe side's columns the join reads: a projection that is part of the join
-            // (its own counters stay out of the report).
-            let all = probe.schema();
-            if probe_cols.len() != all.fields().len()
-                || probe_cols.iter().enumerate().any(|(i, &c)| i != c)
-            {
-                let schema = Arc::new(all.project(&probe_cols)?);
-                let columns = probe_cols.into_iter().map(Column::Input).collect();
-                probe.push(
-                    Box::new(ProjectOp {
-                        columns,
-                        schema: schema.clone(),
-                    }),
-                    Arc::default(),
-                );
-                probe.out_schema = schema;
-            }
+            probe_columns(&mut probe, probe_cols)?;
             let cell = Arc::new(OnceLock::new());
             probe.builds.push(Pending {
                 chain: Box::new(built),
@@ -1376,6 +1378,25 @@ fn build(
             c
         }
     })
+}
+
+/// `probe` cut to the columns a join reads (positions): a projection that is part of the
+/// join (its own counters stay out of the report).
+fn probe_columns(probe: &mut Chain, cols: Vec<usize>) -> Result<()> {
+    let all = probe.schema();
+    if cols.len() != all.fields().len() || cols.iter().enumerate().any(|(i, &c)| i != c) {
+        let schema = Arc::new(all.project(&cols)?);
+        let columns = cols.into_iter().map(Column::Input).collect();
+        probe.push(
+            Box::new(ProjectOp {
+                columns,
+                schema: schema.clone(),
+            }),
+            Arc::default(),
+        );
+        probe.out_schema = schema;
+    }
+    Ok(())
 }
 
 impl Chain {

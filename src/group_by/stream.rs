@@ -50,7 +50,7 @@ use crate::keys::encode::{dense_codes, order_codes};
 use crate::table::{Table, schema_mismatch};
 
 /// How one aggregate travels between batches (see the module table).
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq)]
 enum Carry {
     Count,
     /// The aggregate is its own merge: float sum, min, max, first, last.
@@ -211,6 +211,71 @@ impl GroupByState {
         self.merged_rows = self.tables[0].num_rows();
         self.pending_rows = 0;
         Ok(())
+    }
+
+    /// The same aggregates keyed by other columns: a state of `opts` over rows of `schema`
+    /// whose groups are this state's, merged where `new_keys` gives equal keys, in this
+    /// state's group order. `new_keys` maps this state's key columns (one row per group) to
+    /// the new key columns, typed as `schema` declares them.
+    ///
+    /// When every group of this state lies within one group of the new keys, the result is
+    /// the state of the same rows grouped by the new keys directly, in first-appearance
+    /// order — exactly for the aggregates whose merge ignores how the rows were split
+    /// (counts, exact sums and means, min / max of non-float values, n_unique, median,
+    /// quantile); float sums and moments can differ in the last bits, `first` / `last`
+    /// follow group order, not row order. The caller picks the aggregates.
+    pub fn regroup(
+        mut self,
+        schema: SchemaRef,
+        opts: GroupByOptions,
+        new_keys: impl FnOnce(&[ArrayRef]) -> Result<Vec<ArrayRef>>,
+    ) -> Result<GroupByState> {
+        self.compact()?;
+        let mut next = GroupByState::new(schema, opts)?;
+        if next.carries != self.carries {
+            return Err(Error::Value(
+                "cannot regroup a group-by state into other aggregates".into(),
+            ));
+        }
+        let state = &self.tables[0];
+        let old: Vec<ArrayRef> = (0..self.opts.keys.len())
+            .map(|i| state_column(state, i))
+            .collect::<Result<_>>()?;
+        let target = next.tables[0].schema.clone();
+        let mut cols = Vec::with_capacity(target.fields().len());
+        for (key, field) in new_keys(&old)?.into_iter().zip(target.fields()) {
+            cols.push(if key.data_type() == field.data_type() {
+                key
+            } else {
+                arrow_cast::cast(&key, field.data_type())?
+            });
+        }
+        for i in old.len()..state.schema.fields().len() {
+            cols.push(state_column(state, i)?);
+        }
+        let row_count =
+            arrow_array::RecordBatchOptions::new().with_row_count(Some(state.num_rows()));
+        let mut batch = RecordBatch::try_new_with_options(target.clone(), cols, &row_count)?;
+        if next.opts.dropna {
+            // Groups whose new key has a null are dropped, as grouping with `dropna` would.
+            let keys = next.opts.keys.len();
+            let mut keep = BooleanBuffer::new_set(batch.num_rows());
+            for c in &batch.columns()[..keys] {
+                if let Some(valid) = c.logical_nulls() {
+                    keep = &keep & valid.inner();
+                }
+            }
+            if keep.count_set_bits() < batch.num_rows() {
+                let mask = arrow_array::BooleanArray::new(keep, None);
+                batch = arrow_select::filter::filter_record_batch(&batch, &mask)?;
+            }
+        }
+        next.push(vec![Table {
+            schema: target,
+            batches: vec![batch],
+        }])?;
+        next.compact()?;
+        Ok(next)
     }
 
     /// The result: key columns and one column per aggregate, as [`super::group_by`] gives.

@@ -136,8 +136,7 @@ impl JoinBuild {
             let idx = cross(n, self.build.num_rows(), max)?;
             return self.materialize(batch, &idx);
         };
-        let chunks: Vec<Vec<ArrayRef>> = self.probe_keys.iter().map(|&i| batch.chunks(i)).collect();
-        let gid = index.probe(&chunks)?;
+        let gid = self.probe_groups(index, batch)?;
         let idx = match how {
             JoinType::Semi | JoinType::Anti => {
                 let want = how == JoinType::Semi;
@@ -168,6 +167,31 @@ impl JoinBuild {
             }
         };
         self.materialize(batch, &idx)
+    }
+
+    /// The build side's group of every row of a probe batch ([`NONE`]: no match).
+    fn probe_groups(&self, index: &KeyIndex, batch: &Table) -> Result<Vec<u32>> {
+        let chunks: Vec<Vec<ArrayRef>> = self.probe_keys.iter().map(|&i| batch.chunks(i)).collect();
+        index.probe(&chunks)
+    }
+
+    /// The matched `(probe rows, build rows)` of an inner join's probe batch, in output
+    /// order: what [`JoinBuild::probe`] would gather, without gathering it.
+    pub fn inner_pairs(&self, batch: &Table) -> Result<(Vec<u32>, Vec<u32>)> {
+        batch.checked_num_rows()?;
+        let (Some(index), Some(csr), JoinType::Inner) = (&self.index, &self.csr, self.opts.how)
+        else {
+            return Err(crate::error::Error::Value(
+                "row pairs are made for inner joins only".into(),
+            ));
+        };
+        let gid = self.probe_groups(index, batch)?;
+        driven(&gid, csr, false, 0, self.opts.max_output_rows)
+    }
+
+    /// The build side as prepared (its columns the join reads).
+    pub fn build_table(&self) -> &Table {
+        &self.build
     }
 
     /// The output rows `idx` of a probe batch and the build side.
