@@ -281,6 +281,28 @@ def test_native_coverage() -> None:
     assert _Expr(pc.utf8_reverse(F("s")) == "A").fallbacks(schema) == ["utf8_reverse"]
 
 
+def test_lower_case_equals_pyarrow_on_every_character() -> None:
+    """`utf8_lower` runs natively on Latin, Greek and Cyrillic text (İ, final Σ, ẞ's partner
+    ß, title-case digraphs) and hands batches with other characters (Georgian, Cherokee,
+    Deseret, CJK, emoji) to pyarrow: every result equals pyarrow's, batch by batch."""
+    native = [chr(c) for c in range(0x80, 0x530) if not 0xD800 <= c < 0xE000]
+    words = ["ΣΟΦΟΣ ΣΑΣ", "İSTANBUL", "ǅǄǆ", "Straße", "ÀÉÎÕÜ ÿ", "ДЖЁ Ѐ"]
+    other = ["ẞ", "Ⴀᏸ𐐀", "日本", "😀Ä", "ⰀⲀ", "ꙀꚘ"]
+    batches = [
+        pa.record_batch({"s": pa.array(native + words + [None, ""], pa.string())}),
+        pa.record_batch({"s": pa.array(other + words, pa.string())}),
+        pa.record_batch({"s": pa.array(native[::7] + words, pa.large_string())}),
+    ]
+    for batch in batches:
+        want = pc.utf8_lower(batch.column(0))
+        got = fb.scan(pa.Table.from_batches([batch])).with_columns(s=pc.utf8_lower(F("s")))
+        assert got.collect().column("s").combine_chunks().equals(want)
+    schema = batches[0].schema
+    assert _Expr(pc.utf8_lower(F("s")) == "a").fallbacks(schema) == [
+        "utf8_lower (batches with text beyond Latin, Greek, Cyrillic)"
+    ]
+
+
 def test_fallback_sub_expression_only() -> None:
     batch = pa.record_batch({"s": ["ab", None, "x"], "v": [1, 2, 3]})
     e = (pc.binary_length(F("s")) + F("v")) > 2

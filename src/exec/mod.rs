@@ -788,13 +788,25 @@ impl Chain {
                     let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
                     source_stats.record(read.map_or(rows, |r| r as usize), None, t);
                     source_stats.produced(&batches);
-                    let mut out = Vec::with_capacity(batches.len());
-                    for b in through(parallel, batches)? {
-                        out.push(if fused {
-                            Item::Done(tail(b)?)
-                        } else {
-                            Item::Batch(b)
-                        });
+                    // The input's batches in parallel too: one large row group is not
+                    // one thread's work.
+                    let per_batch: Vec<Result<Vec<Item<T>>>> = batches
+                        .into_par_iter()
+                        .map(|b| {
+                            let mut out = Vec::new();
+                            for b in through(parallel, vec![b])? {
+                                out.push(if fused {
+                                    Item::Done(tail(b)?)
+                                } else {
+                                    Item::Batch(b)
+                                });
+                            }
+                            Ok(out)
+                        })
+                        .collect();
+                    let mut out = Vec::new();
+                    for items in per_batch {
+                        out.extend(items?);
                     }
                     Ok(out)
                 })

@@ -7,6 +7,8 @@ use std::fs::File;
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use rayon::prelude::*;
+
 use arrow_array::{Array, BooleanArray, RecordBatch};
 use arrow_schema::{DataType, Schema, SchemaRef};
 use parquet::arrow::ProjectionMask;
@@ -693,7 +695,9 @@ impl Source for Parquet {
             Ok(idx)
         };
         // Decode root columns `cols` of the row group (only `selection`'s rows) as one batch.
-        let decode = |cols: &[usize], selection: Option<RowSelection>| -> Result<RecordBatch> {
+        let decode_columns = |cols: &[usize],
+                              selection: Option<RowSelection>|
+         -> Result<RecordBatch> {
             let f = ColumnChunks::fetch(path, meta, g, cols)?;
             let mask = ProjectionMask::roots(meta.parquet_schema(), cols.iter().copied());
             let mut builder = ParquetRecordBatchReaderBuilder::new_with_metadata(f, meta.clone())
@@ -713,6 +717,22 @@ impl Source for Parquet {
                 1 => batches.pop().expect("one"),
                 _ => arrow_select::concat::concat_batches(&schema, &batches)?,
             })
+        };
+        // The same, each column by its own reader, in parallel (a file of one row group is
+        // not one thread's work), the columns then side by side.
+        let decode = |cols: &[usize], selection: Option<RowSelection>| -> Result<RecordBatch> {
+            if cols.len() < 2 {
+                return decode_columns(cols, selection);
+            }
+            let parts = cols
+                .par_iter()
+                .map(|&c| decode_columns(&[c], selection.clone()))
+                .collect::<Result<Vec<_>>>()?;
+            let schema = Arc::new(file_schema.project(cols)?);
+            let rows = parts[0].num_rows();
+            let columns = parts.iter().map(|b| b.column(0).clone()).collect();
+            let opts = arrow_array::RecordBatchOptions::new().with_row_count(Some(rows));
+            Ok(RecordBatch::try_new_with_options(schema, columns, &opts)?)
         };
         let out_cols = index(&self.columns)?;
         let (batch, cols) = match &self.predicate {

@@ -292,11 +292,24 @@ impl Phys {
                 let v = arg.value(batch, memo)?;
                 match backup {
                     Some(f) if !strings::is_ascii(v.array()) => {
-                        let a = f(batch)?;
-                        if a.data_type() == &self.out {
-                            Value::Array(a)
-                        } else {
-                            Value::Array(arrow_cast::cast_with_options(&a, &self.out, &strict())?)
+                        let lower = match upper {
+                            false => strings::unicode_lower(v.array())?,
+                            true => None,
+                        };
+                        match lower {
+                            Some(a) => v.like(a),
+                            None => {
+                                let a = f(batch)?;
+                                if a.data_type() == &self.out {
+                                    Value::Array(a)
+                                } else {
+                                    Value::Array(arrow_cast::cast_with_options(
+                                        &a,
+                                        &self.out,
+                                        &strict(),
+                                    )?)
+                                }
+                            }
                         }
                     }
                     _ => v.like(strings::ascii_case(v.array(), *upper)?),

@@ -2,9 +2,10 @@
 //!
 //! Positions and lengths count code points, as pyarrow's do. The output keeps the input's
 //! offset width (`utf8_length` gives int32 for `string`, int64 for `large_string`) and its
-//! nulls. Case mapping is native only for ASCII text: pyarrow maps other characters with
+//! nulls. Upper-casing is native only for ASCII text: pyarrow maps other characters with
 //! utf8proc's tables (`ß` upper-cases to `ẞ`), which Rust's do not reproduce, so a batch
-//! with any non-ASCII byte is handed to pyarrow by the caller.
+//! with any non-ASCII byte is handed to pyarrow by the caller. Lower-casing is native for
+//! Latin, Greek and Cyrillic text too ([`unicode_lower`]), where the tables agree.
 
 use std::sync::Arc;
 
@@ -122,6 +123,88 @@ pub fn is_ascii(a: &ArrayRef) -> bool {
         Ok(s.value_data()[lo..hi].is_ascii())
     }
     matches!(by_width!(a, go), Ok(true))
+}
+
+/// Code points whose lower case Rust's tables and utf8proc's (pyarrow's `utf8_lower`) give
+/// alike: the Latin, Greek and Cyrillic blocks below U+0530, whose case pairs are older
+/// than either table (Unicode's stability policy keeps them). Outside it the caller asks
+/// pyarrow.
+const SHARED_LOWER: std::ops::RangeInclusive<char> = '\u{80}'..='\u{52f}';
+
+/// `utf8_lower` natively when every character lies in [`SHARED_LOWER`] (or is ASCII), else
+/// `None`. Each code point maps to its simple lower case, as utf8proc's does: the one
+/// full mapping there to more than one character, `İ` to `i̇`, is `i` here.
+pub fn unicode_lower(a: &ArrayRef) -> Result<Option<ArrayRef>> {
+    fn go<O: OffsetSizeTrait>(s: &GenericStringArray<O>) -> Result<Option<ArrayRef>> {
+        let table = lower_table();
+        let (data, offsets) = (s.value_data(), s.value_offsets());
+        let (lo, hi) = (offsets[0].as_usize(), offsets[offsets.len() - 1].as_usize());
+        let mut values: Vec<u8> = Vec::with_capacity(hi - lo);
+        let mut out = Vec::with_capacity(offsets.len());
+        out.push(O::usize_as(0));
+        let mut utf8 = [0u8; 4];
+        for w in offsets.windows(2) {
+            // Null slots map their bytes too (normally none): the offsets stay monotone.
+            let v = &data[w[0].as_usize()..w[1].as_usize()];
+            let mut at = 0;
+            while at < v.len() {
+                // A run of ASCII bytes at once, then one other character.
+                let run = v[at..]
+                    .iter()
+                    .position(|b| !b.is_ascii())
+                    .unwrap_or(v.len() - at);
+                values.extend(v[at..at + run].iter().map(u8::to_ascii_lowercase));
+                at += run;
+                if at == v.len() {
+                    break;
+                }
+                // SAFETY: a valid string array's value is UTF-8 and `at` starts a character.
+                let rest = unsafe { std::str::from_utf8_unchecked(&v[at..]) };
+                let c = rest
+                    .chars()
+                    .next()
+                    .expect("a non-ASCII byte starts a character");
+                let l = match (c as usize).checked_sub(0x80).and_then(|i| table.get(i)) {
+                    Some(&Some(l)) => l,
+                    _ => return Ok(None),
+                };
+                values.extend_from_slice(l.encode_utf8(&mut utf8).as_bytes());
+                at += c.len_utf8();
+            }
+            out.push(O::usize_as(values.len()));
+        }
+        let offsets = arrow_buffer::OffsetBuffer::new(arrow_buffer::ScalarBuffer::from(out));
+        // SAFETY: ASCII bytes and whole encoded characters between the offsets: valid UTF-8.
+        let out = unsafe {
+            GenericStringArray::<O>::new_unchecked(
+                offsets,
+                Buffer::from_vec(values),
+                s.nulls().cloned(),
+            )
+        };
+        Ok(Some(Arc::new(out)))
+    }
+    by_width!(a, go)
+}
+
+/// The lower case of every code point of [`SHARED_LOWER`] from U+0080 on (`None`: more than
+/// one character, left to pyarrow), made once.
+fn lower_table() -> &'static [Option<char>] {
+    static TABLE: std::sync::OnceLock<Vec<Option<char>>> = std::sync::OnceLock::new();
+    TABLE.get_or_init(|| {
+        SHARED_LOWER
+            .map(|c| {
+                if c == '\u{130}' {
+                    return Some('i');
+                }
+                let mut m = c.to_lowercase();
+                match (m.next(), m.next()) {
+                    (Some(l), None) => Some(l),
+                    _ => None,
+                }
+            })
+            .collect()
+    })
 }
 
 /// ASCII letters upper- or lower-cased, every other byte kept: the offsets and nulls are the

@@ -72,6 +72,12 @@ impl Expression {
         let r = bind(&self.0.root, &schema, &mut |c, need| {
             let name = match need {
                 Need::Whole => c.name.clone(),
+                Need::Backup if c.name == "utf8_lower" => {
+                    format!(
+                        "{} (batches with text beyond Latin, Greek, Cyrillic)",
+                        c.name
+                    )
+                }
                 Need::Backup => format!("{} (batches with non-ASCII text)", c.name),
             };
             spans.push((c.span.0, c.span.1, name));
