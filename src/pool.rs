@@ -89,3 +89,25 @@ pub fn install_watched<T: Send>(
         })
     })
 }
+
+/// `background` on the pool while the calling thread runs `foreground`; both results once
+/// both are done (the foreground's error first). The background is a cancellable run of its
+/// own ([`crate::cancel::run`]) and should be short: the caller waits for it unwatched. On a
+/// pool thread, one after the other.
+pub fn alongside<A: Send, B>(
+    background: impl FnOnce() -> Result<A> + Send,
+    foreground: impl FnOnce() -> Result<B>,
+) -> Result<(A, B)> {
+    let pool = pool()?;
+    if pool.current_thread_index().is_some() {
+        let b = foreground()?;
+        return Ok((background()?, b));
+    }
+    let mut a = None;
+    let b = pool.in_place_scope(|s| {
+        s.spawn(|_| a = Some(crate::cancel::run(background)));
+        foreground()
+    });
+    let b = b?;
+    Ok((a.expect("the scope waits for its task")?, b))
+}

@@ -639,6 +639,28 @@ enum Start {
     Shared(Arc<Shared>, SchemaRef),
 }
 
+/// An input of a wave: claimed, or already read.
+enum Claimed {
+    Input(source::Input),
+    Read(Result<Vec<RecordBatch>>),
+}
+
+/// `input` read from `source`, counted in `stats`.
+fn read_input(
+    source: &dyn Source,
+    stats: &Stats,
+    input: source::Input,
+) -> Result<Vec<RecordBatch>> {
+    crate::cancel::point();
+    let t = Instant::now();
+    let read = source.rows_read(&input);
+    let batches = source.read(input)?;
+    let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
+    stats.record(read.map_or(rows, |r| r as usize), None, t);
+    stats.produced(&batches);
+    Ok(batches)
+}
+
 /// `batches` through the per-batch operators `stages`, in order.
 fn through(
     stages: &[Stage<Box<dyn Operator>>],
@@ -703,6 +725,8 @@ struct Chain {
     wave: usize,
     /// Join build sides to make before the first input is claimed.
     builds: Vec<Pending>,
+    /// The first wave's inputs, read while the build sides ran.
+    prefetched: Option<Vec<Result<Vec<RecordBatch>>>>,
     /// The output due at the end was emitted.
     ended: bool,
 }
@@ -758,10 +782,16 @@ impl Chain {
         let Start::Source(source) = &mut self.start else {
             unreachable!("opened above")
         };
-        let n = self.wave * rayon::current_num_threads();
-        let claimed = Instant::now();
-        let inputs = source.claim(n)?;
-        self.source_stats.record(0, None, claimed);
+        let inputs: Vec<Claimed> = match self.prefetched.take() {
+            Some(read) => read.into_iter().map(Claimed::Read).collect(),
+            None => {
+                let n = self.wave * rayon::current_num_threads();
+                let claimed = Instant::now();
+                let inputs = source.claim(n)?;
+                self.source_stats.record(0, None, claimed);
+                inputs.into_iter().map(Claimed::Input).collect()
+            }
+        };
         if inputs.is_empty() {
             self.done = true;
             return self.end(tail, runner);
@@ -781,13 +811,10 @@ impl Chain {
                 .unwrap_or_default()
                 .into_par_iter()
                 .map(|input| {
-                    crate::cancel::point();
-                    let t = Instant::now();
-                    let read = source.rows_read(&input);
-                    let batches = source.read(input)?;
-                    let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
-                    source_stats.record(read.map_or(rows, |r| r as usize), None, t);
-                    source_stats.produced(&batches);
+                    let batches = match input {
+                        Claimed::Input(input) => read_input(source, source_stats, input)?,
+                        Claimed::Read(read) => read?,
+                    };
                     // The input's batches in parallel too: one large row group is not
                     // one thread's work.
                     let per_batch: Vec<Result<Vec<Item<T>>>> = batches
@@ -871,9 +898,30 @@ impl Chain {
         if let Some((schema, out)) = opened {
             self.start = Start::Source(Box::new(Batches::new(schema, out, size)));
         }
-        for b in std::mem::take(&mut self.builds) {
-            b.run(runner)?;
+        let builds = std::mem::take(&mut self.builds);
+        if builds.is_empty() {
+            return Ok(());
         }
+        // The build sides run on this thread while the pool reads the first wave's inputs
+        // (decoding needs no build): the pool's idle time in the builds' serial parts, and
+        // the imbalance of their parallel ones, go to the probe side.
+        let Start::Source(source) = &mut self.start else {
+            unreachable!("a source by now")
+        };
+        let claimed = Instant::now();
+        let inputs = source.claim(self.wave * rayon::current_num_threads())?;
+        self.source_stats.record(0, None, claimed);
+        let (source, stats): (&dyn Source, _) = (source.as_ref(), &self.source_stats);
+        let (read, ()) = crate::pool::alongside(
+            || {
+                Ok(inputs
+                    .into_par_iter()
+                    .map(|input| read_input(source, stats, input))
+                    .collect())
+            },
+            || builds.into_iter().try_for_each(|b| b.run(runner)),
+        )?;
+        self.prefetched = Some(read);
         Ok(())
     }
 
@@ -1430,6 +1478,7 @@ impl Chain {
             out_schema,
             wave: STREAMING_WAVE,
             builds: Vec::new(),
+            prefetched: None,
             ended: false,
         }
     }
