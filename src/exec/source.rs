@@ -664,8 +664,14 @@ impl Source for Parquet {
         self.schema.clone()
     }
 
+    /// Up to `n` row groups, or all the rest when fewer than `n / 2` would remain: a last
+    /// wave of one row group would leave the other threads little to do.
     fn claim(&mut self, n: usize) -> Result<Vec<Input>> {
-        let end = (self.next + n).min(self.pieces.len());
+        let len = self.pieces.len();
+        let mut end = (self.next + n).min(len);
+        if len - end <= n / 2 {
+            end = len;
+        }
         let out = (self.next..end).map(Input::Piece).collect();
         self.next = end;
         Ok(out)
