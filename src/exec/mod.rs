@@ -16,6 +16,11 @@
 //! that ran it, so output order and float results do not depend on the thread count. A
 //! cancel point runs between morsels and inside decoding.
 //!
+//! Two things happen around a join. A group-by whose keys all come from an inner join's
+//! build side aggregates by build row as the join probes ([`join_aggregate`]); and while a
+//! chain's join build sides run on the calling thread, the pool reads the chain's first wave
+//! of inputs.
+//!
 //! The interface every operator implements is [`Operator::push`]: a batch in, batches (or
 //! nothing) out, and [`Operator::finish`]: what is due once the input ends (an outer join's
 //! unmatched build rows), passed through the operators after it. Serial stages end the same
