@@ -950,6 +950,85 @@ mod tests {
         }
     }
 
+    /// A state keyed by each row regrouped by coarser keys is the state of grouping by those
+    /// keys directly: every aggregate whose merge ignores the split, over every input type,
+    /// nulls in the keys dropped or kept, sorted or in first-appearance order.
+    #[test]
+    fn regroup_equals_grouping_by_the_coarser_keys() {
+        let t = table(50);
+        let n = t.num_rows();
+        let mut cols: Vec<ArrayRef> = t.batches[0].columns().to_vec();
+        cols.push(Arc::new(arrow_array::UInt32Array::from_iter_values(
+            0..n as u32,
+        )));
+        let mut fields: Vec<arrow_schema::FieldRef> = t.schema.fields().iter().cloned().collect();
+        fields.push(Arc::new(Field::new("row", DataType::UInt32, false)));
+        let schema = Arc::new(arrow_schema::Schema::new(fields));
+        let by_row = Table {
+            schema: schema.clone(),
+            batches: vec![RecordBatch::try_new(schema.clone(), cols).unwrap()],
+        };
+        let float = |c: &Option<String>| {
+            c.as_ref().is_some_and(|c| {
+                t.schema
+                    .field_with_name(c)
+                    .unwrap()
+                    .data_type()
+                    .is_floating()
+            })
+        };
+        let aggs: Vec<AggSpec> = options(&t)
+            .aggs
+            .into_iter()
+            .filter(|a| match a.func {
+                AggFn::Count | AggFn::Size | AggFn::NUnique | AggFn::Median => true,
+                AggFn::Quantile(_) => true,
+                AggFn::Sum | AggFn::Mean | AggFn::Min | AggFn::Max => !float(&a.column),
+                _ => false,
+            })
+            .collect();
+        assert!(aggs.len() > 40, "{}", aggs.len());
+        for (dropna, sort) in [(false, false), (true, false), (false, true), (true, true)] {
+            let coarse = GroupByOptions {
+                keys: vec!["k".into(), "dict".into()],
+                aggs: aggs.clone(),
+                dropna,
+                sort,
+            };
+            let fine = GroupByOptions {
+                keys: vec!["row".into()],
+                aggs: aggs.clone(),
+                dropna: false,
+                sort: false,
+            };
+            let mut st = stream::GroupByState::new(schema.clone(), fine).unwrap();
+            for b in by_row.batches.iter() {
+                // Two pieces: the state holds partial tables of both.
+                st.absorb(&b.slice(0, 20)).unwrap();
+                st.absorb(&b.slice(20, n - 20)).unwrap();
+            }
+            let keys = t.project(&[t.index_of("k").unwrap(), t.index_of("dict").unwrap()]);
+            let mut st = st
+                .regroup(schema.clone(), coarse.clone(), |old| {
+                    let rows = old[0]
+                        .as_primitive::<arrow_array::types::UInt32Type>()
+                        .values();
+                    let k = crate::gather::take_table(&keys.unwrap(), rows)?;
+                    Ok(vec![k.column(0)?, k.column(1)?])
+                })
+                .unwrap();
+            let got = st.finish().unwrap();
+            let want = group_by(&t, &coarse).unwrap();
+            assert_eq!(got.schema, want.schema);
+            let cat = |x: &Table| arrow_select::concat::concat_batches(&x.schema, &x.batches);
+            assert_eq!(
+                cat(&got).unwrap(),
+                cat(&want).unwrap(),
+                "dropna {dropna} sort {sort}"
+            );
+        }
+    }
+
     #[test]
     fn output_schema_checks_like_the_kernel() {
         let t = table(3);
