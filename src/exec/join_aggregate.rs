@@ -22,11 +22,11 @@ use arrow_array::types::UInt32Type;
 use arrow_array::{ArrayRef, RecordBatch, UInt32Array};
 use arrow_schema::{DataType, Field, Schema, SchemaRef};
 
-use super::{Chain, Operator, Pending, Plan, Start, Stats, build, probe_columns};
+use super::{Chain, Operator, Pending, Plan, Start, Stats, build, built, probe_columns};
 use crate::error::Result;
 use crate::gather::take_table;
 use crate::group_by::stream::GroupByState;
-use crate::group_by::{AggFn, AggSpec, GroupByOptions};
+use crate::group_by::{AggFn, GroupByOptions};
 use crate::join::stream::JoinBuild;
 use crate::join::{JoinType, output_layout};
 use crate::table::Table;
@@ -41,49 +41,27 @@ pub(super) struct Lineage {
     probe_values: Vec<(String, usize)>,
 }
 
+/// Whether values of `t` (a dictionary's: of its values) are floats.
+fn floating(t: &DataType) -> bool {
+    crate::keys::value_type(t).is_floating()
+}
+
 /// Aggregates whose result does not depend on how the rows of a group are split into
 /// partial states nor on their order: counts, exact sums and means (integers, decimals,
 /// booleans), min / max of non-float values (equal values are identical), and the list
 /// aggregates whose result is a function of the multiset.
 fn order_free(func: &AggFn, input: Option<&DataType>) -> bool {
-    let float = input.is_some_and(|t| match t {
-        DataType::Dictionary(_, v) => v.is_floating(),
-        t => t.is_floating(),
-    });
     match func {
         AggFn::Count | AggFn::Size | AggFn::NUnique | AggFn::Median | AggFn::Quantile(_) => true,
-        AggFn::Sum | AggFn::Mean | AggFn::Min | AggFn::Max => !float,
+        AggFn::Sum | AggFn::Mean | AggFn::Min | AggFn::Max => !input.is_some_and(floating),
         _ => false,
     }
 }
 
-/// Types whose join equality is identity of values (so a left key column's value is its
-/// build partner's): not floats (`-0.0 == 0.0`, NaN), and the same type on both sides.
+/// Whether join keys of types `l` and `r` that are equal are identical values (so a left
+/// key column's value is its build partner's): the same type, not floats (`-0.0 == 0.0`).
 fn identical_when_equal(l: &DataType, r: &DataType) -> bool {
-    use DataType as D;
-    l == r
-        && matches!(
-            l,
-            D::Int8
-                | D::Int16
-                | D::Int32
-                | D::Int64
-                | D::UInt8
-                | D::UInt16
-                | D::UInt32
-                | D::UInt64
-                | D::Utf8
-                | D::LargeUtf8
-                | D::Utf8View
-                | D::Binary
-                | D::LargeBinary
-                | D::BinaryView
-                | D::Boolean
-                | D::Date32
-                | D::Date64
-                | D::Timestamp(..)
-                | D::Decimal128(..)
-        )
+    l == r && !floating(l)
 }
 
 /// The lineage of `options` over `join` when the group-by can run by build row, else
@@ -217,15 +195,7 @@ pub(super) fn chain(
 
     let by_row = GroupByOptions {
         keys: vec![row],
-        aggs: options
-            .aggs
-            .iter()
-            .map(|a| AggSpec {
-                name: a.name.clone(),
-                column: a.column.clone(),
-                func: a.func.clone(),
-            })
-            .collect(),
+        aggs: options.aggs.clone(),
         dropna: false,
         sort: false,
     };
@@ -257,10 +227,7 @@ pub(super) struct Regroup {
 impl Regroup {
     /// `state` (keyed by build row) keyed by the group-by's keys.
     pub(super) fn apply(&self, state: GroupByState) -> Result<GroupByState> {
-        let build = self
-            .cell
-            .get()
-            .expect("the build side is made before the first probe");
+        let build = built(&self.cell);
         state.regroup(self.schema.clone(), self.options.clone(), |old| {
             let rows = old[0].as_primitive::<UInt32Type>().values();
             let keys = build.build_table().project(&self.build_keys)?;
@@ -280,10 +247,7 @@ struct PairsOp {
 
 impl Operator for PairsOp {
     fn push(&self, batch: RecordBatch) -> Result<Vec<RecordBatch>> {
-        let build = self
-            .cell
-            .get()
-            .expect("the build side is made before the first probe");
+        let build = built(&self.cell);
         let t = Table {
             schema: batch.schema(),
             batches: vec![batch],

@@ -535,10 +535,14 @@ struct ProbeOp(Arc<OnceLock<JoinBuild>>);
 
 impl ProbeOp {
     fn built(&self) -> &JoinBuild {
-        self.0
-            .get()
-            .expect("the build side is made before the first probe")
+        built(&self.0)
     }
+}
+
+/// A join's build side, made before the first probe (see [`Pending`]).
+fn built(cell: &OnceLock<JoinBuild>) -> &JoinBuild {
+    cell.get()
+        .expect("the build side is made before the first probe")
 }
 
 fn nonempty(t: Table) -> Vec<RecordBatch> {
@@ -648,6 +652,14 @@ enum Start {
 enum Claimed {
     Input(source::Input),
     Read(Result<Vec<RecordBatch>>),
+}
+
+/// The next wave's inputs of `source` (`wave` per thread), the time counted in `stats`.
+fn claim(source: &mut dyn Source, wave: usize, stats: &Stats) -> Result<Vec<source::Input>> {
+    let t = Instant::now();
+    let inputs = source.claim(wave * rayon::current_num_threads())?;
+    stats.record(0, None, t);
+    Ok(inputs)
 }
 
 /// `input` read from `source`, counted in `stats`.
@@ -789,13 +801,10 @@ impl Chain {
         };
         let inputs: Vec<Claimed> = match self.prefetched.take() {
             Some(read) => read.into_iter().map(Claimed::Read).collect(),
-            None => {
-                let n = self.wave * rayon::current_num_threads();
-                let claimed = Instant::now();
-                let inputs = source.claim(n)?;
-                self.source_stats.record(0, None, claimed);
-                inputs.into_iter().map(Claimed::Input).collect()
-            }
+            None => claim(source.as_mut(), self.wave, &self.source_stats)?
+                .into_iter()
+                .map(Claimed::Input)
+                .collect(),
         };
         if inputs.is_empty() {
             self.done = true;
@@ -913,9 +922,7 @@ impl Chain {
         let Start::Source(source) = &mut self.start else {
             unreachable!("a source by now")
         };
-        let claimed = Instant::now();
-        let inputs = source.claim(self.wave * rayon::current_num_threads())?;
-        self.source_stats.record(0, None, claimed);
+        let inputs = claim(source.as_mut(), self.wave, &self.source_stats)?;
         let (source, stats): (&dyn Source, _) = (source.as_ref(), &self.source_stats);
         let (read, ()) = crate::pool::alongside(
             || {

@@ -732,14 +732,7 @@ fn assemble(
     let key_batches: Vec<RecordBatch> = if key_idx.is_empty() || ngroups == 0 {
         Vec::new()
     } else {
-        let keys = Table {
-            schema: Arc::new(table.schema.project(&key_idx)?),
-            batches: table
-                .batches
-                .iter()
-                .map(|b| b.project(&key_idx))
-                .collect::<std::result::Result<_, _>>()?,
-        };
+        let keys = table.project(&key_idx)?;
         let rows: Vec<u32> = g.order.iter().map(|&s| g.first[s as usize]).collect();
         take_table(&keys, &rows)?.batches
     };

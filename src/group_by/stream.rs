@@ -239,7 +239,7 @@ impl GroupByState {
         }
         let state = &self.tables[0];
         let old: Vec<ArrayRef> = (0..self.opts.keys.len())
-            .map(|i| state_column(state, i))
+            .map(|i| state.column(i))
             .collect::<Result<_>>()?;
         let target = next.tables[0].schema.clone();
         let mut cols = Vec::with_capacity(target.fields().len());
@@ -251,7 +251,7 @@ impl GroupByState {
             });
         }
         for i in old.len()..state.schema.fields().len() {
-            cols.push(state_column(state, i)?);
+            cols.push(state.column(i)?);
         }
         let row_count =
             arrow_array::RecordBatchOptions::new().with_row_count(Some(state.num_rows()));
@@ -289,7 +289,7 @@ impl GroupByState {
         for (spec, carry) in self.opts.aggs.iter().zip(&self.carries) {
             let width = state_width(carry);
             let st = (at..at + width)
-                .map(|i| state_column(&state, i))
+                .map(|i| state.column(i))
                 .collect::<Result<Vec<_>>>()?;
             cols.push(finish(spec, carry, &st)?);
             at += width;
@@ -300,7 +300,7 @@ impl GroupByState {
         }
         let schema = Arc::new(arrow_schema::Schema::new(fields));
         let mut all = (0..nk)
-            .map(|i| state_column(&state, i))
+            .map(|i| state.column(i))
             .collect::<Result<Vec<_>>>()?;
         all.extend(cols);
         let opts = arrow_array::RecordBatchOptions::new().with_row_count(Some(state.num_rows()));
@@ -354,7 +354,7 @@ impl GroupByState {
         for (spec, carry) in self.opts.aggs.iter().zip(&self.carries) {
             let width = state_width(carry);
             let st = (at..at + width)
-                .map(|i| state_column(all, i))
+                .map(|i| all.column(i))
                 .collect::<Result<Vec<_>>>()?;
             cols.extend(merge(spec, carry, &st, &g, members.as_ref())?);
             at += width;
@@ -388,13 +388,6 @@ fn state_width(c: &Carry) -> usize {
         Carry::Corr => 6,
         _ => 1,
     }
-}
-
-/// Column `i` of a partial-state table as one array.
-fn state_column(t: &Table, i: usize) -> Result<ArrayRef> {
-    Column::new(t.chunks(i), t.schema.field(i).data_type())
-        .whole()
-        .cloned()
 }
 
 fn spec_of(spec: &AggSpec, func: AggFn) -> AggSpec {
