@@ -1249,14 +1249,32 @@ class Pipeline:
         return self.collect(progress=progress).to_pandas()
 
     def write_parquet(
-        self, path: str | os.PathLike, *, overwrite: bool = False, progress: bool = False, **kw: Any
+        self,
+        path: str | os.PathLike,
+        *,
+        overwrite: bool = False,
+        progress: bool = False,
+        compression: str = "snappy",
+        row_group_size: int = 1 << 20,
     ) -> Report:
-        """Write Parquet atomically (see :meth:`_write`); extra keywords go to
-        ``pyarrow.parquet.ParquetWriter``."""
-        import pyarrow.parquet as pq
-
-        writer = lambda f, schema: pq.ParquetWriter(f, schema, **kw)  # noqa: E731
-        return self._write(path, overwrite, progress, writer)
+        """Write Parquet atomically (see :meth:`_write`), encoded by arrow-rs with every
+        column chunk of a row group in parallel. `compression`: ``"snappy"`` (default),
+        ``"zstd"``, ``"lz4"``, ``"gzip"``, ``"brotli"`` or ``"none"``; `row_group_size`:
+        rows per row group (the last one may be shorter)."""
+        if not isinstance(compression, str):
+            raise TypeError(f"compression must be a str, got {type(compression).__name__}")
+        if not isinstance(row_group_size, int) or isinstance(row_group_size, bool):
+            raise TypeError(f"row_group_size must be an int, got {type(row_group_size).__name__}")
+        if row_group_size < 1:
+            raise ValueError(f"row_group_size must be at least 1, got {row_group_size}")
+        return self._write(
+            path,
+            overwrite,
+            progress,
+            lambda f, schema: fb._core.ParquetWriter(
+                f.fileno(), schema, compression, row_group_size
+            ),
+        )
 
     def write_ipc(
         self, path: str | os.PathLike, *, overwrite: bool = False, progress: bool = False

@@ -27,6 +27,7 @@
 //! way ([`Plan::Expect`] gives its verdict there), also when a `head` ends the input early.
 
 mod join_aggregate;
+pub mod sink;
 pub mod source;
 
 use std::sync::atomic::{AtomicU64, Ordering};

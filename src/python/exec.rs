@@ -18,6 +18,7 @@ use pyo3_arrow::{PyArray, PyDataType, PyRecordBatch, PyRecordBatchReader, PySche
 use super::convert::{StrOrList, table_in};
 use super::{AggTuple, caught, group_by_options, guarded, to_py};
 use crate::error::Error;
+use crate::exec::sink::ParquetSink;
 use crate::exec::source::{Batches, Csv, Ipc, Parquet, Stream};
 use crate::exec::{BatchFn, Column, Execution, Expectations, Plan, Shared};
 use crate::expr::Serialized;
@@ -181,6 +182,66 @@ pub fn parquet_reads(
         r.rows_total,
         r.pages_pruned,
     ))
+}
+
+/// A Parquet file written from batches (`crate::exec::sink`), into an open file descriptor
+/// the caller owns (it is duplicated: closing the writer leaves the caller's open).
+#[pyclass(module = "ferrobatch._core", frozen)]
+pub struct ParquetWriter(Mutex<Option<ParquetSink<std::fs::File>>>);
+
+impl ParquetWriter {
+    fn with(
+        &self,
+        py: Python<'_>,
+        f: impl FnOnce(&mut ParquetSink<std::fs::File>) -> crate::Result<()> + Send,
+    ) -> PyResult<()> {
+        let mut sink = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let sink = sink
+            .as_mut()
+            .ok_or_else(|| PyValueError::new_err("the Parquet writer is closed"))?;
+        super::run(py, || f(sink))
+    }
+}
+
+#[pymethods]
+impl ParquetWriter {
+    #[new]
+    #[pyo3(signature = (fd, schema, compression="snappy", row_group_size=1 << 20))]
+    fn new(fd: i32, schema: PySchema, compression: &str, row_group_size: usize) -> PyResult<Self> {
+        use std::os::fd::BorrowedFd;
+        if fd < 0 {
+            return Err(PyValueError::new_err(format!("bad file descriptor {fd}")));
+        }
+        // SAFETY: the caller passes an open descriptor that it keeps open during this call;
+        // it is duplicated at once, and only the duplicate is kept.
+        let owned = unsafe { BorrowedFd::borrow_raw(fd) }
+            .try_clone_to_owned()
+            .map_err(|e| PyValueError::new_err(format!("bad file descriptor {fd}: {e}")))?;
+        let compression = crate::exec::sink::compression(compression).map_err(to_py)?;
+        let sink = ParquetSink::new(
+            std::fs::File::from(owned),
+            schema.into_inner(),
+            compression,
+            row_group_size,
+        )
+        .map_err(to_py)?;
+        Ok(ParquetWriter(Mutex::new(Some(sink))))
+    }
+
+    /// Add a batch (of the writer's schema); full row groups are encoded in parallel.
+    fn write_batch(&self, py: Python<'_>, batch: PyRecordBatch) -> PyResult<()> {
+        let batch = batch.into_inner();
+        self.with(py, |s| s.write(&batch))
+    }
+
+    /// Encode what is buffered and write the footer. The writer cannot be used afterwards.
+    fn close(&self, py: Python<'_>) -> PyResult<()> {
+        let sink = self.0.lock().unwrap_or_else(|p| p.into_inner()).take();
+        match sink {
+            Some(sink) => super::run(py, || sink.finish().map(drop)),
+            None => Ok(()),
+        }
+    }
 }
 
 /// A running plan; `next()` returns the next `pyarrow.RecordBatch` or `None`.

@@ -606,6 +606,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(take, m)?)?;
     m.add_class::<exec::Expression>()?;
     m.add_class::<exec::Run>()?;
+    m.add_class::<exec::ParquetWriter>()?;
     m.add_function(wrap_pyfunction!(exec::parquet_reads, m)?)?;
     m.add_function(wrap_pyfunction!(set_num_threads, m)?)?;
     m.add_function(wrap_pyfunction!(get_num_threads, m)?)?;
