@@ -981,9 +981,13 @@ mod tests {
             })
             .collect();
         assert!(aggs.len() > 40, "{}", aggs.len());
-        for (dropna, sort) in [(false, false), (true, false), (false, true), (true, true)] {
+        // Coarser keys, and keys with a fixed-width column distinct on every row (regroup
+        // then keeps the groups as they are).
+        let key_sets = [["k", "dict"], ["dict", "row"]];
+        let modes = [(false, false), (true, false), (false, true), (true, true)];
+        for (names, (dropna, sort)) in key_sets.iter().flat_map(|k| modes.map(|m| (k, m))) {
             let coarse = GroupByOptions {
-                keys: vec!["k".into(), "dict".into()],
+                keys: names.iter().map(|k| k.to_string()).collect(),
                 aggs: aggs.clone(),
                 dropna,
                 sort,
@@ -1000,7 +1004,8 @@ mod tests {
                 st.absorb(&b.slice(0, 20)).unwrap();
                 st.absorb(&b.slice(20, n - 20)).unwrap();
             }
-            let keys = t.project(&[t.index_of("k").unwrap(), t.index_of("dict").unwrap()]);
+            let at = |c: &str| by_row.schema.index_of(c).unwrap();
+            let keys = by_row.project(&[at(names[0]), at(names[1])]);
             let mut st = st
                 .regroup(schema.clone(), coarse.clone(), |old| {
                     let rows = old[0]
@@ -1011,13 +1016,13 @@ mod tests {
                 })
                 .unwrap();
             let got = st.finish().unwrap();
-            let want = group_by(&t, &coarse).unwrap();
+            let want = group_by(&by_row, &coarse).unwrap();
             assert_eq!(got.schema, want.schema);
             let cat = |x: &Table| arrow_select::concat::concat_batches(&x.schema, &x.batches);
             assert_eq!(
                 cat(&got).unwrap(),
                 cat(&want).unwrap(),
-                "dropna {dropna} sort {sort}"
+                "keys {names:?} dropna {dropna} sort {sort}"
             );
         }
     }

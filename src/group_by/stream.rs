@@ -270,10 +270,17 @@ impl GroupByState {
                 batch = arrow_select::filter::filter_record_batch(&batch, &mask)?;
             }
         }
-        next.push(vec![Table {
+        let table = Table {
             schema: target,
             batches: vec![batch],
-        }])?;
+        };
+        if distinct_by_a_fixed_width_key(&table, &next.opts.keys)? {
+            // No two groups share the new key: the state as it is, keyed anew.
+            next.merged_rows = table.num_rows();
+            next.tables = vec![table];
+            return Ok(next);
+        }
+        next.push(vec![table])?;
         next.compact()?;
         Ok(next)
     }
@@ -378,6 +385,26 @@ impl GroupByState {
         };
         super::assemble(table, &opts, g, cols)
     }
+}
+
+/// Whether one of the fixed-width `keys` of `table` (grouped without hashing strings) has a
+/// different value (or null) on every row: then so has the whole key.
+fn distinct_by_a_fixed_width_key(table: &Table, keys: &[String]) -> Result<bool> {
+    let rows = table.num_rows();
+    for k in keys {
+        let dt = table.schema.field_with_name(k)?.data_type();
+        if !dt.is_primitive() {
+            continue;
+        }
+        if group(table, std::slice::from_ref(k), false, false)?
+            .order
+            .len()
+            == rows
+        {
+            return Ok(true);
+        }
+    }
+    Ok(false)
 }
 
 /// Number of state columns of an aggregate.
