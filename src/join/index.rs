@@ -425,22 +425,86 @@ fn min_max<T: Copy + Ord + Send + Sync>(raw: &[T], valid: Option<&[bool]>) -> Op
 }
 
 /// The distinct byte strings of a build column, owned, with hash-partitioned lookup tables.
+///
+/// A probe is memory-bound: a random slot, then the value's bytes. Each value is stored
+/// behind its length (8 bytes, little-endian), and each slot holds the value's hash tag, id
+/// and byte offset, so a hit costs two cache lines (slot, value) and a miss usually one. A
+/// block of probes is looked up in stages (hash and prefetch the slots; prefetch the
+/// candidate values; compare), so the misses of a block overlap instead of queueing.
 struct ByteDict {
+    /// Each distinct value as its length then its bytes.
     bytes: Vec<u8>,
+    /// Where each value's length prefix starts.
     offsets: Vec<usize>,
     hashes: Vec<u64>,
-    tables: Vec<HashTable<u32>>,
+    tables: Vec<Slots>,
 }
+
+/// One partition's open-addressing table (linear probing, at most half full): a slot is
+/// `[tag << 32 | id + 1, offset]` with `tag` the hash's high 32 bits; `[0, _]` is empty.
+struct Slots {
+    mask: usize,
+    slots: Vec<[u64; 2]>,
+}
+
+impl Slots {
+    fn new(n: usize) -> Self {
+        let len = (2 * n).next_power_of_two().max(16);
+        Slots {
+            mask: len - 1,
+            slots: vec![[0, 0]; len],
+        }
+    }
+
+    #[inline]
+    fn home(&self, h: u64) -> usize {
+        h as usize & self.mask
+    }
+
+    fn insert(&mut self, h: u64, id: u32, offset: usize) {
+        let mut i = self.home(h);
+        while self.slots[i][0] != 0 {
+            i = (i + 1) & self.mask;
+        }
+        self.slots[i] = [tag(h) | (u64::from(id) + 1), offset as u64];
+    }
+}
+
+#[inline]
+fn tag(h: u64) -> u64 {
+    h & 0xFFFF_FFFF_0000_0000
+}
+
+/// Hint that `p`'s cache line is read soon (a no-op where there is no such instruction).
+#[inline(always)]
+fn prefetch<T>(p: *const T) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: a prefetch is only a hint; it never faults, whatever the address.
+    unsafe {
+        std::arch::x86_64::_mm_prefetch(p as *const i8, std::arch::x86_64::_MM_HINT_T0)
+    };
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = p;
+}
+
+/// Probes looked up together (see [`ByteDict`]).
+const GROUP: usize = 16;
 
 impl ByteDict {
     fn len(&self) -> usize {
         self.hashes.len()
     }
 
+    /// The value whose length prefix is at `at`.
+    #[inline]
+    fn stored(&self, at: usize) -> &[u8] {
+        let len = u64::from_le_bytes(self.bytes[at..at + 8].try_into().expect("8 bytes"));
+        &self.bytes[at + 8..at + 8 + len as usize]
+    }
+
     #[inline]
     fn value(&self, id: u32) -> &[u8] {
-        let id = id as usize;
-        &self.bytes[self.offsets[id]..self.offsets[id + 1]]
+        self.stored(self.offsets[id as usize])
     }
 
     /// The dictionary of a (decoded) build column and every row's id (unspecified for nulls).
@@ -454,11 +518,12 @@ impl ByteDict {
         let col = ByteColumn::new(chunks.iter().filter_map(ByteChunk::new).collect(), at);
         let interned = intern(&col, n, valid);
         let mut bytes = Vec::new();
-        let mut offsets = Vec::with_capacity(interned.reps.len() + 1);
-        offsets.push(0);
+        let mut offsets = Vec::with_capacity(interned.reps.len());
         for &r in &interned.reps {
-            bytes.extend_from_slice(col.value(r as usize));
+            let v = col.value(r as usize);
             offsets.push(bytes.len());
+            bytes.extend_from_slice(&(v.len() as u64).to_le_bytes());
+            bytes.extend_from_slice(v);
         }
         let mut dict = ByteDict {
             bytes,
@@ -474,14 +539,15 @@ impl ByteDict {
         let nparts = partition_count(card);
         let hs = &dict.hashes;
         let parts = partition_by(card, nparts, |id| Some(partition_of(hs[id], nparts)));
+        let offsets = &dict.offsets;
         dict.tables = (0..nparts)
             .into_par_iter()
             .map(|p| {
                 crate::cancel::point();
                 let ids = parts.part(p);
-                let mut t = HashTable::with_capacity(ids.len());
+                let mut t = Slots::new(ids.len());
                 for &id in ids {
-                    t.insert_unique(hs[id as usize], id, |&i| hs[i as usize]);
+                    t.insert(hs[id as usize], id, offsets[id as usize]);
                 }
                 t
             })
@@ -490,11 +556,65 @@ impl ByteDict {
     }
 
     #[inline]
+    fn table(&self, h: u64) -> &Slots {
+        &self.tables[partition_of(h, self.tables.len())]
+    }
+
+    #[inline]
+    fn find_hashed(&self, v: &[u8], h: u64) -> Option<u32> {
+        let t = self.table(h);
+        let mut i = t.home(h);
+        loop {
+            let [s, at] = t.slots[i];
+            if s == 0 {
+                return None;
+            }
+            if tag(s) == tag(h) && self.stored(at as usize) == v {
+                return Some((s as u32).wrapping_sub(1));
+            }
+            i = (i + 1) & t.mask;
+        }
+    }
+
+    #[inline]
     fn find(&self, v: &[u8]) -> Option<u32> {
-        let h = hash_bytes(v);
-        self.tables[partition_of(h, self.tables.len())]
-            .find(h, |&id| self.value(id) == v)
-            .copied()
+        self.find_hashed(v, hash_bytes(v))
+    }
+
+    /// Looks up `value(start + j)` for the rows of `out` / `miss`: the id, or `miss` set.
+    fn find_block<'v>(
+        &self,
+        value: impl Fn(usize) -> &'v [u8],
+        start: usize,
+        out: &mut [u64],
+        miss: &mut [bool],
+    ) {
+        let mut hs = [0u64; GROUP];
+        for (g, (os, ms)) in out
+            .chunks_mut(GROUP)
+            .zip(miss.chunks_mut(GROUP))
+            .enumerate()
+        {
+            let base = start + g * GROUP;
+            for (j, h) in hs.iter_mut().enumerate().take(os.len()) {
+                *h = hash_bytes(value(base + j));
+                let t = self.table(*h);
+                prefetch(&t.slots[t.home(*h)]);
+            }
+            for &h in &hs[..os.len()] {
+                let t = self.table(h);
+                let [s, at] = t.slots[t.home(h)];
+                if s != 0 && tag(s) == tag(h) {
+                    prefetch(&self.bytes[at as usize]);
+                }
+            }
+            for (j, (o, m)) in os.iter_mut().zip(ms.iter_mut()).enumerate() {
+                match self.find_hashed(value(base + j), hs[j]) {
+                    Some(id) => *o = u64::from(id),
+                    None => *m = true,
+                }
+            }
+        }
     }
 
     /// Ids of the probe rows; rows whose value is absent are marked in `miss` (nulls are
@@ -538,12 +658,7 @@ impl ByteDict {
                 .enumerate()
                 .for_each(|(b, (os, ms))| {
                     crate::cancel::point();
-                    for (j, (o, m)) in os.iter_mut().zip(ms).enumerate() {
-                        match self.find(bc.value(b * BLOCK + j)) {
-                            Some(id) => *o = u64::from(id),
-                            None => *m = true,
-                        }
-                    }
+                    self.find_block(|i| bc.value(i), b * BLOCK, os, ms);
                 });
         }
         Ok(codes)
