@@ -430,7 +430,9 @@ fn min_max<T: Copy + Ord + Send + Sync>(raw: &[T], valid: Option<&[bool]>) -> Op
 /// behind its length (8 bytes, little-endian), and each slot holds the value's hash tag, id
 /// and byte offset, so a hit costs two cache lines (slot, value) and a miss usually one. A
 /// block of probes is looked up in stages (hash and prefetch the slots; prefetch the
-/// candidate values; compare), so the misses of a block overlap instead of queueing.
+/// candidate values; compare), so the misses of a block overlap instead of queueing. A
+/// dictionary that fits in a core's cache is probed row by row (the stages would only add
+/// work).
 struct ByteDict {
     /// Each distinct value as its length then its bytes.
     bytes: Vec<u8>,
@@ -438,7 +440,12 @@ struct ByteDict {
     offsets: Vec<usize>,
     hashes: Vec<u64>,
     tables: Vec<Slots>,
+    /// Slots and values within [`CACHED`] bytes.
+    cached: bool,
 }
+
+/// Size of a dictionary probed without prefetching.
+const CACHED: usize = 1 << 20;
 
 /// One partition's open-addressing table (linear probing, at most half full): a slot is
 /// `[tag << 32 | id + 1, offset]` with `tag` the hash's high 32 bits; `[0, _]` is empty.
@@ -530,6 +537,7 @@ impl ByteDict {
             offsets,
             hashes: Vec::new(),
             tables: Vec::new(),
+            cached: false,
         };
         let card = interned.reps.len();
         dict.hashes = (0..card as u32)
@@ -552,6 +560,8 @@ impl ByteDict {
                 t
             })
             .collect();
+        let slots: usize = dict.tables.iter().map(|t| t.slots.len() * 16).sum();
+        dict.cached = slots + dict.bytes.len() <= CACHED;
         Ok((dict, interned.ids))
     }
 
