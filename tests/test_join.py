@@ -292,6 +292,35 @@ def test_large_chunked_equals_contiguous():
     assert fb.join(chunked, right, "k", how="outer").equals(fb.join(left, right, "k", how="outer"))
 
 
+@pytest.mark.parametrize("layout", ["plain", "view", "dictionary"])
+def test_large_string_build_side_against_a_dict_oracle(layout):
+    """A build side of string keys larger than a cache (probed in prefetching stages), probed
+    with hits, misses and nulls in every string layout: inner / left / semi / anti against a
+    Python dict of the build keys."""
+    rng = np.random.default_rng(11)
+    build = [f"customer.{i}@example.org" for i in range(80_000)]
+    order = rng.permutation(len(build))
+    right = pa.table({"k": [build[o] for o in order], "j": np.arange(len(build))})
+    n = 300_000
+    draws = rng.integers(0, 100_000, n)  # a fifth miss
+    keys = [None if d % 97 == 0 else f"customer.{d}@example.org" for d in draws]
+    k = pa.array(keys)
+    k = {"plain": k, "view": k.cast(pa.string_view()), "dictionary": k.dictionary_encode()}[layout]
+    left = pa.table({"k": k, "i": np.arange(n)})
+    at = {key: j for j, key in enumerate(right.column("k").to_pylist())}
+    want = [(i, at.get(key)) for i, key in enumerate(keys)]
+    inner = fb.join(left, right, "k")
+    assert list(zip(inner["i"].to_pylist(), inner["j"].to_pylist(), strict=True)) == [
+        (i, j) for i, j in want if j is not None
+    ]
+    outer = fb.join(left, right, "k", how="left")
+    assert list(zip(outer["i"].to_pylist(), outer["j"].to_pylist(), strict=True)) == want
+    semi = fb.join(left, right, "k", how="semi")["i"].to_pylist()
+    anti = fb.join(left, right, "k", how="anti")["i"].to_pylist()
+    assert semi == [i for i, j in want if j is not None]
+    assert anti == [i for i, j in want if j is None]
+
+
 def test_empty_and_all_null_sides():
     left = pa.table({"k": pa.array([None, None], pa.int64()), "a": [1, 2]})
     empty = pa.table({"k": pa.array([], pa.int64()), "b": pa.array([], pa.string())})
