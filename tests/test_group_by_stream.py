@@ -70,6 +70,84 @@ def test_stream_equals_in_memory(
     assert_same(got, want, keys)
 
 
+def _bits(t: pa.Table) -> list:
+    """Values with every float (nested ones too) as its bit pattern: NaN, -0.0 and the last
+    bits compared exactly."""
+    import struct
+
+    def exact(v: Any) -> Any:
+        if isinstance(v, float):
+            return struct.pack("<d", v)
+        if isinstance(v, list):
+            return [exact(x) for x in v]
+        if isinstance(v, dict):
+            return {k: exact(x) for k, x in v.items()}
+        return v
+
+    return [[exact(v) for v in col.to_pylist()] for col in t.columns]
+
+
+@given(
+    grouped(max_rows=60),
+    st.lists(st.integers(0, 60), max_size=6),
+    st.integers(0, 6),
+    st.booleans(),
+    st.booleans(),
+)
+def test_a_pickled_state_continues_exactly_as_the_original(
+    data: tuple[pa.Table, list[str]], cuts: list[int], at: int, dropna: bool, sort: bool
+) -> None:
+    """A state pickled after some batches (partial states through Arrow IPC), then fed the
+    rest, finishes bit for bit as the state that was never pickled; and a pickled state merges
+    into another as the original would."""
+    import pickle
+
+    table, keys = data
+    parts = batches(table, cuts)
+    plain = fb.GroupByState(table.schema, keys, AGGS, dropna=dropna, sort=sort)
+    moved = fb.GroupByState(table.schema, keys, AGGS, dropna=dropna, sort=sort)
+    for b in parts[:at]:
+        plain.absorb(b)
+        moved.absorb(b)
+    moved = pickle.loads(pickle.dumps(moved))
+    later = fb.GroupByState(table.schema, keys, AGGS, dropna=dropna, sort=sort)
+    later_copy = fb.GroupByState(table.schema, keys, AGGS, dropna=dropna, sort=sort)
+    for b in parts[at:]:
+        later.absorb(b)
+        later_copy.absorb(b)
+    plain.merge(later)
+    moved.merge(pickle.loads(pickle.dumps(later_copy)))
+    got, want = moved.finish(), plain.finish()
+    assert got.schema == want.schema
+    assert _bits(got) == _bits(want)
+
+
+def test_state_tables_from_elsewhere_are_checked() -> None:
+    t = pa.table({"k": [1, 2, 1], "v": [1.0, 2.0, 3.0]})
+    aggs = {"s": ("v", "sum"), "n": (None, "size")}
+    state = fb.GroupByState(t.schema, "k", aggs)
+    state.absorb(t)
+    exported = state._state.export_state()
+    # Another group-by's arguments, or a table that is not a partial state: refused.
+    with pytest.raises(ValueError, match="not a partial state"):
+        fb._core.GroupByState.import_state(t.schema, ["k"], [("m", "v", "max", None)], False,
+                                           False, exported)  # fmt: skip
+    with pytest.raises(ValueError, match="not a partial state"):
+        fb._core.GroupByState.import_state(t.schema, ["k"], fb._agg_tuples(aggs), False, False,
+                                           t)  # fmt: skip
+    # Repeated keys (two exports concatenated) are merged, as partial states are.
+    twice = pa.concat_tables([exported, exported])
+    s = fb._core.GroupByState.import_state(t.schema, ["k"], fb._agg_tuples(aggs), False, False,
+                                           twice)  # fmt: skip
+    assert s.finish().to_pylist() == [{"k": 1, "s": 8.0, "n": 4}, {"k": 2, "s": 4.0, "n": 2}]
+    finished = fb.GroupByState(t.schema, "k", aggs)
+    finished.finish()
+    with pytest.raises(ValueError, match="finished"):
+        import pickle
+
+        pickle.dumps(finished)
+
+
 def test_types_and_exact_sums_across_batches() -> None:
     t = pa.table({
         "k": pa.array(["x", "y", "x", "y"]).dictionary_encode(),

@@ -408,9 +408,17 @@ class GroupByState:
             if not isinstance(flag, bool):
                 raise TypeError(f"{name} must be a bool, got {type(flag).__name__}")
         self.schema = schema
-        self._state = _core.GroupByState(
-            schema, _key_list(keys, "keys"), _agg_tuples(aggs), dropna, sort
-        )
+        self._args = (_key_list(keys, "keys"), _agg_tuples(aggs), dropna, sort)
+        self._state = _core.GroupByState(schema, *self._args)
+
+    def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
+        """Pickles as the state's partial-state table in an Arrow IPC stream, with the
+        arguments; unpickled, it merges and finishes as the original would."""
+        table = self._state.export_state()
+        sink = pa.BufferOutputStream()
+        with pa.ipc.new_stream(sink, table.schema) as w:
+            w.write_table(table)
+        return (_unpickle_state, (self.schema, self._args, sink.getvalue().to_pybytes()))
 
     def absorb(self, data: Any) -> None:
         """Aggregate a record batch, table or reader (read batch by batch) into the state."""
@@ -436,6 +444,14 @@ class GroupByState:
     def num_groups(self) -> int:
         """Groups held (an upper bound while absorbed batches wait to be merged)."""
         return self._state.num_groups
+
+
+def _unpickle_state(schema: pa.Schema, args: tuple[Any, ...], ipc: bytes) -> GroupByState:
+    state = GroupByState.__new__(GroupByState)
+    state.schema, state._args = schema, args
+    table = pa.ipc.open_stream(ipc).read_all()
+    state._state = _core.GroupByState.import_state(schema, *args, table)
+    return state
 
 
 def set_num_threads(n: int) -> None:

@@ -213,6 +213,31 @@ impl GroupByState {
         Ok(())
     }
 
+    /// The state as one table: the key columns, then each aggregate's state columns, one row
+    /// per group in group order (what [`GroupByState::import`] takes back, e.g. on another
+    /// machine). Pending partial tables are merged first; the content does not change.
+    pub fn export(&mut self) -> Result<Table> {
+        self.compact()?;
+        Ok(self.tables[0].clone())
+    }
+
+    /// A state of `opts` over rows of `schema` that holds `partial`, a table
+    /// [`GroupByState::export`] made from a state of the same schema and options. Its schema
+    /// is checked before anything reads it, and its rows are merged as partial states (a
+    /// table with repeated keys merges them), so the result is a valid state whatever the
+    /// table's origin.
+    pub fn import(schema: SchemaRef, opts: GroupByOptions, partial: Table) -> Result<Self> {
+        let mut st = GroupByState::new(schema, opts)?;
+        if let Some(why) = schema_mismatch(&partial.schema, &st.tables[0].schema) {
+            return Err(Error::Value(format!(
+                "the table is not a partial state of this group-by: {why}"
+            )));
+        }
+        st.push(vec![partial])?;
+        st.compact()?;
+        Ok(st)
+    }
+
     /// The same aggregates keyed by other columns: a state of `opts` over rows of `schema`
     /// whose groups are this state's, merged where `new_keys` gives equal keys, in this
     /// state's group order. `new_keys` maps this state's key columns (one row per group) to

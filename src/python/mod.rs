@@ -411,6 +411,34 @@ impl GroupByState {
         table_out(py, out)
     }
 
+    /// The state as a table of partial states (see `GroupByState::export`).
+    fn export_state<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        let out = self.with(py, |slot| slot.as_mut().ok_or_else(Self::gone)?.export())?;
+        table_out(py, out)
+    }
+
+    /// A state holding `state`, a table `export_state` made from a state of the same
+    /// arguments.
+    #[staticmethod]
+    #[pyo3(signature = (schema, keys, aggs, dropna, sort, state))]
+    fn import_state(
+        py: Python<'_>,
+        schema: pyo3_arrow::PySchema,
+        keys: StrOrList,
+        aggs: Vec<AggTuple<'_>>,
+        dropna: bool,
+        sort: bool,
+        state: AnyRecordBatch,
+    ) -> PyResult<Self> {
+        let opts = group_by_options(keys, aggs, dropna, sort)?;
+        let schema = schema.into_inner();
+        let table = table_in(state)?;
+        let st = run(py, || {
+            crate::group_by::stream::GroupByState::import(schema, opts, table)
+        })?;
+        Ok(GroupByState(Mutex::new(Some(st))))
+    }
+
     #[getter]
     fn num_groups(&self, py: Python<'_>) -> PyResult<usize> {
         self.with(py, |slot| {
