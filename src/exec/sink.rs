@@ -15,7 +15,6 @@
 //! a repeat means (almost) distinct values: plain encoding.
 
 use std::io::Write;
-use std::sync::Arc;
 
 use arrow_array::RecordBatch;
 use arrow_schema::SchemaRef;
@@ -282,10 +281,4 @@ fn worth_a_dictionary(batches: &[RecordBatch], c: usize) -> Option<bool> {
         // D ≈ s² / 2·dups < rows / 2, without dividing.
         dups > 0 && s * s < rows * dups
     })
-}
-
-impl<W: Write + Send> ParquetSink<W> {
-    pub fn schema(&self) -> SchemaRef {
-        Arc::clone(&self.schema)
-    }
 }
