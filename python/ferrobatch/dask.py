@@ -6,8 +6,9 @@ kernels and the results come back as such frames.
 ``group_by`` (``split_out`` of None or 1): every partition is aggregated into a
 :class:`ferrobatch.GroupByState` on its worker; the states (pickled as Arrow IPC tables of
 partial states) are merged pairwise in a tree that keeps partition order, so the answer
-is that of one ``GroupByState`` fed the partitions in order — the same groups, group order
-and float bits — and it is finished into one output partition.
+is that of one ``GroupByState`` fed the partitions in order — the same groups and group
+order; float sums and moments to the last bits (the tree associates them differently) —
+and it is finished into one output partition.
 
 Not yet here (issue 16): ``split_out > 1`` (a shuffle on ferrobatch's key hash), ``join``,
 ``dedup``, ``sort``, pipelines on Dask, the worker plugin and the benchmark.
@@ -65,8 +66,8 @@ def group_by(
 ) -> dd.DataFrame:
     """:func:`ferrobatch.group_by` over a Dask DataFrame: the same aggregates, key rules,
     output columns and types. Groups come in order of first appearance in partition order
-    (by key with ``sort=True``); float aggregates equal a ``GroupByState`` fed the
-    partitions in order."""
+    (by key with ``sort=True``); float sums and moments equal those of a ``GroupByState``
+    fed the partitions in order to the last bits."""
     if not isinstance(ddf, dd.DataFrame):
         raise TypeError(f"ddf must be a dask DataFrame, got {type(ddf).__name__}")
     if split_out is not None and (
