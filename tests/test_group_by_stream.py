@@ -112,14 +112,14 @@ def test_state_tables_from_elsewhere_are_checked() -> None:
     exported = state._state.export_state()
     # Another group-by's arguments, or a table that is not a partial state: refused.
     with pytest.raises(ValueError, match="not a partial state"):
-        fb._core.GroupByState.import_state(t.schema, ["k"], [("m", "v", "max", None)], False,
+        fb._core.GroupByState(t.schema, ["k"], [("m", "v", "max", None)], False,
                                            False, exported)  # fmt: skip
     with pytest.raises(ValueError, match="not a partial state"):
-        fb._core.GroupByState.import_state(t.schema, ["k"], fb._agg_tuples(aggs), False, False,
+        fb._core.GroupByState(t.schema, ["k"], fb._agg_tuples(aggs), False, False,
                                            t)  # fmt: skip
     # Repeated keys (two exports concatenated) are merged, as partial states are.
     twice = pa.concat_tables([exported, exported])
-    s = fb._core.GroupByState.import_state(t.schema, ["k"], fb._agg_tuples(aggs), False, False,
+    s = fb._core.GroupByState(t.schema, ["k"], fb._agg_tuples(aggs), False, False,
                                            twice)  # fmt: skip
     assert s.finish().to_pylist() == [{"k": 1, "s": 8.0, "n": 4}, {"k": 2, "s": 4.0, "n": 2}]
     finished = fb.GroupByState(t.schema, "k", aggs)

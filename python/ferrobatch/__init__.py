@@ -450,7 +450,7 @@ def _unpickle_state(schema: pa.Schema, args: tuple[Any, ...], ipc: bytes) -> Gro
     state = GroupByState.__new__(GroupByState)
     state.schema, state._args = schema, args
     table = pa.ipc.open_stream(ipc).read_all()
-    state._state = _core.GroupByState.import_state(schema, *args, table)
+    state._state = _core.GroupByState(schema, *args, table)
     return state
 
 

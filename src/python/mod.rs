@@ -349,8 +349,10 @@ impl GroupByState {
 
 #[pymethods]
 impl GroupByState {
+    /// A new state, or with `state` one holding that table, which `export_state` made from
+    /// a state of the same arguments.
     #[new]
-    #[pyo3(signature = (schema, keys, aggs, dropna, sort))]
+    #[pyo3(signature = (schema, keys, aggs, dropna, sort, state=None))]
     fn new(
         py: Python<'_>,
         schema: pyo3_arrow::PySchema,
@@ -358,11 +360,14 @@ impl GroupByState {
         aggs: Vec<AggTuple<'_>>,
         dropna: bool,
         sort: bool,
+        state: Option<AnyRecordBatch>,
     ) -> PyResult<Self> {
         let opts = group_by_options(keys, aggs, dropna, sort)?;
         let schema = schema.into_inner();
-        let st = run(py, || {
-            crate::group_by::stream::GroupByState::new(schema, opts)
+        let table = state.map(table_in).transpose()?;
+        let st = run(py, || match table {
+            Some(t) => crate::group_by::stream::GroupByState::import(schema, opts, t),
+            None => crate::group_by::stream::GroupByState::new(schema, opts),
         })?;
         Ok(GroupByState(Mutex::new(Some(st))))
     }
@@ -415,28 +420,6 @@ impl GroupByState {
     fn export_state<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
         let out = self.with(py, |slot| slot.as_mut().ok_or_else(Self::gone)?.export())?;
         table_out(py, out)
-    }
-
-    /// A state holding `state`, a table `export_state` made from a state of the same
-    /// arguments.
-    #[staticmethod]
-    #[pyo3(signature = (schema, keys, aggs, dropna, sort, state))]
-    fn import_state(
-        py: Python<'_>,
-        schema: pyo3_arrow::PySchema,
-        keys: StrOrList,
-        aggs: Vec<AggTuple<'_>>,
-        dropna: bool,
-        sort: bool,
-        state: AnyRecordBatch,
-    ) -> PyResult<Self> {
-        let opts = group_by_options(keys, aggs, dropna, sort)?;
-        let schema = schema.into_inner();
-        let table = table_in(state)?;
-        let st = run(py, || {
-            crate::group_by::stream::GroupByState::import(schema, opts, table)
-        })?;
-        Ok(GroupByState(Mutex::new(Some(st))))
     }
 
     #[getter]
