@@ -171,3 +171,24 @@ def same_rows(a: pa.Table, b: pa.Table) -> bool:
         == [canonical(v) for v in b.column(c).to_pylist()]
         for c in a.column_names
     )
+
+
+def same_bits(a: Any, b: Any) -> bool:
+    """Equal to the last bit: floats by value and sign of zero (any NaN equals any NaN),
+    lists element by element, everything else by ``==``."""
+    if isinstance(a, list) and isinstance(b, list):
+        return len(a) == len(b) and all(same_bits(x, y) for x, y in zip(a, b, strict=True))
+    if isinstance(a, float) and isinstance(b, float):
+        if _is_nan(a) or _is_nan(b):
+            return _is_nan(a) and _is_nan(b)
+        return a == b and math.copysign(1.0, a) == math.copysign(1.0, b)
+    return type(a) is type(b) and a == b
+
+
+def assert_same_bits(got: pa.Table, want: pa.Table) -> None:
+    """``got`` equals ``want`` in schema, row order and every value's bits."""
+    assert got.schema == want.schema
+    for name in got.column_names:
+        a, b = got.column(name).to_pylist(), want.column(name).to_pylist()
+        bad = [i for i, (x, y) in enumerate(zip(a, b, strict=True)) if not same_bits(x, y)]
+        assert not bad, (name, [(a[i], b[i]) for i in bad[:5]])

@@ -1,10 +1,14 @@
-"""ferrobatch.dask on a real LocalCluster (2 worker processes, started here): the answers equal
-the single-machine kernels' over nasty keys and random partitionings (empty partitions, one
-partition, many). Floats agree to the last bits: the tree of merges associates float sums
-and moments differently from one state fed the partitions in order (exact equality with
-that state is still to build)."""
+"""ferrobatch.dask on a real LocalCluster (2 worker processes, started here): every kernel's
+answer equals the single-machine kernel's — exactly where the order is defined (sort,
+dedup into one partition, broadcast joins, group_by into one partition, whose floats equal a
+GroupByState fed the partitions in order bit for bit), as multisets elsewhere — over nasty
+keys, random partitionings (empty partitions, one, many), mismatched key types between join
+sides, and both of Dask's shuffle methods."""
 
 from __future__ import annotations
+
+import os
+import pickle
 
 import dask
 import dask.dataframe as dd
@@ -14,10 +18,17 @@ import pytest
 from distributed import Client, LocalCluster
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from nasty import assert_same_bits, canonical, same_bits, tables
 from test_group_by import AGGS, close, grouped
+from test_join import join_inputs
 
 import ferrobatch as fb
 import ferrobatch.dask as fbd
+
+METHODS = ["p2p", "tasks"]
+CLUSTER = settings(
+    max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 
 
 @pytest.fixture(scope="module")
@@ -31,10 +42,28 @@ def client():
         yield c
 
 
+@pytest.fixture(params=METHODS)
+def method(request, client):
+    with dask.config.set({"dataframe.shuffle.method": request.param}):
+        yield request.param
+
+
+def _plain(table: pa.Table) -> pa.Table:
+    """Dask cannot build metadata for view columns (pyarrow has no `take` for them): the
+    partitions carry plain strings / binary."""
+    views = {pa.string_view(): pa.string(), pa.binary_view(): pa.binary()}
+    return table.cast(pa.schema([f.with_type(views.get(f.type, f.type)) for f in table.schema]))
+
+
 def _parts(table: pa.Table, cuts: list[int]) -> list[pa.Table]:
     """`table` cut at `cuts` (repeated cuts give empty partitions)."""
     bounds = [0, *sorted(min(c, table.num_rows) for c in cuts), table.num_rows]
     return [table.slice(a, b - a) for a, b in zip(bounds, bounds[1:], strict=False)]
+
+
+def _even(table: pa.Table, npartitions: int) -> list[pa.Table]:
+    n = table.num_rows
+    return _parts(table, [n * i // npartitions for i in range(1, npartitions)])
 
 
 def _ddf(parts: list[pa.Table]) -> dd.DataFrame:
@@ -43,40 +72,59 @@ def _ddf(parts: list[pa.Table]) -> dd.DataFrame:
     return dd.from_delayed([dask.delayed(f) for f in frames], meta=meta)
 
 
-@settings(
-    max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
-)
+def _got(ddf: dd.DataFrame, schema: pa.Schema | None = None) -> pa.Table:
+    """A computed Dask result as an Arrow table (typed by `schema` when given)."""
+    return pa.Table.from_pandas(ddf.compute(), schema=schema, preserve_index=False)
+
+
+def _rows(t: pa.Table) -> list:
+    """Rows as a sorted multiset (NaN == NaN, -0.0 == 0.0)."""
+    rows = [tuple(canonical(v) for v in r.values()) for r in t.to_pylist()]
+    return sorted(rows, key=repr)
+
+
+# ---------------------------------------------------------------------------------------
+# group_by
+
+
+@CLUSTER
 @given(grouped(max_rows=60), st.lists(st.integers(0, 60), max_size=5), st.booleans(),
        st.booleans())  # fmt: skip
 def test_group_by_equals_the_state_fed_the_partitions_in_order(client, data, cuts, dropna, sort):
     table, keys = data
-    # Dask cannot build its metadata for string_view columns (pyarrow has no `take` for
-    # them): partitions carry plain strings.
-    table = table.cast(
-        pa.schema(
-            [f.with_type(pa.string()) if f.type == pa.string_view() else f for f in table.schema]
-        )
-    ).combine_chunks()
+    table = _plain(table).combine_chunks()
     parts = _parts(table, cuts)
-    got = fbd.group_by(_ddf(parts), keys, AGGS, dropna=dropna, sort=sort).compute()
-    got = pa.Table.from_pandas(got, preserve_index=False)
+    got = _got(fbd.group_by(_ddf(parts), keys, AGGS, dropna=dropna, sort=sort))
     state = fb.GroupByState(table.schema, keys, AGGS, dropna=dropna, sort=sort)
     for p in parts:
         state.absorb(p)
-    want = state.finish()
-    assert got.schema == want.schema
-    assert want.num_rows == got.num_rows
-    for name in want.column_names:
-        assert all(
-            close(a, b) for a, b in zip(got[name].to_pylist(), want[name].to_pylist(), strict=True)
-        ), name
+    assert_same_bits(got.replace_schema_metadata(None), state.finish())
     # And the same groups and values as the whole-table kernel.
     whole = fb.group_by(table, keys, AGGS, dropna=dropna, sort=sort)
     assert whole.num_rows == got.num_rows
     for name in whole.column_names:
-        assert all(
-            close(a, b) for a, b in zip(got[name].to_pylist(), whole[name].to_pylist(), strict=True)
-        ), name
+        a, b = got[name].to_pylist(), whole[name].to_pylist()
+        assert all(close(x, y) for x, y in zip(a, b, strict=True)), name
+
+
+@CLUSTER
+@given(grouped(max_rows=60), st.lists(st.integers(0, 60), max_size=5), st.integers(2, 5),
+       st.booleans(), st.booleans())  # fmt: skip
+def test_group_by_split_out_equals_the_kernel(client, data, cuts, split_out, dropna, sort):
+    table, keys = data
+    table = _plain(table).combine_chunks()
+    ddf = _ddf(_parts(table, cuts))
+    out = fbd.group_by(ddf, keys, AGGS, dropna=dropna, sort=sort, split_out=split_out)
+    assert out.npartitions == split_out or not keys
+    got = _got(out).replace_schema_metadata(None)
+    want = fb.group_by(table, keys, AGGS, dropna=dropna, sort=sort)
+    assert got.schema == want.schema
+    if not sort:  # group order unspecified: compare groups by key
+        order = fb.sort(got, keys) if keys else got
+        got, want = order, (fb.sort(want, keys) if keys else want)
+    for name in want.column_names:
+        a, b = got[name].to_pylist(), want[name].to_pylist()
+        assert all(close(x, y) for x, y in zip(a, b, strict=True)), name
 
 
 @pytest.mark.parametrize("npartitions", [1, 3, 17, 130])
@@ -87,16 +135,16 @@ def test_group_by_many_partitions_one_key_for_all_rows(client, npartitions):
         "g": pa.array([i % 7 for i in range(n)], pa.int32()),
         "v": pa.array([float(i) if i % 5 else None for i in range(n)]),
     })  # fmt: skip
-    cuts = [n * i // npartitions for i in range(1, npartitions)]
-    parts = _parts(table, cuts)
-    ddf = _ddf(parts)
+    ddf = _ddf(_even(table, npartitions))
     aggs = {"s": ("v", "sum"), "n": (None, "size"), "m": ("v", "median"), "u": ("g", "n_unique")}
     one = fbd.group_by(ddf, "k", aggs).compute()
     assert one.to_dict("records") == [{"k": "same", "s": float(sum(
         i for i in range(n) if i % 5)), "n": n, "m": 1000.0, "u": 7}]  # fmt: skip
-    by_g = ddf.fb.group_by(["g"], {"n": (None, "size")}, sort=True).compute()
-    assert by_g["g"].tolist() == list(range(7))
-    assert by_g["n"].tolist() == [len(range(g, n, 7)) for g in range(7)]
+    for split_out in (1, 4):
+        by_g = ddf.fb.group_by(["g"], {"n": (None, "size")}, sort=True, split_out=split_out)
+        by_g = by_g.compute()
+        assert by_g["g"].tolist() == list(range(7))
+        assert by_g["n"].tolist() == [len(range(g, n, 7)) for g in range(7)]
 
 
 def test_group_by_errors_before_any_task(client):
@@ -109,3 +157,210 @@ def test_group_by_errors_before_any_task(client):
         fbd.group_by(ddf, "k", {"n": (None, "size")}, split_out=0)
     with pytest.raises(TypeError):
         fbd.group_by(pd.DataFrame({"k": [1]}), "k", {"n": (None, "size")})
+    # A column named as Dask's routing column is data like any other.
+    taken = _ddf([pa.table({"_partitions": [1, 1], "v": [1.0, 2.0]})] * 2)
+    got = fbd.group_by(taken, "_partitions", {"n": (None, "size")}, split_out=2).compute()
+    assert got.to_dict("records") == [{"_partitions": 1, "n": 4}]
+
+
+# ---------------------------------------------------------------------------------------
+# join
+
+HOWS = ["inner", "left", "right", "outer", "semi", "anti"]
+
+
+@CLUSTER
+@given(join_inputs(max_rows=30), st.sampled_from(HOWS), st.booleans(),
+       st.lists(st.integers(0, 30), max_size=4), st.lists(st.integers(0, 30), max_size=3),
+       st.sampled_from([None, 1, 2, 5]))  # fmt: skip
+def test_shuffled_join_equals_the_kernel(method, inp, how, nulls_equal, lcuts, rcuts, nparts):
+    """Both sides shuffled by key hash — int widths, dictionary / plain / large strings,
+    floats of both widths on either side — equal the kernel's rows, and each output
+    partition is in the kernel's order for the rows it holds."""
+    left, right, lk, rk = inp
+    left, right = _plain(left).combine_chunks(), _plain(right).combine_chunks()
+    kw = {"left_on": lk, "right_on": rk, "how": how, "nulls_equal": nulls_equal}
+    ldf, rdf = _ddf(_parts(left, lcuts)), _ddf(_parts(right, rcuts))
+    try:
+        want = fb.join(left, right, **kw)
+    except TypeError as e:  # e.g. uint64 against a signed key in a right / outer join
+        with pytest.raises(TypeError, match=str(e)[:30]):
+            fbd.join(ldf, rdf, broadcast=False, **kw)  # refused before any task
+        return
+    out = fbd.join(ldf, rdf, broadcast=False, npartitions=nparts, **kw)
+    pieces = [_got(out.get_partition(i), want.schema) for i in range(out.npartitions)]
+    got = pa.concat_tables(pieces)
+    assert got.schema == want.schema
+    assert _rows(got) == _rows(want)
+    if how != "outer":  # right: right order; others: left order (`row` is the input order)
+        order = "row_right" if how == "right" else "row"
+        for p in pieces:
+            rows = p[order].to_pylist()
+            assert rows == sorted(rows)
+
+
+@CLUSTER
+@given(join_inputs(max_rows=30), st.sampled_from(["inner", "left", "semi", "anti"]),
+       st.booleans(), st.lists(st.integers(0, 30), max_size=4), st.integers(1, 3))  # fmt: skip
+def test_broadcast_join_is_the_kernel_row_for_row(client, inp, how, nulls_equal, lcuts, rparts):
+    left, right, lk, rk = inp
+    left, right = _plain(left).combine_chunks(), _plain(right).combine_chunks()
+    kw = {"left_on": lk, "right_on": rk, "how": how, "nulls_equal": nulls_equal}
+    want = fb.join(left, right, **kw)
+    ldf, rdf = _ddf(_parts(left, lcuts)), _ddf(_even(right, rparts))
+    got = _got(fbd.join(ldf, rdf, broadcast=True, **kw), want.schema)
+    assert_same_bits(got, want)
+    if rparts == 1:  # broadcast by default
+        assert_same_bits(_got(ldf.fb.join(rdf, **kw), want.schema), want)
+
+
+def test_cross_join_broadcasts(client):
+    left = pa.table({"a": [1, 2, 3]})
+    right = pa.table({"b": ["x", "y"]})
+    got = _got(fbd.join(_ddf(_even(left, 2)), _ddf(_even(right, 2)), how="cross"))
+    assert got.to_pylist() == fb.join(left, right, how="cross").to_pylist()
+
+
+@pytest.mark.parametrize("npartitions", [1, 3, 17, 130])
+def test_join_many_partitions_one_key_for_all_rows(method, npartitions):
+    left = pa.table({"k": pa.array([7] * 300, pa.int32()), "i": range(300)})
+    right = pa.table({
+        "k": pa.array([7, 7, 8], pa.int64()), "p": ["a", "b", "c"]
+    })  # fmt: skip
+    ldf, rdf = _ddf(_even(left, npartitions)), _ddf(_even(right, min(npartitions, 3)))
+    for how in ("inner", "outer"):
+        want = fb.join(left, right, "k", how=how)
+        got = _got(fbd.join(ldf, rdf, "k", how=how, broadcast=False), want.schema)
+        assert _rows(got) == _rows(want)
+
+
+def test_join_errors_before_any_task(client):
+    ldf = _ddf([pa.table({"k": [1, 2], "v": [1.0, 2.0]})])
+    rdf = _ddf([pa.table({"k": ["a"], "w": [1]})])
+    with pytest.raises(TypeError, match="key types"):
+        fbd.join(ldf, rdf, "k")
+    with pytest.raises(KeyError):
+        fbd.join(ldf, ldf, "nope")
+    with pytest.raises(ValueError, match="broadcast"):
+        fbd.join(ldf, ldf, "k", how="outer", broadcast=True)
+    with pytest.raises(ValueError, match="how"):
+        fbd.join(ldf, ldf, "k", how="sideways")
+    with pytest.raises(ValueError, match="npartitions"):
+        fbd.join(ldf, ldf, "k", npartitions=0)
+    with pytest.raises(TypeError):
+        fbd.join(ldf, ldf, "k", broadcast="yes")
+
+
+# ---------------------------------------------------------------------------------------
+# dedup and sort
+
+
+@CLUSTER
+@given(tables(max_rows=50), st.sampled_from(["first", "last", "none"]),
+       st.lists(st.integers(0, 50), max_size=5), st.sampled_from([None, 1, 3]))  # fmt: skip
+def test_dedup_equals_the_kernel(method, data, keep, cuts, split_out):
+    table, keys = data
+    table = _plain(table).combine_chunks()
+    want = fb.dedup(table, keys, keep=keep)
+    out = fbd.dedup(_ddf(_parts(table, cuts)), keys, keep=keep, split_out=split_out)
+    pieces = [_got(out.get_partition(i), want.schema) for i in range(out.npartitions)]
+    got = pa.concat_tables(pieces)
+    if split_out == 1:
+        assert_same_bits(got, want)
+    else:
+        assert _rows(got) == _rows(want)
+        for p in pieces:  # each partition in input order
+            assert p["row"].to_pylist() == sorted(p["row"].to_pylist())
+
+
+@CLUSTER
+@given(tables(max_rows=50), st.lists(st.integers(0, 50), max_size=5), st.data(),
+       st.sampled_from([None, 1, 2, 4]))  # fmt: skip
+def test_sort_is_the_stable_sort_row_for_row(method, data, cuts, draw, npartitions):
+    table, keys = data
+    table = _plain(table).combine_chunks()
+    desc = draw.draw(st.lists(st.booleans(), min_size=len(keys), max_size=len(keys)))
+    nl = draw.draw(st.booleans())
+    want = fb.sort(table, keys, descending=desc, nulls_last=nl)
+    out = fbd.sort(_ddf(_parts(table, cuts)), keys, descending=desc, nulls_last=nl,
+                   npartitions=npartitions)  # fmt: skip
+    assert_same_bits(_got(out, want.schema), want)
+
+
+@pytest.mark.parametrize("npartitions", [1, 3, 17, 130])
+def test_sort_and_dedup_many_partitions(method, npartitions):
+    n = 1000
+    table = pa.table({
+        "k": pa.array([None if i % 11 == 0 else float(i % 13) - 6 for i in range(n)]),
+        "s": pa.array([["", "ä", "b"][i % 3] for i in range(n)]).dictionary_encode(),
+        "row": range(n),
+    })  # fmt: skip
+    ddf = _ddf(_even(table, npartitions))
+    want = fb.sort(table, ["s", "k"], descending=[True, False], nulls_last=False)
+    got = _got(fbd.sort(ddf, ["s", "k"], descending=[True, False], nulls_last=False), want.schema)
+    assert_same_bits(got, want)
+    want = fb.dedup(table, ["s", "k"], keep="last")
+    got = _got(fbd.dedup(ddf, ["s", "k"], keep="last", split_out=1), want.schema)
+    assert_same_bits(got, want)
+    one = _got(fbd.dedup(ddf, "s"), table.schema)
+    assert sorted(one["row"].to_pylist()) == [0, 1, 2]
+
+
+def test_dedup_and_sort_errors_before_any_task(client):
+    ddf = _ddf([pa.table({"k": [1, 2], "l": pa.array([[1], [2]])})])
+    with pytest.raises(KeyError):
+        fbd.dedup(ddf, "nope")
+    with pytest.raises(TypeError, match="key"):
+        fbd.dedup(ddf, "l")
+    with pytest.raises(ValueError, match="keep"):
+        fbd.dedup(ddf, "k", keep="any")
+    with pytest.raises(KeyError):
+        fbd.sort(ddf, "nope")
+    with pytest.raises(ValueError):
+        fbd.sort(ddf, "k", descending=[True, False])
+    with pytest.raises(ValueError, match="npartitions"):
+        fbd.sort(ddf, "k", npartitions=-1)
+
+
+def test_no_files_left_on_the_workers(client):
+    """After shuffles of both methods, the workers' directories hold what they held."""
+
+    def listing(dask_worker) -> list[str]:
+        out = []
+        for root, _, files in os.walk(dask_worker.local_directory):
+            out += [os.path.join(root, f) for f in files]
+        return sorted(out)
+
+    before = client.run(listing)
+    table = pa.table({"k": list(range(500)) * 2, "v": range(1000)})
+    for m in METHODS:
+        with dask.config.set({"dataframe.shuffle.method": m}):
+            fbd.dedup(_ddf(_even(table, 4)), "k").compute()
+            fbd.sort(_ddf(_even(table, 4)), "k").compute()
+    assert client.run(listing) == before
+
+
+def test_pickled_states_from_workers_merge_bit_for_bit(client):
+    """GroupByStates built on the workers come back pickled and merge, in order, as one
+    state fed the same data here."""
+    import numpy as np
+
+    rng = np.random.default_rng(3)
+    parts = [pa.table({"k": rng.integers(0, 100, 5000), "x": rng.standard_normal(5000)})
+             for _ in range(4)]  # fmt: skip
+    aggs = {"s": ("x", "sum"), "v": ("x", "var")}
+
+    def build(t: pa.Table) -> fb.GroupByState:
+        s = fb.GroupByState(t.schema, "k", aggs)
+        s.absorb(t)
+        return s
+
+    states = client.gather([client.submit(build, p, pure=False) for p in parts])
+    head = states[0]
+    for s in states[1:]:
+        head.merge(pickle.loads(pickle.dumps(s)))
+    want = fb.GroupByState(parts[0].schema, "k", aggs)
+    for p in parts:
+        want.absorb(p)
+    assert_same_bits(head.finish(), want.finish())
+    assert same_bits([1.0, -0.0], [1.0, -0.0]) and not same_bits([0.0], [-0.0])

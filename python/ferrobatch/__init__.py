@@ -412,13 +412,11 @@ class GroupByState:
         self._state = _core.GroupByState(schema, *self._args)
 
     def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
-        """Pickles as the state's partial-state table in an Arrow IPC stream, with the
-        arguments; unpickled, it merges and finishes as the original would."""
-        table = self._state.export_state()
-        sink = pa.BufferOutputStream()
-        with pa.ipc.new_stream(sink, table.schema) as w:
-            w.write_table(table)
-        return (_unpickle_state, (self.schema, self._args, sink.getvalue().to_pybytes()))
+        """Pickles as the state's partial-state tables (the merged groups and those waiting
+        to be merged), each an Arrow IPC stream, with the arguments; unpickled, it goes on
+        exactly as the original would, float bits included."""
+        ipc = [_ipc_bytes(t) for t in self._state.export_state()]
+        return (_unpickle_state, (self.schema, self._args, ipc))
 
     def absorb(self, data: Any) -> None:
         """Aggregate a record batch, table or reader (read batch by batch) into the state."""
@@ -446,11 +444,18 @@ class GroupByState:
         return self._state.num_groups
 
 
-def _unpickle_state(schema: pa.Schema, args: tuple[Any, ...], ipc: bytes) -> GroupByState:
+def _ipc_bytes(table: pa.Table) -> bytes:
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, table.schema) as w:
+        w.write_table(table)
+    return sink.getvalue().to_pybytes()
+
+
+def _unpickle_state(schema: pa.Schema, args: tuple[Any, ...], ipc: list[bytes]) -> GroupByState:
     state = GroupByState.__new__(GroupByState)
     state.schema, state._args = schema, args
-    table = pa.ipc.open_stream(ipc).read_all()
-    state._state = _core.GroupByState(schema, *args, table)
+    tables = [pa.ipc.open_stream(b).read_all() for b in ipc]
+    state._state = _core.GroupByState(schema, *args, tables)
     return state
 
 

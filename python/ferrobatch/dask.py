@@ -1,58 +1,187 @@
 """ferrobatch's kernels on Dask DataFrames (extra ``ferrobatch[dask]``).
 
-Partitions are pandas frames with Arrow-backed dtypes; each becomes an Arrow table for the
-kernels and the results come back as such frames.
+Partitions are pandas frames with Arrow-backed dtypes; each becomes an Arrow table (typed
+by the frame's metadata, so a partition Dask's shuffle hands back with object strings is
+typed again) for the kernels, and results come back as such frames. Output columns and
+types, and every argument error, come from Rust before any task runs.
 
-``group_by`` (``split_out`` of None or 1): every partition is aggregated into a
-:class:`ferrobatch.GroupByState` on its worker; the states (pickled as Arrow IPC tables of
-partial states) are merged pairwise in a tree that keeps partition order, so the answer
-is that of one ``GroupByState`` fed the partitions in order — the same groups and group
-order; float sums and moments to the last bits (the tree associates them differently) —
-and it is finished into one output partition.
+How each kernel is distributed:
 
-Not yet here (issue 16): ``split_out > 1`` (a shuffle on ferrobatch's key hash), ``join``,
-``dedup``, ``sort``, pipelines on Dask, the worker plugin and the benchmark.
+* ``group_by``: every partition is reduced to *partial-state tables* (the keys, then each
+  aggregate's mergeable state: what :class:`ferrobatch.GroupByState` holds) on its worker.
+  With ``split_out`` None / 1 they are folded, in partition order, into one state that
+  finishes into one partition: the answer is bit for bit that of one ``GroupByState`` fed
+  the partitions in order (the fold is the one ``absorb`` does). With ``split_out = n``
+  each partial table is split by ferrobatch's key hash into ``n`` pieces and output
+  partition ``j`` folds the ``j``-th pieces in partition order — the same groups and
+  values; float sums and moments to the last bits (they are merged in other batches), and
+  with ``sort=True`` the groups are then range-sorted (see ``sort``).
+* ``join``: the right side is *broadcast* (concatenated once, joined with every left
+  partition) when it has one partition, for ``broadcast=True``, and for a cross join; the
+  output is then in exactly the single-machine order. Otherwise both sides are shuffled by
+  ferrobatch's key hash — which hashes a key's *value* by the key rules, so int32 / int64
+  and dictionary / plain strings of equal value land together — and joined partition by
+  partition, each side first put back in its input order, so every output partition is in
+  the single-machine order of the rows it holds.
+* ``dedup``: each partition drops its own duplicates first (``keep`` first / last), then
+  rows are shuffled by the key hash carrying their (partition, row) ordinal and deduplicated
+  in ordinal order: the rows kept are exactly the single-machine kernel's; each output
+  partition keeps input order, and ``split_out=1`` gives the single-machine order.
+* ``sort``: boundaries are sampled from every partition and sorted in ferrobatch's order
+  (NaN after +inf, nulls first or last), rows are range-shuffled and each output partition
+  is sorted with the ordinal as the last key: the partitions in order are the single-machine
+  stable sort, row for row.
+
+Shuffles are Dask's own (``dataframe.shuffle.method``: ``p2p`` on a distributed client, or
+``tasks``), routed by a ``_partitions`` column ferrobatch computes.
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from typing import Any
 
 import dask
 import dask.dataframe as dd
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 
 import ferrobatch as fb
 from ferrobatch import _core
 
+# The routing column Dask's shuffle reads as the destination partition (its name is Dask's).
+_PART = "_partitions"
 
-def _schema_of(ddf: dd.DataFrame) -> pa.Schema:
-    """The Arrow schema of the partitions (from the frame's metadata, no data read)."""
+
+def _check_frame(ddf: Any, arg: str) -> pa.Schema:
+    """The Arrow schema of a Dask DataFrame's partitions (from its metadata, no data read)."""
+    if not isinstance(ddf, dd.DataFrame):
+        raise TypeError(f"{arg} must be a dask DataFrame, got {type(ddf).__name__}")
     return pa.Schema.from_pandas(ddf._meta, preserve_index=False)
+
+
+def _check_parts(n: Any, arg: str) -> int | None:
+    if n is None:
+        return None
+    if not isinstance(n, int) or isinstance(n, bool) or n < 1:
+        raise ValueError(f"{arg} must be a positive int or None, got {n!r}")
+    return n
+
+
+def _check_flag(flag: Any, name: str) -> bool:
+    if not isinstance(flag, bool):
+        raise TypeError(f"{name} must be a bool, got {type(flag).__name__}")
+    return flag
+
+
+def _table(part: pd.DataFrame, schema: pa.Schema) -> pa.Table:
+    return pa.Table.from_pandas(part, schema=schema, preserve_index=False)
 
 
 def _frame(table: pa.Table) -> pd.DataFrame:
     return table.to_pandas(types_mapper=pd.ArrowDtype)
 
 
-def _partial(
-    part: pd.DataFrame, schema: pa.Schema, keys: list[str], aggs: dict, kw: dict
-) -> fb.GroupByState:
-    state = fb.GroupByState(schema, keys, aggs, **kw)
-    state.absorb(pa.Table.from_pandas(part, schema=schema, preserve_index=False))
-    return state
+def _meta(schema: pa.Schema) -> pd.DataFrame:
+    return _frame(schema.empty_table())
 
 
-def _merged(first: fb.GroupByState, second: fb.GroupByState) -> fb.GroupByState:
-    """`first` (earlier partitions) with `second` (later ones) folded in."""
-    first.merge(second)
-    return first
+# ---------------------------------------------------------------------------------------
+# Shuffling Arrow pieces through Dask's shuffle
+#
+# A partition is cut into one piece per destination (its rows in order) and each piece
+# travels as one row of a small frame — destination, source partition, the piece as an
+# Arrow IPC stream — through Dask's shuffle (p2p or tasks). A destination concatenates its
+# pieces by source partition, so it holds its rows in input order, every Arrow type exactly
+# as it was (Dask's own shuffle turns Arrow-backed columns into numpy or object ones and
+# cannot read nested types back).
 
 
-def _finished(state: fb.GroupByState) -> pd.DataFrame:
-    return _frame(state.finish())
+def _cut(
+    part: pd.DataFrame,
+    tables: Any,
+    route: Any,
+    n: int,
+    partition_info: dict | None = None,
+) -> pd.DataFrame:
+    """One row per non-empty piece of the tables ``tables(part)`` gives: destination,
+    source partition, sequence number within it, the piece as IPC bytes."""
+    to, seq, blobs = [], [], []
+    for table in tables(part):
+        dest = np.asarray(route(table), dtype=np.int64)
+        order = np.argsort(dest, kind="stable")
+        cuts = np.searchsorted(dest[order], np.arange(n + 1))
+        for j in range(n):
+            if cuts[j + 1] > cuts[j]:
+                rows = pa.array(order[cuts[j] : cuts[j + 1]].astype(np.uint32))
+                to.append(j)
+                seq.append(len(seq))
+                blobs.append(fb._ipc_bytes(_core.take(table, rows)))
+    number = partition_info["number"] if partition_info else 0
+    return pd.DataFrame({
+        _PART: np.array(to, np.int64),
+        "source": np.full(len(to), number, np.int64),
+        "seq": np.array(seq, np.int64),
+        "piece": pd.Series(blobs, dtype=object),
+    })  # fmt: skip
+
+
+def _shuffle(ddf: dd.DataFrame, tables: Any, route: Any, n: int) -> list[Any]:
+    """The rows of the tables ``tables(partition)`` gives, moved to partition
+    ``route(table)[row]`` of ``n``: per destination a delayed list of tables, in input
+    order (by source partition, then as ``tables`` listed them)."""
+    from dask.dataframe.dask_expr._collection import new_collection
+    from dask.dataframe.dask_expr._shuffle import Shuffle
+
+    meta = _cut(ddf._meta, lambda _: [], route, n)
+    cut = ddf.map_partitions(
+        _cut, tables, route, n, partition_info=True, meta=meta, enforce_metadata=False
+    )
+    moved = new_collection(Shuffle(cut.expr, _PART, n, True, None, None))
+    return [dask.delayed(_arrived, pure=True)(p) for p in moved.to_delayed()]
+
+
+def _arrived(pieces: pd.DataFrame) -> list[pa.Table]:
+    pieces = pieces.sort_values(["source", "seq"], kind="stable")
+    return [pa.ipc.open_stream(b).read_all() for b in pieces["piece"]]
+
+
+def _rows_of(schema: pa.Schema) -> Any:
+    return lambda part: [_table(part, schema)]
+
+
+def _concat(tables: list[pa.Table], schema: pa.Schema) -> pa.Table:
+    return pa.concat_tables(tables) if tables else schema.empty_table()
+
+
+def _hash_route(keys: list[str], n: int) -> Any:
+    return lambda table: _core.hash_partitions(table, keys, n).to_numpy()
+
+
+def _out(parts: list[Any], schema: pa.Schema) -> dd.DataFrame:
+    """A Dask DataFrame of delayed result tables of ``schema``."""
+    frames = [dask.delayed(_frame, pure=True)(p) for p in parts]
+    return dd.from_delayed(frames, meta=_meta(schema), verify_meta=False)
+
+
+# ---------------------------------------------------------------------------------------
+# group_by
+
+
+def _partials(part: pd.DataFrame, schema: pa.Schema, args: tuple) -> list[pa.Table]:
+    """The partial-state tables of one partition (one per record batch, as ``absorb``)."""
+    return _core.GroupByState(schema, *args).partial(_table(part, schema))
+
+
+def _folded(schema: pa.Schema, args: tuple, *partials: list[pa.Table]) -> pa.Table:
+    """One state fed the partial-state tables in order (lists of them, in order), finished."""
+    state = _core.GroupByState(schema, *args)
+    for tables in partials:
+        for t in tables:
+            state.absorb_partial(t)
+    return state.finish()
 
 
 def group_by(
@@ -65,51 +194,253 @@ def group_by(
     split_out: int | None = None,
 ) -> dd.DataFrame:
     """:func:`ferrobatch.group_by` over a Dask DataFrame: the same aggregates, key rules,
-    output columns and types. Groups come in order of first appearance in partition order
-    (by key with ``sort=True``); float sums and moments equal those of a ``GroupByState``
-    fed the partitions in order to the last bits."""
-    if not isinstance(ddf, dd.DataFrame):
-        raise TypeError(f"ddf must be a dask DataFrame, got {type(ddf).__name__}")
-    if split_out is not None and (
-        not isinstance(split_out, int) or isinstance(split_out, bool) or split_out < 1
-    ):
-        raise ValueError(f"split_out must be a positive int or None, got {split_out!r}")
-    if split_out not in (None, 1):
-        raise NotImplementedError("split_out > 1 (a shuffle of partial states) is not built yet")
-    schema = _schema_of(ddf)
+    output columns and types.
+
+    ``split_out`` None / 1: one output partition, groups in order of first appearance in
+    partition order (by key with ``sort=True``), every value bit for bit that of a
+    :class:`ferrobatch.GroupByState` fed the partitions in order. The partial states of all
+    partitions meet in the final task: for many groups use ``split_out=n``, which spreads
+    the groups over ``n`` partitions by key hash (group order unspecified, floats to the
+    last bits; ``sort=True`` range-sorts them into key order)."""
+    schema = _check_frame(ddf, "ddf")
+    split_out = _check_parts(split_out, "split_out")
     key_list = fb._key_list(keys, "keys")
-    for flag, name in ((dropna, "dropna"), (sort, "sort")):
-        if not isinstance(flag, bool):
-            raise TypeError(f"{name} must be a bool, got {type(flag).__name__}")
-    # The output schema (and every argument error) from Rust, before any task runs.
+    _check_flag(dropna, "dropna")
+    _check_flag(sort, "sort")
     out_schema = _core.group_by_schema(schema, key_list, fb._agg_tuples(aggs), dropna, sort)
-    kw = {"dropna": dropna, "sort": sort}
-    states = [
-        dask.delayed(_partial, pure=True)(part, schema, key_list, aggs, kw)
-        for part in ddf.to_delayed()
-    ]
-    # A balanced tree of merges; each keeps its left side first (partition order).
-    while len(states) > 1:
-        nxt = [
-            dask.delayed(_merged, pure=True)(states[i], states[i + 1])
-            for i in range(0, len(states) - 1, 2)
+    if split_out is None or split_out == 1 or not key_list:  # keys=[]: one group
+        args = (key_list, fb._agg_tuples(aggs), dropna, sort)
+        partials = [dask.delayed(_partials, pure=True)(p, schema, args) for p in ddf.to_delayed()]
+        return _out([dask.delayed(_folded, pure=True)(schema, args, *partials)], out_schema)
+    # Partial states shuffled by key hash; key order, when asked for, from a range sort after.
+    args = (key_list, fb._agg_tuples(aggs), dropna, False)
+    arrived = _shuffle(
+        ddf,
+        functools.partial(_partials, schema=schema, args=args),
+        _hash_route(key_list, split_out),
+        split_out,
+    )
+    out = _out([dask.delayed(_folded, pure=True)(schema, args, a) for a in arrived], out_schema)
+    if sort and key_list:
+        return _sort(out, out_schema, key_list, [False] * len(key_list),
+                     [True] * len(key_list), split_out)  # fmt: skip
+    return out
+
+
+# ---------------------------------------------------------------------------------------
+# join
+
+_BROADCASTABLE = ("inner", "left", "semi", "anti", "cross")
+
+
+def _whole(schema: pa.Schema, *parts: pd.DataFrame) -> pa.Table:
+    return _concat([_table(p, schema) for p in parts], schema)
+
+
+def _join_pair(left: Any, right: pa.Table, lschema: pa.Schema, kw: dict) -> pa.Table:
+    if isinstance(left, pd.DataFrame):
+        left = _table(left, lschema)
+    return fb.join(left, right, **kw)
+
+
+def _join_arrived(
+    left: list[pa.Table], right: list[pa.Table], schemas: tuple, kw: dict
+) -> pa.Table:
+    return fb.join(_concat(left, schemas[0]), _concat(right, schemas[1]), **kw)
+
+
+def join(
+    left: dd.DataFrame,
+    right: dd.DataFrame,
+    on: str | Sequence[str] | None = None,
+    *,
+    left_on: str | Sequence[str] | None = None,
+    right_on: str | Sequence[str] | None = None,
+    how: str = "inner",
+    suffix: str = "_right",
+    nulls_equal: bool = False,
+    broadcast: bool | None = None,
+    npartitions: int | None = None,
+) -> dd.DataFrame:
+    """:func:`ferrobatch.join` of two Dask DataFrames: the same ``how``, key rules, output
+    columns and types.
+
+    ``broadcast``: join every left partition with the whole right side (True; an inner /
+    left / semi / anti / cross join), shuffle both sides by key hash into ``npartitions``
+    (default: the larger side's) and join pair by pair (False), or broadcast when the right
+    side has one partition (None). Broadcast keeps the single-machine row order; after a
+    shuffle each partition holds its rows in that order."""
+    lschema, rschema = _check_frame(left, "left"), _check_frame(right, "right")
+    lo, ro = fb._join_keys(how, on, left_on, right_on)
+    if not isinstance(suffix, str):
+        raise TypeError(f"suffix must be a str, got {type(suffix).__name__}")
+    _check_flag(nulls_equal, "nulls_equal")
+    if broadcast is not None:
+        _check_flag(broadcast, "broadcast")
+    npartitions = _check_parts(npartitions, "npartitions")
+    out_schema, _ = _core.join_layout(lschema, rschema, lo, ro, how, suffix)
+    if broadcast and how not in _BROADCASTABLE:
+        raise ValueError(
+            f"a {how!r} join cannot broadcast its right side (it must see every left row): "
+            "use broadcast=False or None"
+        )
+    if broadcast is None:
+        broadcast = how == "cross" or (how in _BROADCASTABLE and right.npartitions == 1)
+    if how == "cross":
+        broadcast = True
+    kw = {"left_on": lo, "right_on": ro, "how": how, "suffix": suffix, "nulls_equal": nulls_equal}
+    if how == "cross":
+        kw = {"how": how, "suffix": suffix}
+    if broadcast:
+        whole = dask.delayed(_whole, pure=True)(rschema, *right.to_delayed())
+        parts = [
+            dask.delayed(_join_pair, pure=True)(p, whole, lschema, kw) for p in left.to_delayed()
         ]
-        if len(states) % 2:
-            nxt.append(states[-1])
-        states = nxt
-    meta = _frame(out_schema.empty_table())
-    if not states:  # no partition: the kernel's answer for no rows
-        empty = schema.empty_table()
-        return dd.from_pandas(_frame(fb.group_by(empty, key_list, aggs, **kw)), npartitions=1)
-    return dd.from_delayed([dask.delayed(_finished, pure=True)(states[0])], meta=meta)
+        return _out(parts, out_schema)
+    n = npartitions or max(left.npartitions, right.npartitions)
+    lpieces = _shuffle(left, _rows_of(lschema), _hash_route(lo, n), n)
+    rpieces = _shuffle(right, _rows_of(rschema), _hash_route(ro, n), n)
+    parts = [
+        dask.delayed(_join_arrived, pure=True)(a, b, (lschema, rschema), kw)
+        for a, b in zip(lpieces, rpieces, strict=True)
+    ]
+    return _out(parts, out_schema)
+
+
+# ---------------------------------------------------------------------------------------
+# dedup
+
+
+def _dedup_local(
+    part: pd.DataFrame, schema: pa.Schema, subset: list[str], keep: str
+) -> pd.DataFrame:
+    """One partition's own duplicates dropped (keep first / last), rows still in order."""
+    table = fb.dedup(_table(part, schema), subset, keep=keep)
+    return _frame(table)
+
+
+def _dedup_arrived(
+    tables: list[pa.Table], schema: pa.Schema, subset: list[str], keep: str
+) -> pa.Table:
+    return fb.dedup(_concat(tables, schema), subset, keep=keep)
+
+
+def dedup(
+    ddf: dd.DataFrame,
+    subset: str | Sequence[str] | None = None,
+    *,
+    keep: str = "first",
+    split_out: int | None = None,
+) -> dd.DataFrame:
+    """:func:`ferrobatch.dedup` of a Dask DataFrame: the same rows are kept (``keep``
+    first / last / none, by ``subset``, default all columns). Rows are shuffled into
+    ``split_out`` partitions (default: as many as ``ddf`` has) by key hash, each in input
+    order; ``split_out=1`` gives exactly the single-machine result."""
+    schema = _check_frame(ddf, "ddf")
+    if not isinstance(keep, str):
+        raise TypeError(f'keep must be "first", "last" or "none", got {keep!r}')
+    if keep not in ("first", "last", "none"):
+        raise ValueError(f'keep must be "first", "last" or "none", got {keep!r}')
+    keys = list(schema.names) if subset is None else fb._key_list(subset, "subset")
+    _core.check_keys(schema, keys)
+    n = _check_parts(split_out, "split_out") or ddf.npartitions
+    if keep != "none":
+        # A key's first (last) row overall is its first (last) row in its partition.
+        ddf = ddf.map_partitions(_dedup_local, schema, keys, keep, meta=_meta(schema))
+    arrived = _shuffle(ddf, _rows_of(schema), _hash_route(keys, n), n)
+    return _out(
+        [dask.delayed(_dedup_arrived, pure=True)(a, schema, keys, keep) for a in arrived], schema
+    )
+
+
+# ---------------------------------------------------------------------------------------
+# sort
+
+
+def _sample(part: pd.DataFrame, schema: pa.Schema, by: list[str], k: int) -> pa.Table:
+    """``k`` evenly spaced rows of a partition's key columns."""
+    table = _table(part, schema).select(by)
+    if table.num_rows <= k:
+        return table
+    rows = np.linspace(0, table.num_rows - 1, k).astype(np.uint32)
+    return _core.take(table, pa.array(rows))
+
+
+def _sort_arrived(
+    tables: list[pa.Table], schema: pa.Schema, by: list[str], desc: list[bool], nl: list[bool]
+) -> pa.Table:
+    return fb.sort(_concat(tables, schema), by, descending=desc, nulls_last=nl)
+
+
+def _flags(flag: Any, n: int, name: str) -> list[bool]:
+    if isinstance(flag, bool):
+        return [flag] * n
+    flags = list(flag)
+    if len(flags) != n:
+        raise ValueError(f"{name} has {len(flags)} values for {n} sort keys")
+    return flags
+
+
+def _sort(
+    ddf: dd.DataFrame, schema: pa.Schema, by: list[str], desc: list[bool], nl: list[bool], n: int
+) -> dd.DataFrame:
+    key_schema = pa.schema([schema.field(b) for b in by])
+    bounds = key_schema.empty_table()
+    if n > 1:
+        k = max(16, -(-32 * n // ddf.npartitions))
+        samples = dask.compute(
+            *[dask.delayed(_sample, pure=True)(p, schema, by, k) for p in ddf.to_delayed()]
+        )
+        sample = fb.sort(pa.concat_tables(samples), by, descending=desc, nulls_last=nl)
+        if sample.num_rows:
+            at = [(i * sample.num_rows) // n for i in range(1, n)]
+            bounds = _core.take(sample, pa.array(at, pa.uint32()))
+
+    def route(table: pa.Table) -> np.ndarray:
+        return _core.range_partitions(table, bounds, by, desc, nl).to_numpy()
+
+    arrived = _shuffle(ddf, _rows_of(schema), route, n)
+    return _out(
+        [dask.delayed(_sort_arrived, pure=True)(a, schema, by, desc, nl) for a in arrived], schema
+    )
+
+
+def sort(
+    ddf: dd.DataFrame,
+    by: str | Sequence[str],
+    *,
+    descending: bool | Sequence[bool] = False,
+    nulls_last: bool | Sequence[bool] = True,
+    npartitions: int | None = None,
+) -> dd.DataFrame:
+    """:func:`ferrobatch.sort` of a Dask DataFrame: ``npartitions`` (default: as many as
+    ``ddf`` has) partitions whose rows, read in partition order, are the single-machine
+    stable sort. Boundaries are sampled first (this reads the input once more)."""
+    schema = _check_frame(ddf, "ddf")
+    keys = fb._key_list(by, "by")
+    _core.check_sort(schema, keys, descending, nulls_last)
+    n = _check_parts(npartitions, "npartitions") or ddf.npartitions
+    desc = _flags(descending, len(keys), "descending")
+    nl = _flags(nulls_last, len(keys), "nulls_last")
+    return _sort(ddf, schema, keys, desc, nl, n)
 
 
 @dd.extensions.register_dataframe_accessor("fb")
 class FerrobatchAccessor:
-    """``ddf.fb.group_by(...)``: the functions of :mod:`ferrobatch.dask` on this frame."""
+    """``ddf.fb.group_by(...)``, ``.join(right, ...)``, ``.dedup(...)``, ``.sort(...)``:
+    the functions of :mod:`ferrobatch.dask` on this frame."""
 
     def __init__(self, ddf: dd.DataFrame) -> None:
         self._ddf = ddf
 
     def group_by(self, keys: str | Sequence[str], aggs: dict[str, Any], **kw: Any) -> Any:
         return group_by(self._ddf, keys, aggs, **kw)
+
+    def join(self, right: dd.DataFrame, on: Any = None, **kw: Any) -> Any:
+        return join(self._ddf, right, on, **kw)
+
+    def dedup(self, subset: str | Sequence[str] | None = None, **kw: Any) -> Any:
+        return dedup(self._ddf, subset, **kw)
+
+    def sort(self, by: str | Sequence[str], **kw: Any) -> Any:
+        return sort(self._ddf, by, **kw)

@@ -164,6 +164,14 @@ impl GroupByState {
 
     /// Aggregate `batch` into the state.
     pub fn absorb(&mut self, batch: &RecordBatch) -> Result<()> {
+        let p = self.partial_of(batch)?;
+        self.push(vec![p])
+    }
+
+    /// The partial-state table of `batch`'s rows, leaving the state as it is:
+    /// `absorb(b)` is `absorb_partial(partial_of(b))`. A distributed group-by computes these
+    /// where the rows are and folds them in order where the groups are.
+    pub fn partial_of(&self, batch: &RecordBatch) -> Result<Table> {
         if let Some(why) = schema_mismatch(&batch.schema(), &self.schema) {
             return Err(Error::Type(format!(
                 "record batch does not match the group-by state's schema: {why}"
@@ -173,8 +181,25 @@ impl GroupByState {
             schema: self.schema.clone(),
             batches: vec![batch.clone()],
         };
-        let p = self.partial(&t)?;
-        self.push(vec![p])
+        self.partial(&t)
+    }
+
+    /// Fold in a partial-state table of later rows (from [`Self::partial_of`] or
+    /// [`Self::export`] of a state of the same schema and options). Its schema is checked
+    /// before anything reads it; its rows are merged as partial states, so any table of
+    /// that schema (repeated keys included) leaves a valid state.
+    pub fn absorb_partial(&mut self, partial: Table) -> Result<()> {
+        self.check_partial(&partial)?;
+        self.push(vec![partial])
+    }
+
+    fn check_partial(&self, partial: &Table) -> Result<()> {
+        match schema_mismatch(&partial.schema, &self.tables[0].schema) {
+            Some(why) => Err(Error::Value(format!(
+                "the table is not a partial state of this group-by: {why}"
+            ))),
+            None => Ok(()),
+        }
     }
 
     /// Fold in `other`, a state of the same options and schema over *later* rows.
@@ -213,28 +238,34 @@ impl GroupByState {
         Ok(())
     }
 
-    /// The state as one table: the key columns, then each aggregate's state columns, one row
-    /// per group in group order (what [`GroupByState::import`] takes back, e.g. on another
-    /// machine). Pending partial tables are merged first; the content does not change.
-    pub fn export(&mut self) -> Result<Table> {
-        self.compact()?;
-        Ok(self.tables[0].clone())
+    /// The state as partial-state tables (the key columns, then each aggregate's state
+    /// columns): the merged groups, then the partial tables waiting to be merged, as they
+    /// are — what [`GroupByState::import`] takes back (e.g. on another machine) to go on
+    /// exactly as this state would, float bits included.
+    pub fn export(&self) -> Vec<Table> {
+        self.tables.clone()
     }
 
-    /// A state of `opts` over rows of `schema` that holds `partial`, a table
-    /// [`GroupByState::export`] made from a state of the same schema and options. Its schema
-    /// is checked before anything reads it, and its rows are merged as partial states (a
-    /// table with repeated keys merges them), so the result is a valid state whatever the
-    /// table's origin.
-    pub fn import(schema: SchemaRef, opts: GroupByOptions, partial: Table) -> Result<Self> {
+    /// A state of `opts` over rows of `schema` holding `tables`, which
+    /// [`GroupByState::export`] made from a state of the same schema and options. Every
+    /// table's schema is checked before anything reads it. The first table becomes the
+    /// merged state when its keys are distinct (as an export's are); otherwise it is merged
+    /// like the others, so the result is a valid state whatever the tables' origin.
+    pub fn import(schema: SchemaRef, opts: GroupByOptions, tables: Vec<Table>) -> Result<Self> {
         let mut st = GroupByState::new(schema, opts)?;
-        if let Some(why) = schema_mismatch(&partial.schema, &st.tables[0].schema) {
-            return Err(Error::Value(format!(
-                "the table is not a partial state of this group-by: {why}"
-            )));
+        tables.iter().try_for_each(|t| st.check_partial(t))?;
+        let mut tables = tables.into_iter();
+        let Some(first) = tables.next() else {
+            return Ok(st);
+        };
+        let g = group(&first, &st.opts.keys, false, false)?;
+        if g.order.len() == first.num_rows() {
+            st.merged_rows = first.num_rows();
+            st.tables = vec![first];
+        } else {
+            st.push(vec![first])?;
         }
-        st.push(vec![partial])?;
-        st.compact()?;
+        st.push(tables.collect())?;
         Ok(st)
     }
 

@@ -8,6 +8,7 @@
 
 pub mod encode;
 pub mod intern;
+pub mod partition;
 
 use rayon::prelude::*;
 

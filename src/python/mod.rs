@@ -349,8 +349,8 @@ impl GroupByState {
 
 #[pymethods]
 impl GroupByState {
-    /// A new state, or with `state` one holding that table, which `export_state` made from
-    /// a state of the same arguments.
+    /// A new state, or with `state` one holding those tables, which `export_state` made
+    /// from a state of the same arguments.
     #[new]
     #[pyo3(signature = (schema, keys, aggs, dropna, sort, state=None))]
     fn new(
@@ -360,13 +360,15 @@ impl GroupByState {
         aggs: Vec<AggTuple<'_>>,
         dropna: bool,
         sort: bool,
-        state: Option<AnyRecordBatch>,
+        state: Option<Vec<AnyRecordBatch>>,
     ) -> PyResult<Self> {
         let opts = group_by_options(keys, aggs, dropna, sort)?;
         let schema = schema.into_inner();
-        let table = state.map(table_in).transpose()?;
-        let st = run(py, || match table {
-            Some(t) => crate::group_by::stream::GroupByState::import(schema, opts, t),
+        let tables = state
+            .map(|ts| ts.into_iter().map(table_in).collect::<PyResult<Vec<_>>>())
+            .transpose()?;
+        let st = run(py, || match tables {
+            Some(ts) => crate::group_by::stream::GroupByState::import(schema, opts, ts),
             None => crate::group_by::stream::GroupByState::new(schema, opts),
         })?;
         Ok(GroupByState(Mutex::new(Some(st))))
@@ -377,6 +379,32 @@ impl GroupByState {
         self.with(py, |slot| {
             let st = slot.as_mut().ok_or_else(Self::gone)?;
             table.batches.iter().try_for_each(|b| st.absorb(b))
+        })
+    }
+
+    /// The partial-state tables of `data`'s batches (the state is not changed).
+    fn partial<'py>(
+        &self,
+        py: Python<'py>,
+        data: AnyRecordBatch,
+    ) -> PyResult<Vec<Bound<'py, PyAny>>> {
+        let table = table_in(data)?;
+        let out = self.with(py, |slot| {
+            let st = slot.as_ref().ok_or_else(Self::gone)?;
+            table
+                .batches
+                .iter()
+                .map(|b| st.partial_of(b))
+                .collect::<crate::Result<Vec<_>>>()
+        })?;
+        out.into_iter().map(|t| table_out(py, t)).collect()
+    }
+
+    /// Fold in a partial-state table of later rows.
+    fn absorb_partial(&self, py: Python<'_>, table: AnyRecordBatch) -> PyResult<()> {
+        let table = table_in(table)?;
+        self.with(py, |slot| {
+            slot.as_mut().ok_or_else(Self::gone)?.absorb_partial(table)
         })
     }
 
@@ -416,10 +444,12 @@ impl GroupByState {
         table_out(py, out)
     }
 
-    /// The state as a table of partial states (see `GroupByState::export`).
-    fn export_state<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
-        let out = self.with(py, |slot| slot.as_mut().ok_or_else(Self::gone)?.export())?;
-        table_out(py, out)
+    /// The state as partial-state tables (see `GroupByState::export`).
+    fn export_state<'py>(&self, py: Python<'py>) -> PyResult<Vec<Bound<'py, PyAny>>> {
+        let out = self.with(py, |slot| {
+            Ok(slot.as_ref().ok_or_else(Self::gone)?.export())
+        })?;
+        out.into_iter().map(|t| table_out(py, t)).collect()
     }
 
     #[getter]
@@ -567,6 +597,47 @@ fn join_indices<'py>(
     ))
 }
 
+/// The hash partition in `0..n` of every row of `data` by `keys` (a `uint32` array): equal
+/// keys by the join / group-by key rules share a partition whatever their layout.
+#[pyfunction]
+fn hash_partitions<'py>(
+    py: Python<'py>,
+    data: AnyRecordBatch,
+    keys: StrOrList,
+    n: u32,
+) -> PyResult<Bound<'py, PyAny>> {
+    let keys = keys.into_vec();
+    let table = table_in(data)?;
+    let ids = run(py, || {
+        crate::keys::partition::hash_partitions(&table, &keys, n)
+    })?;
+    convert::indices_out(py, ids)
+}
+
+/// The range partition of every row of `data`: how many rows of `bounds` sort strictly
+/// before it by `by` with these directions (a `uint32` array).
+#[pyfunction]
+#[pyo3(signature = (data, bounds, by, descending, nulls_last))]
+fn range_partitions<'py>(
+    py: Python<'py>,
+    data: AnyRecordBatch,
+    bounds: AnyRecordBatch,
+    by: StrOrList,
+    descending: &Bound<'py, PyAny>,
+    nulls_last: &Bound<'py, PyAny>,
+) -> PyResult<Bound<'py, PyAny>> {
+    let keys = sort_keys(by, descending, nulls_last)?;
+    let (names, order): (Vec<String>, Vec<(bool, bool)>) = keys
+        .into_iter()
+        .map(|k| (k.column, (k.descending, k.nulls_last)))
+        .unzip();
+    let (table, bounds) = (table_in(data)?, table_in(bounds)?);
+    let ids = run(py, || {
+        crate::keys::partition::range_partitions(&table, &bounds, &names, &order)
+    })?;
+    convert::indices_out(py, ids)
+}
+
 #[pyfunction]
 fn set_num_threads(n: i64) -> PyResult<()> {
     if n < 1 {
@@ -615,6 +686,8 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(check_sort, m)?)?;
     m.add_function(wrap_pyfunction!(check_keys, m)?)?;
     m.add_function(wrap_pyfunction!(take, m)?)?;
+    m.add_function(wrap_pyfunction!(hash_partitions, m)?)?;
+    m.add_function(wrap_pyfunction!(range_partitions, m)?)?;
     m.add_class::<exec::Expression>()?;
     m.add_class::<exec::Run>()?;
     m.add_class::<exec::ParquetWriter>()?;
