@@ -364,3 +364,114 @@ def test_pickled_states_from_workers_merge_bit_for_bit(client):
         want.absorb(p)
     assert_same_bits(head.finish(), want.finish())
     assert same_bits([1.0, -0.0], [1.0, -0.0]) and not same_bits([0.0], [-0.0])
+
+
+# ---------------------------------------------------------------------------------------
+# Pipelines on Dask
+
+
+def _files(tmp_path, n: int = 4) -> tuple[str, pa.Table]:
+    import numpy as np
+    import pyarrow.parquet as pq
+
+    rng = np.random.default_rng(5)
+    parts = []
+    for i in range(n):
+        rows = 0 if i == 1 else 700
+        t = pa.table({
+            "k": pa.array(rng.integers(-3, 25, rows), pa.int32()),
+            "s": pa.array([["", "ä", "b", None][j % 4] for j in range(rows)], pa.string()),
+            "v": rng.standard_normal(rows),
+        })  # fmt: skip
+        pq.write_table(t, tmp_path / f"part-{i}.parquet")
+        parts.append(t)
+    return str(tmp_path), pa.concat_tables(parts)
+
+
+def test_pipeline_runs_on_dask_as_it_runs_here(client, method, tmp_path):
+    import pyarrow.compute as pc
+
+    folder, _ = _files(tmp_path)
+    other = pa.table({"k": pa.array(range(0, 30, 2), pa.int64()), "w": [i / 2 for i in range(15)]})
+    p = (
+        fb.scan(folder)
+        .filter(pc.field("v") > -0.5)
+        .with_columns(v2=pc.field("v") * 2)
+        .join(other, "k", how="left")
+        .group_by(
+            ["s", "k"], {"n": (None, "size"), "m": ("v2", "mean"), "w": ("w", "max")}, sort=True
+        )  # fmt: skip
+    )
+    assert p.to_dask().npartitions == 1
+    want, got = p.collect(), p.collect(engine="dask")
+    assert got.schema == want.schema and got.num_rows == want.num_rows
+    for name in want.column_names:
+        a, b = got[name].to_pylist(), want[name].to_pylist()
+        assert all(close(x, y) for x, y in zip(a, b, strict=True)), name
+    top = fb.scan(folder).select(["k", "v"]).sort(["k", "v"], descending=[True, False]).head(9)
+    assert_same_bits(top.collect(engine="dask"), top.collect())
+    firsts = fb.scan(folder).dedup(["s", "k"])
+    assert _rows(firsts.collect(engine="dask")) == _rows(firsts.collect())
+
+
+def test_pipeline_over_a_table_partitions_it(client):
+    t = pa.table({"k": [i % 5 for i in range(100)], "i": range(100)})
+    p = fb.scan(t).map_batches(lambda b: b.append_column("j", pa.compute.multiply(b["i"], 2)))
+    ddf = p.to_dask(partition_rows=30)
+    assert ddf.npartitions == 4
+    assert_same_bits(_got(ddf, p.schema), p.collect())
+    with pytest.raises(ValueError, match="engine"):
+        p.collect(engine="spark")
+    reader = pa.RecordBatchReader.from_batches(t.schema, t.to_batches())
+    with pytest.raises(TypeError, match="RecordBatchReader"):
+        fb.scan(reader).to_dask()
+
+
+def test_pipeline_expectations_fail_as_they_do_here(client):
+    p = fb.scan(pa.table({"k": [1, 1, 2, None]})).expect(unique=["k"], not_null=["k"],
+                                                         min_rows=5)  # fmt: skip
+    with pytest.raises(fb.ExpectationError) as here:
+        p.collect()
+    with pytest.raises(fb.ExpectationError) as there:
+        p.collect(engine="dask")
+    assert str(there.value) == str(here.value)
+    ok = fb.scan(pa.table({"k": [1, 2]})).expect(unique=["k"], max_rows=2)
+    assert ok.collect(engine="dask").to_pylist() == [{"k": 1}, {"k": 2}]
+
+
+def test_pipelines_pickle_and_tokenize_deterministically(tmp_path):
+    import pyarrow.compute as pc
+    from dask.base import tokenize
+
+    folder, _ = _files(tmp_path, 2)
+    t = pa.table({"k": [1, 2, 3], "v": [0.5, -0.0, float("nan")]})
+
+    def plan(src: object, cut: float) -> fb.Pipeline:
+        return fb.scan(src).filter(pc.field("v") > cut).group_by("k", {"n": (None, "size")})
+
+    for src in (folder, t):
+        p = plan(src, 0.0)
+        q = pickle.loads(pickle.dumps(p))
+        assert_same_bits(q.collect(), p.collect())
+        assert tokenize(q) == tokenize(p) == tokenize(plan(src, 0.0))
+        assert tokenize(plan(src, 0.25)) != tokenize(p)
+    assert tokenize(plan(t.slice(1), 0.0)) != tokenize(plan(t, 0.0))
+    before = tokenize(plan(folder, 0.0))
+    os.utime(os.path.join(folder, "part-0.parquet"), ns=(1, 1))
+    assert tokenize(plan(folder, 0.0)) != before
+
+
+def test_setup_gives_each_worker_its_share_of_threads():
+    with (
+        LocalCluster(
+            n_workers=1, threads_per_worker=1, processes=True, dashboard_address=None
+        ) as cluster,
+        Client(cluster) as c,
+    ):
+        fbd.setup(c)
+        assert set(c.run(fb.get_num_threads).values()) == {1}
+        cluster.scale(2)  # a worker that joins later gets it too
+        c.wait_for_workers(2)
+        assert list(c.run(fb.get_num_threads).values()) == [1, 1]
+    with pytest.raises(TypeError):
+        fbd.setup("tcp://127.0.0.1:8786")

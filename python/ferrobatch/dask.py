@@ -47,6 +47,7 @@ import dask.dataframe as dd
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.dataset as ds
 
 import ferrobatch as fb
 from ferrobatch import _core
@@ -425,6 +426,33 @@ def sort(
     return _sort(ddf, schema, keys, desc, nl, n)
 
 
+class _WorkerSetup:
+    """The worker plugin of :func:`setup` (a ``distributed.WorkerPlugin``)."""
+
+    name = "ferrobatch"
+
+    def setup(self, worker: Any) -> None:
+        # Dask runs up to `nthreads` tasks at once in this process; their kernels share
+        # one ferrobatch pool of as many threads, so the worker uses its share of cores.
+        fb.set_num_threads(max(1, worker.state.nthreads))
+
+    def teardown(self, worker: Any) -> None:
+        pass
+
+
+def setup(client: Any) -> None:
+    """Register ferrobatch's worker plugin on ``client``'s cluster (workers that join later
+    get it too): each worker's ferrobatch pool gets as many threads as the worker has
+    Dask threads, so kernels do not oversubscribe the cores Dask gave the worker. (The
+    memory budget and temp directory per worker come with the budget itself, issue 17.)"""
+    from distributed import Client, WorkerPlugin
+
+    if not isinstance(client, Client):
+        raise TypeError(f"setup takes a distributed.Client, got {type(client).__name__}")
+    plugin = type("FerrobatchWorkerPlugin", (_WorkerSetup, WorkerPlugin), {})()
+    client.register_plugin(plugin, name=_WorkerSetup.name)
+
+
 @dd.extensions.register_dataframe_accessor("fb")
 class FerrobatchAccessor:
     """``ddf.fb.group_by(...)``, ``.join(right, ...)``, ``.dedup(...)``, ``.sort(...)``:
@@ -444,3 +472,171 @@ class FerrobatchAccessor:
 
     def sort(self, by: str | Sequence[str], **kw: Any) -> Any:
         return sort(self._ddf, by, **kw)
+
+
+# ---------------------------------------------------------------------------------------
+# Pipelines on Dask
+
+
+def _unviewed(schema: pa.Schema) -> pa.Schema:
+    """View columns as their large layouts: Dask cannot build metadata for view types."""
+    from ferrobatch.pipeline import _unview_schema
+
+    return _unview_schema(schema)
+
+
+def _rebuilt(chain: list[Any], node: Any) -> Any:
+    """The streaming stages ``chain`` (top first) rebuilt over ``node`` (their schemas
+    computed again from its)."""
+    from ferrobatch import pipeline as pl
+
+    for stage in reversed(chain):
+        if isinstance(stage, pl._Filter):
+            node = pl._Filter(node, stage.expr)
+        elif isinstance(stage, pl._Project):
+            node = pl._Project(node, stage.exprs, stage._label)
+        else:
+            node = pl._MapBatches(node, stage.fn)
+    return node
+
+
+def _run_chain(source: Any, chain: list[Any], scan_args: tuple, schema: pa.Schema) -> pa.Table:
+    """One partition of a pipeline's streaming prefix: its stages over one file, fragment
+    or table slice, run by the local executor."""
+    from ferrobatch import pipeline as pl
+
+    batch_size, columns, dataset_schema = scan_args
+    if isinstance(source, ds.Fragment):
+        source = source.to_table(schema=dataset_schema)
+    node = _rebuilt(chain, pl._Scan(source, batch_size, columns))
+    table = pl.Pipeline(node).collect()
+    return table.cast(schema) if table.schema != schema else table
+
+
+def _run_chain_on(
+    part: pd.DataFrame, chain: list[Any], inp: pa.Schema, out: pa.Schema
+) -> pd.DataFrame:
+    return _frame(_run_chain(_table(part, inp), chain, (None, None, None), out))
+
+
+def _scan_sources(scan: Any, partition_rows: int) -> list[Any]:
+    """What each partition of a scan reads: a file, a dataset fragment or a table slice."""
+    data = scan.data
+    if isinstance(data, pa.RecordBatchReader):
+        raise TypeError(
+            "a pipeline over a RecordBatchReader (one pass) cannot run on Dask: scan files, "
+            "a dataset or a table"
+        )
+    if scan.files is not None:
+        return list(scan.files)
+    if isinstance(data, ds.InMemoryDataset):
+        table = data.to_table()
+        starts = range(0, max(table.num_rows, 1), partition_rows)
+        return [table.slice(i, partition_rows) for i in starts]
+    return list(data.get_fragments()) or [data.schema.empty_table()]
+
+
+def _expect_stats(part: pd.DataFrame, schema: pa.Schema, not_null: list[str]) -> tuple:
+    table = _table(part, schema)
+    return table.num_rows, [table.column(c).null_count for c in not_null]
+
+
+def _duplicated_rows(counts: pd.DataFrame) -> int:
+    n = counts["rows"].to_numpy()
+    return int(n[n > 1].sum())
+
+
+def _verdict(node: Any, stats: list[tuple], duplicated: list[int]) -> None:
+    """The executor's expectation messages, from per-partition counts."""
+    from ferrobatch.pipeline import ExpectationError
+
+    rows = sum(s[0] for s in stats)
+    failed = []
+    if node.min_rows is not None and rows < node.min_rows:
+        failed.append(f"min_rows: {rows:,} rows, expected at least {node.min_rows:,}")
+    if node.max_rows is not None and rows > node.max_rows:
+        failed.append(f"max_rows: {rows:,} rows, expected at most {node.max_rows:,}")
+    for i, c in enumerate(node.not_null):
+        nulls = sum(s[1][i] for s in stats)
+        if nulls:
+            failed.append(f"not_null: column {c!r} has {nulls:,} null rows")
+    dup = sum(duplicated)
+    if dup:
+        cols = ", ".join(repr(c) for c in node.unique)
+        failed.append(f"unique: {dup:,} rows share their [{cols}] with another row")
+    if failed:
+        raise ExpectationError("expectation failed: " + "; ".join(failed))
+
+
+def _checked(part: pd.DataFrame, verdict: None) -> pd.DataFrame:
+    return part
+
+
+def _expect(ddf: dd.DataFrame, node: Any) -> dd.DataFrame:
+    """Every partition released only once the checks over all of them passed."""
+    schema = _check_frame(ddf, "pipeline")
+    stats = [
+        dask.delayed(_expect_stats, pure=True)(p, schema, node.not_null) for p in ddf.to_delayed()
+    ]
+    duplicated: list[Any] = []
+    if node.unique:
+        counts = group_by(ddf, node.unique, {"rows": (None, "size")}, split_out=ddf.npartitions)
+        duplicated = [dask.delayed(_duplicated_rows, pure=True)(p) for p in counts.to_delayed()]
+    verdict = dask.delayed(_verdict, pure=True)(node, stats, duplicated)
+    parts = [dask.delayed(_checked, pure=True)(p, verdict) for p in ddf.to_delayed()]
+    return dd.from_delayed(parts, meta=ddf._meta, verify_meta=False)
+
+
+def pipeline_to_dask(p: Any, partition_rows: int = 1 << 20) -> dd.DataFrame:
+    """A :class:`ferrobatch.Pipeline` as a Dask DataFrame: its scan split into one task per
+    file (per fragment of other datasets, per ``partition_rows`` rows of a table), its
+    streaming stages (filter, select, with_columns, map_batches) run per partition by the
+    local executor, and its kernels by this module's."""
+    return _dask_of(p._node, partition_rows)
+
+
+def _dask_of(node: Any, partition_rows: int) -> dd.DataFrame:
+    from ferrobatch import pipeline as pl
+
+    chain = []
+    while isinstance(node, pl._Filter | pl._Project | pl._MapBatches):
+        chain.append(node)
+        node = node.inputs[0]
+    top = chain[0].schema if chain else node.schema
+    if isinstance(node, pl._Scan):
+        out = _unviewed(top)
+        args = (node.batch_size, node.schema.names, node.data.schema)
+        # Not `pure`: Dask tokenizes a sliced Arrow table by its buffers, offsets ignored,
+        # so the slices of one table would get one key.
+        parts = [
+            dask.delayed(_run_chain, pure=not isinstance(src, pa.Table))(src, chain, args, out)
+            for src in _scan_sources(node, partition_rows)
+        ]
+        return _out(parts, out)
+    base = _kernel(node, partition_rows)
+    if not chain:
+        return base
+    inp, out = _unviewed(node.schema), _unviewed(top)
+    return base.map_partitions(_run_chain_on, chain, inp, out, meta=_meta(out))
+
+
+def _kernel(node: Any, partition_rows: int) -> dd.DataFrame:
+    from ferrobatch import pipeline as pl
+
+    if isinstance(node, pl._Join):
+        left, right = (_dask_of(n, partition_rows) for n in node.inputs)
+        return join(left, right, node.on, **node.kw)
+    child = _dask_of(node.inputs[0], partition_rows)
+    if isinstance(node, pl._GroupBy):
+        keys, aggs, dropna, sort_ = node.args
+        return group_by(child, keys, aggs, dropna=dropna, sort=sort_)
+    if isinstance(node, pl._Sort):
+        out = sort(child, node.by, descending=node.desc, nulls_last=node.nulls_last)
+        return out if node.limit is None else out.head(node.limit, npartitions=-1, compute=False)
+    if isinstance(node, pl._Dedup):
+        return dedup(child, node.given or None, keep=node.keep)
+    if isinstance(node, pl._Head):
+        return child.head(node.n, npartitions=-1, compute=False)
+    if isinstance(node, pl._Expect):
+        return _expect(child, node)
+    raise TypeError(f"cannot run {node.label()} on Dask")  # every node kind is handled above

@@ -354,6 +354,21 @@ class _Scan(_Node):
         self.batch_size = batch_size
         self.used = False
 
+    def __getstate__(self) -> dict[str, Any]:
+        """Pickles with its source: files and datasets as they pickle, an in-memory table as
+        its data; a one-pass reader cannot be pickled."""
+        if isinstance(self.data, pa.RecordBatchReader):
+            raise TypeError("a pipeline over a RecordBatchReader (one pass) cannot be pickled")
+        state = self.__dict__.copy()
+        if isinstance(self.data, ds.InMemoryDataset):
+            state["data"] = self.data.to_table()
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        if isinstance(state["data"], pa.Table):
+            state["data"] = ds.dataset(state["data"])
+        self.__dict__.update(state)
+
     def label(self) -> str:
         return f"scan {self.desc}"
 
@@ -1237,12 +1252,44 @@ class Pipeline:
 
         return pa.RecordBatchReader.from_batches(schema, gen())
 
-    def collect(self, *, progress: bool = False) -> pa.Table:
-        """The result as one ``pyarrow.Table``; ``progress=True`` shows a bar over input rows."""
+    def collect(self, *, progress: bool = False, engine: str = "local") -> pa.Table:
+        """The result as one ``pyarrow.Table``; ``progress=True`` shows a bar over input rows.
+        ``engine="dask"`` runs it on the current Dask client (see :meth:`to_dask`; row order
+        then as :mod:`ferrobatch.dask` gives it)."""
+        if engine == "dask":
+            if progress:
+                raise ValueError("progress=True shows the local executor's progress; "
+                                 "follow a Dask run on its dashboard")  # fmt: skip
+            frame = self.to_dask().compute()
+            schema = _unview_schema(self.schema)
+            return pa.Table.from_pandas(frame, schema=schema, preserve_index=False).cast(
+                self.schema
+            )
+        if engine != "local":
+            raise ValueError(f'engine must be "local" or "dask", got {engine!r}')
         run, it = self._run(progress, collecting=True)
         out = pa.Table.from_batches(list(it), schema=self.schema)
         self.last_report = run.report()
         return out
+
+    def to_dask(self, *, partition_rows: int = 1 << 20) -> Any:
+        """The pipeline as a lazy Dask DataFrame (needs ``ferrobatch[dask]``): one task per
+        input file (per dataset fragment; per ``partition_rows`` rows of an in-memory
+        table) runs the streaming stages with the local executor, and the kernels run as
+        :mod:`ferrobatch.dask`'s. View columns come as their large layouts."""
+        import ferrobatch.dask
+
+        rows = fb._int_arg(partition_rows, "partition_rows", minimum=1)
+        return ferrobatch.dask.pipeline_to_dask(self, rows)
+
+    def __dask_tokenize__(self) -> str:
+        """A deterministic token for Dask, equal for equal plans (also across processes and
+        pickle round trips): every stage's kind and arguments, expressions in their
+        serialized form, a table source by its data, a file by its name, size and
+        modification time."""
+        from dask.base import tokenize
+
+        return tokenize(_token_parts(self._node))
 
     def to_pandas(self, *, progress: bool = False) -> Any:
         """The result as a ``pandas.DataFrame``."""
@@ -1353,6 +1400,46 @@ class Pipeline:
 
     def __repr__(self) -> str:
         return f"<ferrobatch.Pipeline\n{self.explain()}>"
+
+
+def _token_parts(node: _Node) -> tuple:
+    """What identifies `node`'s plan (see :meth:`Pipeline.__dask_tokenize__`)."""
+    import hashlib
+    import pickle
+
+    def norm(v: Any) -> Any:
+        if isinstance(v, pc.Expression):
+            return ("expr", pickle.dumps(v))
+        if isinstance(v, dict):
+            return ("dict", tuple((norm(k), norm(x)) for k, x in v.items()))
+        if isinstance(v, list | tuple):
+            return ("seq", tuple(norm(x) for x in v))
+        if callable(v):
+            import cloudpickle
+
+            return ("fn", cloudpickle.dumps(v))
+        return v
+
+    skip = {"inputs", "schema", "data", "used", "desc", "files", "origin"}
+    attrs = tuple((k, norm(v)) for k, v in sorted(vars(node).items()) if k not in skip)
+    source: Any = None
+    if isinstance(node, _Scan):
+        if node.files is not None:
+            stats = [os.stat(f) for f in node.files]
+            source = tuple(
+                (f, s.st_size, s.st_mtime_ns) for f, s in zip(node.files, stats, strict=True)
+            )
+        elif isinstance(node.data, pa.RecordBatchReader):
+            raise TypeError("a pipeline over a RecordBatchReader (one pass) cannot be tokenized")
+        elif isinstance(node.data, ds.InMemoryDataset):
+            # The data itself (Dask's own token of a table ignores slice offsets).
+            source = hashlib.sha256(fb._ipc_bytes(node.data.to_table())).hexdigest()
+        else:
+            source = tuple(
+                f.path if hasattr(f, "path") else repr(f) for f in node.data.get_fragments()
+            )
+        source = (source, str(node.schema))
+    return (type(node).__name__, attrs, source, tuple(_token_parts(i) for i in node.inputs))
 
 
 def _node_expressions(node: _Node) -> list[pc.Expression]:
