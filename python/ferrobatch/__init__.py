@@ -296,6 +296,57 @@ def join(
     )
 
 
+class JoinBuild:
+    """The right side of a join prepared once — its key index built — and probed by any
+    number of left tables or batches: ``JoinBuild(right, left_schema, on, ...).probe(left)``
+    is ``join(left, right, on, ...)``, row for row. For inner, left, semi, anti and cross
+    joins (a right or outer join needs every left row before the unmatched right ones: use
+    :func:`join`). It pickles as the right table (an Arrow IPC stream) with the arguments,
+    and the index is built again where it is unpickled: ``ferrobatch.dask``'s broadcast
+    join builds it once per worker."""
+
+    def __init__(
+        self,
+        right: Any,
+        left_schema: pa.Schema,
+        on: str | Sequence[str] | None = None,
+        *,
+        left_on: str | Sequence[str] | None = None,
+        right_on: str | Sequence[str] | None = None,
+        how: JoinHow = "inner",
+        suffix: str = "_right",
+        nulls_equal: bool = False,
+    ) -> None:
+        if not isinstance(left_schema, pa.Schema):
+            raise TypeError(
+                f"left_schema must be a pyarrow.Schema, got {type(left_schema).__name__}"
+            )
+        lo, ro = _join_keys(how, on, left_on, right_on)
+        if not isinstance(suffix, str):
+            raise TypeError(f"suffix must be a str, got {type(suffix).__name__}")
+        if not isinstance(nulls_equal, bool):
+            raise TypeError(f"nulls_equal must be a bool, got {type(nulls_equal).__name__}")
+        self.left_schema = left_schema
+        self._args = (lo, ro, how, suffix, nulls_equal)
+        right = _arrow_input(right, "right")
+        self._build = _core.JoinBuild(left_schema, right, *self._args)
+
+    def probe(self, left: Any) -> pa.Table:
+        """``join(left, right, ...)`` for a table-like ``left`` of ``left_schema``."""
+        return self._build.probe(_arrow_input(left, "left"))
+
+    def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
+        table = self._build.build_table()
+        return (_unpickle_build, (self.left_schema, self._args, _ipc_bytes(table)))
+
+
+def _unpickle_build(left_schema: pa.Schema, args: tuple[Any, ...], ipc: bytes) -> JoinBuild:
+    build = JoinBuild.__new__(JoinBuild)
+    build.left_schema, build._args = left_schema, args
+    build._build = _core.JoinBuild(left_schema, pa.ipc.open_stream(ipc).read_all(), *args)
+    return build
+
+
 AggSpec = tuple[str | None, str] | tuple[str | None, str, Any]
 """``(column, function)`` or ``(column, function, parameter)``."""
 

@@ -82,6 +82,20 @@ def group_by_schema(
 
 class ExpectationError(ValueError): ...
 
+class JoinBuild:
+    def __init__(
+        self,
+        probe_schema: pa.Schema,
+        build: Any,
+        left_on: Sequence[str],
+        right_on: Sequence[str],
+        how: str,
+        suffix: str,
+        nulls_equal: bool,
+    ) -> None: ...
+    def probe(self, data: Any) -> pa.Table: ...
+    def build_table(self) -> pa.Table: ...
+
 class GroupByState:
     def __init__(
         self,

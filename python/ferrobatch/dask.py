@@ -1,39 +1,43 @@
 """ferrobatch's kernels on Dask DataFrames (extra ``ferrobatch[dask]``).
 
 Partitions are pandas frames with Arrow-backed dtypes; each becomes an Arrow table (typed
-by the frame's metadata, so a partition Dask's shuffle hands back with object strings is
-typed again) for the kernels, and results come back as such frames. Output columns and
-types, and every argument error, come from Rust before any task runs.
+by the frame's metadata) for the kernels, and results come back as such frames. Output
+columns and types, and every argument error, come from Rust before any task runs.
 
-How each kernel is distributed:
+Shuffles move Arrow, not pandas: a partition is cut into one piece per destination (by
+ferrobatch's key hash, or by range for ``sort``), each piece travels as one row (its
+destination, source partition and the piece as an Arrow IPC stream) through Dask's own
+shuffle — ``dataframe.shuffle.method``, ``p2p`` on a distributed client, or ``tasks`` —
+and a destination concatenates its pieces in source order. So every Arrow type arrives
+exactly as it left (Dask's shuffle turns Arrow-backed columns into numpy / object ones
+and cannot read nested types back) and each destination holds its rows in input order.
+The key hash hashes a key's *value* by the key rules (integers of any width, strings of
+any layout, dictionaries, NaN, -0.0), so the two sides of a join land together whatever
+their key types.
 
 * ``group_by``: every partition is reduced to *partial-state tables* (the keys, then each
   aggregate's mergeable state: what :class:`ferrobatch.GroupByState` holds) on its worker.
   With ``split_out`` None / 1 they are folded, in partition order, into one state that
   finishes into one partition: the answer is bit for bit that of one ``GroupByState`` fed
   the partitions in order (the fold is the one ``absorb`` does). With ``split_out = n``
-  each partial table is split by ferrobatch's key hash into ``n`` pieces and output
-  partition ``j`` folds the ``j``-th pieces in partition order — the same groups and
-  values; float sums and moments to the last bits (they are merged in other batches), and
-  with ``sort=True`` the groups are then range-sorted (see ``sort``).
+  the partial states are shuffled by key hash and output partition ``j`` folds its pieces
+  in partition order — the same groups and values, float sums and moments to the last
+  bits (they are merged in other batches); with ``sort=True`` the groups are then
+  range-sorted into key order (see ``sort``).
 * ``join``: the right side is *broadcast* (concatenated once, joined with every left
   partition) when it has one partition, for ``broadcast=True``, and for a cross join; the
-  output is then in exactly the single-machine order. Otherwise both sides are shuffled by
-  ferrobatch's key hash — which hashes a key's *value* by the key rules, so int32 / int64
-  and dictionary / plain strings of equal value land together — and joined partition by
-  partition, each side first put back in its input order, so every output partition is in
-  the single-machine order of the rows it holds.
-* ``dedup``: each partition drops its own duplicates first (``keep`` first / last), then
-  rows are shuffled by the key hash carrying their (partition, row) ordinal and deduplicated
-  in ordinal order: the rows kept are exactly the single-machine kernel's; each output
-  partition keeps input order, and ``split_out=1`` gives the single-machine order.
+  output is then row for row the single-machine kernel's. Otherwise both sides are
+  shuffled by key hash and joined partition by partition; each output partition holds its
+  rows in the single-machine order.
+* ``dedup``: each partition drops its own duplicates first (``keep`` first / last), the
+  rest are shuffled by key hash and deduplicated in input order: the rows kept are exactly
+  the kernel's, each output partition in input order; ``split_out=1`` gives the kernel's
+  table.
 * ``sort``: boundaries are sampled from every partition and sorted in ferrobatch's order
-  (NaN after +inf, nulls first or last), rows are range-shuffled and each output partition
-  is sorted with the ordinal as the last key: the partitions in order are the single-machine
-  stable sort, row for row.
-
-Shuffles are Dask's own (``dataframe.shuffle.method``: ``p2p`` on a distributed client, or
-``tasks``), routed by a ``_partitions`` column ferrobatch computes.
+  (NaN after +inf, nulls first or last); rows are range-shuffled and each destination
+  (its rows in input order) sorted stably: the partitions in order are the kernel's stable
+  sort, row for row.
+* Pipelines: :meth:`ferrobatch.Pipeline.to_dask` (see :func:`pipeline_to_dask`).
 """
 
 from __future__ import annotations
@@ -111,15 +115,18 @@ def _cut(
     source partition, sequence number within it, the piece as IPC bytes."""
     to, seq, blobs = [], [], []
     for table in tables(part):
-        dest = np.asarray(route(table), dtype=np.int64)
-        order = np.argsort(dest, kind="stable")
-        cuts = np.searchsorted(dest[order], np.arange(n + 1))
-        for j in range(n):
-            if cuts[j + 1] > cuts[j]:
-                rows = pa.array(order[cuts[j] : cuts[j + 1]].astype(np.uint32))
-                to.append(j)
-                seq.append(len(seq))
-                blobs.append(fb._ipc_bytes(_core.take(table, rows)))
+        dest = np.asarray(route(table))
+        # Rows grouped by destination, in order within each: one stable sort (a radix sort
+        # on 16-bit destinations), one gather, then zero-copy slices.
+        order = np.argsort(dest.astype(np.uint16 if n <= 1 << 16 else np.int64), kind="stable")
+        counts = np.bincount(dest, minlength=n)
+        grouped = _core.take(table, pa.array(order.astype(np.uint32)))
+        start = 0
+        for j in np.flatnonzero(counts):
+            to.append(int(j))
+            seq.append(len(seq))
+            blobs.append(fb._ipc_bytes(grouped.slice(start, int(counts[j]))))
+            start += int(counts[j])
     number = partition_info["number"] if partition_info else 0
     return pd.DataFrame({
         _PART: np.array(to, np.int64),
@@ -238,10 +245,14 @@ def _whole(schema: pa.Schema, *parts: pd.DataFrame) -> pa.Table:
     return _concat([_table(p, schema) for p in parts], schema)
 
 
-def _join_pair(left: Any, right: pa.Table, lschema: pa.Schema, kw: dict) -> pa.Table:
-    if isinstance(left, pd.DataFrame):
-        left = _table(left, lschema)
-    return fb.join(left, right, **kw)
+def _prepared(schema: pa.Schema, lschema: pa.Schema, kw: dict, *parts: pd.DataFrame) -> Any:
+    """The broadcast right side, its key index built (again once per worker it reaches:
+    a JoinBuild pickles as its table)."""
+    return fb.JoinBuild(_whole(schema, *parts), lschema, **kw)
+
+
+def _probed(left: pd.DataFrame, build: Any, lschema: pa.Schema) -> pa.Table:
+    return build.probe(_table(left, lschema))
 
 
 def _join_arrived(
@@ -291,12 +302,10 @@ def join(
         broadcast = True
     kw = {"left_on": lo, "right_on": ro, "how": how, "suffix": suffix, "nulls_equal": nulls_equal}
     if how == "cross":
-        kw = {"how": how, "suffix": suffix}
+        kw = {"how": how, "suffix": suffix, "nulls_equal": nulls_equal}
     if broadcast:
-        whole = dask.delayed(_whole, pure=True)(rschema, *right.to_delayed())
-        parts = [
-            dask.delayed(_join_pair, pure=True)(p, whole, lschema, kw) for p in left.to_delayed()
-        ]
+        build = dask.delayed(_prepared, pure=True)(rschema, lschema, kw, *right.to_delayed())
+        parts = [dask.delayed(_probed, pure=True)(p, build, lschema) for p in left.to_delayed()]
         return _out(parts, out_schema)
     n = npartitions or max(left.npartitions, right.npartitions)
     lpieces = _shuffle(left, _rows_of(lschema), _hash_route(lo, n), n)

@@ -190,6 +190,11 @@ impl JoinBuild {
     }
 
     /// The build side as prepared (its columns the join reads).
+    pub fn probe_schema(&self) -> &SchemaRef {
+        &self.probe_empty.schema
+    }
+
+    /// The prepared side's rows.
     pub fn build_table(&self) -> &Table {
         &self.build
     }

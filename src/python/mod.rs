@@ -545,6 +545,60 @@ fn join_layout(
     Ok((schema, origins))
 }
 
+/// A join's right side prepared once (its key index built) for probes by left tables of
+/// `probe_schema`: inner / left / semi / anti / cross joins, whose output per probe is the
+/// whole-table join of that probe.
+#[pyclass(module = "ferrobatch._core", frozen)]
+struct JoinBuild(crate::join::stream::JoinBuild);
+
+#[pymethods]
+impl JoinBuild {
+    #[new]
+    #[pyo3(signature = (probe_schema, build, left_on, right_on, how, suffix, nulls_equal))]
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        py: Python<'_>,
+        probe_schema: pyo3_arrow::PySchema,
+        build: AnyRecordBatch,
+        left_on: StrOrList,
+        right_on: StrOrList,
+        how: &str,
+        suffix: String,
+        nulls_equal: bool,
+    ) -> PyResult<Self> {
+        let opts = join_options(left_on, right_on, how, suffix, nulls_equal, None, None)?;
+        if matches!(opts.how, JoinType::Right | JoinType::Outer) {
+            return Err(PyValueError::new_err(format!(
+                "a prepared right side serves inner, left, semi, anti and cross joins; a \
+                 {how:?} join needs every left row before the unmatched right ones: use join()"
+            )));
+        }
+        let table = table_in(build)?;
+        let schema = probe_schema.into_inner();
+        let jb = run(py, || {
+            crate::join::stream::JoinBuild::new(schema, table, opts)
+        })?;
+        Ok(JoinBuild(jb))
+    }
+
+    /// The join of `data` (left rows of the probe schema) with the prepared right side.
+    fn probe<'py>(&self, py: Python<'py>, data: AnyRecordBatch) -> PyResult<Bound<'py, PyAny>> {
+        let table = table_in(data)?;
+        if let Some(why) = crate::table::schema_mismatch(&table.schema, self.0.probe_schema()) {
+            return Err(PyTypeError::new_err(format!(
+                "the probe does not have the left schema this side was prepared for: {why}"
+            )));
+        }
+        let out = run(py, || self.0.probe(&table))?;
+        table_out(py, out)
+    }
+
+    /// The prepared right side's rows.
+    fn build_table<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        table_out(py, self.0.build_table().clone())
+    }
+}
+
 /// The rows `indices` (a `uint32` array) of `data`: a gather for every Arrow type, view
 /// types included (pyarrow's `take` lacks them).
 #[pyfunction]
@@ -679,6 +733,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(join, m)?)?;
     m.add_function(wrap_pyfunction!(group_by, m)?)?;
     m.add_class::<GroupByState>()?;
+    m.add_class::<JoinBuild>()?;
     m.add("ExpectationError", m.py().get_type::<ExpectationError>())?;
     m.add_function(wrap_pyfunction!(join_indices, m)?)?;
     m.add_function(wrap_pyfunction!(join_layout, m)?)?;
