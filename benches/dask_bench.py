@@ -8,9 +8,9 @@ persisted, so both engines start from the same partitions on the same workers. E
 question is then timed as the time to materialize its result on the cluster (``persist``
 and wait: the data stays distributed, as in a job that writes its result; each run reads
 the persisted input through a fresh no-op task, so no run reuses an earlier one's
-results), after one untimed warm-up run, for
-``ferrobatch.dask`` and for Dask's ``groupby().agg`` / ``merge`` with the P2P shuffle,
-alternating engines; answers are cross-checked (row counts and column sums). The same
+results), after one untimed warm-up run, for ``ferrobatch.dask`` and for Dask's
+``groupby().agg`` / ``merge`` with the P2P shuffle (``--shuffle tasks``: the other, for
+both), alternating engines; answers are cross-checked (row counts and column sums). The same
 question is also timed with the single-machine kernel in this process with as many threads
 as the cluster has (the overhead of going through Dask). Medians over ``--reps``.
 """
@@ -104,6 +104,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=1, help="threads per worker")
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--questions", default=",".join([*GROUPBY, *JOINS]))
+    ap.add_argument("--shuffle", default="p2p", choices=["p2p", "tasks"],
+                    help="Dask's shuffle method, for both engines")  # fmt: skip
     args = ap.parse_args(argv)
     n = int(args.rows)
     wanted = args.questions.split(",")
@@ -114,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
         LocalCluster(n_workers=args.workers, threads_per_worker=args.threads, processes=True,
                      dashboard_address=None) as cluster,
         Client(cluster) as client,
-        dask.config.set({"dataframe.shuffle.method": "p2p"}),
+        dask.config.set({"dataframe.shuffle.method": args.shuffle}),
     ):  # fmt: skip
         fbd.setup(client)
 
@@ -128,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
             table = pq.read_table(path)
             x = load(path)
             print(f"G1 {n:,} rows, {x.npartitions} partitions, {args.workers} workers x "
-                  f"{args.threads} thread(s)", flush=True)  # fmt: skip
+                  f"{args.threads} thread(s), {args.shuffle} shuffle", flush=True)  # fmt: skip
             for qid in [q for q in GROUPBY if q in wanted]:
                 keys, aggs, dspec, split = GROUPBY[qid]
                 split = x.npartitions if split == -1 else split
