@@ -475,3 +475,19 @@ def test_setup_gives_each_worker_its_share_of_threads():
         assert list(c.run(fb.get_num_threads).values()) == [1, 1]
     with pytest.raises(TypeError):
         fbd.setup("tcp://127.0.0.1:8786")
+
+
+def test_a_parquet_file_is_split_by_row_groups(client, tmp_path):
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    t = pa.table({"k": [i % 7 for i in range(1000)], "v": [i * 0.5 for i in range(1000)]})
+    pq.write_table(t, tmp_path / "one.parquet", row_group_size=100)
+    p = fb.scan(str(tmp_path / "one.parquet")).filter(pc.field("k") != 3).select(["v", "k"])
+    ddf = p.to_dask(partition_rows=250)  # runs of 3 row groups: 300, 300, 300, 100 rows
+    assert ddf.npartitions == 4
+    assert_same_bits(_got(ddf, p.schema), p.collect())
+    assert p.to_dask(partition_rows=10_000).npartitions == 1
+    g = p.group_by("k", {"s": ("v", "sum"), "n": (None, "size")}, sort=True)
+    assert_same_bits(g.collect(engine="dask"), fb.group_by(p.collect(), "k", {
+        "s": ("v", "sum"), "n": (None, "size")}, sort=True))  # fmt: skip

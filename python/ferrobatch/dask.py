@@ -515,7 +515,14 @@ def _run_chain(source: Any, chain: list[Any], scan_args: tuple, schema: pa.Schem
     from ferrobatch import pipeline as pl
 
     batch_size, columns, dataset_schema = scan_args
-    if isinstance(source, ds.Fragment):
+    if isinstance(source, tuple):  # (Parquet file, row group ids)
+        import pyarrow.parquet as pq
+
+        path, ids = source
+        source = pq.ParquetFile(path).read_row_groups(ids, columns=columns)
+        want = pa.schema([dataset_schema.field(c) for c in source.column_names])
+        source = source if source.schema == want else source.cast(want)
+    elif isinstance(source, ds.Fragment):
         source = source.to_table(schema=dataset_schema)
     node = _rebuilt(chain, pl._Scan(source, batch_size, columns))
     table = pl.Pipeline(node).collect()
@@ -536,6 +543,8 @@ def _scan_sources(scan: Any, partition_rows: int) -> list[Any]:
             "a pipeline over a RecordBatchReader (one pass) cannot run on Dask: scan files, "
             "a dataset or a table"
         )
+    if scan.fmt == "parquet":
+        return [src for f in scan.files for src in _row_group_ranges(f, partition_rows)]
     if scan.files is not None:
         return list(scan.files)
     if isinstance(data, ds.InMemoryDataset):
@@ -543,6 +552,24 @@ def _scan_sources(scan: Any, partition_rows: int) -> list[Any]:
         starts = range(0, max(table.num_rows, 1), partition_rows)
         return [table.slice(i, partition_rows) for i in starts]
     return list(data.get_fragments()) or [data.schema.empty_table()]
+
+
+def _row_group_ranges(path: str, partition_rows: int) -> list[Any]:
+    """A Parquet file as runs of consecutive row groups of about ``partition_rows`` rows:
+    the path itself when it is one run (read by the executor's reader), else one
+    ``(path, row group ids)`` per run."""
+    import pyarrow.parquet as pq
+
+    meta = pq.ParquetFile(path).metadata
+    runs: list[list[int]] = [[]]
+    rows = 0
+    for i in range(meta.num_row_groups):
+        if rows >= partition_rows:
+            runs.append([])
+            rows = 0
+        runs[-1].append(i)
+        rows += meta.row_group(i).num_rows
+    return [path] if len(runs) == 1 else [(path, ids) for ids in runs]
 
 
 def _expect_stats(part: pd.DataFrame, schema: pa.Schema, not_null: list[str]) -> tuple:
@@ -598,7 +625,8 @@ def _expect(ddf: dd.DataFrame, node: Any) -> dd.DataFrame:
 
 def pipeline_to_dask(p: Any, partition_rows: int = 1 << 20) -> dd.DataFrame:
     """A :class:`ferrobatch.Pipeline` as a Dask DataFrame: its scan split into one task per
-    file (per fragment of other datasets, per ``partition_rows`` rows of a table), its
+    file (per run of row groups of about ``partition_rows`` rows of a Parquet file, per
+    fragment of other datasets, per ``partition_rows`` rows of a table), its
     streaming stages (filter, select, with_columns, map_batches) run per partition by the
     local executor, and its kernels by this module's."""
     return _dask_of(p._node, partition_rows)

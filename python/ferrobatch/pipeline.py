@@ -1274,8 +1274,9 @@ class Pipeline:
 
     def to_dask(self, *, partition_rows: int = 1 << 20) -> Any:
         """The pipeline as a lazy Dask DataFrame (needs ``ferrobatch[dask]``): one task per
-        input file (per dataset fragment; per ``partition_rows`` rows of an in-memory
-        table) runs the streaming stages with the local executor, and the kernels run as
+        input file (per run of row groups of about ``partition_rows`` rows of a Parquet
+        file; per dataset fragment; per ``partition_rows`` rows of an in-memory table) runs
+        the streaming stages with the local executor, and the kernels run as
         :mod:`ferrobatch.dask`'s. View columns come as their large layouts."""
         import ferrobatch.dask
 
