@@ -106,13 +106,14 @@ def _meta(schema: pa.Schema) -> pd.DataFrame:
 
 def _cut(
     part: pd.DataFrame,
+    side: int,
     tables: Any,
     route: Any,
     n: int,
     partition_info: dict | None = None,
 ) -> pd.DataFrame:
     """One row per non-empty piece of the tables ``tables(part)`` gives: destination,
-    source partition, sequence number within it, the piece as IPC bytes."""
+    input side, source partition, sequence number within it, the piece as IPC bytes."""
     to, seq, blobs = [], [], []
     for table in tables(part):
         dest = np.asarray(route(table))
@@ -130,30 +131,39 @@ def _cut(
     number = partition_info["number"] if partition_info else 0
     return pd.DataFrame({
         _PART: np.array(to, np.int64),
+        "side": np.full(len(to), side, np.int64),
         "source": np.full(len(to), number, np.int64),
         "seq": np.array(seq, np.int64),
         "piece": pd.Series(blobs, dtype=object),
     })  # fmt: skip
 
 
-def _shuffle(ddf: dd.DataFrame, tables: Any, route: Any, n: int) -> list[Any]:
-    """The rows of the tables ``tables(partition)`` gives, moved to partition
-    ``route(table)[row]`` of ``n``: per destination a delayed list of tables, in input
-    order (by source partition, then as ``tables`` listed them)."""
+def _shuffle(inputs: list[tuple[dd.DataFrame, Any, Any]], n: int) -> list[Any]:
+    """The rows of each input ``(ddf, tables, route)`` — the tables ``tables(partition)``
+    gives — moved to partition ``route(table)[row]`` of ``n``, all inputs in one shuffle
+    (so the pieces of a join's two sides meet where they arrive): per destination a
+    delayed list, per input, of its tables in input order (by source partition, then as
+    ``tables`` listed them)."""
     from dask.dataframe.dask_expr._collection import new_collection
     from dask.dataframe.dask_expr._shuffle import Shuffle
 
-    meta = _cut(ddf._meta, lambda _: [], route, n)
-    cut = ddf.map_partitions(
-        _cut, tables, route, n, partition_info=True, meta=meta, enforce_metadata=False
-    )
+    cuts = []
+    for side, (ddf, tables, route) in enumerate(inputs):
+        meta = _cut(ddf._meta, side, lambda _: [], route, n)
+        cuts.append(ddf.map_partitions(_cut, side, tables, route, n, partition_info=True,
+                                       meta=meta, enforce_metadata=False))  # fmt: skip
+    cut = cuts[0] if len(cuts) == 1 else dd.concat(cuts)
     moved = new_collection(Shuffle(cut.expr, _PART, n, True, None, None))
-    return [dask.delayed(_arrived, pure=True)(p) for p in moved.to_delayed()]
+    k = len(inputs)
+    return [dask.delayed(_arrived, pure=True)(p, k) for p in moved.to_delayed()]
 
 
-def _arrived(pieces: pd.DataFrame) -> list[pa.Table]:
-    pieces = pieces.sort_values(["source", "seq"], kind="stable")
-    return [pa.ipc.open_stream(b).read_all() for b in pieces["piece"]]
+def _arrived(pieces: pd.DataFrame, k: int) -> list[list[pa.Table]]:
+    pieces = pieces.sort_values(["side", "source", "seq"], kind="stable")
+    out: list[list[pa.Table]] = [[] for _ in range(k)]
+    for side, blob in zip(pieces["side"], pieces["piece"], strict=True):
+        out[side].append(pa.ipc.open_stream(blob).read_all())
+    return out
 
 
 def _rows_of(schema: pa.Schema) -> Any:
@@ -192,6 +202,10 @@ def _folded(schema: pa.Schema, args: tuple, *partials: list[pa.Table]) -> pa.Tab
     return state.finish()
 
 
+def _folded_arrived(schema: pa.Schema, args: tuple, sides: list[list[pa.Table]]) -> pa.Table:
+    return _folded(schema, args, sides[0])
+
+
 def group_by(
     ddf: dd.DataFrame,
     keys: str | Sequence[str],
@@ -222,13 +236,10 @@ def group_by(
         return _out([dask.delayed(_folded, pure=True)(schema, args, *partials)], out_schema)
     # Partial states shuffled by key hash; key order, when asked for, from a range sort after.
     args = (key_list, fb._agg_tuples(aggs), dropna, False)
-    arrived = _shuffle(
-        ddf,
-        functools.partial(_partials, schema=schema, args=args),
-        _hash_route(key_list, split_out),
-        split_out,
-    )
-    out = _out([dask.delayed(_folded, pure=True)(schema, args, a) for a in arrived], out_schema)
+    partials = functools.partial(_partials, schema=schema, args=args)
+    arrived = _shuffle([(ddf, partials, _hash_route(key_list, split_out))], split_out)
+    folded = [dask.delayed(_folded_arrived, pure=True)(schema, args, a) for a in arrived]
+    out = _out(folded, out_schema)
     if sort and key_list:
         return _sort(out, out_schema, key_list, [False] * len(key_list),
                      [True] * len(key_list), split_out)  # fmt: skip
@@ -255,9 +266,8 @@ def _probed(left: pd.DataFrame, build: Any, lschema: pa.Schema) -> pa.Table:
     return build.probe(_table(left, lschema))
 
 
-def _join_arrived(
-    left: list[pa.Table], right: list[pa.Table], schemas: tuple, kw: dict
-) -> pa.Table:
+def _join_arrived(sides: list[list[pa.Table]], schemas: tuple, kw: dict) -> pa.Table:
+    left, right = sides
     return fb.join(_concat(left, schemas[0]), _concat(right, schemas[1]), **kw)
 
 
@@ -308,12 +318,11 @@ def join(
         parts = [dask.delayed(_probed, pure=True)(p, build, lschema) for p in left.to_delayed()]
         return _out(parts, out_schema)
     n = npartitions or max(left.npartitions, right.npartitions)
-    lpieces = _shuffle(left, _rows_of(lschema), _hash_route(lo, n), n)
-    rpieces = _shuffle(right, _rows_of(rschema), _hash_route(ro, n), n)
-    parts = [
-        dask.delayed(_join_arrived, pure=True)(a, b, (lschema, rschema), kw)
-        for a, b in zip(lpieces, rpieces, strict=True)
-    ]
+    arrived = _shuffle(
+        [(left, _rows_of(lschema), _hash_route(lo, n)),
+         (right, _rows_of(rschema), _hash_route(ro, n))], n
+    )  # fmt: skip
+    parts = [dask.delayed(_join_arrived, pure=True)(a, (lschema, rschema), kw) for a in arrived]
     return _out(parts, out_schema)
 
 
@@ -330,9 +339,9 @@ def _dedup_local(
 
 
 def _dedup_arrived(
-    tables: list[pa.Table], schema: pa.Schema, subset: list[str], keep: str
+    sides: list[list[pa.Table]], schema: pa.Schema, subset: list[str], keep: str
 ) -> pa.Table:
-    return fb.dedup(_concat(tables, schema), subset, keep=keep)
+    return fb.dedup(_concat(sides[0], schema), subset, keep=keep)
 
 
 def dedup(
@@ -357,7 +366,7 @@ def dedup(
     if keep != "none":
         # A key's first (last) row overall is its first (last) row in its partition.
         ddf = ddf.map_partitions(_dedup_local, schema, keys, keep, meta=_meta(schema))
-    arrived = _shuffle(ddf, _rows_of(schema), _hash_route(keys, n), n)
+    arrived = _shuffle([(ddf, _rows_of(schema), _hash_route(keys, n))], n)
     return _out(
         [dask.delayed(_dedup_arrived, pure=True)(a, schema, keys, keep) for a in arrived], schema
     )
@@ -377,9 +386,10 @@ def _sample(part: pd.DataFrame, schema: pa.Schema, by: list[str], k: int) -> pa.
 
 
 def _sort_arrived(
-    tables: list[pa.Table], schema: pa.Schema, by: list[str], desc: list[bool], nl: list[bool]
-) -> pa.Table:
-    return fb.sort(_concat(tables, schema), by, descending=desc, nulls_last=nl)
+    sides: list[list[pa.Table]], schema: pa.Schema, by: list[str], desc: list[bool],
+    nl: list[bool],
+) -> pa.Table:  # fmt: skip
+    return fb.sort(_concat(sides[0], schema), by, descending=desc, nulls_last=nl)
 
 
 def _flags(flag: Any, n: int, name: str) -> list[bool]:
@@ -409,7 +419,7 @@ def _sort(
     def route(table: pa.Table) -> np.ndarray:
         return _core.range_partitions(table, bounds, by, desc, nl).to_numpy()
 
-    arrived = _shuffle(ddf, _rows_of(schema), route, n)
+    arrived = _shuffle([(ddf, _rows_of(schema), route)], n)
     return _out(
         [dask.delayed(_sort_arrived, pure=True)(a, schema, by, desc, nl) for a in arrived], schema
     )
