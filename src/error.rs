@@ -19,6 +19,10 @@ pub enum Error {
     /// A buffer could not be allocated ([`crate::mem`]). Maps to `MemoryError`.
     #[error("out of memory: {0}")]
     OutOfMemory(String),
+    /// The memory budget ([`crate::budget`]) refused a reservation: the operation cannot
+    /// finish within it. Maps to `ferrobatch.MemoryLimitError` (a `MemoryError`).
+    #[error("{0}")]
+    MemoryLimit(String),
     /// A pipeline's `expect` checks failed. Maps to `ferrobatch.ExpectationError` (a
     /// `ValueError`).
     #[error("{0}")]

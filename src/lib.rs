@@ -4,6 +4,7 @@
 //! the `python` feature adds the bindings in [`python`], which only convert arguments,
 //! release the GIL and map [`error::Error`] to Python exceptions.
 
+pub mod budget;
 pub mod cancel;
 pub mod dedup;
 pub mod error;

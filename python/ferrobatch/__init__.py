@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import numbers
 import operator
-from collections.abc import Iterator, Sequence
+import os
+import re
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, Literal
 
 import pyarrow as pa
@@ -25,13 +27,17 @@ __all__ = [
     "ExpectationError",
     "FallbackWarning",
     "GroupByState",
+    "JoinBuild",
+    "MemoryLimitError",
     "Pipeline",
     "Report",
     "dedup",
+    "get_memory_limit",
     "get_num_threads",
     "group_by",
     "join",
     "scan",
+    "set_memory_limit",
     "set_num_threads",
     "sort",
 ]
@@ -522,6 +528,79 @@ _MAX_THREADS = 4096
 def get_num_threads() -> int:
     """The number of threads ferrobatch kernels use."""
     return _core.get_num_threads()
+
+
+MemoryLimitError = _core.MemoryLimitError
+"""The work cannot finish within the memory limit (a ``MemoryError``); the message names
+the operator and the largest reservations."""
+
+_UNITS = {"": 1, "B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12,
+          "KIB": 2**10, "MIB": 2**20, "GIB": 2**30, "TIB": 2**40}  # fmt: skip
+
+
+def _machine_memory() -> int:
+    """Physical memory, or the cgroup's memory limit when it is lower."""
+    total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    for path in ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"):
+        try:
+            with open(path) as f:
+                text = f.read().strip()
+        except OSError:
+            continue
+        if text.isdigit():
+            total = min(total, int(text))
+    return total
+
+
+def _size(value: Any, name: str, whole: Callable[[], int]) -> int:
+    """A size in bytes from an int, ``"4GiB"`` / ``"4GB"`` / ``"512 MiB"`` / ``"1000"``, or
+    ``"50%"`` of ``whole()``."""
+    if isinstance(value, bool) or not isinstance(value, int | str):
+        raise TypeError(f"{name} must be an int number of bytes or a str like '4GiB' or "
+                        f"'50%', got {type(value).__name__}")  # fmt: skip
+    if isinstance(value, int):
+        if value < 0:
+            raise ValueError(f"{name} must be >= 0 bytes, got {value}")
+        return value
+    m = re.fullmatch(r"\s*(\d+(?:\.\d*)?)\s*([A-Za-z%]*)\s*", value)
+    unit = m.group(2).upper() if m else None
+    if m is None or (unit not in _UNITS and unit != "%"):
+        raise ValueError(f"{name}: cannot read {value!r} as a size (bytes, '4GiB', '4GB', '50%')")
+    number = float(m.group(1))
+    if unit == "%":
+        if not 0 < number <= 100:
+            raise ValueError(f"{name}: a percentage must be in (0, 100], got {value!r}")
+        return int(whole() * number / 100)
+    return int(number * _UNITS[unit])
+
+
+def set_memory_limit(limit: int | str | None) -> None:
+    """Limit the memory ferrobatch's operators hold (process-wide): ``None`` (unlimited,
+    the default), bytes, ``"4GiB"`` / ``"4GB"``, or ``"50%"`` of the machine's memory (its
+    cgroup limit when lower). Also ``FERROBATCH_MEMORY_LIMIT``. Whole-table kernels
+    (``sort(table)`` ...) reserve their working memory and output first and raise
+    :class:`MemoryLimitError` rather than pass the limit."""
+    if limit is None:
+        _core.set_memory_limit(None)
+        return
+    _core.set_memory_limit(_size(limit, "memory limit", _machine_memory))
+
+
+def get_memory_limit() -> int | None:
+    """The memory limit in bytes, ``None`` when unlimited."""
+    return _core.get_memory_limit()
+
+
+def _limit_from_environment() -> None:
+    value = os.environ.get("FERROBATCH_MEMORY_LIMIT", "").strip()
+    if value and value.lower() not in ("none", "unlimited"):
+        try:
+            set_memory_limit(int(value) if value.isdigit() else value)
+        except (TypeError, ValueError) as e:
+            raise ValueError(f"FERROBATCH_MEMORY_LIMIT={value!r}: {e}") from None
+
+
+_limit_from_environment()
 
 
 from ferrobatch.pipeline import (  # noqa: E402  (uses the kernels above)

@@ -12,6 +12,7 @@ use std::sync::Mutex;
 use pyo3::prelude::*;
 use pyo3_arrow::input::AnyRecordBatch;
 
+use crate::budget;
 use crate::dedup::Keep;
 use crate::error::Error;
 use crate::group_by::{AggFn, AggSpec, GroupByOptions, Param};
@@ -27,6 +28,13 @@ pyo3::create_exception!(
     "A pipeline's ``expect`` check failed; nothing was written."
 );
 
+pyo3::create_exception!(
+    ferrobatch,
+    MemoryLimitError,
+    pyo3::exceptions::PyMemoryError,
+    "The work cannot finish within the memory limit (``set_memory_limit``)."
+);
+
 /// The mapping of core errors to Python exceptions.
 fn to_py(e: Error) -> PyErr {
     match e {
@@ -37,6 +45,7 @@ fn to_py(e: Error) -> PyErr {
         Error::OutOfMemory(m) => PyMemoryError::new_err(format!("ferrobatch: out of memory: {m}")),
         Error::Interrupted => PyKeyboardInterrupt::new_err("ferrobatch: interrupted"),
         Error::Expectation(m) => ExpectationError::new_err(m),
+        Error::MemoryLimit(m) => MemoryLimitError::new_err(m),
     }
 }
 
@@ -105,6 +114,13 @@ fn sort_keys(
         .collect())
 }
 
+/// What a whole-table kernel over `tables` with `keys` key columns reserves first.
+fn whole_table_need(tables: &[&crate::Table], keys: usize) -> u64 {
+    let bytes = tables.iter().map(|t| budget::table_bytes(t)).sum();
+    let rows = tables.iter().map(|t| t.num_rows() as u64).sum();
+    budget::kernel_estimate(bytes, rows, keys)
+}
+
 fn check_limit(limit: Option<i64>) -> PyResult<Option<usize>> {
     match limit {
         Some(k) if k < 0 => Err(PyValueError::new_err(format!(
@@ -164,7 +180,10 @@ fn sort<'py>(
     let keys = sort_keys(by, descending, nulls_last)?;
     let limit = check_limit(limit)?;
     let table = table_in(data)?;
-    let out = run(py, || crate::sort::sort(&table, &keys, limit))?;
+    let need = whole_table_need(&[&table], keys.len());
+    let out = run(py, || {
+        budget::within("sort", need, || crate::sort::sort(&table, &keys, limit))
+    })?;
     table_out(py, out)
 }
 
@@ -181,7 +200,12 @@ fn sort_indices<'py>(
     let keys = sort_keys(by, descending, nulls_last)?;
     let limit = check_limit(limit)?;
     let table = table_in(data)?;
-    let idx = run(py, || crate::sort::sort_indices(&table, &keys, limit))?;
+    let need = whole_table_need(&[&table], keys.len());
+    let idx = run(py, || {
+        budget::within("sort", need, || {
+            crate::sort::sort_indices(&table, &keys, limit)
+        })
+    })?;
     convert::indices_out(py, idx)
 }
 
@@ -200,7 +224,17 @@ fn dedup<'py>(
     let keep = parse_keep(keep)?;
     let subset = subset.map(StrOrList::into_vec);
     let table = table_in(data)?;
-    let out = run(py, || crate::dedup::dedup(&table, subset.as_deref(), keep))?;
+    let need = whole_table_need(
+        &[&table],
+        subset
+            .as_ref()
+            .map_or(table.schema.fields().len(), Vec::len),
+    );
+    let out = run(py, || {
+        budget::within("dedup", need, || {
+            crate::dedup::dedup(&table, subset.as_deref(), keep)
+        })
+    })?;
     table_out(py, out)
 }
 
@@ -215,8 +249,16 @@ fn dedup_indices<'py>(
     let keep = parse_keep(keep)?;
     let subset = subset.map(StrOrList::into_vec);
     let table = table_in(data)?;
+    let need = whole_table_need(
+        &[&table],
+        subset
+            .as_ref()
+            .map_or(table.schema.fields().len(), Vec::len),
+    );
     let idx = run(py, || {
-        crate::dedup::dedup_indices(&table, subset.as_deref(), keep)
+        budget::within("dedup", need, || {
+            crate::dedup::dedup_indices(&table, subset.as_deref(), keep)
+        })
     })?;
     convert::indices_out(py, idx)
 }
@@ -291,7 +333,12 @@ fn group_by<'py>(
 ) -> PyResult<Bound<'py, PyAny>> {
     let opts = group_by_options(keys, aggs, dropna, sort)?;
     let table = table_in(data)?;
-    let out = run(py, || crate::group_by::group_by(&table, &opts))?;
+    let need = whole_table_need(&[&table], opts.keys.len());
+    let out = run(py, || {
+        budget::within("group_by", need, || {
+            crate::group_by::group_by(&table, &opts)
+        })
+    })?;
     table_out(py, out)
 }
 
@@ -510,7 +557,10 @@ fn join<'py>(
         max_output_rows,
     )?;
     let (left, right) = (table_in(left)?, table_in(right)?);
-    let out = run(py, || crate::join::join(&left, &right, &opts))?;
+    let need = whole_table_need(&[&left, &right], opts.left_on.len());
+    let out = run(py, || {
+        budget::within("join", need, || crate::join::join(&left, &right, &opts))
+    })?;
     table_out(py, out)
 }
 
@@ -644,7 +694,12 @@ fn join_indices<'py>(
         max_output_rows,
     )?;
     let (left, right) = (table_in(left)?, table_in(right)?);
-    let idx = run(py, || crate::join::join_indices(&left, &right, &opts))?;
+    let need = whole_table_need(&[&left, &right], opts.left_on.len());
+    let idx = run(py, || {
+        budget::within("join", need, || {
+            crate::join::join_indices(&left, &right, &opts)
+        })
+    })?;
     Ok((
         convert::indices_out(py, idx.left)?,
         convert::indices_out(py, idx.right)?,
@@ -692,6 +747,24 @@ fn range_partitions<'py>(
     convert::indices_out(py, ids)
 }
 
+/// Set the memory budget in bytes (`None`: unlimited).
+#[pyfunction]
+#[pyo3(signature = (limit))]
+fn set_memory_limit(limit: Option<u64>) {
+    budget::set_limit(limit);
+}
+
+#[pyfunction]
+fn get_memory_limit() -> Option<u64> {
+    budget::limit()
+}
+
+/// Bytes reserved from the budget now (zero between runs).
+#[pyfunction]
+fn memory_reserved() -> u64 {
+    budget::reserved()
+}
+
 #[pyfunction]
 fn set_num_threads(n: i64) -> PyResult<()> {
     if n < 1 {
@@ -735,6 +808,10 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<GroupByState>()?;
     m.add_class::<JoinBuild>()?;
     m.add("ExpectationError", m.py().get_type::<ExpectationError>())?;
+    m.add("MemoryLimitError", m.py().get_type::<MemoryLimitError>())?;
+    m.add_function(wrap_pyfunction!(set_memory_limit, m)?)?;
+    m.add_function(wrap_pyfunction!(get_memory_limit, m)?)?;
+    m.add_function(wrap_pyfunction!(memory_reserved, m)?)?;
     m.add_function(wrap_pyfunction!(join_indices, m)?)?;
     m.add_function(wrap_pyfunction!(join_layout, m)?)?;
     m.add_function(wrap_pyfunction!(group_by_schema, m)?)?;
