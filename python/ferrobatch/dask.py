@@ -9,8 +9,9 @@ ferrobatch's key hash, or by range for ``sort``), each piece travels as one row 
 destination, source partition and the piece as an Arrow IPC stream) through Dask's own
 shuffle — ``dataframe.shuffle.method``, ``p2p`` on a distributed client, or ``tasks`` —
 and a destination concatenates its pieces in source order. So every Arrow type arrives
-exactly as it left (Dask's shuffle turns Arrow-backed columns into numpy / object ones
-and cannot read nested types back) and each destination holds its rows in input order.
+exactly as it left (Dask's P2P types what it hands back by pandas' conversion: Arrow
+strings came back as object columns, and it failed on a ``list<double>`` column) and each
+destination holds its rows in input order.
 The key hash hashes a key's *value* by the key rules (integers of any width, strings of
 any layout, dictionaries, NaN, -0.0), so the two sides of a join land together whatever
 their key types.
