@@ -101,8 +101,7 @@ def _meta(schema: pa.Schema) -> pd.DataFrame:
 # travels as one row of a small frame — destination, source partition, the piece as an
 # Arrow IPC stream — through Dask's shuffle (p2p or tasks). A destination concatenates its
 # pieces by source partition, so it holds its rows in input order, every Arrow type exactly
-# as it was (Dask's own shuffle turns Arrow-backed columns into numpy or object ones and
-# cannot read nested types back).
+# as it was (see the module doc for what Dask's P2P does to Arrow columns).
 
 
 def _cut(
