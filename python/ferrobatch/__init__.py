@@ -253,6 +253,28 @@ def _join_keys(
     return lo, ro
 
 
+def _check_bool(flag: Any, name: str) -> bool:
+    if not isinstance(flag, bool):
+        raise TypeError(f"{name} must be a bool, got {type(flag).__name__}")
+    return flag
+
+
+def _join_args(
+    how: str,
+    on: str | Sequence[str] | None,
+    left_on: str | Sequence[str] | None,
+    right_on: str | Sequence[str] | None,
+    suffix: Any,
+    nulls_equal: Any,
+) -> tuple[list[str], list[str]]:
+    """The left and right key lists of a join, its suffix and nulls_equal checked."""
+    keys = _join_keys(how, on, left_on, right_on)
+    if not isinstance(suffix, str):
+        raise TypeError(f"suffix must be a str, got {type(suffix).__name__}")
+    _check_bool(nulls_equal, "nulls_equal")
+    return keys
+
+
 def _check_max_rows(max_output_rows: Any) -> int | None:
     return None if max_output_rows is None else _int_arg(max_output_rows, "max_output_rows")
 
@@ -282,11 +304,7 @@ def join(
     ``validate`` checks key uniqueness ("1:1", "1:m", "m:1") and ``max_output_rows`` refuses
     to materialize a larger result; both raise ``ValueError``.
     """
-    lo, ro = _join_keys(how, on, left_on, right_on)
-    if not isinstance(suffix, str):
-        raise TypeError(f"suffix must be a str, got {type(suffix).__name__}")
-    if not isinstance(nulls_equal, bool):
-        raise TypeError(f"nulls_equal must be a bool, got {type(nulls_equal).__name__}")
+    lo, ro = _join_args(how, on, left_on, right_on, suffix, nulls_equal)
     if validate is not None and not isinstance(validate, str):
         raise TypeError(f"validate must be a str or None, got {type(validate).__name__}")
     return _core.join(
@@ -327,11 +345,7 @@ class JoinBuild:
             raise TypeError(
                 f"left_schema must be a pyarrow.Schema, got {type(left_schema).__name__}"
             )
-        lo, ro = _join_keys(how, on, left_on, right_on)
-        if not isinstance(suffix, str):
-            raise TypeError(f"suffix must be a str, got {type(suffix).__name__}")
-        if not isinstance(nulls_equal, bool):
-            raise TypeError(f"nulls_equal must be a bool, got {type(nulls_equal).__name__}")
+        lo, ro = _join_args(how, on, left_on, right_on, suffix, nulls_equal)
         self.left_schema = left_schema
         self._args = (lo, ro, how, suffix, nulls_equal)
         right = _arrow_input(right, "right")
@@ -429,9 +443,8 @@ def group_by(
     quantile / corr and is the greatest value for min / max / top_k. Integer sums are exact
     and raise ``ValueError`` on overflow.
     """
-    for flag, name in ((dropna, "dropna"), (sort, "sort")):
-        if not isinstance(flag, bool):
-            raise TypeError(f"{name} must be a bool, got {type(flag).__name__}")
+    _check_bool(dropna, "dropna")
+    _check_bool(sort, "sort")
     return _core.group_by(
         _arrow_input(data), _key_list(keys, "keys"), _agg_tuples(aggs), dropna, sort
     )
@@ -461,9 +474,8 @@ class GroupByState:
     ) -> None:
         if not isinstance(schema, pa.Schema):
             raise TypeError(f"schema must be a pyarrow.Schema, got {type(schema).__name__}")
-        for flag, name in ((dropna, "dropna"), (sort, "sort")):
-            if not isinstance(flag, bool):
-                raise TypeError(f"{name} must be a bool, got {type(flag).__name__}")
+        _check_bool(dropna, "dropna")
+        _check_bool(sort, "sort")
         self.schema = schema
         self._args = (_key_list(keys, "keys"), _agg_tuples(aggs), dropna, sort)
         self._state = _core.GroupByState(schema, *self._args)

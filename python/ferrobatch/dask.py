@@ -76,12 +76,6 @@ def _check_parts(n: Any, arg: str) -> int | None:
     return n
 
 
-def _check_flag(flag: Any, name: str) -> bool:
-    if not isinstance(flag, bool):
-        raise TypeError(f"{name} must be a bool, got {type(flag).__name__}")
-    return flag
-
-
 def _table(part: pd.DataFrame, schema: pa.Schema) -> pa.Table:
     return pa.Table.from_pandas(part, schema=schema, preserve_index=False)
 
@@ -227,8 +221,8 @@ def group_by(
     schema = _check_frame(ddf, "ddf")
     split_out = _check_parts(split_out, "split_out")
     key_list = fb._key_list(keys, "keys")
-    _check_flag(dropna, "dropna")
-    _check_flag(sort, "sort")
+    fb._check_bool(dropna, "dropna")
+    fb._check_bool(sort, "sort")
     out_schema = _core.group_by_schema(schema, key_list, fb._agg_tuples(aggs), dropna, sort)
     if split_out is None or split_out == 1 or not key_list:  # keys=[]: one group
         args = (key_list, fb._agg_tuples(aggs), dropna, sort)
@@ -293,12 +287,9 @@ def join(
     side has one partition (None). Broadcast keeps the single-machine row order; after a
     shuffle each partition holds its rows in that order."""
     lschema, rschema = _check_frame(left, "left"), _check_frame(right, "right")
-    lo, ro = fb._join_keys(how, on, left_on, right_on)
-    if not isinstance(suffix, str):
-        raise TypeError(f"suffix must be a str, got {type(suffix).__name__}")
-    _check_flag(nulls_equal, "nulls_equal")
+    lo, ro = fb._join_args(how, on, left_on, right_on, suffix, nulls_equal)
     if broadcast is not None:
-        _check_flag(broadcast, "broadcast")
+        fb._check_bool(broadcast, "broadcast")
     npartitions = _check_parts(npartitions, "npartitions")
     out_schema, _ = _core.join_layout(lschema, rschema, lo, ro, how, suffix)
     if broadcast and how not in _BROADCASTABLE:

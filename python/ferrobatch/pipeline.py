@@ -894,9 +894,8 @@ class _GroupBy(_Node):
     def __init__(
         self, child: _Node, keys: Any, aggs: dict[str, Any], dropna: bool, sort: bool
     ) -> None:
-        for flag, name in ((dropna, "dropna"), (sort, "sort")):
-            if not isinstance(flag, bool):
-                raise TypeError(f"{name} must be a bool, got {type(flag).__name__}")
+        fb._check_bool(dropna, "dropna")
+        fb._check_bool(sort, "sort")
         self.args = (fb._key_list(keys, "keys"), aggs, dropna, sort)
         self.inputs = (child,)
         # Names, types and arguments checked and the output schema computed in Rust, from
@@ -1000,11 +999,9 @@ class _Join(_Node):
     def __init__(self, left: _Node, right: _Node, on: Any, kw: dict[str, Any]) -> None:
         self.inputs = (left, right)
         self.on, self.kw = on, kw
-        self.keys = fb._join_keys(kw["how"], on, kw["left_on"], kw["right_on"])
-        if not isinstance(kw["suffix"], str):
-            raise TypeError(f"suffix must be a str, got {type(kw['suffix']).__name__}")
-        if not isinstance(kw["nulls_equal"], bool):
-            raise TypeError(f"nulls_equal must be a bool, got {type(kw['nulls_equal']).__name__}")
+        self.keys = fb._join_args(
+            kw["how"], on, kw["left_on"], kw["right_on"], kw["suffix"], kw["nulls_equal"]
+        )
         # The output schema and where each output column comes from, computed in Rust from
         # the two schemas (with the checks `fb.join` makes).
         schema, origins = fb._core.join_layout(

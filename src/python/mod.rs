@@ -121,6 +121,12 @@ fn whole_table_need(tables: &[&crate::Table], keys: usize) -> u64 {
     budget::kernel_estimate(bytes, rows, keys)
 }
 
+/// What a whole-table dedup on `subset` (default: every column) reserves first.
+fn dedup_need(table: &crate::Table, subset: Option<&[String]>) -> u64 {
+    let keys = subset.map_or(table.schema.fields().len(), <[String]>::len);
+    whole_table_need(&[table], keys)
+}
+
 fn check_limit(limit: Option<i64>) -> PyResult<Option<usize>> {
     match limit {
         Some(k) if k < 0 => Err(PyValueError::new_err(format!(
@@ -224,12 +230,7 @@ fn dedup<'py>(
     let keep = parse_keep(keep)?;
     let subset = subset.map(StrOrList::into_vec);
     let table = table_in(data)?;
-    let need = whole_table_need(
-        &[&table],
-        subset
-            .as_ref()
-            .map_or(table.schema.fields().len(), Vec::len),
-    );
+    let need = dedup_need(&table, subset.as_deref());
     let out = run(py, || {
         budget::within("dedup", need, || {
             crate::dedup::dedup(&table, subset.as_deref(), keep)
@@ -249,12 +250,7 @@ fn dedup_indices<'py>(
     let keep = parse_keep(keep)?;
     let subset = subset.map(StrOrList::into_vec);
     let table = table_in(data)?;
-    let need = whole_table_need(
-        &[&table],
-        subset
-            .as_ref()
-            .map_or(table.schema.fields().len(), Vec::len),
-    );
+    let need = dedup_need(&table, subset.as_deref());
     let idx = run(py, || {
         budget::within("dedup", need, || {
             crate::dedup::dedup_indices(&table, subset.as_deref(), keep)
