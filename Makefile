@@ -4,8 +4,12 @@ PYTHON ?= python
 PANDAS_OLDEST ?= 3.0.0
 OLDEST_VENV := .venv-pandas-oldest
 PANDAS_TESTS := tests/test_pandas_dropins.py tests/test_pandas_groupby.py tests/test_pandas_merge.py
+# The suites run a second time with FERROBATCH_FORCE_SPILL=1: the kernels' and the pipeline's.
+SPILL_TESTS := tests/test_sort.py tests/test_dedup.py tests/test_join.py tests/test_group_by.py \
+	tests/test_group_by_stream.py tests/test_pipeline.py tests/test_executor_expressions.py \
+	tests/test_executor_readers.py tests/test_tpch.py tests/test_spill.py tests/test_hardening.py
 
-.PHONY: install build-dev lint test test-pandas-oldest bench
+.PHONY: install build-dev lint test test-force-spill test-pandas-oldest bench
 
 ## install: the package (release build) with its test dependencies
 install:
@@ -30,7 +34,12 @@ lint:
 test: lint install
 	cargo test
 	$(PYTHON) -m pytest tests benches --benchmark-disable
+	$(MAKE) test-force-spill
 	$(MAKE) test-pandas-oldest
+
+## test-force-spill: the kernel and pipeline suites again, every spillable operator spilling
+test-force-spill:
+	FERROBATCH_FORCE_SPILL=1 $(PYTHON) -m pytest -p no:cacheprovider $(SPILL_TESTS)
 
 ## test-pandas-oldest: the pandas drop-in tests against the oldest supported pandas
 test-pandas-oldest:

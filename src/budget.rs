@@ -13,8 +13,8 @@
 //! refuses instead of running past the budget.
 
 use std::collections::BTreeMap;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use crate::error::{Error, Result};
 use crate::mem::human;
@@ -54,21 +54,54 @@ pub fn reserved() -> u64 {
     POOL.reserved.load(Ordering::SeqCst)
 }
 
-/// A named claim on the pool, released when dropped.
+/// A limit of its own for the reservations of one run (`collect(memory_limit=...)`),
+/// judged together with the process-wide one.
+pub struct Scope {
+    limit: u64,
+    reserved: AtomicU64,
+}
+
+impl Scope {
+    pub fn new(limit: u64) -> Arc<Scope> {
+        Arc::new(Scope {
+            limit,
+            reserved: AtomicU64::new(0),
+        })
+    }
+}
+
+/// Add `bytes` to `counter` unless that passes `limit`; the value before, or the value
+/// that refused.
+fn add_within(counter: &AtomicU64, bytes: u64, limit: u64) -> std::result::Result<u64, u64> {
+    counter.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |r| {
+        r.checked_add(bytes).filter(|&t| t <= limit)
+    })
+}
+
+/// A named claim on the pool (and on its run's [`Scope`], if any), released when dropped.
 pub struct Reservation {
     id: u64,
     name: String,
     bytes: u64,
+    peak: u64,
+    scope: Option<Arc<Scope>>,
 }
 
 impl Reservation {
     /// An empty reservation for the operator `name`.
     pub fn new(name: &str) -> Self {
+        Reservation::in_scope(name, None)
+    }
+
+    /// An empty reservation for the operator `name` of a run limited by `scope`.
+    pub fn in_scope(name: &str, scope: Option<Arc<Scope>>) -> Self {
         let id = POOL.next_id.fetch_add(1, Ordering::Relaxed);
         Reservation {
             id,
             name: name.to_owned(),
             bytes: 0,
+            peak: 0,
+            scope,
         }
     }
 
@@ -77,22 +110,52 @@ impl Reservation {
         self.bytes
     }
 
-    /// Hold `bytes` more, or refuse (holding nothing more) when the pool would pass its
-    /// limit.
+    /// The most bytes held at once.
+    pub fn peak(&self) -> u64 {
+        self.peak
+    }
+
+    /// Whether `bytes` more could be held now (nothing is reserved).
+    pub fn fits(&self, bytes: u64) -> bool {
+        let fits = |r: u64, limit: u64| r.checked_add(bytes).is_some_and(|t| t <= limit);
+        fits(reserved(), POOL.limit.load(Ordering::SeqCst))
+            && self
+                .scope
+                .as_ref()
+                .is_none_or(|s| fits(s.reserved.load(Ordering::SeqCst), s.limit))
+    }
+
+    /// Bytes that can still be reserved before a limit refuses (`u64::MAX` when unlimited).
+    pub fn headroom(&self) -> u64 {
+        let pool = POOL.limit.load(Ordering::SeqCst).saturating_sub(reserved());
+        match &self.scope {
+            Some(s) => pool.min(s.limit.saturating_sub(s.reserved.load(Ordering::SeqCst))),
+            None => pool,
+        }
+    }
+
+    /// Hold `bytes` more, or refuse (holding nothing more) when the pool, or the run's
+    /// scope, would pass its limit.
     pub fn try_grow(&mut self, bytes: u64) -> Result<()> {
+        if let Some(s) = &self.scope
+            && let Err(now) = add_within(&s.reserved, bytes, s.limit)
+        {
+            return Err(self.refusal(bytes, s.limit, now, "the run's memory_limit"));
+        }
         let limit = POOL.limit.load(Ordering::SeqCst);
-        let grown = POOL
-            .reserved
-            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |r| {
-                r.checked_add(bytes).filter(|&t| t <= limit)
-            });
-        match grown {
+        match add_within(&POOL.reserved, bytes, limit) {
             Ok(_) => {
                 self.bytes += bytes;
+                self.peak = self.peak.max(self.bytes);
                 self.register();
                 Ok(())
             }
-            Err(now) => Err(self.refusal(bytes, limit, now)),
+            Err(now) => {
+                if let Some(s) = &self.scope {
+                    s.reserved.fetch_sub(bytes, Ordering::SeqCst);
+                }
+                Err(self.refusal(bytes, limit, now, "the memory limit"))
+            }
         }
     }
 
@@ -100,8 +163,16 @@ impl Reservation {
     pub fn shrink(&mut self, bytes: u64) {
         let bytes = bytes.min(self.bytes);
         POOL.reserved.fetch_sub(bytes, Ordering::SeqCst);
+        if let Some(s) = &self.scope {
+            s.reserved.fetch_sub(bytes, Ordering::SeqCst);
+        }
         self.bytes -= bytes;
         self.register();
+    }
+
+    /// Give back everything held.
+    pub fn free(&mut self) {
+        self.shrink(self.bytes);
     }
 
     fn register(&self) {
@@ -113,7 +184,7 @@ impl Reservation {
         }
     }
 
-    fn refusal(&self, bytes: u64, limit: u64, reserved: u64) -> Error {
+    fn refusal(&self, bytes: u64, limit: u64, reserved: u64, which: &str) -> Error {
         let holders = POOL.holders.lock().unwrap_or_else(|p| p.into_inner());
         let mut top: Vec<&(String, u64)> = holders.values().collect();
         top.sort_by_key(|h| std::cmp::Reverse(h.1));
@@ -128,7 +199,7 @@ impl Reservation {
             format!("largest reservations: {}", list.join(", "))
         };
         Error::MemoryLimit(format!(
-            "{} needs {} more but the memory limit is {} and {} is reserved ({held})",
+            "{} needs {} more but {which} is {} and {} is reserved ({held})",
             self.name,
             human(bytes as usize),
             human(limit as usize),
@@ -141,6 +212,21 @@ impl Drop for Reservation {
     fn drop(&mut self) {
         self.shrink(self.bytes);
     }
+}
+
+/// Bytes of `batch`'s rows: a slice counts its own rows' part of the buffers, not the
+/// buffers it shares with other slices.
+pub fn batch_bytes(batch: &arrow_array::RecordBatch) -> u64 {
+    use arrow_array::Array;
+    batch
+        .columns()
+        .iter()
+        .map(|c| {
+            c.to_data()
+                .get_slice_memory_size()
+                .unwrap_or(c.get_array_memory_size()) as u64
+        })
+        .sum()
 }
 
 /// Bytes of a table's buffers (shared buffers counted once per array that uses them).

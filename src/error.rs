@@ -23,6 +23,10 @@ pub enum Error {
     /// finish within it. Maps to `ferrobatch.MemoryLimitError` (a `MemoryError`).
     #[error("{0}")]
     MemoryLimit(String),
+    /// Spilling ran out of temp space: past `max_temp_directory_size`, or a full disk
+    /// ([`crate::spill`]). Maps to `OSError`.
+    #[error("{0}")]
+    TempSpace(String),
     /// A pipeline's `expect` checks failed. Maps to `ferrobatch.ExpectationError` (a
     /// `ValueError`).
     #[error("{0}")]

@@ -19,6 +19,7 @@ pub mod parallel;
 pub mod pool;
 pub mod radix;
 pub mod sort;
+pub mod spill;
 pub mod table;
 
 #[cfg(feature = "python")]

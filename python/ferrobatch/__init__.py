@@ -32,13 +32,17 @@ __all__ = [
     "Pipeline",
     "Report",
     "dedup",
+    "get_max_temp_directory_size",
     "get_memory_limit",
     "get_num_threads",
+    "get_temp_directory",
     "group_by",
     "join",
     "scan",
+    "set_max_temp_directory_size",
     "set_memory_limit",
     "set_num_threads",
+    "set_temp_directory",
     "sort",
 ]
 
@@ -603,16 +607,69 @@ def get_memory_limit() -> int | None:
     return _core.get_memory_limit()
 
 
-def _limit_from_environment() -> None:
+def set_temp_directory(path: str | os.PathLike | None) -> None:
+    """The folder spill files go to: ``None`` for the default, ``$FERROBATCH_TEMP_DIR`` or
+    else ``<system temp>/ferrobatch-<uid>`` (created when first needed). Spill files are
+    anonymous: nothing is ever left in it, even when the process is killed."""
+    if path is None:
+        env = os.environ.get("FERROBATCH_TEMP_DIR", "").strip()
+        _core.set_temp_directory(env or None)
+        return
+    if not isinstance(path, str | os.PathLike):
+        raise TypeError(f"temp directory must be a str or os.PathLike, got {type(path).__name__}")
+    path = os.fspath(path)
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise NotADirectoryError(f"temp directory {path!r} is not a directory")
+    _core.set_temp_directory(os.path.abspath(path))
+
+
+def get_temp_directory() -> str:
+    """The folder spill files go to."""
+    return os.fspath(_core.get_temp_directory())
+
+
+def set_max_temp_directory_size(size: int | str) -> None:
+    """Cap the bytes ferrobatch spills at once: bytes, ``"20GiB"`` / ``"20GB"``, or
+    ``"90%"`` (the default) of the temp directory's free disk, judged when a spill file is
+    opened. Spilling past it raises ``OSError`` naming this setting. Also
+    ``FERROBATCH_MAX_TEMP_DIRECTORY_SIZE``."""
+    if isinstance(size, str) and size.strip().endswith("%"):
+        fraction = _size(size, "max temp directory size", lambda: 10**6) / 10**6
+        _core.set_max_temp_directory_size(fraction=fraction)
+        return
+    _core.set_max_temp_directory_size(bytes=_size(size, "max temp directory size", lambda: 0))
+
+
+def get_max_temp_directory_size() -> int | str:
+    """The cap on spilled bytes: bytes, or a percentage of the free disk as ``"90%"``."""
+    size, fraction = _core.get_max_temp_directory_size()
+    return size if size is not None else f"{fraction * 100:g}%"
+
+
+def _settings_from_environment() -> None:
+    """``FERROBATCH_MEMORY_LIMIT``, ``FERROBATCH_TEMP_DIR``,
+    ``FERROBATCH_MAX_TEMP_DIRECTORY_SIZE`` and ``FERROBATCH_FORCE_SPILL``: a bad value fails
+    the import, naming the variable."""
     value = os.environ.get("FERROBATCH_MEMORY_LIMIT", "").strip()
     if value and value.lower() not in ("none", "unlimited"):
         try:
             set_memory_limit(int(value) if value.isdigit() else value)
         except (TypeError, ValueError) as e:
             raise ValueError(f"FERROBATCH_MEMORY_LIMIT={value!r}: {e}") from None
+    set_temp_directory(None)
+    value = os.environ.get("FERROBATCH_MAX_TEMP_DIRECTORY_SIZE", "").strip()
+    if value:
+        try:
+            set_max_temp_directory_size(int(value) if value.isdigit() else value)
+        except (TypeError, ValueError) as e:
+            raise ValueError(f"FERROBATCH_MAX_TEMP_DIRECTORY_SIZE={value!r}: {e}") from None
+    value = os.environ.get("FERROBATCH_FORCE_SPILL", "").strip().lower()
+    if value not in ("", "0", "1", "true", "false"):
+        raise ValueError(f"FERROBATCH_FORCE_SPILL={value!r}: use 1 or 0")
+    _core.set_force_spill(value in ("1", "true"))
 
 
-_limit_from_environment()
+_settings_from_environment()
 
 
 from ferrobatch.pipeline import (  # noqa: E402  (uses the kernels above)

@@ -262,6 +262,10 @@ class StageStats:
     rows_out: int = 0
     batches: int = 0
     seconds: float = 0.0
+    spilled_bytes: int = 0
+    spill_files: int = 0
+    spill_seconds: float = 0.0
+    peak_reserved_bytes: int = 0
 
 
 @dataclass
@@ -279,6 +283,8 @@ class _Run:
     # The node whose whole output the sink keeps (a collect without a progress bar): the
     # executor may then read in long waves.
     collecting: int | None = None
+    # This run's own memory limit in bytes (``collect(memory_limit=...)``).
+    memory_limit: int | None = None
 
     def keeping_errors(self, batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         try:
@@ -295,10 +301,7 @@ class _Run:
     def report(self) -> Report:
         """Every stage's counters: rows in = the rows out of the stage's own inputs (a scan's:
         the rows it decoded)."""
-        stages = [
-            StageStats(st.stage, st.rows_in, st.rows_out, st.batches, st.seconds)
-            for _, st in self.stats
-        ]
+        stages = [StageStats(**vars(st)) for _, st in self.stats]
         return Report(stages, _now() - self.start, max(self.peak_mb, _rss_mb()))
 
 
@@ -322,6 +325,7 @@ class _Node:
     schema: pa.Schema
     inputs: tuple[_Node, ...] = ()
     kernel = False  # group_by, sort, dedup, join: worth running once when shared
+    may_spill = False  # spills to the temp directory past the memory limit
 
     def label(self) -> str:
         raise NotImplementedError
@@ -662,7 +666,7 @@ def _run_lowered(node: _Node, run: _Run, plan: _Plan) -> Iterator[pa.RecordBatch
     entries: list[tuple[_Node | None, bool, int]] = []
     spec = _lower(node, run, plan, entries, -1)
     staged = [(n, in_spec, None if n is None else run.stage(n)) for n, in_spec, _ in entries]
-    r = fb._core.Run(spec, run.collecting == id(node))
+    r = fb._core.Run(spec, run.collecting == id(node), run.memory_limit)
     read = 0
 
     def fill() -> int:
@@ -677,6 +681,9 @@ def _run_lowered(node: _Node, run: _Run, plan: _Plan) -> Iterator[pa.RecordBatch
                 continue
             st.rows_out, st.batches = rep["rows_out"], rep["batches"]
             st.seconds = rep["cpu_seconds"]
+            st.spilled_bytes, st.spill_files = rep["spilled_bytes"], rep["spill_files"]
+            st.spill_seconds = rep["spill_seconds"]
+            st.peak_reserved_bytes = rep["peak_reserved"]
             if isinstance(n, _Scan):
                 st.rows_in = rep["rows_in"]
                 scan_rows += rep["rows_in"]
@@ -941,6 +948,7 @@ class _Sort(_Node):
         self.desc = _per_key(descending, len(self.by))
         self.nulls_last = _per_key(nulls_last, len(self.by))
         self.limit = fb._check_limit(limit)
+        self.may_spill = self.limit is None
 
     def label(self) -> str:
         top = "" if self.limit is None else f" limit={self.limit} (top-k)"
@@ -1214,11 +1222,13 @@ class Pipeline:
     # -- sinks -------------------------------------------------------------------------------
 
     def _run(
-        self, progress: bool = False, collecting: bool = False
+        self, progress: bool = False, collecting: bool = False, memory_limit: Any = None
     ) -> tuple[_Run, Iterator[pa.RecordBatch]]:
         if not isinstance(progress, bool):
             raise TypeError(f"progress must be a bool, got {type(progress).__name__}")
         run = _Run()
+        if memory_limit is not None:
+            run.memory_limit = fb._size(memory_limit, "memory_limit", fb._machine_memory)
         if collecting and not progress:
             run.collecting = id(self._node)
         plan = _plan(self._node)
@@ -1238,9 +1248,10 @@ class Pipeline:
 
         return run, closing()
 
-    def to_batches(self) -> pa.RecordBatchReader:
-        """The result as a stream of record batches, produced as they are read."""
-        run, it = self._run()
+    def to_batches(self, *, memory_limit: int | str | None = None) -> pa.RecordBatchReader:
+        """The result as a stream of record batches, produced as they are read.
+        `memory_limit`: this run's own limit, as :meth:`collect`'s."""
+        run, it = self._run(memory_limit=memory_limit)
         schema = self.schema
 
         def gen() -> Iterator[pa.RecordBatch]:
@@ -1249,11 +1260,23 @@ class Pipeline:
 
         return pa.RecordBatchReader.from_batches(schema, gen())
 
-    def collect(self, *, progress: bool = False, engine: str = "local") -> pa.Table:
+    def collect(
+        self,
+        *,
+        progress: bool = False,
+        engine: str = "local",
+        memory_limit: int | str | None = None,
+    ) -> pa.Table:
         """The result as one ``pyarrow.Table``; ``progress=True`` shows a bar over input rows.
         ``engine="dask"`` runs it on the current Dask client (see :meth:`to_dask`; row order
-        then as :mod:`ferrobatch.dask` gives it)."""
+        then as :mod:`ferrobatch.dask` gives it). `memory_limit` (bytes, ``"4GiB"``,
+        ``"50%"``): what this run's operators may hold, besides the process-wide
+        :func:`ferrobatch.set_memory_limit`; sort spills to the temp directory past it. The
+        collected table itself is the caller's and is not counted."""
         if engine == "dask":
+            if memory_limit is not None:
+                raise ValueError("memory_limit applies to the local executor; set the "
+                                 "workers' limit with ferrobatch.dask.setup")  # fmt: skip
             if progress:
                 raise ValueError("progress=True shows the local executor's progress; "
                                  "follow a Dask run on its dashboard")  # fmt: skip
@@ -1264,7 +1287,7 @@ class Pipeline:
             )
         if engine != "local":
             raise ValueError(f'engine must be "local" or "dask", got {engine!r}')
-        run, it = self._run(progress, collecting=True)
+        run, it = self._run(progress, collecting=True, memory_limit=memory_limit)
         out = pa.Table.from_batches(list(it), schema=self.schema)
         self.last_report = run.report()
         return out
@@ -1289,9 +1312,9 @@ class Pipeline:
 
         return tokenize(_token_parts(self._node))
 
-    def to_pandas(self, *, progress: bool = False) -> Any:
+    def to_pandas(self, *, progress: bool = False, memory_limit: int | str | None = None) -> Any:
         """The result as a ``pandas.DataFrame``."""
-        return self.collect(progress=progress).to_pandas()
+        return self.collect(progress=progress, memory_limit=memory_limit).to_pandas()
 
     def write_parquet(
         self,
@@ -1301,11 +1324,13 @@ class Pipeline:
         progress: bool = False,
         compression: str = "snappy",
         row_group_size: int = 1 << 20,
+        memory_limit: int | str | None = None,
     ) -> Report:
         """Write Parquet atomically (see :meth:`_write`), encoded by arrow-rs with every
         column chunk of a row group in parallel. `compression`: ``"snappy"`` (default),
         ``"zstd"``, ``"lz4"``, ``"gzip"``, ``"brotli"`` or ``"none"``; `row_group_size`:
-        rows per row group (the last one may be shorter)."""
+        rows per row group (the last one may be shorter); `memory_limit`: as
+        :meth:`collect`'s."""
         if not isinstance(compression, str):
             raise TypeError(f"compression must be a str, got {type(compression).__name__}")
         if not isinstance(row_group_size, int) or isinstance(row_group_size, bool):
@@ -1319,24 +1344,44 @@ class Pipeline:
             lambda f, schema: fb._core.ParquetWriter(
                 f.fileno(), schema, compression, row_group_size
             ),
+            memory_limit,
         )
 
     def write_ipc(
-        self, path: str | os.PathLike, *, overwrite: bool = False, progress: bool = False
+        self,
+        path: str | os.PathLike,
+        *,
+        overwrite: bool = False,
+        progress: bool = False,
+        memory_limit: int | str | None = None,
     ) -> Report:
         """Write an Arrow IPC (Feather v2) file atomically."""
-        return self._write(path, overwrite, progress, lambda f, s: pa.ipc.new_file(f, s))
+        return self._write(
+            path, overwrite, progress, lambda f, s: pa.ipc.new_file(f, s), memory_limit
+        )
 
     def write_csv(
-        self, path: str | os.PathLike, *, overwrite: bool = False, progress: bool = False
+        self,
+        path: str | os.PathLike,
+        *,
+        overwrite: bool = False,
+        progress: bool = False,
+        memory_limit: int | str | None = None,
     ) -> Report:
         """Write CSV atomically."""
         import pyarrow.csv as pacsv
 
-        return self._write(path, overwrite, progress, lambda f, s: pacsv.CSVWriter(f, s))
+        return self._write(
+            path, overwrite, progress, lambda f, s: pacsv.CSVWriter(f, s), memory_limit
+        )
 
     def _write(
-        self, path: str | os.PathLike, overwrite: bool, progress: bool, open_writer: Callable
+        self,
+        path: str | os.PathLike,
+        overwrite: bool,
+        progress: bool,
+        open_writer: Callable,
+        memory_limit: Any = None,
     ) -> Report:
         """Stream the result into an unnamed file in `path`'s folder, fsync it and link it into
         place (:func:`_atomic_output`): a failed, interrupted (Ctrl-C) or killed run, or one
@@ -1347,8 +1392,10 @@ class Pipeline:
             raise TypeError(f"overwrite must be a bool, got {type(overwrite).__name__}")
         if os.path.exists(path) and not overwrite:
             raise FileExistsError(f"{path!r} exists; pass overwrite=True to replace it")
+        if memory_limit is not None:
+            fb._size(memory_limit, "memory_limit", fb._machine_memory)
         with _atomic_output(path, overwrite) as f:
-            run, it = self._run(progress)
+            run, it = self._run(progress, memory_limit=memory_limit)
             writer = open_writer(f, self.schema)
             try:
                 for batch in it:
@@ -1373,6 +1420,8 @@ class Pipeline:
             shown.add(id(node))
             if id(node) in plan.reuse:
                 text += " (shared: runs once)"
+            if node.may_spill:
+                text += " (may spill)"
             if isinstance(node, _Scan):
                 text += f"\n{'  ' * (depth + 1)}columns: {plan.columns[id(node)]}"
                 pushed = plan.filters.get(id(node), [])

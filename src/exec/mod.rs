@@ -46,6 +46,7 @@ use crate::group_by::stream::GroupByState;
 use crate::join::JoinOptions;
 use crate::join::stream::JoinBuild;
 use crate::sort::SortKey;
+use crate::sort::external::{ExternalSort, Sorted};
 use crate::table::Table;
 use arrow_array::cast::AsArray;
 use source::{Batches, Source};
@@ -427,6 +428,10 @@ pub struct Stats {
     pub batches: AtomicU64,
     /// Summed busy time over all threads.
     pub nanos: AtomicU64,
+    /// What the operator spilled.
+    pub spill: Arc<crate::spill::SpillStats>,
+    /// The most bytes the operator held reserved at once.
+    pub peak_reserved: AtomicU64,
 }
 
 impl Stats {
@@ -458,6 +463,10 @@ pub struct OpReport {
     pub rows_out: u64,
     pub batches: u64,
     pub cpu_seconds: f64,
+    pub spilled_bytes: u64,
+    pub spill_files: u64,
+    pub spill_seconds: f64,
+    pub peak_reserved: u64,
 }
 
 /// Runs the parallel parts of a run on the pool. The serial parts (claiming inputs, the
@@ -465,6 +474,32 @@ pub struct OpReport {
 /// so that a callback runs where the caller is (for Python: where signals are handled).
 pub trait Runner {
     fn parallel(&self, f: &mut (dyn FnMut() -> Result<()> + Send)) -> Result<()>;
+
+    /// The run's own memory limit, if any ([`crate::budget::Scope`]).
+    fn scope(&self) -> Option<Arc<crate::budget::Scope>> {
+        None
+    }
+}
+
+/// A runner with the run's memory scope.
+struct Scoped<'a> {
+    runner: &'a dyn Runner,
+    scope: Option<Arc<crate::budget::Scope>>,
+}
+
+impl Runner for Scoped<'_> {
+    fn parallel(&self, f: &mut (dyn FnMut() -> Result<()> + Send)) -> Result<()> {
+        self.runner.parallel(f)
+    }
+
+    fn scope(&self) -> Option<Arc<crate::budget::Scope>> {
+        self.scope.clone()
+    }
+}
+
+/// A reservation for the operator `name` of the run `runner` runs.
+fn reservation(name: &str, runner: &dyn Runner) -> crate::budget::Reservation {
+    crate::budget::Reservation::in_scope(name, runner.scope())
 }
 
 /// The plain runner: the pool, nobody watching.
@@ -758,28 +793,34 @@ pub const STREAMING_WAVE: usize = 2;
 pub const COLLECTING_WAVE: usize = 32;
 
 impl Chain {
-    fn set_wave(&mut self, wave: usize) {
+    /// Set the inputs per wave (see [`Execution::new`]); `bounded`: under a memory limit,
+    /// where every chain reads in short waves (a wave's inputs are all in memory at once).
+    fn set_wave(&mut self, wave: usize, bounded: bool) {
         let head = self
             .serial
             .iter()
             .any(|s| matches!(s.op, Serial::Head { .. }));
-        self.wave = if head { STREAMING_WAVE } else { wave };
+        self.wave = if head || bounded {
+            STREAMING_WAVE
+        } else {
+            wave
+        };
         match &mut self.start {
-            Start::GroupBy { input, .. } => input.set_wave(STREAMING_WAVE),
+            Start::GroupBy { input, .. } => input.set_wave(STREAMING_WAVE, bounded),
             Start::Sort { input, .. } | Start::Dedup { input, .. } => {
-                input.set_wave(COLLECTING_WAVE)
+                input.set_wave(COLLECTING_WAVE, bounded)
             }
             Start::Shared(shared, _) => {
                 if let Ok(mut state) = shared.state()
                     && let SharedState::Chain(c, _) = &mut *state
                 {
-                    c.set_wave(COLLECTING_WAVE);
+                    c.set_wave(COLLECTING_WAVE, bounded);
                 }
             }
             Start::Source(_) => {}
         }
         for b in &mut self.builds {
-            b.chain.set_wave(COLLECTING_WAVE);
+            b.chain.set_wave(COLLECTING_WAVE, bounded);
         }
     }
 
@@ -878,7 +919,7 @@ impl Chain {
     /// its end) and the join build sides. Nothing happens the second time.
     fn open(&mut self, runner: &dyn Runner) -> Result<()> {
         let size = self.size;
-        let opened: Option<(SchemaRef, Vec<RecordBatch>)> = match &mut self.start {
+        let opened: Option<Box<dyn Source>> = match &mut self.start {
             Start::Source(_) => None,
             Start::GroupBy {
                 input,
@@ -888,30 +929,36 @@ impl Chain {
                 regroup,
             } => {
                 let out = run_group_by(input, options.clone(), regroup.as_ref(), stats, runner)?;
-                Some((schema.clone(), restore(out, schema)?))
+                Some(Box::new(Batches::new(
+                    schema.clone(),
+                    restore(out, schema)?,
+                    size,
+                )))
             }
             Start::Sort {
                 input,
                 keys,
                 limit,
                 stats,
-            } => Some((
-                input.schema(),
-                run_sort(input, keys, *limit, stats, runner)?,
-            )),
+            } => Some(run_sort(input, keys, *limit, stats, runner, size)?),
             Start::Dedup {
                 input,
                 subset,
                 keep,
                 stats,
-            } => Some((
+            } => Some(Box::new(Batches::new(
                 input.schema(),
                 run_dedup(input, subset, *keep, stats, runner)?,
-            )),
-            Start::Shared(shared, schema) => Some((schema.clone(), shared.output(runner)?)),
+                size,
+            ))),
+            Start::Shared(shared, schema) => Some(Box::new(Batches::new(
+                schema.clone(),
+                shared.output(runner)?,
+                size,
+            ))),
         };
-        if let Some((schema, out)) = opened {
-            self.start = Start::Source(Box::new(Batches::new(schema, out, size)));
+        if let Some(source) = opened {
+            self.start = Start::Source(source);
         }
         let builds = std::mem::take(&mut self.builds);
         if builds.is_empty() {
@@ -1042,18 +1089,24 @@ impl Chain {
     }
 }
 
-/// Drain `input` and sort it (the kernel, in parallel). With a `limit`, each morsel keeps
-/// its own top `limit` rows in the parallel phase and after every wave the running top rows
-/// and the wave's (in sequence order) are cut to the top `limit` again: memory O(limit per
-/// morsel), and — the kernel being stable — the rows of a full stable sort's head.
+/// Drain `input` and sort it: in memory with the kernel, or spilling sorted runs when the
+/// budget refuses and merging them as the output is pulled ([`ExternalSort`]). With a
+/// `limit`, each morsel keeps its own top `limit` rows in the parallel phase and after every
+/// wave the running top rows and the wave's (in sequence order) are cut to the top `limit`
+/// again: memory O(limit per morsel), and — the kernel being stable — the rows of a full
+/// stable sort's head. A top-k never spills.
 fn run_sort(
     input: &mut Chain,
     keys: &[SortKey],
     limit: Option<usize>,
-    stats: &Stats,
+    stats: &Arc<Stats>,
     runner: &dyn Runner,
-) -> Result<Vec<RecordBatch>> {
+    size: usize,
+) -> Result<Box<dyn Source>> {
     let schema = input.schema();
+    let Some(k) = limit else {
+        return external_sort(input, keys, stats, runner, size);
+    };
     let table = |batches: Vec<RecordBatch>| Table {
         schema: schema.clone(),
         batches,
@@ -1062,37 +1115,99 @@ fn run_sort(
     let top = |b: RecordBatch| -> Result<Vec<RecordBatch>> {
         let t = Instant::now();
         let rows = b.num_rows();
-        let out = match limit {
-            Some(k) => crate::sort::sort(&table(vec![b]), keys, Some(k))?.batches,
-            None => vec![b],
-        };
+        let out = crate::sort::sort(&table(vec![b]), keys, Some(k))?.batches;
         stats.record(rows, None, t);
         Ok(out)
     };
+    let mut mem = reservation("sort (top-k)", runner);
     while let Some(parts) = input.wave(&top, runner)? {
         kept.extend(parts.into_iter().flatten());
-        if let Some(k) = limit {
-            let t = Instant::now();
-            let mut all = Some(std::mem::take(&mut kept));
-            runner.parallel(&mut || {
-                let t = table(all.take().unwrap_or_default());
-                kept = crate::sort::sort(&t, keys, Some(k))?.batches;
-                Ok(())
-            })?;
-            stats.record(0, None, t);
-        }
+        let t = Instant::now();
+        let mut all = Some(std::mem::take(&mut kept));
+        runner.parallel(&mut || {
+            let t = table(all.take().unwrap_or_default());
+            kept = crate::sort::sort(&t, keys, Some(k))?.batches;
+            Ok(())
+        })?;
+        let held: u64 = kept.iter().map(crate::budget::batch_bytes).sum();
+        mem.free();
+        mem.try_grow(held)?;
+        stats.record(0, None, t);
+    }
+    stats.peak_reserved.fetch_max(mem.peak(), Ordering::Relaxed);
+    stats.produced(&kept);
+    Ok(Box::new(Batches::new(schema, kept, size)))
+}
+
+/// The full sort of [`run_sort`].
+fn external_sort(
+    input: &mut Chain,
+    keys: &[SortKey],
+    stats: &Arc<Stats>,
+    runner: &dyn Runner,
+    size: usize,
+) -> Result<Box<dyn Source>> {
+    let schema = input.schema();
+    let mut sort = ExternalSort::new(
+        schema.clone(),
+        keys.to_vec(),
+        reservation("sort", runner),
+        stats.spill.clone(),
+        crate::spill::force(),
+    )?;
+    while let Some(parts) = input.wave(&|b: RecordBatch| Ok(b), runner)? {
+        let t = Instant::now();
+        let mut parts = Some(parts);
+        runner.parallel(&mut || {
+            for b in parts.take().unwrap_or_default() {
+                sort.push(b)?;
+            }
+            Ok(())
+        })?;
+        stats.record(0, None, t);
     }
     let t = Instant::now();
-    let mut all = Some(kept);
-    let mut out = Vec::new();
+    stats
+        .peak_reserved
+        .fetch_max(sort.peak_reserved(), Ordering::Relaxed);
+    let mut sort = Some(sort);
+    let mut sorted = None;
     runner.parallel(&mut || {
-        let t = table(all.take().unwrap_or_default());
-        out = crate::sort::sort(&t, keys, limit)?.batches;
+        sorted = Some(sort.take().expect("finished once").finish()?);
         Ok(())
     })?;
-    stats.produced(&out);
     stats.record(0, None, t);
-    Ok(out)
+    Ok(match sorted.expect("finished above") {
+        Sorted::Memory(out, mem) => {
+            stats.produced(&out);
+            Box::new(Held(Batches::new(schema, out, size), mem))
+        }
+        Sorted::Merge(merger) => {
+            let stats = stats.clone();
+            let counted = merger.inspect(move |b| {
+                if let Ok(b) = b {
+                    stats.produced(std::slice::from_ref(b));
+                }
+            });
+            Box::new(source::Stream::new(schema, Box::new(counted), size))
+        }
+    })
+}
+
+/// A source holding the reservation of the rows it hands out (an operator's output).
+struct Held(Batches, crate::budget::Reservation);
+
+impl Source for Held {
+    fn schema(&self) -> SchemaRef {
+        self.0.schema()
+    }
+    fn claim(&mut self, n: usize) -> Result<Vec<source::Input>> {
+        let out = self.0.claim(n)?;
+        if out.is_empty() {
+            self.1.free();
+        }
+        Ok(out)
+    }
 }
 
 /// Drain `input` and keep what `dedup(keep)` keeps of it (the kernel, on the columns at
@@ -1197,30 +1312,40 @@ pub struct Execution {
     /// A wave failed: the operators' state is partial (a join's build side may be missing),
     /// so the run cannot go on.
     failed: bool,
+    /// The run's own memory limit.
+    scope: Option<Arc<crate::budget::Scope>>,
 }
 
 /// Rows per morsel for sources that do not fix it (in-memory tables, CSV).
 pub const DEFAULT_MORSEL: usize = 1 << 17;
 
 impl Execution {
-    /// An execution of `plan`; `labels` names its operators for the report, output first
-    /// (one per plan node, along the chain of inputs).
     /// An execution of `plan` (`labels`: its operators in pre-order). `wave`: inputs claimed
     /// per wave per thread ([`STREAMING_WAVE`] or [`COLLECTING_WAVE`]) by the output chain;
     /// a chain with a `head` keeps short waves (it stops reading early), and so does a
     /// group-by's input (a wave's partial states are all alive until merged: with many
     /// groups, as large as the wave's input; measured on TPC-H Q1, long waves there gained
-    /// nothing beyond noise).
-    pub fn new(plan: Plan, labels: Vec<String>, wave: usize) -> Result<Self> {
+    /// nothing beyond noise). Under a memory limit — the process's, or this run's
+    /// `memory_limit` (bytes) — every chain reads in short waves, and operators that hold
+    /// data reserve it and spill what does not fit.
+    pub fn new(
+        plan: Plan,
+        labels: Vec<String>,
+        wave: usize,
+        memory_limit: Option<u64>,
+    ) -> Result<Self> {
         let mut report = Vec::new();
         let mut chain = build(plan, &mut labels.into_iter(), &mut report, 0)?;
-        chain.set_wave(wave.max(1));
+        let bounded =
+            memory_limit.is_some() || crate::budget::limit().is_some() || crate::spill::force();
+        chain.set_wave(wave.max(1), bounded);
         Ok(Execution {
             chain,
             pending: Default::default(),
             report,
             peak_rss: current_rss(),
             failed: false,
+            scope: memory_limit.map(crate::budget::Scope::new),
         })
     }
 
@@ -1239,7 +1364,11 @@ impl Execution {
                     "this run failed earlier and cannot continue".into(),
                 ));
             }
-            let wave = self.chain.wave(&|b| Ok(b), runner);
+            let scoped = Scoped {
+                runner,
+                scope: self.scope.clone(),
+            };
+            let wave = self.chain.wave(&|b| Ok(b), &scoped);
             self.failed = wave.is_err();
             let wave = wave?;
             self.peak_rss = self.peak_rss.max(current_rss());
@@ -1261,6 +1390,10 @@ impl Execution {
                 rows_out: s.rows_out.load(Ordering::Relaxed),
                 batches: s.batches.load(Ordering::Relaxed),
                 cpu_seconds: s.nanos.load(Ordering::Relaxed) as f64 * 1e-9,
+                spilled_bytes: s.spill.bytes.load(Ordering::Relaxed),
+                spill_files: s.spill.files.load(Ordering::Relaxed),
+                spill_seconds: s.spill.nanos.load(Ordering::Relaxed) as f64 * 1e-9,
+                peak_reserved: s.peak_reserved.load(Ordering::Relaxed),
             })
             .collect()
     }
@@ -1537,7 +1670,7 @@ mod tests {
     }
 
     fn run_with(plan: Plan, wave: usize) -> Vec<RecordBatch> {
-        let mut e = Execution::new(plan, vec![], wave).unwrap();
+        let mut e = Execution::new(plan, vec![], wave, None).unwrap();
         let mut out = Vec::new();
         crate::cancel::run(|| {
             while let Some(b) = e.next(&InPool)? {
@@ -1661,7 +1794,7 @@ mod tests {
         );
         let names = ["k".to_string(), "v".to_string()];
         let plan = Plan::join(source(1000, 100), right, &names, &names[..1], opts).unwrap();
-        let mut e = Execution::new(plan, vec![], STREAMING_WAVE).unwrap();
+        let mut e = Execution::new(plan, vec![], STREAMING_WAVE, None).unwrap();
         let mut pull = || crate::cancel::run(|| e.next(&InPool).map(|_| ()));
         assert!(pull().unwrap_err().to_string().contains("boom"));
         assert!(pull().unwrap_err().to_string().contains("failed earlier"));

@@ -263,8 +263,13 @@ impl Run {
 impl Run {
     /// `collecting`: the caller keeps the whole output (longer waves).
     #[new]
-    #[pyo3(signature = (spec, collecting=false))]
-    fn new(py: Python<'_>, spec: Bound<'_, PyTuple>, collecting: bool) -> PyResult<Self> {
+    #[pyo3(signature = (spec, collecting=false, memory_limit=None))]
+    fn new(
+        py: Python<'_>,
+        spec: Bound<'_, PyTuple>,
+        collecting: bool,
+        memory_limit: Option<u64>,
+    ) -> PyResult<Self> {
         let slot: Slot = Default::default();
         let mut cx = Lowering::default();
         let plan = plan(py, &spec, &slot, &mut cx).map_err(|e| {
@@ -277,7 +282,7 @@ impl Run {
             true => crate::exec::COLLECTING_WAVE,
             false => crate::exec::STREAMING_WAVE,
         };
-        let exec = Execution::new(plan, cx.labels, wave).map_err(to_py)?;
+        let exec = Execution::new(plan, cx.labels, wave, memory_limit).map_err(to_py)?;
         Ok(Run {
             exec: Mutex::new(exec),
             slot,
@@ -307,7 +312,8 @@ impl Run {
             .transpose()
     }
 
-    /// Per operator (output first): label, depth, rows in / out, batches, CPU seconds.
+    /// Per operator (output first): label, depth, rows in / out, batches, CPU seconds, and
+    /// what it spilled (bytes, files, seconds) and its peak reserved bytes.
     fn report<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
         let out = PyList::empty(py);
         for r in self.with(py, |e| e.report()) {
@@ -318,6 +324,10 @@ impl Run {
             d.set_item("rows_out", r.rows_out)?;
             d.set_item("batches", r.batches)?;
             d.set_item("cpu_seconds", r.cpu_seconds)?;
+            d.set_item("spilled_bytes", r.spilled_bytes)?;
+            d.set_item("spill_files", r.spill_files)?;
+            d.set_item("spill_seconds", r.spill_seconds)?;
+            d.set_item("peak_reserved", r.peak_reserved)?;
             out.append(d)?;
         }
         Ok(out)

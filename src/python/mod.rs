@@ -46,6 +46,7 @@ fn to_py(e: Error) -> PyErr {
         Error::Interrupted => PyKeyboardInterrupt::new_err("ferrobatch: interrupted"),
         Error::Expectation(m) => ExpectationError::new_err(m),
         Error::MemoryLimit(m) => MemoryLimitError::new_err(m),
+        Error::TempSpace(m) => pyo3::exceptions::PyOSError::new_err(m),
     }
 }
 
@@ -761,6 +762,62 @@ fn memory_reserved() -> u64 {
     budget::reserved()
 }
 
+/// Set the temp directory spill files go to (`None`: the default).
+#[pyfunction]
+#[pyo3(signature = (path))]
+fn set_temp_directory(path: Option<std::path::PathBuf>) {
+    crate::spill::set_temp_directory(path);
+}
+
+#[pyfunction]
+fn get_temp_directory() -> std::path::PathBuf {
+    crate::spill::temp_directory()
+}
+
+/// Cap spilled bytes: `bytes`, or `fraction` of the temp directory's free disk.
+#[pyfunction]
+#[pyo3(signature = (bytes=None, fraction=None))]
+fn set_max_temp_directory_size(bytes: Option<u64>, fraction: Option<f64>) -> PyResult<()> {
+    use crate::spill::MaxTempSize;
+    let max = match (bytes, fraction) {
+        (Some(b), None) => MaxTempSize::Bytes(b),
+        (None, Some(f)) if f > 0.0 && f <= 1.0 => MaxTempSize::FreeFraction(f),
+        _ => {
+            return Err(PyValueError::new_err(
+                "give bytes, or a fraction of the free disk in (0, 1]",
+            ));
+        }
+    };
+    crate::spill::set_max_temp_size(max);
+    Ok(())
+}
+
+/// The cap on spilled bytes: `(bytes, None)` or `(None, fraction of free disk)`.
+#[pyfunction]
+fn get_max_temp_directory_size() -> (Option<u64>, Option<f64>) {
+    match crate::spill::max_temp_size() {
+        crate::spill::MaxTempSize::Bytes(b) => (Some(b), None),
+        crate::spill::MaxTempSize::FreeFraction(f) => (None, Some(f)),
+    }
+}
+
+/// Bytes in live spill files now (zero between runs).
+#[pyfunction]
+fn temp_bytes() -> u64 {
+    crate::spill::used()
+}
+
+/// Make every spillable operator spill (`FERROBATCH_FORCE_SPILL=1`).
+#[pyfunction]
+fn set_force_spill(on: bool) {
+    crate::spill::set_force(on);
+}
+
+#[pyfunction]
+fn get_force_spill() -> bool {
+    crate::spill::force()
+}
+
 #[pyfunction]
 fn set_num_threads(n: i64) -> PyResult<()> {
     if n < 1 {
@@ -808,6 +865,13 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(set_memory_limit, m)?)?;
     m.add_function(wrap_pyfunction!(get_memory_limit, m)?)?;
     m.add_function(wrap_pyfunction!(memory_reserved, m)?)?;
+    m.add_function(wrap_pyfunction!(set_temp_directory, m)?)?;
+    m.add_function(wrap_pyfunction!(get_temp_directory, m)?)?;
+    m.add_function(wrap_pyfunction!(set_max_temp_directory_size, m)?)?;
+    m.add_function(wrap_pyfunction!(get_max_temp_directory_size, m)?)?;
+    m.add_function(wrap_pyfunction!(temp_bytes, m)?)?;
+    m.add_function(wrap_pyfunction!(set_force_spill, m)?)?;
+    m.add_function(wrap_pyfunction!(get_force_spill, m)?)?;
     m.add_function(wrap_pyfunction!(join_indices, m)?)?;
     m.add_function(wrap_pyfunction!(join_layout, m)?)?;
     m.add_function(wrap_pyfunction!(group_by_schema, m)?)?;

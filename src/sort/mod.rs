@@ -13,6 +13,8 @@
 
 use rayon::prelude::*;
 
+pub mod external;
+
 use crate::error::{Error, Result};
 use crate::gather::take_table;
 use crate::keys::{CodeMode, Keys, bits_for, encode_columns, pack, packed_card};

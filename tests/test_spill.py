@@ -1,0 +1,285 @@
+"""Spilling under the memory budget (issue 17): spilled results equal in-memory ones byte for
+byte, spilling happens below the budget and not above it, reservations and spill files are
+gone after success, errors, Ctrl-C and SIGKILL, and the temp directory's cap holds."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import numpy as np
+import pyarrow as pa
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from nasty import reference_sort, tables
+
+import ferrobatch as fb
+from ferrobatch import _core
+
+
+@pytest.fixture(autouse=True)
+def settings(tmp_path):
+    """Each test spills into its own empty folder, forced spilling off unless it turns it on
+    (also in the suite's forced pass); the settings are restored after it."""
+    force, cap = _core.get_force_spill(), fb.get_max_temp_directory_size()
+    _core.set_force_spill(False)
+    fb.set_temp_directory(tmp_path / "spill")
+    yield tmp_path / "spill"
+    fb.set_temp_directory(None)
+    fb.set_memory_limit(None)
+    fb.set_max_temp_directory_size(cap)
+    _core.set_force_spill(force)
+
+
+def _left_nothing(folder) -> None:
+    assert _core.memory_reserved() == 0
+    assert _core.temp_bytes() == 0
+    assert not folder.exists() or os.listdir(folder) == []
+
+
+def _identical(a: pa.Table, b: pa.Table) -> None:
+    """Same schema, rows and bytes of every value: floats bit for bit (NaN payloads and the
+    sign of zero included). Dictionary columns compare by their values (a merge may lay out
+    the dictionary differently)."""
+    assert a.schema == b.schema and a.num_rows == b.num_rows
+    for name in a.column_names:
+        x, y = a.column(name).combine_chunks(), b.column(name).combine_chunks()
+        if pa.types.is_dictionary(x.type):
+            x, y = x.cast(x.type.value_type), y.cast(y.type.value_type)
+        if pa.types.is_floating(x.type):
+            assert x.is_null().equals(y.is_null()), name
+            width = {2: np.uint16, 4: np.uint32, 8: np.uint64}[x.type.byte_width]
+            bits = [np.asarray(c.fill_null(0).to_numpy(zero_copy_only=False)).view(width)
+                    for c in (x, y)]  # fmt: skip
+            assert np.array_equal(*bits), name
+        else:
+            assert x.equals(y), name
+
+
+def _spill_files(p: fb.Pipeline) -> int:
+    return sum(s.spill_files for s in p.last_report.stages)
+
+
+def _big(n: int = 300_000, seed: int = 0) -> pa.Table:
+    rng = np.random.default_rng(seed)
+    f = rng.normal(size=n)
+    f[rng.integers(0, n, n // 50)] = np.nan
+    f[rng.integers(0, n, n // 50)] = -0.0
+    return pa.table(
+        {
+            "k": pa.array(rng.integers(0, 500, n)),
+            "f": pa.array(f, mask=rng.random(n) < 0.05),
+            "s": pa.array([f"s{i % 911}" for i in range(n)]).dictionary_encode(),
+            "v": pa.array([f"v{i % 13}" for i in range(n)], pa.string_view()),
+            "row": pa.array(np.arange(n)),
+        }
+    )
+
+
+@given(
+    tables(max_rows=60),
+    st.data(),
+    st.integers(1, 12),
+    st.sampled_from([1, 2, 4]),
+    st.sampled_from(["force", "2KiB", "16KiB"]),
+)
+def test_spilled_sort_equals_the_reference_and_the_in_memory_sort(
+    tk, data, batch_size, threads, how
+) -> None:
+    """Nasty keys (nulls, NaN, ±0.0, ±inf, unicode, dictionaries, views, time zones, extreme
+    integers), random batch cuts and thread counts: the sort that spills runs and merges them
+    gives the stable reference order, and the in-memory run's bytes."""
+    table, keys = tk
+    by = data.draw(st.permutations(keys))
+    desc = data.draw(st.lists(st.booleans(), min_size=len(by), max_size=len(by)))
+    nl = data.draw(st.lists(st.booleans(), min_size=len(by), max_size=len(by)))
+    p = fb.scan(table, batch_size=batch_size).sort(by, descending=desc, nulls_last=nl)
+    before = fb.get_num_threads()
+    fb.set_num_threads(threads)
+    try:
+        want = p.collect()
+        if how == "force":
+            _core.set_force_spill(True)
+            got = p.collect()
+        else:
+            got = p.collect(memory_limit=how)
+    finally:
+        fb.set_num_threads(before)
+        _core.set_force_spill(False)
+    assert got.column("row").to_pylist() == reference_sort(table, by, desc, nl)
+    _identical(got, want)
+    assert _core.memory_reserved() == 0 and _core.temp_bytes() == 0
+
+
+def test_sort_spills_below_the_budget_and_not_above(settings) -> None:
+    t = _big()
+    p = fb.scan(t, batch_size=20_000).sort(["s", "f", "k"], descending=[True, False, False])
+    want = p.collect()
+    assert _spill_files(p) == 0
+    got = p.collect(memory_limit="8MiB")
+    sort = p.last_report.stages[0]
+    assert sort.spill_files > 1 and sort.spilled_bytes > 0 and sort.spill_seconds > 0
+    assert 0 < sort.peak_reserved_bytes <= 8 << 20
+    _identical(got, want)
+    fb.set_memory_limit("8MiB")  # the process-wide limit spills too
+    _identical(p.collect(), want)
+    assert _spill_files(p) > 1
+    fb.set_memory_limit(None)
+    _identical(p.collect(memory_limit="4GiB"), want)
+    assert _spill_files(p) == 0
+    assert "(may spill)" in p.explain()
+    assert "(may spill)" not in p.head(3).explain()  # a top-k never spills
+    _left_nothing(settings)
+
+
+def test_a_merge_wider_than_its_fan_in_goes_in_passes(settings) -> None:
+    """Forced spilling of 1,000-row batches makes ~150 runs: more than one merge can take."""
+    t = _big(150_000, seed=3)
+    p = fb.scan(t, batch_size=1000).sort(["k", "v"])
+    want = p.collect()
+    _core.set_force_spill(True)
+    got = p.collect()
+    assert _spill_files(p) > 100
+    _identical(got, want)
+    _left_nothing(settings)
+
+
+def test_a_batch_larger_than_the_budget_is_a_memory_limit_error(settings) -> None:
+    p = fb.scan(_big(50_000), batch_size=50_000).sort("k")
+    with pytest.raises(fb.MemoryLimitError, match="sort needs .* run's memory_limit"):
+        p.collect(memory_limit="64KiB")
+    with pytest.raises(MemoryError):
+        p.collect(memory_limit=1000)
+    _left_nothing(settings)
+
+
+def test_errors_and_interrupts_leave_nothing(settings) -> None:
+    t = _big(100_000)
+
+    def fail_late(b: pa.RecordBatch) -> pa.RecordBatch:
+        if b.num_rows and b.column("row")[0].as_py() > 50_000:
+            raise ValueError("boom")
+        return b
+
+    def interrupt(b: pa.RecordBatch) -> pa.RecordBatch:
+        if b.num_rows:
+            raise KeyboardInterrupt
+        return b
+
+    sorted_ = fb.scan(t, batch_size=5000).sort("row")
+    # Failing while the merge streams out (runs open), and while the runs are written.
+    with pytest.raises(ValueError, match="boom"):
+        sorted_.map_batches(fail_late).collect(memory_limit="1MiB")
+    _left_nothing(settings)
+    with pytest.raises(KeyboardInterrupt):
+        sorted_.map_batches(interrupt).collect(memory_limit="1MiB")
+    _left_nothing(settings)
+    with pytest.raises(KeyboardInterrupt):
+        fb.scan(t, batch_size=5000).map_batches(
+            lambda b: interrupt(b) if b.num_rows and b.column("row")[0].as_py() > 60_000 else b
+        ).sort("k").collect(memory_limit="1MiB")
+    _left_nothing(settings)
+
+
+def test_max_temp_directory_size_is_enforced(settings) -> None:
+    p = fb.scan(_big(), batch_size=20_000).sort("f")
+    fb.set_max_temp_directory_size(100_000)
+    assert fb.get_max_temp_directory_size() == 100_000
+    with pytest.raises(OSError, match="max_temp_directory_size"):
+        p.collect(memory_limit="4MiB")
+    _left_nothing(settings)
+    fb.set_max_temp_directory_size("90%")
+    assert fb.get_max_temp_directory_size() == "90%"
+    assert p.collect(memory_limit="4MiB").num_rows == 300_000
+
+
+def test_settings_are_checked() -> None:
+    with pytest.raises(TypeError):
+        fb.set_temp_directory(3)  # type: ignore[arg-type]
+    with pytest.raises(NotADirectoryError):
+        fb.set_temp_directory(__file__)
+    for bad in ("lots", -1, "0%", "101%"):
+        with pytest.raises(ValueError):
+            fb.set_max_temp_directory_size(bad)
+    with pytest.raises(TypeError):
+        fb.set_max_temp_directory_size(1.5)  # type: ignore[arg-type]
+    p = fb.scan(pa.table({"a": [1]})).sort("a")
+    with pytest.raises(ValueError, match="memory_limit"):
+        p.collect(memory_limit="huge")
+    with pytest.raises(TypeError, match="memory_limit"):
+        p.collect(memory_limit=1.5)  # type: ignore[arg-type]
+
+
+def _python(code: str, **env: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **env},
+        timeout=120,
+    )
+
+
+def test_environment_variables(tmp_path) -> None:
+    folder = tmp_path / "from-env"
+    r = _python(
+        """
+        import ferrobatch as fb
+        from ferrobatch import _core
+        print(fb.get_temp_directory(), fb.get_max_temp_directory_size(), _core.get_force_spill())
+        """,
+        FERROBATCH_TEMP_DIR=str(folder),
+        FERROBATCH_MAX_TEMP_DIRECTORY_SIZE="1GiB",
+        FERROBATCH_FORCE_SPILL="1",
+    )
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split() == [str(folder), str(2**30), "True"]
+    for var, value in [
+        ("FERROBATCH_MAX_TEMP_DIRECTORY_SIZE", "lots"),
+        ("FERROBATCH_FORCE_SPILL", "yes please"),
+    ]:
+        r = _python("import ferrobatch", **{var: value})
+        assert r.returncode != 0 and var in r.stderr
+
+
+def test_a_killed_process_leaves_no_spill_file(tmp_path) -> None:
+    """SIGKILL while the sort is spilling and merging: its files never had names."""
+    folder = tmp_path / "killed"
+    child = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            textwrap.dedent(
+                """
+                import sys, time
+                import numpy as np, pyarrow as pa, ferrobatch as fb
+                t = pa.table({"k": np.random.default_rng(0).integers(0, 10**9, 2_000_000)})
+                def slow(b):
+                    if b.num_rows:
+                        print("merging", flush=True)
+                        time.sleep(0.5)
+                    return b
+                fb.scan(t, batch_size=50_000).sort("k").map_batches(slow).collect(
+                    memory_limit="8MiB")
+                """
+            ),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "FERROBATCH_TEMP_DIR": str(folder)},
+    )
+    try:
+        assert child.stdout is not None
+        assert child.stdout.readline().strip() == "merging"
+        assert os.listdir(folder) == []  # anonymous files: nothing to see even now
+        child.send_signal(signal.SIGKILL)
+        child.wait(timeout=30)
+    finally:
+        child.kill()
+    time.sleep(0.1)
+    assert os.listdir(folder) == []
