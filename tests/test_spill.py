@@ -16,7 +16,7 @@ import pyarrow as pa
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from nasty import reference_sort, tables
+from nasty import reference_dedup, reference_sort, tables
 
 import ferrobatch as fb
 from ferrobatch import _core
@@ -106,14 +106,59 @@ def test_spilled_sort_equals_the_reference_and_the_in_memory_sort(
         if how == "force":
             _core.set_force_spill(True)
             got = p.collect()
+            _core.set_force_spill(False)
         else:
             got = p.collect(memory_limit=how)
     finally:
         fb.set_num_threads(before)
-        _core.set_force_spill(False)
     assert got.column("row").to_pylist() == reference_sort(table, by, desc, nl)
     _identical(got, want)
     assert _core.memory_reserved() == 0 and _core.temp_bytes() == 0
+
+
+@given(
+    tables(max_rows=60),
+    st.data(),
+    st.integers(1, 12),
+    st.sampled_from([1, 2, 4]),
+    st.sampled_from(["force", "16KiB", "64KiB"]),
+)
+def test_spilled_dedup_equals_the_reference_and_the_in_memory_dedup(
+    tk, data, batch_size, threads, how
+) -> None:
+    """keep="last" / "none" over the spilled input (two passes) keeps the reference's rows
+    in input order, the in-memory run's bytes."""
+    table, keys = tk
+    subset = data.draw(st.permutations(keys))
+    keep = data.draw(st.sampled_from(["last", "none"]))
+    p = fb.scan(table, batch_size=batch_size).dedup(subset, keep=keep)
+    before = fb.get_num_threads()
+    fb.set_num_threads(threads)
+    try:
+        want = p.collect()
+        if how == "force":
+            _core.set_force_spill(True)
+            got = p.collect()
+            _core.set_force_spill(False)
+        else:
+            got = p.collect(memory_limit=how)
+    finally:
+        fb.set_num_threads(before)
+    assert got.column("row").to_pylist() == reference_dedup(table, subset, keep)
+    _identical(got, want)
+    assert _core.memory_reserved() == 0 and _core.temp_bytes() == 0
+
+
+@pytest.mark.parametrize("keep", ["last", "none"])
+def test_dedup_spills_below_the_budget_and_not_above(settings, keep) -> None:
+    t = _big()
+    p = fb.scan(t, batch_size=20_000).dedup(["k", "v"], keep=keep)
+    want = p.collect()
+    assert _spill_files(p) == 0
+    _identical(p.collect(memory_limit="8MiB"), want)
+    assert p.last_report.stages[0].spill_files == 1
+    assert "(may spill)" in p.explain()
+    _left_nothing(settings)
 
 
 def test_sort_spills_below_the_budget_and_not_above(settings) -> None:

@@ -970,7 +970,8 @@ class _Dedup(_Node):
     """Dedup on the executor. ``keep="first"`` streams: one hash table of the keys seen
     (``src/dedup/stream.rs``); each batch passes on its rows whose key is new, with dedup's
     key rules (null == null, NaN == NaN, -0.0 == 0.0); memory is the distinct keys.
-    ``"last"`` / ``"none"`` need the whole input: the kernel runs once it is drained."""
+    ``"last"`` / ``"none"`` need the whole input: the kernel runs once it is drained, or past
+    the memory budget two passes over the spilled input (``src/dedup/external.rs``)."""
 
     kernel = True
 
@@ -985,6 +986,7 @@ class _Dedup(_Node):
         fb._core.check_keys(child.schema, self.given or None)
         self.subset = self.given or list(child.schema.names)
         self.keep = keep
+        self.may_spill = keep != "first"
 
     def label(self) -> str:
         how = "streaming" if self.keep == "first" else "whole input"

@@ -23,6 +23,8 @@ use crate::keys::{CodeMode, Keys, encode_positions, pack, packed_card};
 use crate::parallel::{BLOCK, DisjointSlice, partition_count, partition_rows};
 use crate::table::Table;
 
+pub mod external;
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Keep {
     First,

@@ -39,6 +39,7 @@ use arrow_schema::{DataType, Field, Schema, SchemaRef};
 use rayon::prelude::*;
 
 use crate::dedup::Keep;
+use crate::dedup::external::{Deduped, ExternalDedup};
 use crate::error::{Error, Result};
 use crate::expr::bind::Phys;
 use crate::group_by::GroupByOptions;
@@ -946,11 +947,7 @@ impl Chain {
                 subset,
                 keep,
                 stats,
-            } => Some(Box::new(Batches::new(
-                input.schema(),
-                run_dedup(input, subset, *keep, stats, runner)?,
-                size,
-            ))),
+            } => Some(run_dedup(input, subset, *keep, stats, runner, size)?),
             Start::Shared(shared, schema) => Some(Box::new(Batches::new(
                 schema.clone(),
                 shared.output(runner)?,
@@ -1182,15 +1179,7 @@ fn external_sort(
             stats.produced(&out);
             Box::new(Held(Batches::new(schema, out, size), mem))
         }
-        Sorted::Merge(merger) => {
-            let stats = stats.clone();
-            let counted = merger.inspect(move |b| {
-                if let Ok(b) = b {
-                    stats.produced(std::slice::from_ref(b));
-                }
-            });
-            Box::new(source::Stream::new(schema, Box::new(counted), size))
-        }
+        Sorted::Merge(merger) => counted(schema, Box::new(merger), stats, size),
     })
 }
 
@@ -1210,40 +1199,78 @@ impl Source for Held {
     }
 }
 
-/// Drain `input` and keep what `dedup(keep)` keeps of it (the kernel, on the columns at
-/// `subset` by position).
+/// Drain `input` and keep what `dedup(keep)` keeps of it (the columns at `subset` by
+/// position): the kernel over the held input, or, past the budget, two passes over the
+/// spilled input ([`ExternalDedup`]).
 fn run_dedup(
     input: &mut Chain,
     subset: &[usize],
     keep: Keep,
-    stats: &Stats,
+    stats: &Arc<Stats>,
     runner: &dyn Runner,
-) -> Result<Vec<RecordBatch>> {
+    size: usize,
+) -> Result<Box<dyn Source>> {
     let schema = input.schema();
-    let mut batches = Vec::new();
+    let mut dedup = ExternalDedup::new(
+        schema.clone(),
+        subset.to_vec(),
+        keep,
+        reservation("dedup", runner),
+        stats.spill.clone(),
+        crate::spill::force(),
+    );
     while let Some(bs) = input.wave(&|b: RecordBatch| Ok(b), runner)? {
-        batches.extend(bs);
+        let t = Instant::now();
+        let rows: usize = bs.iter().map(RecordBatch::num_rows).sum();
+        let mut bs = Some(bs);
+        runner.parallel(&mut || {
+            for b in bs.take().unwrap_or_default() {
+                dedup.push(b)?;
+            }
+            Ok(())
+        })?;
+        stats.record(rows, None, t);
     }
     let t = Instant::now();
-    let table = Table::try_new(schema.clone(), batches)?;
-    let rows = table.num_rows();
-    let mut out = Vec::new();
+    stats
+        .peak_reserved
+        .fetch_max(dedup.peak_reserved(), Ordering::Relaxed);
+    let mut out = None;
+    let mut dedup = Some(dedup);
     runner.parallel(&mut || {
-        let keys = Table {
-            schema: Arc::new(schema.project(subset)?),
-            batches: table
-                .batches
-                .iter()
-                .map(|b| b.project(subset))
-                .collect::<std::result::Result<_, _>>()?,
-        };
-        let kept = crate::dedup::dedup_indices(&keys, None, keep)?;
-        out = crate::gather::take_table(&table, &kept)?.batches;
+        out = Some(match dedup.take().expect("finished once").finish()? {
+            Deduped::Memory(batches, mem) => Deduped::Memory(
+                crate::dedup::external::in_memory(&schema, batches, subset, keep)?,
+                mem,
+            ),
+            spilled => spilled,
+        });
         Ok(())
     })?;
-    stats.record(rows, None, t);
-    stats.produced(&out);
-    Ok(out)
+    stats.record(0, None, t);
+    Ok(match out.expect("finished above") {
+        Deduped::Memory(out, mem) => {
+            stats.produced(&out);
+            Box::new(Held(Batches::new(schema, out, size), mem))
+        }
+        Deduped::Spilled(batches) => counted(schema, batches, stats, size),
+    })
+}
+
+/// A source over `batches`, counted as `stats`' output.
+fn counted(
+    schema: SchemaRef,
+    batches: Box<dyn Iterator<Item = Result<RecordBatch>> + Send>,
+    stats: &Arc<Stats>,
+    size: usize,
+) -> Box<dyn Source> {
+    let stats = stats.clone();
+    let counted = batches.inspect(move |b| {
+        if let Ok(b) = b {
+            stats.produced(std::slice::from_ref(b));
+        }
+    });
+    Box::new(source::Stream::new(schema, Box::new(counted), size))
 }
 
 /// Drain `input`, aggregating each morsel in the parallel phase and merging the partial

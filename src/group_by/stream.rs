@@ -162,6 +162,11 @@ impl GroupByState {
         self.merged_rows + self.pending_rows
     }
 
+    /// Bytes the state holds (its partial-state tables).
+    pub fn bytes(&self) -> u64 {
+        self.tables.iter().map(crate::budget::table_bytes).sum()
+    }
+
     /// Aggregate `batch` into the state.
     pub fn absorb(&mut self, batch: &RecordBatch) -> Result<()> {
         let p = self.partial_of(batch)?;
