@@ -17,6 +17,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from nasty import reference_dedup, reference_sort, tables
+from test_group_by import AGGS, grouped
 
 import ferrobatch as fb
 from ferrobatch import _core
@@ -44,21 +45,27 @@ def _left_nothing(folder) -> None:
 
 def _identical(a: pa.Table, b: pa.Table) -> None:
     """Same schema, rows and bytes of every value: floats bit for bit (NaN payloads and the
-    sign of zero included). Dictionary columns compare by their values (a merge may lay out
-    the dictionary differently)."""
+    sign of zero included), lists element by element. Dictionary columns compare by their
+    values (a merge may lay out the dictionary differently)."""
     assert a.schema == b.schema and a.num_rows == b.num_rows
     for name in a.column_names:
-        x, y = a.column(name).combine_chunks(), b.column(name).combine_chunks()
-        if pa.types.is_dictionary(x.type):
-            x, y = x.cast(x.type.value_type), y.cast(y.type.value_type)
-        if pa.types.is_floating(x.type):
-            assert x.is_null().equals(y.is_null()), name
-            width = {2: np.uint16, 4: np.uint32, 8: np.uint64}[x.type.byte_width]
-            bits = [np.asarray(c.fill_null(0).to_numpy(zero_copy_only=False)).view(width)
-                    for c in (x, y)]  # fmt: skip
-            assert np.array_equal(*bits), name
-        else:
-            assert x.equals(y), name
+        _same_array(a.column(name).combine_chunks(), b.column(name).combine_chunks(), name)
+
+
+def _same_array(x: pa.Array, y: pa.Array, name: str) -> None:
+    if pa.types.is_dictionary(x.type):
+        x, y = x.cast(x.type.value_type), y.cast(y.type.value_type)
+    assert x.is_null().equals(y.is_null()), name
+    if pa.types.is_list(x.type) or pa.types.is_large_list(x.type):
+        assert x.value_lengths().fill_null(0).equals(y.value_lengths().fill_null(0)), name
+        _same_array(x.flatten(), y.flatten(), name)
+    elif pa.types.is_floating(x.type):
+        width = {2: np.uint16, 4: np.uint32, 8: np.uint64}[x.type.byte_width]
+        bits = [np.asarray(c.fill_null(0).to_numpy(zero_copy_only=False)).view(width)
+                for c in (x, y)]  # fmt: skip
+        assert np.array_equal(*bits), name
+    else:
+        assert x.equals(y), name
 
 
 def _spill_files(p: fb.Pipeline) -> int:
@@ -147,6 +154,53 @@ def test_spilled_dedup_equals_the_reference_and_the_in_memory_dedup(
     assert got.column("row").to_pylist() == reference_dedup(table, subset, keep)
     _identical(got, want)
     assert _core.memory_reserved() == 0 and _core.temp_bytes() == 0
+
+
+@given(
+    grouped(max_rows=60),
+    st.integers(1, 12),
+    st.sampled_from([1, 2, 4]),
+    st.booleans(),
+    st.booleans(),
+    st.sampled_from(["force", "64KiB"]),
+)
+def test_spilled_group_by_equals_the_in_memory_group_by(
+    data, batch_size, threads, dropna, sort, how
+) -> None:
+    """Every aggregate (float sums, means, moments, median, first / last ...) over nasty keys:
+    the group-by whose state went to hash partitions on disk gives the in-memory run's
+    groups in its order, float bits included."""
+    table, keys = data
+    p = fb.scan(table, batch_size=batch_size).group_by(keys, AGGS, dropna=dropna, sort=sort)
+    before = fb.get_num_threads()
+    fb.set_num_threads(threads)
+    try:
+        want = p.collect()
+        if how == "force":
+            _core.set_force_spill(True)
+            got = p.collect()
+            _core.set_force_spill(False)
+        else:
+            got = p.collect(memory_limit=how)
+    finally:
+        fb.set_num_threads(before)
+    _identical(got, want)
+    assert _core.memory_reserved() == 0 and _core.temp_bytes() == 0
+
+
+@pytest.mark.parametrize("sort", [False, True])
+def test_group_by_spills_below_the_budget_and_not_above(settings, sort) -> None:
+    t = _big()
+    aggs = {"sf": ("f", "sum"), "mf": ("f", "mean"), "sd": ("f", "std"), "n": (None, "size"),
+            "med": ("f", "median"), "first": ("v", "first")}  # fmt: skip
+    p = fb.scan(t, batch_size=20_000).group_by(["k", "s"], aggs, sort=sort)
+    want = p.collect()
+    assert _spill_files(p) == 0
+    _identical(p.collect(memory_limit="16MiB"), want)
+    stage = p.last_report.stages[0]
+    assert stage.spill_files > 1 and 0 < stage.peak_reserved_bytes <= 16 << 20
+    assert "(may spill)" in p.explain()
+    _left_nothing(settings)
 
 
 @pytest.mark.parametrize("keep", ["last", "none"])

@@ -897,6 +897,7 @@ class _Head(_Node):
 
 class _GroupBy(_Node):
     kernel = True
+    may_spill = True
 
     def __init__(
         self, child: _Node, keys: Any, aggs: dict[str, Any], dropna: bool, sort: bool

@@ -43,6 +43,7 @@ use crate::dedup::external::{Deduped, ExternalDedup};
 use crate::error::{Error, Result};
 use crate::expr::bind::Phys;
 use crate::group_by::GroupByOptions;
+use crate::group_by::external::{ExternalGroupBy, Grouped};
 use crate::group_by::stream::GroupByState;
 use crate::join::JoinOptions;
 use crate::join::stream::JoinBuild;
@@ -928,14 +929,15 @@ impl Chain {
                 schema,
                 stats,
                 regroup,
-            } => {
-                let out = run_group_by(input, options.clone(), regroup.as_ref(), stats, runner)?;
-                Some(Box::new(Batches::new(
-                    schema.clone(),
-                    restore(out, schema)?,
-                    size,
-                )))
-            }
+            } => Some(run_group_by(
+                input,
+                options.clone(),
+                regroup.as_ref(),
+                stats,
+                runner,
+                schema,
+                size,
+            )?),
             Start::Sort {
                 input,
                 keys,
@@ -1274,19 +1276,32 @@ fn counted(
 }
 
 /// Drain `input`, aggregating each morsel in the parallel phase and merging the partial
-/// states in sequence order; the finished groups.
+/// states in sequence order; the finished groups, cast to `schema`'s types. The state
+/// spills hash partitions past the budget ([`ExternalGroupBy`]); a regrouped state (by a
+/// join's build rows) stays in memory.
 fn run_group_by(
     input: &mut Chain,
     options: GroupByOptions,
     regroup: Option<&join_aggregate::Regroup>,
-    stats: &Stats,
+    stats: &Arc<Stats>,
     runner: &dyn Runner,
-) -> Result<Vec<RecordBatch>> {
-    let schema = input.schema();
-    let mut state = GroupByState::new(schema.clone(), options.clone())?;
+    schema: &SchemaRef,
+    size: usize,
+) -> Result<Box<dyn Source>> {
+    let in_schema = input.schema();
+    let mut state = ExternalGroupBy::new(
+        in_schema.clone(),
+        options.clone(),
+        reservation("group_by", runner),
+        stats.spill.clone(),
+        crate::spill::force() && regroup.is_none(),
+    )?;
+    let mut plain = regroup
+        .map(|_| GroupByState::new(in_schema.clone(), options.clone()))
+        .transpose()?;
     let partial = |b: RecordBatch| -> Result<GroupByState> {
         let t = Instant::now();
-        let mut s = GroupByState::new(schema.clone(), options.clone())?;
+        let mut s = GroupByState::new(in_schema.clone(), options.clone())?;
         s.absorb(&b)?;
         stats.record(b.num_rows(), None, t);
         Ok(s)
@@ -1297,30 +1312,45 @@ fn run_group_by(
         runner.parallel(&mut || {
             for p in parts.take().unwrap_or_default() {
                 crate::cancel::point();
-                state.merge(p)?;
+                match &mut plain {
+                    Some(st) => st.merge(p)?,
+                    None => state.merge(p)?,
+                }
             }
             Ok(())
         })?;
         stats.record(0, None, t);
     }
     let t = Instant::now();
+    stats
+        .peak_reserved
+        .fetch_max(state.peak_reserved(), Ordering::Relaxed);
     let (mut state, mut out) = (Some(state), None);
+    let held = reservation("group_by", runner);
+    let mut held = Some(held);
     runner.parallel(&mut || {
-        let state = state.take().expect("finished once");
-        out = Some(match regroup {
-            Some(r) => r.apply(state)?.finish()?,
-            None => {
-                let mut state = state;
-                state.finish()?
+        out = Some(match (regroup, plain.take()) {
+            (Some(r), Some(st)) => {
+                Grouped::Memory(r.apply(st)?.finish()?, held.take().expect("finished once"))
             }
+            _ => state.take().expect("finished once").finish()?,
         });
         Ok(())
     })?;
-    let out = out.expect("finished above");
-    let batches = out.batches.clone();
-    stats.produced(&batches);
     stats.record(0, None, t);
-    Ok(batches)
+    Ok(match out.expect("finished above") {
+        Grouped::Memory(out, mem) => {
+            let batches = restore(out.batches, schema)?;
+            stats.produced(&batches);
+            Box::new(Held(Batches::new(schema.clone(), batches, size), mem))
+        }
+        Grouped::Spilled(batches) => {
+            let target = schema.clone();
+            let restored = batches
+                .map(move |b| restore(vec![b?], &target).map(|mut v| v.pop().expect("one batch")));
+            counted(schema.clone(), Box::new(restored), stats, size)
+        }
+    })
 }
 
 impl Chain {

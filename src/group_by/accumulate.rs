@@ -145,27 +145,38 @@ pub fn accumulate<A: Acc>(accs: &[A], starts: &[usize], g: &Groups) -> Vec<A::S>
         });
         out
     } else {
-        let sp = g.partitions(partition_count(n) * 4);
-        let locals: Vec<Vec<A::S>> = (0..sp.parts.len())
-            .into_par_iter()
-            .map(|p| {
-                crate::cancel::point();
-                let base = sp.bases[p];
-                let mut st = vec![zero; sp.bases[p + 1] - base];
-                let mut c = 0;
-                let (rows, slots) = sp.part(p);
-                for (&r, &s) in rows.iter().zip(slots) {
-                    let r = r as usize;
-                    while r >= starts[c + 1] {
-                        c += 1;
-                    }
-                    accs[c].update(&mut st[s as usize - base], r - starts[c]);
-                }
-                st
-            })
-            .collect();
-        locals.concat()
+        in_row_order(accs, starts, g)
     }
+}
+
+/// One state per slot of `g`, each group's rows folded one by one in row order (the
+/// **partitions** layout of [`accumulate`], whatever the slot count). The group-by state
+/// merges partial states this way: a group's state is then the left fold of its partial
+/// states in input order, whichever rows were merged together and when — so it is the same
+/// whether the state was merged in one piece or in hash partitions, spilled or not.
+pub fn in_row_order<A: Acc>(accs: &[A], starts: &[usize], g: &Groups) -> Vec<A::S> {
+    let n = g.slot.len();
+    let zero = accs[0].init();
+    let sp = g.partitions(partition_count(n) * 4);
+    let locals: Vec<Vec<A::S>> = (0..sp.parts.len())
+        .into_par_iter()
+        .map(|p| {
+            crate::cancel::point();
+            let base = sp.bases[p];
+            let mut st = vec![zero; sp.bases[p + 1] - base];
+            let mut c = 0;
+            let (rows, slots) = sp.part(p);
+            for (&r, &s) in rows.iter().zip(slots) {
+                let r = r as usize;
+                while r >= starts[c + 1] {
+                    c += 1;
+                }
+                accs[c].update(&mut st[s as usize - base], r - starts[c]);
+            }
+            st
+        })
+        .collect();
+    locals.concat()
 }
 
 /// Row offsets of chunks of these lengths, and the total.
@@ -279,6 +290,15 @@ pub struct Kahan {
 }
 
 impl Kahan {
+    /// The running sum and its compensation: the whole state.
+    pub fn parts(self) -> (f64, f64) {
+        (self.sum, self.comp)
+    }
+
+    pub fn from_parts(sum: f64, comp: f64) -> Self {
+        Kahan { sum, comp }
+    }
+
     /// The sum (pandas returns the running sum, not sum minus compensation).
     #[inline]
     pub fn value(self) -> f64 {
@@ -500,6 +520,14 @@ pub trait Mergeable: Copy + Default + Send + Sync {
 impl Mergeable for Moments {
     fn combine(&mut self, b: &Self) {
         Moments::combine(self, b)
+    }
+}
+
+/// A float sum's state: the compensated sum and the count of values.
+impl Mergeable for (Kahan, u64) {
+    fn combine(&mut self, b: &Self) {
+        self.0 += b.0;
+        self.1 += b.1;
     }
 }
 

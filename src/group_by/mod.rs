@@ -19,6 +19,7 @@
 //! uint64 overflow; decimal sums raise past 38 digits.
 
 pub mod accumulate;
+pub mod external;
 pub mod groups;
 pub mod holistic;
 pub mod stream;

@@ -14,14 +14,21 @@
 //! | aggregate | state columns | merge |
 //! |---|---|---|
 //! | count, size | int64 count | sum |
-//! | float sum; min, max, first, last | the aggregate itself | the same aggregate |
+//! | min, max, first, last | the aggregate itself | the same aggregate |
+//! | float sum | compensated sum, compensation, count | Kahan steps |
 //! | integer / decimal sum | exact decimal128 sum (i128, unscaled) | exact sum, range checked at the end |
-//! | mean | float64 sum, int64 count | sums |
+//! | mean (float) | compensated sum, compensation, count | Kahan steps |
+//! | mean (integer, decimal) | exact sum, count | sums |
 //! | var, std | count, mean, M2 | Chan's merge |
 //! | corr | count, means, M2s, co-moment | Chan's merge |
 //! | top_k | list of the k largest | top k of the lists |
 //! | n_unique | list of the distinct values | distinct values of the lists |
 //! | median, quantile | list of the values | concatenation |
+//!
+//! A merge folds each group's partial states one by one in input order (never in blocks),
+//! and every state is whole (a float sum keeps its compensation), so a group's state is
+//! the left fold of its partial states whichever of them were merged together, and when:
+//! merged in one state or in hash partitions, spilled or not, the bits are the same.
 //!
 //! Floating-point results can differ from the in-memory kernel's in the last bits (the sums
 //! associate per batch); they do not depend on the thread count.
@@ -37,12 +44,12 @@ use arrow_array::{
 use arrow_buffer::{BooleanBuffer, OffsetBuffer};
 use arrow_schema::{DataType, Field, SchemaRef};
 
-use super::accumulate::{CoMoments, Combine, Moments};
+use super::accumulate::{CoMoments, Combine, Kahan, Moments, Sum};
 use super::groups::{Groups, group};
 use super::holistic::{self, Members, per_group};
 use super::{
     AggFn, AggSpec, Column, GroupByOptions, Input, aggregate, as_f64, check, comoments, exact,
-    exact_sums, moments, run, validity,
+    exact_sums, moments, validity,
 };
 use crate::error::{Error, Result};
 use crate::gather::take_table;
@@ -53,8 +60,10 @@ use crate::table::{Table, schema_mismatch};
 #[derive(Clone, Debug, PartialEq)]
 enum Carry {
     Count,
-    /// The aggregate is its own merge: float sum, min, max, first, last.
+    /// The aggregate is its own merge: min, max, first, last.
     Same,
+    /// Float sums: the compensated sum, its compensation and the count of values.
+    FloatSum,
     /// Exact sums of integers (`out` int64 / uint64) or decimals (`out` decimal128(38, s)).
     Exact {
         out: DataType,
@@ -77,7 +86,7 @@ impl Carry {
         match func {
             AggFn::Count | AggFn::Size => Carry::Count,
             AggFn::Sum => match input {
-                Some(dt) if dt.is_floating() => Carry::Same,
+                Some(dt) if dt.is_floating() => Carry::FloatSum,
                 Some(
                     DataType::Decimal32(_, s)
                     | DataType::Decimal64(_, s)
@@ -162,6 +171,11 @@ impl GroupByState {
         self.merged_rows + self.pending_rows
     }
 
+    /// The schema of its partial-state tables.
+    pub fn state_schema(&self) -> SchemaRef {
+        self.tables[0].schema.clone()
+    }
+
     /// Bytes the state holds (its partial-state tables).
     pub fn bytes(&self) -> u64 {
         self.tables.iter().map(crate::budget::table_bytes).sum()
@@ -226,8 +240,9 @@ impl GroupByState {
         Ok(())
     }
 
-    /// Merge every partial table into one.
-    fn compact(&mut self) -> Result<()> {
+    /// Merge every partial table into one (what the state holds shrinks to one row per
+    /// group; the result is the same whenever it happens, see the module docs).
+    pub fn compact(&mut self) -> Result<()> {
         if self.tables.len() > 1 {
             // The tables are replaced only once the merge succeeded: an interrupted or
             // failed merge leaves the state as it was.
@@ -471,7 +486,8 @@ fn distinct_by_a_fixed_width_key(table: &Table, keys: &[String]) -> Result<bool>
 /// Number of state columns of an aggregate.
 fn state_width(c: &Carry) -> usize {
     match c {
-        Carry::Mean { .. } => 2,
+        Carry::Mean { exact: Some(_) } => 2,
+        Carry::FloatSum | Carry::Mean { exact: None } => 3,
         Carry::Moments { .. } => 3,
         Carry::Corr => 6,
         _ => 1,
@@ -538,6 +554,38 @@ fn moments_columns(st: &[Moments]) -> Vec<ArrayRef> {
         f64s(st.iter().map(|m| m.mean)),
         f64s(st.iter().map(|m| m.m2)),
     ]
+}
+
+/// Compensated float sums of `values` per group of `g` (as the kernel's `sum` / `mean`).
+fn float_sums(values: &Column, g: &Groups) -> Result<Vec<(Kahan, u64)>> {
+    let v = values.map(as_f64)?;
+    Ok(v.run(g, |c, _| {
+        Sum::<f64, Kahan>::new(c.as_primitive::<Float64Type>().values(), validity(c))
+    }))
+}
+
+fn kahan_columns(st: &[(Kahan, u64)]) -> Vec<ArrayRef> {
+    vec![
+        f64s(st.iter().map(|(k, _)| k.parts().0)),
+        f64s(st.iter().map(|(k, _)| k.parts().1)),
+        int64(st.iter().map(|&(_, n)| n)),
+    ]
+}
+
+fn kahan_of(cols: &[ArrayRef]) -> Vec<(Kahan, u64)> {
+    let sum = cols[0].as_primitive::<Float64Type>().values();
+    let comp = cols[1].as_primitive::<Float64Type>().values();
+    let n = cols[2].as_primitive::<Int64Type>().values();
+    (0..n.len())
+        .map(|i| (Kahan::from_parts(sum[i], comp[i]), n[i] as u64))
+        .collect()
+}
+
+/// One state per group of `g` (in group order), each group's rows folded in row order
+/// ([`super::accumulate::in_row_order`]).
+fn in_order<A: super::accumulate::Acc>(acc: &A, g: &Groups) -> Vec<A::S> {
+    let st = super::accumulate::in_row_order(std::slice::from_ref(acc), &[0, g.slot.len()], g);
+    g.order.iter().map(|&s| st[s as usize]).collect()
 }
 
 fn moments_of(cols: &[ArrayRef]) -> Vec<Moments> {
@@ -655,10 +703,7 @@ fn partial(
             let st = sums.of(values(), g, col)?;
             vec![exact_state(&st, *scale)?, int64(st.iter().map(|&(_, n)| n))]
         }
-        Carry::Mean { exact: None } => vec![
-            aggregate(&spec_of(spec, AggFn::Sum), input, g, m)?,
-            aggregate(&spec_of(spec, AggFn::Count), input, g, m)?,
-        ],
+        Carry::FloatSum | Carry::Mean { exact: None } => kahan_columns(&float_sums(values(), g)?),
         Carry::Moments { .. } => moments_columns(&moments(values(), g)?),
         Carry::Corr => {
             let (_, other) = input.other.as_ref().expect("checked: corr has a column");
@@ -711,17 +756,17 @@ fn merge(
             }
             out
         }
-        Carry::Mean { exact: None } => st
-            .iter()
-            .map(|c| aggregate(&spec_of(spec, AggFn::Sum), &input_of(col, c.clone()), g, m))
-            .collect::<Result<_>>()?,
+        Carry::FloatSum | Carry::Mean { exact: None } => {
+            let states = kahan_of(st);
+            kahan_columns(&in_order(&Combine { states: &states }, g))
+        }
         Carry::Moments { .. } => {
             let states = moments_of(st);
-            moments_columns(&run(&Combine { states: &states }, g))
+            moments_columns(&in_order(&Combine { states: &states }, g))
         }
         Carry::Corr => {
             let states = comoments_of(st);
-            comoments_columns(&run(&Combine { states: &states }, g))
+            comoments_columns(&in_order(&Combine { states: &states }, g))
         }
         Carry::TopK(k) => {
             let m = m.expect("members are built for holistic aggregates");
@@ -792,15 +837,16 @@ fn finish(spec: &AggSpec, carry: &Carry, st: &[ArrayRef]) -> Result<ArrayRef> {
                 |(s, &n)| (n > 0).then(|| s.unwrap_or(0) as f64 / scale / n as f64),
             )))
         }
-        Carry::Mean { exact: None } => {
-            let s = st[0].as_primitive::<Float64Type>();
-            let n = st[1].as_primitive::<Int64Type>();
-            Arc::new(Float64Array::from_iter(
-                s.iter()
-                    .zip(n.values())
-                    .map(|(s, &n)| (n > 0).then(|| s.unwrap_or(0.0) / n as f64)),
-            ))
-        }
+        Carry::FloatSum => Arc::new(Float64Array::from_iter(
+            kahan_of(st)
+                .iter()
+                .map(|&(s, n)| (n > 0).then(|| s.value())),
+        )),
+        Carry::Mean { exact: None } => Arc::new(Float64Array::from_iter(
+            kahan_of(st)
+                .iter()
+                .map(|&(s, n)| (n > 0).then(|| s.value() / n as f64)),
+        )),
         Carry::Moments { std } => Arc::new(Float64Array::from_iter(
             moments_of(st)
                 .iter()
@@ -827,4 +873,88 @@ fn finish(spec: &AggSpec, carry: &Carry, st: &[ArrayRef]) -> Result<ArrayRef> {
             int64(l.value_offsets().windows(2).map(|w| (w[1] - w[0]) as u64))
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow_array::{Float64Array, Int64Array};
+    use arrow_schema::Schema;
+
+    /// Merging partial states in one piece, one at a time, or per hash partition gives the
+    /// same bits for every group.
+    #[test]
+    fn merge_timing_and_partitioning_do_not_change_the_bits() {
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("k", DataType::Int64, false),
+            Field::new("x", DataType::Float64, true),
+            Field::new("y", DataType::Float64, true),
+        ]));
+        let batches: Vec<RecordBatch> = (0..40u64)
+            .map(|b| {
+                let n = 500;
+                let k = Int64Array::from_iter_values((0..n).map(|i| ((i * 7 + b) % 5) as i64));
+                let x = Float64Array::from_iter((0..n).map(|i| {
+                    let v = ((i * 2654435761 + b * 97) % 1000) as f64;
+                    (i % 17 != 0).then_some(v * 1e12f64.powi((i % 3) as i32 - 1) + 0.1)
+                }));
+                let y = Float64Array::from_iter_values((0..n).map(|i| (i as f64).sin() * 1e8));
+                RecordBatch::try_new(schema.clone(), vec![Arc::new(k), Arc::new(x), Arc::new(y)])
+                    .unwrap()
+            })
+            .collect();
+        let agg = |name: &str, func: AggFn| AggSpec {
+            name: name.into(),
+            column: Some("x".into()),
+            func,
+        };
+        let opts = GroupByOptions {
+            keys: vec!["k".into()],
+            aggs: vec![
+                agg("sum", AggFn::Sum),
+                agg("mean", AggFn::Mean),
+                agg("var", AggFn::Var),
+                agg("corr", AggFn::Corr("y".into())),
+            ],
+            dropna: false,
+            sort: true,
+        };
+        let mut once = GroupByState::new(schema.clone(), opts.clone()).unwrap();
+        let mut each = GroupByState::new(schema.clone(), opts.clone()).unwrap();
+        let mut parts: Vec<GroupByState> = (0..3)
+            .map(|_| GroupByState::new(schema.clone(), opts.clone()).unwrap())
+            .collect();
+        for b in &batches {
+            let p = once.partial_of(b).unwrap();
+            once.tables.push(p.clone());
+            each.absorb_partial(p.clone()).unwrap();
+            each.compact().unwrap();
+            for (j, part) in parts.iter_mut().enumerate() {
+                let keep: Vec<u32> = (0..p.num_rows() as u32)
+                    .filter(|&r| {
+                        let k = p.batches[0]
+                            .column(0)
+                            .as_primitive::<Int64Type>()
+                            .value(r as usize);
+                        k as usize % 3 == j
+                    })
+                    .collect();
+                part.absorb_partial(take_table(&p, &keep).unwrap()).unwrap();
+            }
+        }
+        let want = once.finish().unwrap();
+        assert_eq!(each.finish().unwrap().batches, want.batches);
+        let want = want.batches[0].clone();
+        for (j, part) in parts.iter_mut().enumerate() {
+            let got = part.finish().unwrap().batches[0].clone();
+            let rows: Vec<u32> = (0..want.num_rows() as u32)
+                .filter(|&r| {
+                    want.column(0).as_primitive::<Int64Type>().value(r as usize) as usize % 3 == j
+                })
+                .collect();
+            let idx = arrow_array::UInt32Array::from(rows);
+            let expect = arrow_select::take::take_record_batch(&want, &idx).unwrap();
+            assert_eq!(got, expect);
+        }
+    }
 }

@@ -157,6 +157,13 @@ impl Write for Quota {
     }
 }
 
+/// A file dropped before it was finished (an error, an interrupt) gives its bytes back.
+impl Drop for Quota {
+    fn drop(&mut self) {
+        USED.fetch_sub(self.written, Ordering::SeqCst);
+    }
+}
+
 fn over_cap(cap: u64, dir: &std::path::Path) -> String {
     format!(
         "spilling would pass max_temp_directory_size ({}) in {}; raise it with \
@@ -268,13 +275,15 @@ impl SpillWriter {
         self.writer.finish().map_err(|e| arrow_io(e, &dir))?;
         let schema = self.schema.clone();
         let buf = self.writer.into_inner().map_err(|e| arrow_io(e, &dir))?;
-        let quota = buf
+        let mut quota = buf
             .into_inner()
             .map_err(|e| io_error(e.into_error(), &dir))?;
         self.stats.wrote(quota.written - before, t);
+        // The bytes now belong to the finished file.
+        let bytes = std::mem::take(&mut quota.written);
         Ok(Spilled {
             file: quota.file.clone(),
-            bytes: quota.written,
+            bytes,
             rows: self.rows,
             schema,
         })
@@ -404,7 +413,12 @@ mod tests {
         }
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
         drop(s);
-        assert_eq!(stats.files.load(Ordering::Relaxed), 1);
+        assert_eq!(used(), base);
+        let mut w = SpillWriter::new(&schema, stats.clone()).unwrap();
+        w.write(&b).unwrap();
+        drop(w);
+        assert_eq!(used(), base);
+        assert_eq!(stats.files.load(Ordering::Relaxed), 2);
         set_temp_directory(None);
     }
 }

@@ -1,0 +1,274 @@
+//! A streaming group-by under the memory budget: the state in memory while it fits, hash
+//! partitions of partial states on disk past it.
+//!
+//! The executor aggregates each morsel into a partial state and hands them over in input
+//! order ([`ExternalGroupBy::merge`]). While the merged [`GroupByState`] fits its
+//! reservation it stays in memory. When it does not (or spilling is forced), its tables and
+//! every later partial table are cut by the hash of their keys into [`PARTITIONS`] spill
+//! files, each row tagged with an *ordinal*: its place in the sequence of partial-state rows.
+//!
+//! At the end each partition is read back and merged on its own — a group lives in one
+//! partition, so this is the group's state — with `first(ordinal)` as one more aggregate:
+//! the group's first appearance. Merges fold each group's partial states in input order
+//! and the states are whole (see [`super::stream`]), so a group's state has the same bits
+//! as in one in-memory state. Each finished partition is written as a run, ordered by
+//! ordinal (first appearance, the in-memory group order) or, with `sort`, by the keys; the
+//! runs are merged ([`crate::sort::external::Merger`]) into the in-memory output's order,
+//! the ordinal column dropped.
+//!
+//! One partition must fit the budget when it is merged; a partition larger than that is a
+//! [`crate::Error::MemoryLimit`] naming it (it is not split further).
+
+use std::sync::Arc;
+
+use arrow_array::{ArrayRef, RecordBatch, UInt32Array, UInt64Array};
+use arrow_schema::{DataType, Field, Schema, SchemaRef};
+
+use super::stream::GroupByState;
+use super::{AggFn, AggSpec, GroupByOptions};
+use crate::budget::Reservation;
+use crate::error::{Error, Result};
+use crate::sort::SortKey;
+use crate::sort::external::Merger;
+use crate::spill::{SpillStats, SpillWriter, Spilled};
+use crate::table::Table;
+
+/// Hash partitions of a spilled group-by.
+pub const PARTITIONS: u32 = 32;
+
+/// The spilled state: one file of partial-state pieces per hash partition.
+struct Partitions {
+    files: Vec<SpillWriter>,
+    /// Partial-state rows spilled so far (the next row's ordinal).
+    ordinal: u64,
+}
+
+/// A group-by that spills hash partitions of its partial states (see the module docs).
+pub struct ExternalGroupBy {
+    opts: GroupByOptions,
+    state: Option<GroupByState>,
+    spilled: Option<Partitions>,
+    /// The partition states' input schema and options: one more column, the ordinal, and
+    /// its `first` as one more aggregate.
+    part_schema: SchemaRef,
+    part_opts: GroupByOptions,
+    /// The schema of a spilled piece (a partial-state table and its ordinals).
+    piece_schema: SchemaRef,
+    mem: Reservation,
+    stats: Arc<SpillStats>,
+    force: bool,
+}
+
+/// A finished group-by: the groups in memory, or a merge of the spilled partitions'.
+pub enum Grouped {
+    Memory(Table, Reservation),
+    Spilled(Box<dyn Iterator<Item = Result<RecordBatch>> + Send>),
+}
+
+impl ExternalGroupBy {
+    pub fn new(
+        schema: SchemaRef,
+        opts: GroupByOptions,
+        mem: Reservation,
+        stats: Arc<SpillStats>,
+        force: bool,
+    ) -> Result<Self> {
+        let state = GroupByState::new(schema.clone(), opts.clone())?;
+        let mut ordinal = String::from("__ferrobatch_ordinal");
+        while schema.fields().iter().any(|f| f.name() == &ordinal) {
+            ordinal.push('_');
+        }
+        let mut fields: Vec<Field> = schema.fields().iter().map(|f| f.as_ref().clone()).collect();
+        fields.push(Field::new(&ordinal, DataType::UInt64, false));
+        let part_schema = Arc::new(Schema::new(fields));
+        let mut part_opts = opts.clone();
+        part_opts.aggs.push(AggSpec {
+            name: ordinal.clone(),
+            column: Some(ordinal),
+            func: AggFn::First,
+        });
+        let piece_schema =
+            GroupByState::new(part_schema.clone(), part_opts.clone())?.state_schema();
+        Ok(ExternalGroupBy {
+            opts,
+            state: Some(state),
+            spilled: None,
+            part_schema,
+            part_opts,
+            piece_schema,
+            mem,
+            stats,
+            force,
+        })
+    }
+
+    /// The most bytes reserved at once.
+    pub fn peak_reserved(&self) -> u64 {
+        self.mem.peak()
+    }
+
+    /// Fold in `part`, the partial state of the next rows.
+    pub fn merge(&mut self, part: GroupByState) -> Result<()> {
+        let Some(state) = &mut self.state else {
+            for t in part.export() {
+                self.spill(t)?;
+            }
+            return Ok(());
+        };
+        state.merge(part)?;
+        // A global aggregate (no keys) is one row: nothing to spill.
+        let keyed = !self.opts.keys.is_empty();
+        if !(keyed && self.force) && self.fits()? {
+            return Ok(());
+        }
+        if !keyed {
+            let held = self.state.as_ref().map_or(0, GroupByState::bytes);
+            return self.hold(held);
+        }
+        let tables = self.state.take().expect("in memory").export();
+        self.mem.free();
+        let files = (0..PARTITIONS)
+            .map(|_| SpillWriter::new(&self.piece_schema, self.stats.clone()))
+            .collect::<Result<_>>()?;
+        self.spilled = Some(Partitions { files, ordinal: 0 });
+        for t in tables {
+            self.spill(t)?;
+        }
+        Ok(())
+    }
+
+    /// Whether the in-memory state fits its reservation, compacted first if it does not
+    /// as it is (many small partial tables).
+    fn fits(&mut self) -> Result<bool> {
+        let state = self.state.as_mut().expect("in memory");
+        let held = state.bytes();
+        if self.hold(held).is_ok() {
+            return Ok(true);
+        }
+        let state = self.state.as_mut().expect("in memory");
+        state.compact()?;
+        let held = state.bytes();
+        Ok(self.hold(held).is_ok())
+    }
+
+    fn hold(&mut self, bytes: u64) -> Result<()> {
+        if bytes > self.mem.size() {
+            self.mem.try_grow(bytes - self.mem.size())
+        } else {
+            self.mem.shrink(self.mem.size() - bytes);
+            Ok(())
+        }
+    }
+
+    /// Cut the partial-state table `t` by key hash into the partition files, each row
+    /// tagged with its ordinal.
+    fn spill(&mut self, t: Table) -> Result<()> {
+        let rows = t.num_rows();
+        if rows == 0 {
+            return Ok(());
+        }
+        let ids = crate::keys::partition::hash_partitions(&t, &self.opts.keys, PARTITIONS)?;
+        let parts = self.spilled.as_mut().expect("spilling");
+        let mut cols: Vec<ArrayRef> = (0..t.schema.fields().len())
+            .map(|i| t.column(i))
+            .collect::<Result<_>>()?;
+        cols.push(Arc::new(UInt64Array::from_iter_values(
+            parts.ordinal..parts.ordinal + rows as u64,
+        )));
+        parts.ordinal += rows as u64;
+        let all = RecordBatch::try_new(self.piece_schema.clone(), cols)?;
+        let mut rows_of: Vec<Vec<u32>> = vec![Vec::new(); PARTITIONS as usize];
+        for (r, &p) in ids.iter().enumerate() {
+            rows_of[p as usize].push(r as u32);
+        }
+        for (p, idx) in rows_of.into_iter().enumerate() {
+            if idx.is_empty() {
+                continue;
+            }
+            let idx = UInt32Array::from(idx);
+            let piece = arrow_select::take::take_record_batch(&all, &idx)?;
+            parts.files[p].write(&piece)?;
+        }
+        Ok(())
+    }
+
+    /// The groups: the in-memory state's, or the spilled partitions merged one at a time.
+    pub fn finish(mut self) -> Result<Grouped> {
+        if let Some(mut state) = self.state.take() {
+            return Ok(Grouped::Memory(state.finish()?, self.mem));
+        }
+        let parts = self.spilled.take().expect("spilled");
+        let mut runs: Vec<Spilled> = Vec::with_capacity(PARTITIONS as usize);
+        let mut out_schema = None;
+        for (p, file) in parts.files.into_iter().enumerate() {
+            let file = file.finish()?;
+            let mut st = GroupByState::new(self.part_schema.clone(), self.part_opts.clone())?;
+            for b in file.batches()? {
+                let piece = Table {
+                    schema: self.piece_schema.clone(),
+                    batches: vec![b?],
+                };
+                st.absorb_partial(piece)?;
+                if self.hold(st.bytes()).is_err() {
+                    st.compact()?;
+                    self.hold(st.bytes())
+                        .map_err(|e| partition_too_large(e, p))?;
+                }
+            }
+            drop(file);
+            let groups = st.finish()?;
+            drop(st);
+            let schema = groups.schema.clone();
+            let mut w = SpillWriter::new(&schema, self.stats.clone())?;
+            for b in &groups.batches {
+                w.write(b)?;
+            }
+            runs.push(w.finish()?);
+            out_schema = Some(schema);
+            self.mem.free();
+        }
+        let schema = out_schema.expect("PARTITIONS > 0");
+        let ordinal = schema.fields().len() - 1;
+        let keys: Vec<SortKey> = if self.opts.sort {
+            self.opts
+                .keys
+                .iter()
+                .map(|k| SortKey {
+                    column: k.clone(),
+                    descending: false,
+                    nulls_last: true,
+                })
+                .collect()
+        } else {
+            vec![SortKey {
+                column: schema.field(ordinal).name().clone(),
+                descending: false,
+                nulls_last: true,
+            }]
+        };
+        let names: Vec<String> = keys.iter().map(|k| k.column.clone()).collect();
+        let key_idx = crate::keys::key_positions(&schema, &names)?;
+        let out_rows = 16 << 10;
+        let merger = Merger::new(
+            schema,
+            runs,
+            &keys,
+            &key_idx,
+            out_rows,
+            Reservation::new("group_by merge"),
+        )?;
+        let keep: Vec<usize> = (0..ordinal).collect();
+        Ok(Grouped::Spilled(Box::new(
+            merger.map(move |b| Ok(b?.project(&keep)?)),
+        )))
+    }
+}
+
+fn partition_too_large(e: Error, p: usize) -> Error {
+    match e {
+        Error::MemoryLimit(m) => Error::MemoryLimit(format!(
+            "{m}; hash partition {p} of {PARTITIONS} of the spilled group-by does not fit"
+        )),
+        other => other,
+    }
+}
