@@ -105,6 +105,11 @@ impl Reservation {
         }
     }
 
+    /// An empty reservation for `name` in the same run (scope) as this one.
+    pub fn sibling(&self, name: &str) -> Reservation {
+        Reservation::in_scope(name, self.scope.clone())
+    }
+
     /// Bytes held.
     pub fn size(&self) -> u64 {
         self.bytes

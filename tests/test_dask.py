@@ -477,6 +477,23 @@ def test_setup_gives_each_worker_its_share_of_threads():
         fbd.setup("tcp://127.0.0.1:8786")
 
 
+def test_setup_gives_each_worker_its_budget_and_temp_directory(tmp_path):
+    with (
+        LocalCluster(
+            n_workers=1, threads_per_worker=1, processes=True, dashboard_address=None,
+            memory_limit="1GiB",
+        ) as cluster,
+        Client(cluster) as c,
+    ):  # fmt: skip
+        fbd.setup(c, memory_limit="25%", temp_directory=tmp_path)
+        assert list(c.run(fb.get_memory_limit).values()) == [2**28]
+        assert list(c.run(fb.get_temp_directory).values()) == [str(tmp_path)]
+        fbd.setup(c, memory_limit="64MiB")
+        assert list(c.run(fb.get_memory_limit).values()) == [2**26]
+        with pytest.raises(ValueError, match="memory_limit"):
+            fbd.setup(c, memory_limit="lots")
+
+
 def test_a_parquet_file_is_split_by_row_groups(client, tmp_path):
     import pyarrow.compute as pc
     import pyarrow.parquet as pq

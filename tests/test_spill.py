@@ -9,7 +9,6 @@ import signal
 import subprocess
 import sys
 import textwrap
-import time
 
 import numpy as np
 import pyarrow as pa
@@ -18,6 +17,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from nasty import reference_dedup, reference_sort, tables
 from test_group_by import AGGS, grouped
+from test_join import join_inputs
 
 import ferrobatch as fb
 from ferrobatch import _core
@@ -93,7 +93,7 @@ def _big(n: int = 300_000, seed: int = 0) -> pa.Table:
     st.data(),
     st.integers(1, 12),
     st.sampled_from([1, 2, 4]),
-    st.sampled_from(["force", "2KiB", "16KiB"]),
+    st.sampled_from(["force", "16KiB", "64KiB"]),
 )
 def test_spilled_sort_equals_the_reference_and_the_in_memory_sort(
     tk, data, batch_size, threads, how
@@ -133,11 +133,11 @@ def test_spilled_sort_equals_the_reference_and_the_in_memory_sort(
 def test_spilled_dedup_equals_the_reference_and_the_in_memory_dedup(
     tk, data, batch_size, threads, how
 ) -> None:
-    """keep="last" / "none" over the spilled input (two passes) keeps the reference's rows
-    in input order, the in-memory run's bytes."""
+    """Every `keep` over the spilled input (two passes, the per-key state spilled too under
+    force) keeps the reference's rows in input order, the in-memory run's bytes."""
     table, keys = tk
     subset = data.draw(st.permutations(keys))
-    keep = data.draw(st.sampled_from(["last", "none"]))
+    keep = data.draw(st.sampled_from(["first", "last", "none"]))
     p = fb.scan(table, batch_size=batch_size).dedup(subset, keep=keep)
     before = fb.get_num_threads()
     fb.set_num_threads(threads)
@@ -203,15 +203,75 @@ def test_group_by_spills_below_the_budget_and_not_above(settings, sort) -> None:
     _left_nothing(settings)
 
 
-@pytest.mark.parametrize("keep", ["last", "none"])
+@given(
+    join_inputs(),
+    st.sampled_from(["inner", "left", "right", "outer", "semi", "anti"]),
+    st.booleans(),
+    st.integers(1, 10),
+    st.sampled_from([1, 2, 4]),
+    st.sampled_from(["force", "64KiB"]),
+)
+def test_spilled_join_equals_the_kernel_and_the_in_memory_join(
+    inp, how, nulls_equal, batch_size, threads, how_spill
+) -> None:
+    """A join whose build side went to hash partitions (the probe side after it), joined
+    partition by partition and put back in order, gives `fb.join`'s table and the in-memory
+    run's bytes for every `how`, with mixed key types, nulls, NaN and -0.0 keys."""
+    left, right, lk, rk = inp
+    kw = {"left_on": lk, "right_on": rk, "how": how, "nulls_equal": nulls_equal}
+    try:
+        kernel = fb.join(left, right, **kw)
+    except TypeError:  # uint64 against signed keys in a right / outer join
+        return
+    p = fb.scan(left, batch_size=batch_size).join(fb.scan(right, batch_size=batch_size), **kw)
+    before = fb.get_num_threads()
+    fb.set_num_threads(threads)
+    try:
+        want = p.collect()
+        if how_spill == "force":
+            _core.set_force_spill(True)
+            got = p.collect()
+            _core.set_force_spill(False)
+        else:
+            got = p.collect(memory_limit=how_spill)
+    finally:
+        fb.set_num_threads(before)
+    _identical(got, want)
+    _identical(got, kernel.cast(got.schema))
+    assert _core.memory_reserved() == 0 and _core.temp_bytes() == 0
+
+
+@pytest.mark.parametrize("how", ["inner", "left", "right", "outer", "semi", "anti"])
+def test_join_spills_below_the_budget_and_not_above(settings, how) -> None:
+    rng = np.random.default_rng(5)
+    x = pa.table({"id": rng.integers(0, 300_000, 600_000), "v": rng.normal(size=600_000)})
+    n = 400_000
+    y = pa.table({"id": rng.integers(0, 400_000, n), "w": rng.normal(size=n),
+                  "s": pa.array([f"s{i % 97}" for i in range(n)])})  # fmt: skip
+    p = fb.scan(x, batch_size=50_000).join(fb.scan(y, batch_size=50_000), on="id", how=how)
+    want = p.collect()
+    assert _spill_files(p) == 0
+    _identical(p.collect(memory_limit="3MiB"), want)
+    join = p.last_report.stages[0]
+    assert join.spill_files > 1 and 0 < join.peak_reserved_bytes <= 3 << 20
+    assert "(may spill)" in p.explain()
+    _left_nothing(settings)
+
+
+@pytest.mark.parametrize("keep", ["first", "last", "none"])
 def test_dedup_spills_below_the_budget_and_not_above(settings, keep) -> None:
     t = _big()
     p = fb.scan(t, batch_size=20_000).dedup(["k", "v"], keep=keep)
     want = p.collect()
     assert _spill_files(p) == 0
     _identical(p.collect(memory_limit="8MiB"), want)
-    assert p.last_report.stages[0].spill_files == 1
+    assert p.last_report.stages[0].spill_files == 1  # the input; the keys' state fits
     assert "(may spill)" in p.explain()
+    # Every row its own key: the keys' state spills hash partitions too.
+    p = fb.scan(t, batch_size=20_000).dedup(["s", "row"], keep=keep)
+    want = p.collect()
+    _identical(p.collect(memory_limit="8MiB"), want)
+    assert p.last_report.stages[0].spill_files > 1
     _left_nothing(settings)
 
 
@@ -257,7 +317,22 @@ def test_a_batch_larger_than_the_budget_is_a_memory_limit_error(settings) -> Non
     _left_nothing(settings)
 
 
-def test_errors_and_interrupts_leave_nothing(settings) -> None:
+def _spilling(kind: str, t: pa.Table, src: fb.Pipeline | None = None) -> fb.Pipeline:
+    """A pipeline whose `kind` operator spills under a 1 MiB budget, over `src` (a scan of
+    `t` by default)."""
+    src = src or fb.scan(t, batch_size=5000)
+    return {
+        "sort": lambda: src.sort("row"),
+        "group_by": lambda: src.group_by(["row"], {"n": (None, "size"), "f": ("f", "sum")}),
+        "join": lambda: src.join(fb.scan(t.select(["row", "k"]), batch_size=5000), on="row"),
+        "dedup": lambda: src.dedup(["k", "row"], keep="last"),
+    }[kind]()
+
+
+@pytest.mark.parametrize("kind", ["sort", "group_by", "join", "dedup"])
+def test_errors_and_interrupts_leave_nothing(settings, kind) -> None:
+    """An error or a Ctrl-C while the operator's output streams out (its files open), and
+    while its input still comes in: the reservations and the spill files are all gone."""
     t = _big(100_000)
 
     def fail_late(b: pa.RecordBatch) -> pa.RecordBatch:
@@ -270,18 +345,21 @@ def test_errors_and_interrupts_leave_nothing(settings) -> None:
             raise KeyboardInterrupt
         return b
 
-    sorted_ = fb.scan(t, batch_size=5000).sort("row")
-    # Failing while the merge streams out (runs open), and while the runs are written.
+    p = _spilling(kind, t)
+    assert p.collect(memory_limit="1MiB").num_rows > 0
+    assert _spill_files(p) > 0
+    _left_nothing(settings)
     with pytest.raises(ValueError, match="boom"):
-        sorted_.map_batches(fail_late).collect(memory_limit="1MiB")
+        p.map_batches(fail_late).collect(memory_limit="1MiB")
     _left_nothing(settings)
     with pytest.raises(KeyboardInterrupt):
-        sorted_.map_batches(interrupt).collect(memory_limit="1MiB")
+        p.map_batches(interrupt).collect(memory_limit="1MiB")
     _left_nothing(settings)
+    late = fb.scan(t, batch_size=5000).map_batches(
+        lambda b: interrupt(b) if b.num_rows and b.column("row")[0].as_py() > 60_000 else b
+    )
     with pytest.raises(KeyboardInterrupt):
-        fb.scan(t, batch_size=5000).map_batches(
-            lambda b: interrupt(b) if b.num_rows and b.column("row")[0].as_py() > 60_000 else b
-        ).sort("k").collect(memory_limit="1MiB")
+        _spilling(kind, t, late).collect(memory_limit="1MiB")
     _left_nothing(settings)
 
 
@@ -346,8 +424,10 @@ def test_environment_variables(tmp_path) -> None:
         assert r.returncode != 0 and var in r.stderr
 
 
-def test_a_killed_process_leaves_no_spill_file(tmp_path) -> None:
-    """SIGKILL while the sort is spilling and merging: its files never had names."""
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT])
+def test_a_killed_or_interrupted_process_leaves_no_spill_file(tmp_path, sig) -> None:
+    """SIGKILL or SIGINT (Ctrl-C) while the sort is spilling and merging: its files never
+    had names, and the interrupted process stops with KeyboardInterrupt."""
     folder = tmp_path / "killed"
     child = subprocess.Popen(
         [
@@ -369,6 +449,7 @@ def test_a_killed_process_leaves_no_spill_file(tmp_path) -> None:
             ),
         ],
         stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
         text=True,
         env={**os.environ, "FERROBATCH_TEMP_DIR": str(folder)},
     )
@@ -376,9 +457,10 @@ def test_a_killed_process_leaves_no_spill_file(tmp_path) -> None:
         assert child.stdout is not None
         assert child.stdout.readline().strip() == "merging"
         assert os.listdir(folder) == []  # anonymous files: nothing to see even now
-        child.send_signal(signal.SIGKILL)
-        child.wait(timeout=30)
+        child.send_signal(sig)
+        _, err = child.communicate(timeout=60)
     finally:
         child.kill()
-    time.sleep(0.1)
+    if sig == signal.SIGINT:
+        assert "KeyboardInterrupt" in err
     assert os.listdir(folder) == []

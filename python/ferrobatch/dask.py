@@ -44,6 +44,7 @@ their key types.
 from __future__ import annotations
 
 import functools
+import os
 from collections.abc import Sequence
 from typing import Any
 
@@ -441,25 +442,54 @@ class _WorkerSetup:
 
     name = "ferrobatch"
 
+    def __init__(self, memory_limit: Any = None, temp_directory: str | None = None) -> None:
+        self.memory_limit = memory_limit
+        self.temp_directory = temp_directory
+
     def setup(self, worker: Any) -> None:
         # Dask runs up to `nthreads` tasks at once in this process; their kernels share
         # one ferrobatch pool of as many threads, so the worker uses its share of cores.
         fb.set_num_threads(max(1, worker.state.nthreads))
+        if self.memory_limit is not None:
+            fb.set_memory_limit(_worker_limit(self.memory_limit, worker))
+        if self.temp_directory is not None:
+            fb.set_temp_directory(self.temp_directory)
 
     def teardown(self, worker: Any) -> None:
         pass
 
 
-def setup(client: Any) -> None:
+def _worker_limit(limit: Any, worker: Any) -> int:
+    """`limit` in bytes on `worker`: a percentage is of the worker's Dask memory limit (of
+    the machine when it has none)."""
+    dask_limit = getattr(getattr(worker, "memory_manager", None), "memory_limit", None)
+    return fb._size(limit, "memory_limit", lambda: dask_limit or fb._machine_memory())
+
+
+def setup(
+    client: Any, *, memory_limit: int | str | None = None, temp_directory: Any = None
+) -> None:
     """Register ferrobatch's worker plugin on ``client``'s cluster (workers that join later
-    get it too): each worker's ferrobatch pool gets as many threads as the worker has
-    Dask threads, so kernels do not oversubscribe the cores Dask gave the worker. (The
-    memory budget and temp directory per worker come with the budget itself, issue 17.)"""
+    get it too): each worker's ferrobatch pool gets as many threads as the worker has Dask
+    threads, so kernels do not oversubscribe the cores Dask gave the worker.
+    ``memory_limit`` (bytes, ``"4GiB"``, or ``"50%"`` of the worker's Dask memory limit)
+    sets each worker's :func:`ferrobatch.set_memory_limit`, past which its operators spill
+    to ``temp_directory`` (each worker's :func:`ferrobatch.set_temp_directory`); ``None``
+    leaves a worker's setting as it is."""
     from distributed import Client, WorkerPlugin
 
     if not isinstance(client, Client):
         raise TypeError(f"setup takes a distributed.Client, got {type(client).__name__}")
-    plugin = type("FerrobatchWorkerPlugin", (_WorkerSetup, WorkerPlugin), {})()
+    if memory_limit is not None:
+        fb._size(memory_limit, "memory_limit", lambda: 1)  # checked here, not on the workers
+    if temp_directory is not None:
+        if not isinstance(temp_directory, str | os.PathLike):
+            raise TypeError(f"temp_directory must be a str or os.PathLike, "
+                            f"got {type(temp_directory).__name__}")  # fmt: skip
+        temp_directory = os.fspath(temp_directory)
+    plugin = type("FerrobatchWorkerPlugin", (_WorkerSetup, WorkerPlugin), {})(
+        memory_limit, temp_directory
+    )
     client.register_plugin(plugin, name=_WorkerSetup.name)
 
 

@@ -971,8 +971,9 @@ class _Dedup(_Node):
     """Dedup on the executor. ``keep="first"`` streams: one hash table of the keys seen
     (``src/dedup/stream.rs``); each batch passes on its rows whose key is new, with dedup's
     key rules (null == null, NaN == NaN, -0.0 == 0.0); memory is the distinct keys.
-    ``"last"`` / ``"none"`` need the whole input: the kernel runs once it is drained, or past
-    the memory budget two passes over the spilled input (``src/dedup/external.rs``)."""
+    ``"last"`` / ``"none"`` need the whole input: the kernel runs once it is drained. Under a
+    memory limit every ``keep`` makes two passes over the spilled input, its per-key state
+    spilling too (``src/dedup/external.rs``)."""
 
     kernel = True
 
@@ -987,7 +988,7 @@ class _Dedup(_Node):
         fb._core.check_keys(child.schema, self.given or None)
         self.subset = self.given or list(child.schema.names)
         self.keep = keep
-        self.may_spill = keep != "first"
+        self.may_spill = True
 
     def label(self) -> str:
         how = "streaming" if self.keep == "first" else "whole input"
@@ -1006,6 +1007,7 @@ class _Join(_Node):
     probe it in parallel as they arrive. An outer join's unmatched right rows come last."""
 
     kernel = True
+    may_spill = True
 
     def __init__(self, left: _Node, right: _Node, on: Any, kw: dict[str, Any]) -> None:
         self.inputs = (left, right)

@@ -1,14 +1,16 @@
-//! `dedup(keep="last" | "none")` of a stream under the memory budget, in two passes.
+//! `dedup` of a stream under the memory budget, in two passes.
 //!
 //! While the input fits its reservation it is held and deduplicated by the kernel at the
 //! end. Once a batch does not fit (or spilling is forced), the held batches and every later
 //! one go, in order, to one spill file, and each row's key goes with its *ordinal* (its row
-//! number in the input) into a group-by state keyed by the dedup columns with the last
-//! ordinal and the row count per key — memory per distinct key, not per row; the group-by
-//! has the dedup key rules (null == null, NaN == NaN, -0.0 == 0.0). At the end the kept
-//! ordinals are marked in a bitmap (`last`: each key's last ordinal; `none`: the last ordinal
-//! of the keys seen once), and the second pass reads the spill file back, keeping the
-//! marked rows: the kernel's rows, in input order.
+//! number in the input) into a group-by keyed by the dedup columns with the first (or last)
+//! ordinal and the row count per key — memory per distinct key, not per row, and that
+//! group-by spills hash partitions in its turn ([`ExternalGroupBy`]); it has the dedup key
+//! rules (null == null, NaN == NaN, -0.0 == 0.0). At the end the kept ordinals are marked in
+//! a bitmap (`first` / `last`: each key's first / last ordinal; `none`: the last ordinal of
+//! the keys seen once), and the second pass reads the spill file back, keeping the marked
+//! rows: the kernel's rows, in input order. (`keep="first"` streams when no memory limit is
+//! set, [`super::stream`].)
 
 use std::sync::Arc;
 
@@ -21,6 +23,7 @@ use arrow_schema::{DataType, Field, Schema, SchemaRef};
 use super::Keep;
 use crate::budget::{Reservation, batch_bytes};
 use crate::error::Result;
+use crate::group_by::external::{ExternalGroupBy, Grouped};
 use crate::group_by::stream::GroupByState;
 use crate::group_by::{AggFn, AggSpec, GroupByOptions};
 use crate::spill::{SpillStats, SpillWriter, Spilled};
@@ -29,7 +32,8 @@ use crate::table::Table;
 /// Spilling state: the input's spill file being written and the keys' state.
 struct Spilling {
     file: SpillWriter,
-    keys: GroupByState,
+    keys: ExternalGroupBy,
+    opts: GroupByOptions,
     keys_schema: SchemaRef,
     /// Key batches (with ordinals) not yet absorbed: the state takes them
     /// [`ABSORB_ROWS`] at a time, not one partial-state table per small batch.
@@ -61,7 +65,6 @@ pub enum Deduped {
 }
 
 impl ExternalDedup {
-    /// `keep` must be `Last` or `None` (`First` streams, [`super::stream`]).
     pub fn new(
         schema: SchemaRef,
         subset: Vec<usize>,
@@ -120,9 +123,13 @@ impl ExternalDedup {
                 .collect(),
             aggs: vec![
                 AggSpec {
-                    name: "last".into(),
+                    name: "pick".into(),
                     column: Some(ordinal),
-                    func: AggFn::Last,
+                    func: if self.keep == Keep::First {
+                        AggFn::First
+                    } else {
+                        AggFn::Last
+                    },
                 },
                 AggSpec {
                     name: "rows".into(),
@@ -135,7 +142,14 @@ impl ExternalDedup {
         };
         self.spilling = Some(Spilling {
             file: SpillWriter::new(&self.schema, self.stats.clone())?,
-            keys: GroupByState::new(keys_schema.clone(), opts)?,
+            keys: ExternalGroupBy::new(
+                keys_schema.clone(),
+                opts.clone(),
+                self.mem.sibling("dedup keys"),
+                self.stats.clone(),
+                self.force,
+            )?,
+            opts,
             keys_schema,
             pending: Vec::new(),
             pending_rows: 0,
@@ -165,11 +179,11 @@ impl ExternalDedup {
         s.pending_rows += batch.num_rows();
         s.file.write(&batch)?;
         self.rows += n;
-        if s.pending_rows >= ABSORB_ROWS {
+        let held = s.pending.iter().map(batch_bytes).sum::<u64>();
+        if s.pending_rows >= ABSORB_ROWS || self.hold(held).is_err() {
             self.absorb()
         } else {
-            let held = s.keys.bytes() + s.pending.iter().map(batch_bytes).sum::<u64>();
-            self.hold(held)
+            Ok(())
         }
     }
 
@@ -180,10 +194,11 @@ impl ExternalDedup {
             let keys = arrow_select::concat::concat_batches(&s.keys_schema, &s.pending)?;
             s.pending.clear();
             s.pending_rows = 0;
-            s.keys.absorb(&keys)?;
+            let mut part = GroupByState::new(s.keys_schema.clone(), s.opts.clone())?;
+            part.absorb(&keys)?;
+            s.keys.merge(part)?;
         }
-        let held = s.keys.bytes();
-        self.hold(held)
+        self.hold(0)
     }
 
     /// Hold `bytes` reserved: the keys' state, memory per distinct key.
@@ -201,22 +216,24 @@ impl ExternalDedup {
             return Ok(Deduped::Memory(std::mem::take(&mut self.kept), self.mem));
         }
         self.absorb()?;
-        let mut s = self.spilling.take().expect("spilling");
-        let keys = s.keys.finish()?;
-        drop(s.keys);
+        let s = self.spilling.take().expect("spilling");
+        let keys: Box<dyn Iterator<Item = Result<RecordBatch>> + Send> = match s.keys.finish()? {
+            Grouped::Memory(t, _) => Box::new(t.batches.into_iter().map(Ok)),
+            Grouped::Spilled(batches) => batches,
+        };
         let mut marks = MutableBuffer::from_len_zeroed((self.rows as usize).div_ceil(8));
         let bits = marks.as_slice_mut();
-        for b in &keys.batches {
+        for b in keys {
+            let b = b?;
             let nk = b.num_columns() - 2;
-            let last = b.column(nk).as_primitive::<UInt64Type>();
+            let pick = b.column(nk).as_primitive::<UInt64Type>();
             let rows = b.column(nk + 1).as_primitive::<Int64Type>();
-            for (i, &ord) in last.values().iter().enumerate() {
-                if self.keep == Keep::Last || rows.value(i) == 1 {
+            for (i, &ord) in pick.values().iter().enumerate() {
+                if self.keep != Keep::None || rows.value(i) == 1 {
                     arrow_buffer::bit_util::set_bit(bits, ord as usize);
                 }
             }
         }
-        drop(keys);
         let marks = BooleanBuffer::new(marks.into(), 0, self.rows as usize);
         let file: Spilled = s.file.finish()?;
         let mut at = 0usize;

@@ -22,12 +22,12 @@ use arrow_array::types::UInt32Type;
 use arrow_array::{ArrayRef, RecordBatch, UInt32Array};
 use arrow_schema::{DataType, Field, Schema, SchemaRef};
 
-use super::{Chain, Operator, Pending, Plan, Start, Stats, build, built, probe_columns};
+use super::{At, Chain, Operator, Pending, Plan, Start, Stats, build, in_memory, probe_columns};
 use crate::error::Result;
 use crate::gather::take_table;
 use crate::group_by::stream::GroupByState;
 use crate::group_by::{AggFn, GroupByOptions};
-use crate::join::stream::JoinBuild;
+use crate::join::external::Built;
 use crate::join::{JoinType, output_layout};
 use crate::table::Table;
 
@@ -158,8 +158,8 @@ pub(super) fn chain(
         depth + 1,
         join_stats.clone(),
     ));
-    let mut probe = build(*left, labels, report, depth + 2)?;
-    let built = build(*right, labels, report, depth + 2)?;
+    let mut probe = build(*left, labels, report, depth + 2, false)?;
+    let built = build(*right, labels, report, depth + 2, false)?;
     probe_columns(&mut probe, left_cols)?;
     let cell = Arc::new(OnceLock::new());
     probe.builds.push(Pending {
@@ -169,6 +169,7 @@ pub(super) fn chain(
         opts,
         cell: cell.clone(),
         stats: join_stats.clone(),
+        spillable: false,
     });
 
     // The pairs' batches: the build row, then the probe columns the aggregates read.
@@ -217,7 +218,7 @@ pub(super) fn chain(
 
 /// The end of a group-by by build row: the keys it stands for.
 pub(super) struct Regroup {
-    cell: Arc<OnceLock<JoinBuild>>,
+    cell: Arc<OnceLock<Built>>,
     build_keys: Vec<usize>,
     /// The join's output schema and the group-by's options over it.
     schema: SchemaRef,
@@ -227,7 +228,7 @@ pub(super) struct Regroup {
 impl Regroup {
     /// `state` (keyed by build row) keyed by the group-by's keys.
     pub(super) fn apply(&self, state: GroupByState) -> Result<GroupByState> {
-        let build = built(&self.cell);
+        let build = in_memory(&self.cell)?;
         state.regroup(self.schema.clone(), self.options.clone(), |old| {
             let rows = old[0].as_primitive::<UInt32Type>().values();
             let keys = build.build_table().project(&self.build_keys)?;
@@ -240,14 +241,14 @@ impl Regroup {
 /// The probe of an inner join by one batch, as `(build row, probe values)` rows: the
 /// joined rows minus every column but the ones aggregated.
 struct PairsOp {
-    cell: Arc<OnceLock<JoinBuild>>,
+    cell: Arc<OnceLock<Built>>,
     values: Vec<usize>,
     schema: SchemaRef,
 }
 
 impl Operator for PairsOp {
-    fn push(&self, batch: RecordBatch) -> Result<Vec<RecordBatch>> {
-        let build = built(&self.cell);
+    fn push(&self, batch: RecordBatch, _: At) -> Result<Vec<RecordBatch>> {
+        let build = in_memory(&self.cell)?;
         let t = Table {
             schema: batch.schema(),
             batches: vec![batch],

@@ -46,6 +46,7 @@ use crate::group_by::GroupByOptions;
 use crate::group_by::external::{ExternalGroupBy, Grouped};
 use crate::group_by::stream::GroupByState;
 use crate::join::JoinOptions;
+use crate::join::external::{BuildSide, Built};
 use crate::join::stream::JoinBuild;
 use crate::sort::SortKey;
 use crate::sort::external::{ExternalSort, Sorted};
@@ -513,21 +514,40 @@ impl Runner for InPool {
     }
 }
 
+/// Where a batch is in its chain's stream: `seq`, the sequence number of the input it came
+/// from (and its batch there); `sub`, its place among the batches that input had become by
+/// this operator. Ordered like the stream, whichever thread runs it.
+#[derive(Clone, Copy, Debug)]
+struct At {
+    seq: u64,
+    sub: u32,
+}
+
+/// Batches an operator emits at the end, pulled as the output is.
+type Tail = Box<dyn Iterator<Item = Result<RecordBatch>> + Send>;
+
+/// The `seq` of the batches an operator emits at its end: after every input's (operator
+/// `i`'s after those of operators before it).
+fn end_seq(i: usize) -> u64 {
+    (1 << 63) + i as u64
+}
+
 /// A per-batch operator.
 trait Operator: Send + Sync {
     /// The operator applied to one batch: its output batches (none when no row remains).
-    fn push(&self, batch: RecordBatch) -> Result<Vec<RecordBatch>>;
+    fn push(&self, batch: RecordBatch, at: At) -> Result<Vec<RecordBatch>>;
 
-    /// Batches due once the input is exhausted (an outer join's unmatched build rows).
-    fn finish(&self) -> Result<Vec<RecordBatch>> {
-        Ok(Vec::new())
+    /// Batches due once the input is exhausted (an outer join's unmatched build rows, a
+    /// spilled join's output).
+    fn finish(&self) -> Result<Tail> {
+        Ok(Box::new(std::iter::empty()))
     }
 }
 
 struct FilterOp(Phys);
 
 impl Operator for FilterOp {
-    fn push(&self, batch: RecordBatch) -> Result<Vec<RecordBatch>> {
+    fn push(&self, batch: RecordBatch, _: At) -> Result<Vec<RecordBatch>> {
         let mask = self.0.evaluate(&batch)?;
         let mask = arrow_array::cast::AsArray::as_boolean(&mask);
         if mask.true_count() == batch.num_rows() && mask.null_count() == 0 {
@@ -548,7 +568,7 @@ struct ProjectOp {
 }
 
 impl Operator for ProjectOp {
-    fn push(&self, batch: RecordBatch) -> Result<Vec<RecordBatch>> {
+    fn push(&self, batch: RecordBatch, _: At) -> Result<Vec<RecordBatch>> {
         let mut memo = crate::expr::eval::Memo::default();
         let cols: Vec<ArrayRef> = self
             .columns
@@ -568,19 +588,29 @@ impl Operator for ProjectOp {
 }
 
 /// The probe side of a join: each batch joined with the build side, made before the first
-/// probe (see [`Pending`]).
-struct ProbeOp(Arc<OnceLock<JoinBuild>>);
-
-impl ProbeOp {
-    fn built(&self) -> &JoinBuild {
-        built(&self.0)
-    }
+/// probe (see [`Pending`]); or, when the build side spilled, each batch written to the
+/// partitions and the whole join run at the end ([`SpilledJoin`]).
+struct ProbeOp {
+    cell: Arc<OnceLock<Built>>,
+    /// The join's output schema and batch size (of a spilled join's output).
+    schema: SchemaRef,
+    size: usize,
 }
 
 /// A join's build side, made before the first probe (see [`Pending`]).
-fn built(cell: &OnceLock<JoinBuild>) -> &JoinBuild {
+fn built(cell: &OnceLock<Built>) -> &Built {
     cell.get()
         .expect("the build side is made before the first probe")
+}
+
+/// A join's build side held in memory (a join that cannot spill).
+fn in_memory(cell: &OnceLock<Built>) -> Result<&JoinBuild> {
+    match built(cell) {
+        Built::Memory(jb, _) => Ok(jb),
+        Built::Spilled(_) => Err(Error::Value(
+            "internal: this join's build side must stay in memory".into(),
+        )),
+    }
 }
 
 fn nonempty(t: Table) -> Vec<RecordBatch> {
@@ -588,16 +618,30 @@ fn nonempty(t: Table) -> Vec<RecordBatch> {
 }
 
 impl Operator for ProbeOp {
-    fn push(&self, batch: RecordBatch) -> Result<Vec<RecordBatch>> {
-        let t = Table {
-            schema: batch.schema(),
-            batches: vec![batch],
-        };
-        Ok(nonempty(self.built().probe(&t)?))
+    fn push(&self, batch: RecordBatch, at: At) -> Result<Vec<RecordBatch>> {
+        match built(&self.cell) {
+            Built::Memory(jb, _) => {
+                let t = Table {
+                    schema: batch.schema(),
+                    batches: vec![batch],
+                };
+                Ok(nonempty(jb.probe(&t)?))
+            }
+            Built::Spilled(join) => {
+                join.spill_probe(batch, at.seq, at.sub)?;
+                Ok(vec![])
+            }
+        }
     }
 
-    fn finish(&self) -> Result<Vec<RecordBatch>> {
-        Ok(self.built().finish()?.map(nonempty).unwrap_or_default())
+    fn finish(&self) -> Result<Tail> {
+        match built(&self.cell) {
+            Built::Memory(jb, _) => {
+                let out = jb.finish()?.map(nonempty).unwrap_or_default();
+                Ok(Box::new(out.into_iter().map(Ok)))
+            }
+            Built::Spilled(join) => join.run(self.schema.clone(), self.size),
+        }
     }
 }
 
@@ -609,30 +653,45 @@ struct Pending {
     cols: Vec<usize>,
     probe_schema: SchemaRef,
     opts: JoinOptions,
-    cell: Arc<OnceLock<JoinBuild>>,
+    cell: Arc<OnceLock<Built>>,
     stats: Arc<Stats>,
+    /// Whether the build side may spill (not when it is read in memory afterwards).
+    spillable: bool,
 }
 
 impl Pending {
     fn run(mut self, runner: &dyn Runner) -> Result<()> {
-        let mut batches = Vec::new();
         let cols = &self.cols;
+        let mut side = BuildSide::new(
+            Arc::new(self.chain.schema().project(cols)?),
+            self.probe_schema.clone(),
+            self.opts.clone(),
+            reservation("join build", runner),
+            self.stats.spill.clone(),
+            crate::spill::force(),
+            self.spillable,
+        );
         while let Some(bs) = self
             .chain
             .wave(&|b: RecordBatch| Ok(b.project(cols)?), runner)?
         {
-            batches.extend(bs);
+            let t = Instant::now();
+            let mut bs = Some(bs);
+            runner.parallel(&mut || {
+                for b in bs.take().unwrap_or_default() {
+                    side.push(b)?;
+                }
+                Ok(())
+            })?;
+            self.stats.record(0, None, t);
         }
-        let table = Table::try_new(Arc::new(self.chain.schema().project(cols)?), batches)?;
         let t = Instant::now();
-        let (mut table, mut built) = (Some(table), None);
+        self.stats
+            .peak_reserved
+            .fetch_max(side.peak_reserved(), Ordering::Relaxed);
+        let (mut side, mut built) = (Some(side), None);
         runner.parallel(&mut || {
-            let table = table.take().expect("built once");
-            built = Some(JoinBuild::new(
-                self.probe_schema.clone(),
-                table,
-                self.opts.clone(),
-            )?);
+            built = Some(side.take().expect("built once").finish()?);
             Ok(())
         })?;
         self.stats.record(0, None, t);
@@ -716,21 +775,26 @@ fn read_input(
     Ok(batches)
 }
 
-/// `batches` through the per-batch operators `stages`, in order.
+/// `batches` (of the input `seq`) through the per-batch operators `stages`, in order.
 fn through(
     stages: &[Stage<Box<dyn Operator>>],
     mut batches: Vec<RecordBatch>,
+    seq: u64,
 ) -> Result<Vec<RecordBatch>> {
     for stage in stages {
         if batches.is_empty() {
             break;
         }
         let mut next = Vec::with_capacity(batches.len());
-        for b in batches {
+        for (sub, b) in batches.into_iter().enumerate() {
             crate::cancel::point();
             let t = Instant::now();
             let rows = b.num_rows();
-            let out = stage.op.push(b)?;
+            let at = At {
+                seq,
+                sub: sub as u32,
+            };
+            let out = stage.op.push(b, at)?;
             stage.stats.record(rows, None, t);
             stage.stats.produced(&out);
             next.extend(out);
@@ -782,6 +846,14 @@ struct Chain {
     builds: Vec<Pending>,
     /// The first wave's inputs, read while the build sides ran.
     prefetched: Option<Vec<Result<Vec<RecordBatch>>>>,
+    /// Inputs claimed so far (the next input's sequence number).
+    next_seq: u64,
+    /// Batches through the serial operators so far.
+    serial_seq: u64,
+    /// The operator whose end output is being pulled (parallel ones first, then serial
+    /// ones, by index), and that output; the next operator to end.
+    ending: Option<(usize, Tail)>,
+    next_end: usize,
     /// The output due at the end was emitted.
     ended: bool,
 }
@@ -857,6 +929,8 @@ impl Chain {
         let source: &dyn Source = source.as_ref();
         let (parallel, fused) = (&self.parallel, self.serial.is_empty());
         let source_stats = &self.source_stats;
+        let first_seq = self.next_seq;
+        self.next_seq += inputs.len() as u64;
         enum Item<T> {
             Batch(RecordBatch),
             Done(T),
@@ -868,7 +942,9 @@ impl Chain {
                 .take()
                 .unwrap_or_default()
                 .into_par_iter()
-                .map(|input| {
+                .enumerate()
+                .map(|(i, input)| {
+                    let seq = (first_seq + i as u64) << 24;
                     let batches = match input {
                         Claimed::Input(input) => read_input(source, source_stats, input)?,
                         Claimed::Read(read) => read?,
@@ -877,9 +953,10 @@ impl Chain {
                     // one thread's work.
                     let per_batch: Vec<Result<Vec<Item<T>>>> = batches
                         .into_par_iter()
-                        .map(|b| {
+                        .enumerate()
+                        .map(|(j, b)| {
                             let mut out = Vec::new();
-                            for b in through(parallel, vec![b])? {
+                            for b in through(parallel, vec![b], seq | j as u64)? {
                                 out.push(if fused {
                                     Item::Done(tail(b)?)
                                 } else {
@@ -985,43 +1062,80 @@ impl Chain {
     }
 
     /// The output due once the input is exhausted (or a `head` satisfied), in chain order:
-    /// each operator's [`Operator::finish`] (an outer join's unmatched build rows) through
-    /// the operators after it, and the serial checks ([`Plan::Expect`]). Runs once.
+    /// each operator's [`Operator::finish`] (an outer join's unmatched build rows, a spilled
+    /// join's output) through the operators after it, and the serial checks
+    /// ([`Plan::Expect`]); pulled a wave's worth of batches per call, `None` at the end.
     fn end<T: Send>(
         &mut self,
         tail: &(dyn Fn(RecordBatch) -> Result<T> + Sync),
         runner: &dyn Runner,
     ) -> Result<Option<Vec<T>>> {
         self.open(runner)?;
-        self.ended = true;
-        let mut out = Vec::new();
-        for i in 0..self.parallel.len() {
-            let t = Instant::now();
-            let tail_out = self.parallel[i].op.finish()?;
-            self.parallel[i].stats.record(0, None, t);
-            self.parallel[i].stats.produced(&tail_out);
-            let rest = through(&self.parallel[i + 1..], tail_out)?;
-            for b in self.serial_from(0, rest, runner)? {
-                out.push(tail(b)?);
-            }
-        }
-        for j in 0..self.serial.len() {
-            let t = Instant::now();
-            let tail_out = match &mut self.serial[j].op {
-                Serial::Op(op) => op.finish()?,
-                Serial::Expect(check) => {
-                    check.verdict()?;
-                    vec![]
+        let (np, ns) = (self.parallel.len(), self.serial.len());
+        loop {
+            if let Some((k, ending)) = &mut self.ending {
+                let k = *k;
+                let want = self.wave.max(1) * rayon::current_num_threads();
+                let mut got = Vec::new();
+                let stats = if k < np {
+                    &self.parallel[k].stats
+                } else {
+                    &self.serial[k - np].stats
+                };
+                let t = Instant::now();
+                while got.len() < want {
+                    match ending.next() {
+                        Some(b) => got.push(b?),
+                        None => break,
+                    }
                 }
-                Serial::Head { .. } | Serial::Map(_) | Serial::Dedup(_) => vec![],
-            };
-            self.serial[j].stats.record(0, None, t);
-            self.serial[j].stats.produced(&tail_out);
-            for b in self.serial_from(j + 1, tail_out, runner)? {
-                out.push(tail(b)?);
+                stats.record(0, None, t);
+                stats.produced(&got);
+                if got.is_empty() {
+                    self.ending = None;
+                    continue;
+                }
+                let rest = if k < np {
+                    let rest = through(&self.parallel[k + 1..], got, end_seq(k))?;
+                    self.serial_from(0, rest, runner)?
+                } else {
+                    self.serial_from(k - np + 1, got, runner)?
+                };
+                let out: Vec<T> = rest.into_iter().map(tail).collect::<Result<_>>()?;
+                if !out.is_empty() {
+                    return Ok(Some(out));
+                }
+                continue;
             }
+            let k = self.next_end;
+            if k >= np + ns {
+                self.ended = true;
+                return Ok(None);
+            }
+            self.next_end += 1;
+            let t = Instant::now();
+            let ending: Tail = if k < np {
+                self.parallel[k].op.finish()?
+            } else {
+                match &mut self.serial[k - np].op {
+                    Serial::Op(op) => op.finish()?,
+                    Serial::Expect(check) => {
+                        check.verdict()?;
+                        Box::new(std::iter::empty())
+                    }
+                    Serial::Head { .. } | Serial::Map(_) | Serial::Dedup(_) => {
+                        Box::new(std::iter::empty())
+                    }
+                }
+            };
+            let stats = if k < np {
+                &self.parallel[k].stats
+            } else {
+                &self.serial[k - np].stats
+            };
+            stats.record(0, None, t);
+            self.ending = Some((k, ending));
         }
-        Ok((!out.is_empty()).then_some(out))
     }
 
     /// `b` through the serial operators; sets `done` once a `head` is satisfied.
@@ -1046,7 +1160,14 @@ impl Chain {
                 let t = Instant::now();
                 let rows = b.num_rows();
                 let produced: Vec<RecordBatch> = match &mut stage.op {
-                    Serial::Op(op) => op.push(b)?,
+                    Serial::Op(op) => {
+                        self.serial_seq += 1;
+                        let at = At {
+                            seq: self.serial_seq << 24,
+                            sub: 0,
+                        };
+                        op.push(b, at)?
+                    }
                     Serial::Head { left } => {
                         let take = (*left).min(rows as u64) as usize;
                         *left -= take as u64;
@@ -1392,9 +1513,9 @@ impl Execution {
         memory_limit: Option<u64>,
     ) -> Result<Self> {
         let mut report = Vec::new();
-        let mut chain = build(plan, &mut labels.into_iter(), &mut report, 0)?;
         let bounded =
             memory_limit.is_some() || crate::budget::limit().is_some() || crate::spill::force();
+        let mut chain = build(plan, &mut labels.into_iter(), &mut report, 0, bounded)?;
         chain.set_wave(wave.max(1), bounded);
         Ok(Execution {
             chain,
@@ -1470,11 +1591,15 @@ fn current_rss() -> u64 {
 }
 
 /// Lower `plan` into chains. `report` gets one entry per operator, output first.
+/// `bounded`: the run has a memory limit (or spills by force): `dedup(keep="first")` then
+/// runs as a breaker that can spill rather than as a streaming stage, and a group-by over a
+/// join is not fused with it.
 fn build(
     plan: Plan,
     labels: &mut dyn Iterator<Item = String>,
     report: &mut Vec<(String, usize, Arc<Stats>)>,
     depth: usize,
+    bounded: bool,
 ) -> Result<Chain> {
     let stats = Arc::new(Stats::default());
     report.push((labels.next().unwrap_or_default(), depth, stats.clone()));
@@ -1487,12 +1612,14 @@ fn build(
             schema,
             ..
         } => {
-            if let Some(lineage) = join_aggregate::lineage(&input, &options) {
+            // Under a memory limit the join and the group-by run apart, each able to spill
+            // (the fused form keeps the build side and its groups in memory).
+            if !bounded && let Some(lineage) = join_aggregate::lineage(&input, &options) {
                 return join_aggregate::chain(
                     *input, lineage, options, schema, stats, labels, report, depth,
                 );
             }
-            let input = build(*input, labels, report, depth + 1)?;
+            let input = build(*input, labels, report, depth + 1, bounded)?;
             let size = input.size;
             let start = Start::GroupBy {
                 input: Box::new(input),
@@ -1504,7 +1631,7 @@ fn build(
             Chain::starting(start, out_schema, size, Arc::default())
         }
         Plan::Sort { input, keys, limit } => {
-            let input = build(*input, labels, report, depth + 1)?;
+            let input = build(*input, labels, report, depth + 1, bounded)?;
             let size = input.size;
             let start = Start::Sort {
                 input: Box::new(input),
@@ -1522,8 +1649,8 @@ fn build(
             opts,
             ..
         } => {
-            let l = build(*left, labels, report, depth + 1)?;
-            let r = build(*right, labels, report, depth + 1)?;
+            let l = build(*left, labels, report, depth + 1, bounded)?;
+            let r = build(*right, labels, report, depth + 1, bounded)?;
             let ((mut probe, probe_cols), (built, cols)) = if JoinBuild::builds_left(opts.how) {
                 ((r, right_cols), (l, left_cols))
             } else {
@@ -1538,13 +1665,22 @@ fn build(
                 opts,
                 cell: cell.clone(),
                 stats: stats.clone(),
+                spillable: true,
             });
-            probe.push(Box::new(ProbeOp(cell)), stats);
+            let size = probe.size;
+            probe.push(
+                Box::new(ProbeOp {
+                    cell,
+                    schema: out_schema.clone(),
+                    size,
+                }),
+                stats,
+            );
             probe.out_schema = out_schema;
             probe
         }
         Plan::Filter { input, predicate } => {
-            let mut c = build(*input, labels, report, depth + 1)?;
+            let mut c = build(*input, labels, report, depth + 1, bounded)?;
             c.push(Box::new(FilterOp(predicate)), stats);
             c.out_schema = out_schema;
             c
@@ -1554,13 +1690,13 @@ fn build(
             columns,
             schema,
         } => {
-            let mut c = build(*input, labels, report, depth + 1)?;
+            let mut c = build(*input, labels, report, depth + 1, bounded)?;
             c.push(Box::new(ProjectOp { columns, schema }), stats);
             c.out_schema = out_schema;
             c
         }
         Plan::Head { input, n } => {
-            let mut c = build(*input, labels, report, depth + 1)?;
+            let mut c = build(*input, labels, report, depth + 1, bounded)?;
             c.serial.push(Stage {
                 op: Serial::Head { left: n },
                 stats,
@@ -1575,8 +1711,8 @@ fn build(
             input,
             subset,
             keep: Keep::First,
-        } => {
-            let mut c = build(*input, labels, report, depth + 1)?;
+        } if !bounded => {
+            let mut c = build(*input, labels, report, depth + 1, bounded)?;
             let seen = crate::dedup::stream::SeenKeys::new(&c.schema(), subset)?;
             c.serial.push(Stage {
                 op: Serial::Dedup(seen),
@@ -1590,7 +1726,7 @@ fn build(
             subset,
             keep,
         } => {
-            let input = build(*input, labels, report, depth + 1)?;
+            let input = build(*input, labels, report, depth + 1, bounded)?;
             let size = input.size;
             let start = Start::Dedup {
                 input: Box::new(input),
@@ -1609,7 +1745,7 @@ fn build(
                     else {
                         unreachable!("matched above")
                     };
-                    let chain = build(*plan, labels, report, depth + 1)?;
+                    let chain = build(*plan, labels, report, depth + 1, bounded)?;
                     *state = SharedState::Chain(Box::new(chain), cols);
                 }
             }
@@ -1622,7 +1758,7 @@ fn build(
             )
         }
         Plan::Expect { input, expect } => {
-            let mut c = build(*input, labels, report, depth + 1)?;
+            let mut c = build(*input, labels, report, depth + 1, bounded)?;
             let check = Checking::new(expect, &c.schema())?;
             c.serial.push(Stage {
                 op: Serial::Expect(Box::new(check)),
@@ -1632,7 +1768,7 @@ fn build(
             c
         }
         Plan::MapBatches { input, f, .. } => {
-            let mut c = build(*input, labels, report, depth + 1)?;
+            let mut c = build(*input, labels, report, depth + 1, bounded)?;
             c.serial.push(Stage {
                 op: Serial::Map(f),
                 stats,
@@ -1682,6 +1818,10 @@ impl Chain {
             wave: STREAMING_WAVE,
             builds: Vec::new(),
             prefetched: None,
+            next_seq: 0,
+            serial_seq: 0,
+            ending: None,
+            next_end: 0,
             ended: false,
         }
     }

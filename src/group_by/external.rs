@@ -219,9 +219,16 @@ impl ExternalGroupBy {
             let groups = st.finish()?;
             drop(st);
             let schema = groups.schema.clone();
+            // Batches small enough for the merge to hold one of every partition's.
+            let row_bytes = crate::budget::table_bytes(&groups) / groups.num_rows().max(1) as u64;
+            let may_hold = self.mem.size().saturating_add(self.mem.headroom());
+            let rows = may_hold / 4 / (u64::from(PARTITIONS) + 1) / (2 * row_bytes.max(1));
+            let size = (rows as usize).clamp(8, 16 << 10);
             let mut w = SpillWriter::new(&schema, self.stats.clone())?;
-            for b in &groups.batches {
-                w.write(b)?;
+            for b in groups.batches {
+                for piece in crate::exec::source::split(b, size) {
+                    w.write(&piece)?;
+                }
             }
             runs.push(w.finish()?);
             out_schema = Some(schema);
@@ -255,7 +262,7 @@ impl ExternalGroupBy {
             &keys,
             &key_idx,
             out_rows,
-            Reservation::new("group_by merge"),
+            self.mem.sibling("group_by merge"),
         )?;
         let keep: Vec<usize> = (0..ordinal).collect();
         Ok(Grouped::Spilled(Box::new(

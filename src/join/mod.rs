@@ -26,6 +26,7 @@
 //!    [`crate::gather`] (a [`NULL_ROW`] index gives a null); the key columns of right and
 //!    outer joins are coalesced (left value where the left row exists, else the right one).
 
+pub mod external;
 mod index;
 pub mod stream;
 

@@ -14,7 +14,7 @@
 //! comparable byte format (floats first mapped to the kernel's order image, so -0.0 == 0.0
 //! and every NaN is one value above +inf), and a binary heap of runs ordered by (current
 //! row, run number). Output batches are gathered with `interleave`. At most [`FAN_IN`] runs
-//! are merged at once; more are first merged in passes into longer runs (consecutive runs
+//! are merged at once (fewer when the budget holds fewer runs' batches); more are first merged in passes into longer runs (consecutive runs
 //! together, so run order stays input order).
 //!
 //! With no run spilled, the result is the kernel's sort of the held rows — the same rows in
@@ -49,6 +49,8 @@ pub struct ExternalSort {
     runs: Vec<Spilled>,
     stats: Arc<SpillStats>,
     force: bool,
+    /// The largest batch written to a run.
+    piece_bytes: u64,
 }
 
 /// What a finished [`ExternalSort`] gives: the sorted rows in memory (nothing spilled), or
@@ -82,7 +84,12 @@ impl ExternalSort {
             runs: Vec::new(),
             stats,
             force,
+            piece_bytes: 0,
         })
+    }
+
+    pub fn schema(&self) -> &SchemaRef {
+        &self.schema
     }
 
     /// Whether a run was spilled.
@@ -117,11 +124,20 @@ impl ExternalSort {
         let row_bytes = (bytes / rows.max(1) as u64).max(1);
         let may_hold = self.mem.size().saturating_add(self.mem.headroom());
         let rows = may_hold / 4 / (FAN_IN as u64 + 1) / (2 * row_bytes);
-        (rows as usize).clamp(64, MAX_RUN_BATCH)
+        (rows as usize).clamp(8, MAX_RUN_BATCH)
     }
 
-    /// Sort the held rows and write them as a run.
-    fn spill_run(&mut self) -> Result<()> {
+    /// Runs merged at once: as many as the budget holds a batch of each for (with its keys
+    /// and a share of the output), at least 2 and at most [`FAN_IN`].
+    fn fan_in(&self) -> usize {
+        let may_hold = self.mem.size().saturating_add(self.mem.headroom());
+        let per_run = 4 * self.piece_bytes.max(1);
+        ((may_hold / per_run) as usize).clamp(2, FAN_IN)
+    }
+
+    /// Sort the held rows and write them as a run (giving their memory back for another
+    /// operator of the run).
+    pub fn spill_run(&mut self) -> Result<()> {
         if self.kept.is_empty() {
             return Ok(());
         }
@@ -135,6 +151,7 @@ impl ExternalSort {
         let mut w = SpillWriter::new(&self.schema, self.stats.clone())?;
         for b in sorted.batches {
             for piece in crate::exec::source::split(b, size) {
+                self.piece_bytes = self.piece_bytes.max(batch_bytes(&piece));
                 w.write(&piece)?;
             }
         }
@@ -156,11 +173,12 @@ impl ExternalSort {
         let size = self.run_batch();
         self.spill_run()?;
         let mut runs = std::mem::take(&mut self.runs);
-        while runs.len() > FAN_IN {
-            let mut next = Vec::with_capacity(runs.len().div_ceil(FAN_IN));
+        let fan_in = self.fan_in();
+        while runs.len() > fan_in {
+            let mut next = Vec::with_capacity(runs.len().div_ceil(fan_in));
             let mut rest = runs.into_iter();
             loop {
-                let group: Vec<Spilled> = rest.by_ref().take(FAN_IN).collect();
+                let group: Vec<Spilled> = rest.by_ref().take(fan_in).collect();
                 if group.is_empty() {
                     break;
                 }
@@ -183,7 +201,7 @@ impl ExternalSort {
             &self.keys,
             &self.key_idx,
             size,
-            Reservation::new("sort merge"),
+            self.mem.sibling("sort merge"),
         )
     }
 }

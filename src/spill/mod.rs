@@ -246,6 +246,10 @@ impl SpillWriter {
         })
     }
 
+    pub fn schema(&self) -> &SchemaRef {
+        &self.schema
+    }
+
     /// Append `batch` (view columns compacted first, so a slice does not carry its whole
     /// buffers to disk).
     pub fn write(&mut self, batch: &RecordBatch) -> Result<()> {
