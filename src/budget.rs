@@ -220,18 +220,30 @@ impl Drop for Reservation {
 }
 
 /// Bytes of `batch`'s rows: a slice counts its own rows' part of the buffers, not the
-/// buffers it shares with other slices.
+/// buffers it shares with other slices; a dictionary column its keys and, of its
+/// dictionary, at most a share as large as its rows' (the batches cut from one column
+/// share one dictionary, which would otherwise count once per batch).
 pub fn batch_bytes(batch: &arrow_array::RecordBatch) -> u64 {
-    use arrow_array::Array;
     batch
         .columns()
         .iter()
-        .map(|c| {
-            c.to_data()
-                .get_slice_memory_size()
-                .unwrap_or(c.get_array_memory_size()) as u64
-        })
+        .map(|c| array_bytes(c.as_ref()))
         .sum()
+}
+
+fn array_bytes(c: &dyn arrow_array::Array) -> u64 {
+    use arrow_array::cast::AsArray;
+    if let arrow_schema::DataType::Dictionary(_, _) = c.data_type() {
+        let d = c.as_any_dictionary();
+        let keys = array_bytes(d.keys());
+        let values = d.values();
+        let all = array_bytes(values.as_ref());
+        let share = all.saturating_mul(c.len() as u64) / (values.len().max(1) as u64);
+        return keys + all.min(share);
+    }
+    let data = c.to_data();
+    data.get_slice_memory_size()
+        .unwrap_or(c.get_array_memory_size()) as u64
 }
 
 /// Bytes of a table's buffers (shared buffers counted once per array that uses them).

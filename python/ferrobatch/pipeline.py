@@ -1342,12 +1342,19 @@ class Pipeline:
             raise TypeError(f"row_group_size must be an int, got {type(row_group_size).__name__}")
         if row_group_size < 1:
             raise ValueError(f"row_group_size must be at least 1, got {row_group_size}")
+        # Under a memory limit the writer buffers at most a quarter of it before encoding.
+        limit = (
+            fb.get_memory_limit()
+            if memory_limit is None
+            else fb._size(memory_limit, "memory_limit", fb._machine_memory)
+        )
+        flush = None if limit is None else max(1 << 20, limit // 4)
         return self._write(
             path,
             overwrite,
             progress,
             lambda f, schema: fb._core.ParquetWriter(
-                f.fileno(), schema, compression, row_group_size
+                f.fileno(), schema, compression, row_group_size, flush
             ),
             memory_limit,
         )

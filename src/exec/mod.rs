@@ -862,6 +862,10 @@ struct Chain {
 /// while the slowest finishes, few enough to keep memory and latency low.
 pub const STREAMING_WAVE: usize = 2;
 
+/// Inputs per wave per thread under a memory limit: a wave's decoded inputs are all in
+/// memory at once, outside the operators' reservations.
+pub const BOUNDED_WAVE: usize = 1;
+
 /// Inputs per wave per thread when the caller keeps the whole output anyway (a collect):
 /// long waves leave threads idle at fewer barriers.
 pub const COLLECTING_WAVE: usize = 32;
@@ -874,7 +878,9 @@ impl Chain {
             .serial
             .iter()
             .any(|s| matches!(s.op, Serial::Head { .. }));
-        self.wave = if head || bounded {
+        self.wave = if bounded {
+            BOUNDED_WAVE
+        } else if head {
             STREAMING_WAVE
         } else {
             wave

@@ -30,7 +30,8 @@ use rayon::prelude::*;
 use crate::error::{Error, Result};
 use crate::table::schema_mismatch;
 
-/// Buffered bytes that end a row group early (wide rows).
+/// Buffered bytes that end a row group early (wide rows), by default; under a memory limit
+/// the pipeline asks for less.
 pub const FLUSH_BYTES: usize = 128 << 20;
 
 pub struct ParquetSink<W: Write + Send> {
@@ -40,6 +41,8 @@ pub struct ParquetSink<W: Write + Send> {
     file: Option<(SerializedFileWriter<W>, ArrowRowGroupWriterFactory)>,
     schema: SchemaRef,
     row_group_rows: usize,
+    /// Buffered bytes that end a row group early.
+    flush_bytes: usize,
     pending: Vec<RecordBatch>,
     rows: usize,
     bytes: usize,
@@ -76,6 +79,7 @@ impl<W: Write + Send> ParquetSink<W> {
         schema: SchemaRef,
         compression: Compression,
         row_group_rows: usize,
+        flush_bytes: usize,
     ) -> Result<Self> {
         if row_group_rows == 0 {
             return Err(Error::Value("row_group_size must be at least 1".into()));
@@ -86,6 +90,7 @@ impl<W: Write + Send> ParquetSink<W> {
             file: None,
             schema,
             row_group_rows,
+            flush_bytes: flush_bytes.max(1),
             pending: Vec::new(),
             rows: 0,
             bytes: 0,
@@ -127,7 +132,7 @@ impl<W: Write + Send> ParquetSink<W> {
         self.rows += batch.num_rows();
         self.bytes += batch.get_array_memory_size();
         self.pending.push(batch.clone());
-        if self.rows >= self.row_group_rows || self.bytes >= FLUSH_BYTES {
+        if self.rows >= self.row_group_rows || self.bytes >= self.flush_bytes {
             self.flush(false)?;
         }
         Ok(())
@@ -147,7 +152,7 @@ impl<W: Write + Send> ParquetSink<W> {
         let mut groups: Vec<Vec<RecordBatch>> = Vec::new();
         let mut group: Vec<RecordBatch> = Vec::new();
         let mut in_group = 0;
-        let by_bytes = self.bytes >= FLUSH_BYTES;
+        let by_bytes = self.bytes >= self.flush_bytes;
         for b in std::mem::take(&mut self.pending) {
             let mut b = b;
             loop {

@@ -34,7 +34,7 @@ use crate::spill::{SpillStats, SpillWriter, Spilled};
 use crate::table::Table;
 
 /// Hash partitions of a spilled group-by.
-pub const PARTITIONS: u32 = 32;
+pub const PARTITIONS: u32 = 128;
 
 /// The spilled state: one file of partial-state pieces per hash partition.
 struct Partitions {

@@ -206,8 +206,14 @@ impl ParquetWriter {
 #[pymethods]
 impl ParquetWriter {
     #[new]
-    #[pyo3(signature = (fd, schema, compression="snappy", row_group_size=1 << 20))]
-    fn new(fd: i32, schema: PySchema, compression: &str, row_group_size: usize) -> PyResult<Self> {
+    #[pyo3(signature = (fd, schema, compression="snappy", row_group_size=1 << 20, flush_bytes=None))]
+    fn new(
+        fd: i32,
+        schema: PySchema,
+        compression: &str,
+        row_group_size: usize,
+        flush_bytes: Option<usize>,
+    ) -> PyResult<Self> {
         use std::os::fd::BorrowedFd;
         if fd < 0 {
             return Err(PyValueError::new_err(format!("bad file descriptor {fd}")));
@@ -223,6 +229,7 @@ impl ParquetWriter {
             schema.into_inner(),
             compression,
             row_group_size,
+            flush_bytes.unwrap_or(crate::exec::sink::FLUSH_BYTES),
         )
         .map_err(to_py)?;
         Ok(ParquetWriter(Mutex::new(Some(sink))))

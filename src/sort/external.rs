@@ -395,6 +395,7 @@ fn load(
 ) -> Result<()> {
     let rows = converter.convert_columns(&comparable(&batch, key_idx)?)?;
     let held = batch_bytes(&batch) + rows.size() as u64;
+
     mem.shrink(c.held);
     c.held = 0;
     mem.try_grow(held)?;

@@ -232,7 +232,7 @@ impl SpillWriter {
         let opts =
             IpcWriteOptions::default().try_with_compression(Some(CompressionType::LZ4_FRAME))?;
         let writer = StreamWriter::try_new_with_options(
-            BufWriter::with_capacity(1 << 20, quota),
+            BufWriter::with_capacity(64 << 10, quota),
             schema,
             opts,
         )
