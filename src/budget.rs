@@ -175,6 +175,16 @@ impl Reservation {
         self.register();
     }
 
+    /// Hold exactly `bytes`: grow (or be refused, holding what it held) or shrink to it.
+    pub fn resize(&mut self, bytes: u64) -> Result<()> {
+        if bytes > self.bytes {
+            self.try_grow(bytes - self.bytes)
+        } else {
+            self.shrink(self.bytes - bytes);
+            Ok(())
+        }
+    }
+
     /// Give back everything held.
     pub fn free(&mut self) {
         self.shrink(self.bytes);

@@ -239,6 +239,16 @@ pub fn native_values<N: ArrowNativeType>(c: &ArrayRef) -> ScalarBuffer<N> {
     ScalarBuffer::new(data.buffers()[0].clone(), data.offset(), data.len())
 }
 
+/// `base`, with `_` appended until `taken` refuses it: the name of a column an operator
+/// adds for itself (an ordinal, a tag) that no input column has.
+pub fn fresh_name(base: &str, taken: impl Fn(&str) -> bool) -> String {
+    let mut name = base.to_owned();
+    while taken(&name) {
+        name.push('_');
+    }
+    name
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -68,6 +68,27 @@ def _same_array(x: pa.Array, y: pa.Array, name: str) -> None:
         assert x.equals(y), name
 
 
+def _spilled_and_in_memory(p: fb.Pipeline, threads: int, how: str) -> tuple[pa.Table, pa.Table]:
+    """`p` on `threads` threads spilled (`how`: "force", or a run memory limit) and in memory;
+    the spilled run leaves no reservation and no spill bytes behind."""
+    before = fb.get_num_threads()
+    fb.set_num_threads(threads)
+    try:
+        want = p.collect()
+        if how == "force":
+            _core.set_force_spill(True)
+            try:
+                got = p.collect()
+            finally:
+                _core.set_force_spill(False)
+        else:
+            got = p.collect(memory_limit=how)
+    finally:
+        fb.set_num_threads(before)
+    assert _core.memory_reserved() == 0 and _core.temp_bytes() == 0
+    return got, want
+
+
 def _spill_files(p: fb.Pipeline) -> int:
     return sum(s.spill_files for s in p.last_report.stages)
 
@@ -106,21 +127,9 @@ def test_spilled_sort_equals_the_reference_and_the_in_memory_sort(
     desc = data.draw(st.lists(st.booleans(), min_size=len(by), max_size=len(by)))
     nl = data.draw(st.lists(st.booleans(), min_size=len(by), max_size=len(by)))
     p = fb.scan(table, batch_size=batch_size).sort(by, descending=desc, nulls_last=nl)
-    before = fb.get_num_threads()
-    fb.set_num_threads(threads)
-    try:
-        want = p.collect()
-        if how == "force":
-            _core.set_force_spill(True)
-            got = p.collect()
-            _core.set_force_spill(False)
-        else:
-            got = p.collect(memory_limit=how)
-    finally:
-        fb.set_num_threads(before)
+    got, want = _spilled_and_in_memory(p, threads, how)
     assert got.column("row").to_pylist() == reference_sort(table, by, desc, nl)
     _identical(got, want)
-    assert _core.memory_reserved() == 0 and _core.temp_bytes() == 0
 
 
 @given(
@@ -139,21 +148,9 @@ def test_spilled_dedup_equals_the_reference_and_the_in_memory_dedup(
     subset = data.draw(st.permutations(keys))
     keep = data.draw(st.sampled_from(["first", "last", "none"]))
     p = fb.scan(table, batch_size=batch_size).dedup(subset, keep=keep)
-    before = fb.get_num_threads()
-    fb.set_num_threads(threads)
-    try:
-        want = p.collect()
-        if how == "force":
-            _core.set_force_spill(True)
-            got = p.collect()
-            _core.set_force_spill(False)
-        else:
-            got = p.collect(memory_limit=how)
-    finally:
-        fb.set_num_threads(before)
+    got, want = _spilled_and_in_memory(p, threads, how)
     assert got.column("row").to_pylist() == reference_dedup(table, subset, keep)
     _identical(got, want)
-    assert _core.memory_reserved() == 0 and _core.temp_bytes() == 0
 
 
 @given(
@@ -172,20 +169,8 @@ def test_spilled_group_by_equals_the_in_memory_group_by(
     groups in its order, float bits included."""
     table, keys = data
     p = fb.scan(table, batch_size=batch_size).group_by(keys, AGGS, dropna=dropna, sort=sort)
-    before = fb.get_num_threads()
-    fb.set_num_threads(threads)
-    try:
-        want = p.collect()
-        if how == "force":
-            _core.set_force_spill(True)
-            got = p.collect()
-            _core.set_force_spill(False)
-        else:
-            got = p.collect(memory_limit=how)
-    finally:
-        fb.set_num_threads(before)
+    got, want = _spilled_and_in_memory(p, threads, how)
     _identical(got, want)
-    assert _core.memory_reserved() == 0 and _core.temp_bytes() == 0
 
 
 @pytest.mark.parametrize("sort", [False, True])
@@ -224,21 +209,9 @@ def test_spilled_join_equals_the_kernel_and_the_in_memory_join(
     except TypeError:  # uint64 against signed keys in a right / outer join
         return
     p = fb.scan(left, batch_size=batch_size).join(fb.scan(right, batch_size=batch_size), **kw)
-    before = fb.get_num_threads()
-    fb.set_num_threads(threads)
-    try:
-        want = p.collect()
-        if how_spill == "force":
-            _core.set_force_spill(True)
-            got = p.collect()
-            _core.set_force_spill(False)
-        else:
-            got = p.collect(memory_limit=how_spill)
-    finally:
-        fb.set_num_threads(before)
+    got, want = _spilled_and_in_memory(p, threads, how_spill)
     _identical(got, want)
     _identical(got, kernel.cast(got.schema))
-    assert _core.memory_reserved() == 0 and _core.temp_bytes() == 0
 
 
 @pytest.mark.parametrize("how", ["inner", "left", "right", "outer", "semi", "anti"])

@@ -27,7 +27,7 @@ use crate::group_by::external::{ExternalGroupBy, Grouped};
 use crate::group_by::stream::GroupByState;
 use crate::group_by::{AggFn, AggSpec, GroupByOptions};
 use crate::spill::{SpillStats, SpillWriter, Spilled};
-use crate::table::Table;
+use crate::table::{Table, fresh_name};
 
 /// Spilling state: the input's spill file being written and the keys' state.
 struct Spilling {
@@ -112,7 +112,9 @@ impl ExternalDedup {
             .iter()
             .map(|&i| self.schema.field(i).clone())
             .collect();
-        let ordinal = unused_name(&fields);
+        let ordinal = fresh_name("__ferrobatch_ordinal", |n| {
+            fields.iter().any(|f| f.name() == n)
+        });
         fields.push(Field::new(&ordinal, DataType::UInt64, false));
         let keys_schema = Arc::new(Schema::new(fields));
         let opts = GroupByOptions {
@@ -180,7 +182,7 @@ impl ExternalDedup {
         s.file.write(&batch)?;
         self.rows += n;
         let held = s.pending.iter().map(batch_bytes).sum::<u64>();
-        if s.pending_rows >= ABSORB_ROWS || self.hold(held).is_err() {
+        if s.pending_rows >= ABSORB_ROWS || self.mem.resize(held).is_err() {
             self.absorb()
         } else {
             Ok(())
@@ -198,17 +200,7 @@ impl ExternalDedup {
             part.absorb(&keys)?;
             s.keys.merge(part)?;
         }
-        self.hold(0)
-    }
-
-    /// Hold `bytes` reserved: the keys' state, memory per distinct key.
-    fn hold(&mut self, bytes: u64) -> Result<()> {
-        if bytes > self.mem.size() {
-            self.mem.try_grow(bytes - self.mem.size())
-        } else {
-            self.mem.shrink(self.mem.size() - bytes);
-            Ok(())
-        }
+        self.mem.resize(0)
     }
 
     pub fn finish(mut self) -> Result<Deduped> {
@@ -254,15 +246,6 @@ impl ExternalDedup {
         });
         Ok(Deduped::Spilled(Box::new(out)))
     }
-}
-
-/// A column name none of `fields` has.
-fn unused_name(fields: &[Field]) -> String {
-    let mut name = String::from("__ferrobatch_ordinal");
-    while fields.iter().any(|f| f.name() == &name) {
-        name.push('_');
-    }
-    name
 }
 
 /// The kernel's dedup of held batches (`subset` by position).

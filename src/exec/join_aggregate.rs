@@ -174,10 +174,7 @@ pub(super) fn chain(
 
     // The pairs' batches: the build row, then the probe columns the aggregates read.
     let probe_schema = probe.schema();
-    let mut row = String::from("#build_row");
-    while join_schema.index_of(&row).is_ok() {
-        row.push('#');
-    }
+    let row = crate::table::fresh_name("#build_row", |n| join_schema.index_of(n).is_ok());
     let mut fields = vec![Field::new(&row, DataType::UInt32, false)];
     fields.extend(
         lineage

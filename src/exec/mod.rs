@@ -1256,8 +1256,7 @@ fn run_sort(
             Ok(())
         })?;
         let held: u64 = kept.iter().map(crate::budget::batch_bytes).sum();
-        mem.free();
-        mem.try_grow(held)?;
+        mem.resize(held)?;
         stats.record(0, None, t);
     }
     stats.peak_reserved.fetch_max(mem.peak(), Ordering::Relaxed);

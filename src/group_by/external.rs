@@ -21,17 +21,18 @@
 
 use std::sync::Arc;
 
-use arrow_array::{ArrayRef, RecordBatch, UInt32Array, UInt64Array};
+use arrow_array::{ArrayRef, RecordBatch, UInt64Array};
 use arrow_schema::{DataType, Field, Schema, SchemaRef};
 
 use super::stream::GroupByState;
 use super::{AggFn, AggSpec, GroupByOptions};
 use crate::budget::Reservation;
 use crate::error::{Error, Result};
+use crate::keys::partition::hash_split;
 use crate::sort::SortKey;
 use crate::sort::external::Merger;
 use crate::spill::{SpillStats, SpillWriter, Spilled};
-use crate::table::Table;
+use crate::table::{Table, fresh_name};
 
 /// Hash partitions of a spilled group-by.
 pub const PARTITIONS: u32 = 128;
@@ -74,10 +75,7 @@ impl ExternalGroupBy {
         force: bool,
     ) -> Result<Self> {
         let state = GroupByState::new(schema.clone(), opts.clone())?;
-        let mut ordinal = String::from("__ferrobatch_ordinal");
-        while schema.fields().iter().any(|f| f.name() == &ordinal) {
-            ordinal.push('_');
-        }
+        let ordinal = fresh_name("__ferrobatch_ordinal", |n| schema.index_of(n).is_ok());
         let mut fields: Vec<Field> = schema.fields().iter().map(|f| f.as_ref().clone()).collect();
         fields.push(Field::new(&ordinal, DataType::UInt64, false));
         let part_schema = Arc::new(Schema::new(fields));
@@ -123,7 +121,7 @@ impl ExternalGroupBy {
         }
         if !keyed {
             let held = self.state.as_ref().map_or(0, GroupByState::bytes);
-            return self.hold(held);
+            return self.mem.resize(held);
         }
         let tables = self.state.take().expect("in memory").export();
         self.mem.free();
@@ -142,22 +140,13 @@ impl ExternalGroupBy {
     fn fits(&mut self) -> Result<bool> {
         let state = self.state.as_mut().expect("in memory");
         let held = state.bytes();
-        if self.hold(held).is_ok() {
+        if self.mem.resize(held).is_ok() {
             return Ok(true);
         }
         let state = self.state.as_mut().expect("in memory");
         state.compact()?;
         let held = state.bytes();
-        Ok(self.hold(held).is_ok())
-    }
-
-    fn hold(&mut self, bytes: u64) -> Result<()> {
-        if bytes > self.mem.size() {
-            self.mem.try_grow(bytes - self.mem.size())
-        } else {
-            self.mem.shrink(self.mem.size() - bytes);
-            Ok(())
-        }
+        Ok(self.mem.resize(held).is_ok())
     }
 
     /// Cut the partial-state table `t` by key hash into the partition files, each row
@@ -167,7 +156,6 @@ impl ExternalGroupBy {
         if rows == 0 {
             return Ok(());
         }
-        let ids = crate::keys::partition::hash_partitions(&t, &self.opts.keys, PARTITIONS)?;
         let parts = self.spilled.as_mut().expect("spilling");
         let mut cols: Vec<ArrayRef> = (0..t.schema.fields().len())
             .map(|i| t.column(i))
@@ -177,16 +165,7 @@ impl ExternalGroupBy {
         )));
         parts.ordinal += rows as u64;
         let all = RecordBatch::try_new(self.piece_schema.clone(), cols)?;
-        let mut rows_of: Vec<Vec<u32>> = vec![Vec::new(); PARTITIONS as usize];
-        for (r, &p) in ids.iter().enumerate() {
-            rows_of[p as usize].push(r as u32);
-        }
-        for (p, idx) in rows_of.into_iter().enumerate() {
-            if idx.is_empty() {
-                continue;
-            }
-            let idx = UInt32Array::from(idx);
-            let piece = arrow_select::take::take_record_batch(&all, &idx)?;
+        for (p, piece) in hash_split(&all, &self.opts.keys, PARTITIONS)? {
             parts.files[p].write(&piece)?;
         }
         Ok(())
@@ -209,9 +188,10 @@ impl ExternalGroupBy {
                     batches: vec![b?],
                 };
                 st.absorb_partial(piece)?;
-                if self.hold(st.bytes()).is_err() {
+                if self.mem.resize(st.bytes()).is_err() {
                     st.compact()?;
-                    self.hold(st.bytes())
+                    self.mem
+                        .resize(st.bytes())
                         .map_err(|e| partition_too_large(e, p))?;
                 }
             }

@@ -24,17 +24,18 @@
 
 use std::sync::{Arc, Mutex};
 
-use arrow_array::{ArrayRef, RecordBatch, UInt32Array, UInt64Array};
+use arrow_array::{ArrayRef, RecordBatch, UInt64Array};
 use arrow_schema::{DataType, Field, Schema, SchemaRef};
 
 use super::stream::JoinBuild;
 use super::{JoinOptions, JoinType};
 use crate::budget::{Reservation, batch_bytes};
 use crate::error::{Error, Result};
+use crate::keys::partition::hash_split;
 use crate::sort::SortKey;
 use crate::sort::external::{ExternalSort, Sorted};
 use crate::spill::{SpillStats, SpillWriter, Spilled};
-use crate::table::Table;
+use crate::table::{Table, fresh_name};
 
 /// Hash partitions of a spilled join.
 pub const PARTITIONS: u32 = 32;
@@ -72,13 +73,8 @@ struct Names {
 
 impl Names {
     fn new(a: &Schema, b: &Schema) -> Names {
-        let unused = |base: &str| {
-            let mut n = base.to_owned();
-            while a.index_of(&n).is_ok() || b.index_of(&n).is_ok() {
-                n.push('_');
-            }
-            n
-        };
+        let unused =
+            |base: &str| fresh_name(base, |n| a.index_of(n).is_ok() || b.index_of(n).is_ok());
         Names {
             build_ord: unused("__ferrobatch_build_ordinal"),
             probe_seq: unused("__ferrobatch_probe_seq"),
@@ -169,7 +165,7 @@ impl BuildSide {
         *ordinal += n;
         let schema = files[0].schema().clone();
         let tagged = RecordBatch::try_new(schema, cols)?;
-        write_partitions(&tagged, &keys, files.iter_mut())
+        write_partitions(&tagged, &keys, files)
     }
 
     /// The prepared build side.
@@ -208,25 +204,9 @@ impl BuildSide {
 }
 
 /// Write the rows of `batch` to the partition of their `keys`' hash.
-fn write_partitions<'a>(
-    batch: &RecordBatch,
-    keys: &[String],
-    files: impl Iterator<Item = &'a mut SpillWriter>,
-) -> Result<()> {
-    let t = Table {
-        schema: batch.schema(),
-        batches: vec![batch.clone()],
-    };
-    let ids = crate::keys::partition::hash_partitions(&t, keys, PARTITIONS)?;
-    let mut rows_of: Vec<Vec<u32>> = vec![Vec::new(); PARTITIONS as usize];
-    for (r, &p) in ids.iter().enumerate() {
-        rows_of[p as usize].push(r as u32);
-    }
-    for (idx, file) in rows_of.into_iter().zip(files) {
-        if !idx.is_empty() {
-            let idx = UInt32Array::from(idx);
-            file.write(&arrow_select::take::take_record_batch(batch, &idx)?)?;
-        }
+fn write_partitions(batch: &RecordBatch, keys: &[String], files: &mut [SpillWriter]) -> Result<()> {
+    for (p, piece) in hash_split(batch, keys, PARTITIONS)? {
+        files[p].write(&piece)?;
     }
     Ok(())
 }
@@ -266,24 +246,11 @@ impl SpilledJoin {
         } else {
             &self.opts.left_on
         };
-        let t = Table {
-            schema: tagged.schema(),
-            batches: vec![tagged.clone()],
-        };
-        let ids = crate::keys::partition::hash_partitions(&t, keys, PARTITIONS)?;
-        let mut rows_of: Vec<Vec<u32>> = vec![Vec::new(); PARTITIONS as usize];
-        for (r, &p) in ids.iter().enumerate() {
-            rows_of[p as usize].push(r as u32);
-        }
-        for (p, idx) in rows_of.into_iter().enumerate() {
-            if !idx.is_empty() {
-                let piece =
-                    arrow_select::take::take_record_batch(&tagged, &UInt32Array::from(idx))?;
-                let mut file = self.probe[p].lock().map_err(failed_earlier)?;
-                file.as_mut()
-                    .ok_or_else(|| failed_earlier(()))?
-                    .write(&piece)?;
-            }
+        for (p, piece) in hash_split(&tagged, keys, PARTITIONS)? {
+            let mut file = self.probe[p].lock().map_err(failed_earlier)?;
+            file.as_mut()
+                .ok_or_else(|| failed_earlier(()))?
+                .write(&piece)?;
         }
         Ok(())
     }

@@ -12,7 +12,7 @@
 //! in ferrobatch's sort order (per-key direction and null placement); a row equal to a
 //! boundary goes to the range that ends with it, so equal keys always share a partition.
 
-use arrow_array::{Array, ArrayRef};
+use arrow_array::{Array, ArrayRef, RecordBatch};
 use arrow_schema::DataType;
 use rayon::prelude::*;
 
@@ -110,6 +110,33 @@ pub fn hash_partitions(table: &Table, keys: &[String], n: u32) -> Result<Vec<u32
         .into_par_iter()
         .map(|h| ((u128::from(mix(h)) * u128::from(n)) >> 64) as u32)
         .collect())
+}
+
+/// The rows of `batch` cut by [`hash_partitions`] of its `keys` into `n` partitions: each
+/// non-empty partition's number and rows (in row order).
+pub fn hash_split(
+    batch: &RecordBatch,
+    keys: &[String],
+    n: u32,
+) -> Result<Vec<(usize, RecordBatch)>> {
+    let t = Table {
+        schema: batch.schema(),
+        batches: vec![batch.clone()],
+    };
+    let ids = hash_partitions(&t, keys, n)?;
+    let mut rows_of: Vec<Vec<u32>> = vec![Vec::new(); n as usize];
+    for (r, &p) in ids.iter().enumerate() {
+        rows_of[p as usize].push(r as u32);
+    }
+    rows_of
+        .into_iter()
+        .enumerate()
+        .filter(|(_, idx)| !idx.is_empty())
+        .map(|(p, idx)| {
+            let idx = arrow_array::UInt32Array::from(idx);
+            Ok((p, arrow_select::take::take_record_batch(batch, &idx)?))
+        })
+        .collect()
 }
 
 /// For every row of `table`, the number of rows of `bounds` that sort strictly before it
