@@ -256,13 +256,10 @@ fn array_bytes(c: &dyn arrow_array::Array) -> u64 {
         .unwrap_or(c.get_array_memory_size()) as u64
 }
 
-/// Bytes of a table's buffers (shared buffers counted once per array that uses them).
+/// Bytes of a table's rows ([`batch_bytes`]): batches sliced from one buffer (a state's
+/// columns cut along its key pieces) count their slices, not the whole buffer each.
 pub fn table_bytes(table: &Table) -> u64 {
-    table
-        .batches
-        .iter()
-        .map(|b| b.get_array_memory_size() as u64)
-        .sum()
+    table.batches.iter().map(batch_bytes).sum()
 }
 
 /// Run the whole-table kernel `name` with its working memory and output, `bytes`, reserved

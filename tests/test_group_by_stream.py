@@ -220,6 +220,27 @@ def test_dictionaries_differ_between_batches() -> None:
     assert out.column("s").to_pylist() == [4, 7, 4]  # b holds r=4, q=5
 
 
+def test_pieces_of_one_large_dictionary() -> None:
+    """Batches cut from one row group share its whole dictionary: the state keeps the
+    groups' values only (its export is small, not a copy of the dictionary per batch), and
+    the finished keys have the input's dictionary type."""
+    values = pa.array([f"value-{i:08d}" for i in range(200_000)])
+    idx = pa.array(np.arange(4_000, dtype=np.int32) % 7 * 1000, pa.int32())
+    t = pa.table({"k": pa.DictionaryArray.from_arrays(idx, values), "v": np.arange(4_000)})
+    s = fb.GroupByState(t.schema, "k", {"s": ("v", "sum"), "n": (None, "size")})
+    for b in t.to_batches(max_chunksize=100):
+        s.absorb(b)
+    import pickle
+
+    assert len(pickle.dumps(s)) < 100_000
+    out = s.finish()
+    assert out.schema.field("k").type == t.schema.field("k").type
+    want = fb.group_by(t, "k", {"s": ("v", "sum"), "n": (None, "size")})
+    assert out.column("k").to_pylist() == want.column("k").to_pylist()
+    assert out.column("s").to_pylist() == want.column("s").to_pylist()
+    assert out.column("n").to_pylist() == [len(range(r, 4_000, 7)) for r in range(7)]
+
+
 def test_many_batches_many_groups_bounded_state() -> None:
     """Enough partial rows to merge many times; the state never holds much more than the
     groups (plus one buffer)."""

@@ -377,14 +377,29 @@ impl GroupByState {
             cols.push(finish(spec, carry, &st)?);
             at += width;
         }
-        let mut fields: Vec<Field> = (0..nk).map(|i| state.schema.field(i).clone()).collect();
+        // Keys in the input's types (dictionary keys are plain in the state).
+        let mut fields = Vec::with_capacity(nk + cols.len());
+        let mut all = Vec::with_capacity(nk + cols.len());
+        for (i, name) in self.opts.keys.iter().enumerate() {
+            let field = self.schema.field_with_name(name)?;
+            let key = state.column(i)?;
+            all.push(if key.data_type() == field.data_type() {
+                key
+            } else {
+                arrow_cast::cast(&key, field.data_type())?
+            });
+            fields.push(
+                state
+                    .schema
+                    .field(i)
+                    .clone()
+                    .with_data_type(field.data_type().clone()),
+            );
+        }
         for (a, c) in self.opts.aggs.iter().zip(&cols) {
             fields.push(Field::new(&a.name, c.data_type().clone(), true));
         }
         let schema = Arc::new(arrow_schema::Schema::new(fields));
-        let mut all = (0..nk)
-            .map(|i| state.column(i))
-            .collect::<Result<Vec<_>>>()?;
         all.extend(cols);
         let opts = arrow_array::RecordBatchOptions::new().with_row_count(Some(state.num_rows()));
         let out = Table {
@@ -425,7 +440,8 @@ impl GroupByState {
                 &mut sums,
             )?);
         }
-        self.assemble(table, &g, cols)
+        let state = self.assemble(table, &g, cols)?;
+        plain_keys(state, self.opts.keys.len())
     }
 
     /// The partial-state table of the partial-state tables `all` (in input order).
@@ -461,6 +477,50 @@ impl GroupByState {
         };
         super::assemble(table, &opts, g, cols)
     }
+}
+
+/// `state` with its first `nk` (key) columns decoded where they are dictionary-encoded: a
+/// partial state keeps only the values. Pieces of a scan each carry their row group's whole
+/// dictionary, and states merged from many of them would carry (and encode at every merge)
+/// all those dictionaries; the finished groups get the input's key types back.
+fn plain_keys(state: Table, nk: usize) -> Result<Table> {
+    let dictionary = |f: &Arc<Field>| matches!(f.data_type(), DataType::Dictionary(_, _));
+    if !state.schema.fields()[..nk].iter().any(dictionary) {
+        return Ok(state);
+    }
+    let fields: Vec<Field> = state
+        .schema
+        .fields()
+        .iter()
+        .enumerate()
+        .map(|(i, f)| match f.data_type() {
+            DataType::Dictionary(_, v) if i < nk => f.as_ref().clone().with_data_type(*v.clone()),
+            _ => f.as_ref().clone(),
+        })
+        .collect();
+    let schema = Arc::new(arrow_schema::Schema::new(fields));
+    let batches = state
+        .batches
+        .iter()
+        .map(|b| {
+            let cols = b
+                .columns()
+                .iter()
+                .zip(schema.fields())
+                .map(|(c, f)| match c.data_type() == f.data_type() {
+                    true => Ok(c.clone()),
+                    false => Ok(arrow_cast::cast(c, f.data_type())?),
+                })
+                .collect::<Result<Vec<_>>>()?;
+            let opts = arrow_array::RecordBatchOptions::new().with_row_count(Some(b.num_rows()));
+            Ok(RecordBatch::try_new_with_options(
+                schema.clone(),
+                cols,
+                &opts,
+            )?)
+        })
+        .collect::<Result<Vec<_>>>()?;
+    Ok(Table { schema, batches })
 }
 
 /// Whether one of the fixed-width `keys` of `table` (grouped without hashing strings) has a

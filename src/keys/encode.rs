@@ -509,6 +509,7 @@ fn decimal128(chunks: &[ArrayRef], n: usize, valid: Option<Vec<bool>>) -> Dense 
 
 /// Dictionary columns: codes of the dictionary values (all chunks' dictionaries together,
 /// so equal values in different dictionaries get equal codes), looked up through the keys.
+/// Chunks that share one dictionary (the pieces of one row group) encode it once.
 /// Plain chunks among them (the other side of a join) are encoded with the values.
 fn dictionary(
     name: &str,
@@ -517,20 +518,38 @@ fn dictionary(
     valid: Option<Vec<bool>>,
     ordered: bool,
 ) -> Result<Dense> {
-    let values: Vec<ArrayRef> = chunks
-        .iter()
-        .map(|c| match c.data_type() {
+    // The distinct value arrays, and each chunk's (index among them).
+    let mut values: Vec<ArrayRef> = Vec::new();
+    let mut data: Vec<arrow_data::ArrayData> = Vec::new();
+    let mut of_chunk = Vec::with_capacity(chunks.len());
+    for c in chunks {
+        let v = match c.data_type() {
             DataType::Dictionary(_, _) => c.as_any_dictionary().values().clone(),
             _ => c.clone(),
-        })
-        .collect();
+        };
+        let d = v.to_data();
+        let shared = matches!(c.data_type(), DataType::Dictionary(_, _))
+            .then(|| data.iter().position(|e| e.ptr_eq(&d)))
+            .flatten();
+        of_chunk.push(shared.unwrap_or_else(|| {
+            values.push(v);
+            data.push(d);
+            values.len() - 1
+        }));
+    }
     // Empty arrays (an empty dictionary: every key null) contribute no values.
     let nonempty: Vec<ArrayRef> = values.iter().filter(|v| !v.is_empty()).cloned().collect();
     let vd = dense_codes(name, &nonempty, ordered)?;
-    let mut codes = crate::mem::with_capacity(n, "key codes");
+    let mut bases = Vec::with_capacity(values.len());
     let mut base = 0usize;
-    for (c, v) in chunks.iter().zip(&values) {
-        let vcodes = &vd.codes[base..base + v.len()];
+    for v in &values {
+        bases.push(base);
+        base += v.len();
+    }
+    let mut codes = crate::mem::with_capacity(n, "key codes");
+    for (c, &vi) in chunks.iter().zip(&of_chunk) {
+        let v = &values[vi];
+        let vcodes = &vd.codes[bases[vi]..bases[vi] + v.len()];
         match c.data_type() {
             // Every key of an empty dictionary is null (and `normalized_keys` would panic).
             DataType::Dictionary(_, _) if v.is_empty() => {
@@ -544,7 +563,6 @@ fn dictionary(
             }
             _ => codes.extend_from_slice(vcodes),
         }
-        base += v.len();
     }
     Ok(Dense {
         codes,
