@@ -700,33 +700,34 @@ impl Source for Parquet {
             idx.dedup();
             Ok(idx)
         };
-        // Decode root columns `cols` of the row group (only `selection`'s rows) as one batch.
+        // Decode root columns `cols` of the row group (only `selection`'s rows) in batches
+        // of `size` rows: arrays sized to the batch, never one row-group-sized array grown
+        // by doubling while it is decoded.
         let decode_columns = |cols: &[usize],
                               selection: Option<RowSelection>|
-         -> Result<RecordBatch> {
+         -> Result<Vec<RecordBatch>> {
             let f = ColumnChunks::fetch(path, meta, g, cols)?;
             let mask = ProjectionMask::roots(meta.parquet_schema(), cols.iter().copied());
             let mut builder = ParquetRecordBatchReaderBuilder::new_with_metadata(f, meta.clone())
                 .with_row_groups(vec![g])
-                .with_batch_size((meta.metadata().row_group(g).num_rows() as usize).max(1))
+                .with_batch_size(self.size.max(1))
                 .with_projection(mask);
             if let Some(sel) = selection {
                 builder = builder.with_row_selection(sel);
             }
-            let schema = Arc::new(file_schema.project(cols)?);
             let mut batches = Vec::new();
             for b in builder.build().map_err(|e| read_error(path, e))? {
                 crate::cancel::point();
                 batches.push(b.map_err(|e| Error::Value(format!("{}: {e}", path.display())))?);
             }
-            Ok(match batches.len() {
-                1 => batches.pop().expect("one"),
-                _ => arrow_select::concat::concat_batches(&schema, &batches)?,
-            })
+            Ok(batches)
         };
         // The same, each column by its own reader, in parallel (a file of one row group is
-        // not one thread's work), the columns then side by side.
-        let decode = |cols: &[usize], selection: Option<RowSelection>| -> Result<RecordBatch> {
+        // not one thread's work), the columns then side by side: every reader cuts the same
+        // rows into the same batches.
+        let decode = |cols: &[usize],
+                      selection: Option<RowSelection>|
+         -> Result<Vec<RecordBatch>> {
             if cols.len() < 2 {
                 return decode_columns(cols, selection);
             }
@@ -735,17 +736,43 @@ impl Source for Parquet {
                 .map(|&c| decode_columns(&[c], selection.clone()))
                 .collect::<Result<Vec<_>>>()?;
             let schema = Arc::new(file_schema.project(cols)?);
-            let rows = parts[0].num_rows();
-            let columns = parts.iter().map(|b| b.column(0).clone()).collect();
-            let opts = arrow_array::RecordBatchOptions::new().with_row_count(Some(rows));
-            Ok(RecordBatch::try_new_with_options(schema, columns, &opts)?)
+            (0..parts[0].len())
+                .map(|i| {
+                    let rows = parts[0][i].num_rows();
+                    if parts
+                        .iter()
+                        .any(|p| p.get(i).map(RecordBatch::num_rows) != Some(rows))
+                    {
+                        return Err(Error::Value(format!(
+                            "{}: the columns of row group {g} have different row counts",
+                            path.display()
+                        )));
+                    }
+                    let columns = parts.iter().map(|p| p[i].column(0).clone()).collect();
+                    let opts = arrow_array::RecordBatchOptions::new().with_row_count(Some(rows));
+                    Ok(RecordBatch::try_new_with_options(
+                        schema.clone(),
+                        columns,
+                        &opts,
+                    )?)
+                })
+                .collect()
+        };
+        // One batch of `cols` (the predicate's path works on the whole row group).
+        let decode_one = |cols: &[usize], selection: Option<RowSelection>| -> Result<RecordBatch> {
+            let batches = decode(cols, selection)?;
+            let schema = Arc::new(file_schema.project(cols)?);
+            Ok(match batches.len() {
+                1 => batches.into_iter().next().expect("one"),
+                _ => arrow_select::concat::concat_batches(&schema, &batches)?,
+            })
         };
         let out_cols = index(&self.columns)?;
-        let (batch, cols) = match &self.predicate {
+        let (batches, cols) = match &self.predicate {
             None => (decode(&out_cols, None)?, out_cols),
             Some(pred) => {
                 let pred_cols = index(&pred.columns())?;
-                let pb = decode(&pred_cols, pages.clone())?;
+                let pb = decode_one(&pred_cols, pages.clone())?;
                 let bound = bind(pred, &pb.schema(), &mut |c: &Call, _| {
                     Err(Error::Value(format!(
                         "cannot push {} into the Parquet reader",
@@ -772,7 +799,7 @@ impl Source for Parquet {
                 let other = if rest.is_empty() {
                     None
                 } else if dense || kept == mask.len() {
-                    let b = decode(&rest, pages.clone())?;
+                    let b = decode_one(&rest, pages.clone())?;
                     Some(arrow_select::filter::filter_record_batch(&b, &mask)?)
                 } else {
                     // The mask is over the rows of the selected pages.
@@ -781,7 +808,7 @@ impl Source for Parquet {
                         Some(p) => p.and_then(&rows),
                         None => rows,
                     };
-                    Some(decode(&rest, Some(sel))?)
+                    Some(decode_one(&rest, Some(sel))?)
                 };
                 let pb = arrow_select::filter::filter_record_batch(&pb, &mask)?;
                 // Both parts in file column order, as one batch.
@@ -806,7 +833,7 @@ impl Source for Parquet {
                     arrays,
                     &opts,
                 )?;
-                (b, cols)
+                (vec![b], cols)
             }
         };
         // The batch holds `cols` in file order; the output is in `columns` order.
@@ -818,15 +845,21 @@ impl Source for Parquet {
                 cols.iter().position(|&x| x == at).expect("decoded")
             })
             .collect();
-        let b = batch.project(&order)?;
-        let opts = arrow_array::RecordBatchOptions::new().with_row_count(Some(b.num_rows()));
-        let b =
-            RecordBatch::try_new_with_options(self.schema.clone(), b.columns().to_vec(), &opts)?;
-        Ok(if b.num_rows() == 0 {
-            vec![]
-        } else {
-            split(b, self.size)
-        })
+        let mut out = Vec::new();
+        for batch in batches {
+            let b = batch.project(&order)?;
+            if b.num_rows() == 0 {
+                continue;
+            }
+            let opts = arrow_array::RecordBatchOptions::new().with_row_count(Some(b.num_rows()));
+            let b = RecordBatch::try_new_with_options(
+                self.schema.clone(),
+                b.columns().to_vec(),
+                &opts,
+            )?;
+            out.extend(split(b, self.size));
+        }
+        Ok(out)
     }
 
     fn rows_read(&self, input: &Input) -> Option<u64> {
