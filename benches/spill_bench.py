@@ -123,7 +123,12 @@ def measure(engine: str, qid: str, paths: dict, args: argparse.Namespace) -> dic
     ]  # fmt: skip
     r = subprocess.run(cmd, capture_output=True, text=True)
     if r.returncode != 0:
-        return {"error": (r.stderr.strip().splitlines() or ["?"])[-1][:120]}
+        lines = r.stderr.strip().splitlines() or ["?"]
+        # The exception's own line (DuckDB adds advice lines after it).
+        why = next((x for x in reversed(lines) if "Error" in x), lines[-1])
+        if "memory" in why.lower():
+            why = "failed (out of memory)"
+        return {"error": why[:120]}
     return json.loads(r.stdout.strip().splitlines()[-1])
 
 
