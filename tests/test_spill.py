@@ -231,6 +231,27 @@ def test_join_spills_below_the_budget_and_not_above(settings, how) -> None:
     _left_nothing(settings)
 
 
+@pytest.mark.parametrize("how", ["inner", "left", "right", "outer", "semi", "anti"])
+def test_join_with_one_key_of_more_build_rows_than_the_budget(settings, how) -> None:
+    """One key's build rows alone exceed the budget: their partition is joined in chunks
+    and the result is still the in-memory join's, in its order."""
+    rng = np.random.default_rng(11)
+    n = 150_000
+    hot = np.where(rng.random(n) < 0.8, 7, rng.integers(0, 5_000, n))
+    build = pa.table({"id": pa.array(hot, mask=rng.random(n) < 0.01), "w": rng.normal(size=n),
+                      "s": pa.array([f"s{i % 89}" for i in range(n)])})  # fmt: skip
+    m = 3_000
+    ids = np.where(np.arange(m) % 997 == 0, 7, rng.integers(0, 6_000, m))
+    probe = pa.table({"id": pa.array(ids, mask=rng.random(m) < 0.02), "v": np.arange(m)})
+    left, right = (build, probe) if how == "right" else (probe, build)
+    p = fb.scan(left, batch_size=10_000).join(fb.scan(right, batch_size=10_000), on="id", how=how)
+    got, want = _spilled_and_in_memory(p, 2, "2MiB")
+    assert p.last_report.stages[0].spill_files > 1
+    _identical(got, want)
+    _identical(got, fb.join(left, right, on="id", how=how).cast(got.schema))
+    _left_nothing(settings)
+
+
 @pytest.mark.parametrize("keep", ["first", "last", "none"])
 def test_dedup_spills_below_the_budget_and_not_above(settings, keep) -> None:
     t = _big()

@@ -18,13 +18,19 @@
 //! order, then the build rows no probe row met in build order. The sort is an
 //! [`ExternalSort`], which spills runs itself when the output does not fit.
 //!
-//! One partition's build rows must fit the budget; a larger one (many build rows of one
-//! key) is a [`crate::Error::MemoryLimit`] naming it. A cross join has no keys to
-//! partition by and stays in memory.
+//! A partition whose build rows do not fit the budget (many build rows of one key, which
+//! no further hash bits would split) is joined in chunks of build rows that fit, its probe
+//! rows read once per chunk: a chunk emits its matches (and an outer join's build rows no
+//! probe row met: each build row is in one chunk), and a last pass over the probe rows
+//! emits those no chunk matched (left, right, outer, anti) or some chunk matched (semi),
+//! each once. The sort puts them all in place. Only a single batch larger than the budget
+//! is a [`crate::Error::MemoryLimit`]. A cross join has no keys to partition by and stays
+//! in memory.
 
 use std::sync::{Arc, Mutex};
 
-use arrow_array::{ArrayRef, RecordBatch, UInt64Array};
+use arrow_array::cast::AsArray;
+use arrow_array::{Array, ArrayRef, RecordBatch, UInt64Array};
 use arrow_schema::{DataType, Field, Schema, SchemaRef};
 
 use super::stream::JoinBuild;
@@ -69,6 +75,9 @@ struct Names {
     build_ord: String,
     probe_seq: String,
     probe_row: String,
+    /// A probe row's place in its partition's file (only while a partition is joined in
+    /// chunks).
+    probe_pos: String,
 }
 
 impl Names {
@@ -79,6 +88,7 @@ impl Names {
             build_ord: unused("__ferrobatch_build_ordinal"),
             probe_seq: unused("__ferrobatch_probe_seq"),
             probe_row: unused("__ferrobatch_probe_row"),
+            probe_pos: unused("__ferrobatch_probe_pos"),
         }
     }
 }
@@ -278,6 +288,9 @@ impl SpilledJoin {
         let build = std::mem::take(&mut *self.build.lock().map_err(failed_earlier)?);
         let semi = matches!(opts.how, JoinType::Semi | JoinType::Anti);
         let mut sort: Option<ExternalSort> = None;
+        // A partition's build rows take at most half the room: the rest holds its output
+        // on the way to the sort.
+        let chunk_cap = mem.headroom() / 2;
         for (p, (build, probe)) in build.into_iter().zip(&self.probe).enumerate() {
             let probe = probe
                 .lock()
@@ -285,34 +298,52 @@ impl SpilledJoin {
                 .take()
                 .ok_or_else(|| failed_earlier(()))?
                 .finish()?;
-            let batches = build.batches()?.collect::<Result<Vec<_>>>()?;
-            let rows: usize = batches.iter().map(RecordBatch::num_rows).sum();
-            let need = batches.iter().map(batch_bytes).sum::<u64>() + INDEX_ROW_BYTES * rows as u64;
-            if !mem.fits(need)
-                && let Some(sort) = &mut sort
-            {
-                // The joined rows held so far make room for the partition's build rows.
-                sort.spill_run()?;
+            let mut part = Partition {
+                probe: &probe,
+                build_schema: build.schema().clone(),
+                probe_schema,
+                opts,
+                names,
+                semi,
+                stats,
+                force,
+                mem: &mut mem,
+                sort: &mut sort,
+                matched: None,
+                out_cap: (chunk_cap / 8).max(1 << 16),
+            };
+            // The build rows in chunks that fit; the partition's probe rows are read once
+            // per chunk. Almost always one chunk: a partition outgrows the budget only with
+            // many build rows of few keys.
+            let mut chunk: Vec<RecordBatch> = Vec::new();
+            let mut held = 0u64;
+            for b in build.batches()? {
+                let b = b?;
+                let need = batch_bytes(&b) + INDEX_ROW_BYTES * b.num_rows() as u64;
+                if !part.mem.fits(need) {
+                    if let Some(sort) = part.sort.as_mut() {
+                        // The joined rows held so far make room for the build rows.
+                        sort.spill_run()?;
+                    }
+                }
+                if (!part.mem.fits(need) || held + need > chunk_cap) && !chunk.is_empty() {
+                    part.join(std::mem::take(&mut chunk), true)?;
+                    part.mem.free();
+                    held = 0;
+                }
+                part.mem
+                    .try_grow(need)
+                    .map_err(|e| partition_too_large(e, p))?;
+                held += need;
+                chunk.push(b);
             }
-            mem.try_grow(need).map_err(|e| partition_too_large(e, p))?;
-            let table = Table::try_new(build.schema().clone(), batches)?;
             drop(build);
-            let jb = JoinBuild::new(probe_schema.clone(), table, opts.clone())?;
-            let mut out: Vec<Table> = Vec::new();
-            for piece in probe.batches()? {
-                let piece = piece?;
-                out.push(jb.probe(&Table {
-                    schema: piece.schema(),
-                    batches: vec![piece],
-                })?);
-                flush(&mut sort, &mut out, names, semi, stats, &mem, force)?;
+            let chunked = part.matched.is_some();
+            part.join(chunk, chunked)?;
+            part.mem.free();
+            if chunked {
+                part.unmatched()?;
             }
-            if let Some(t) = jb.finish()? {
-                out.push(t);
-            }
-            flush(&mut sort, &mut out, names, semi, stats, &mem, force)?;
-            drop(jb);
-            mem.free();
         }
         let sort = match sort {
             Some(s) => s,
@@ -352,44 +383,247 @@ impl SpilledJoin {
     }
 }
 
-/// Joined rows (with their tags) into the sort that restores the order, made on first use.
-fn flush(
-    sort: &mut Option<ExternalSort>,
-    out: &mut Vec<Table>,
-    names: &Names,
+/// One partition of a spilled join being joined (see [`SpilledJoin::run`]).
+struct Partition<'a> {
+    probe: &'a Spilled,
+    /// The build rows' schema (with their ordinal).
+    build_schema: SchemaRef,
+    probe_schema: &'a SchemaRef,
+    opts: &'a JoinOptions,
+    names: &'a Names,
     semi: bool,
-    stats: &Arc<SpillStats>,
-    mem: &Reservation,
+    stats: &'a Arc<SpillStats>,
     force: bool,
-) -> Result<()> {
-    for t in out.drain(..) {
-        if sort.is_none() {
-            let mut keys = vec![names.probe_seq.clone(), names.probe_row.clone()];
-            if !semi {
-                keys.push(names.build_ord.clone());
+    mem: &'a mut Reservation,
+    sort: &'a mut Option<ExternalSort>,
+    /// In chunks: which of the partition's probe rows (by place in its file) some chunk
+    /// matched.
+    matched: Option<Vec<bool>>,
+    /// Most bytes of joined rows handed to the sort at once.
+    out_cap: u64,
+}
+
+impl Partition<'_> {
+    /// Join the build rows `chunk` with the partition's probe rows; the joined rows go to
+    /// the sort. `chunked`: the build rows come in several chunks, so a probe row's match
+    /// may be in another one — this chunk's output is its matches alone (and an outer
+    /// join's build rows no probe row met, each in one chunk), and which probe rows matched
+    /// is recorded for [`Partition::unmatched`].
+    fn join(&mut self, chunk: Vec<RecordBatch>, chunked: bool) -> Result<()> {
+        // An empty partition still has probe rows to emit (a left join's).
+        let table = Table::try_new(self.build_schema.clone(), chunk)?;
+        let (table_bytes, table_rows) = (
+            table.batches.iter().map(batch_bytes).sum::<u64>(),
+            table.num_rows(),
+        );
+        if !chunked {
+            let jb = JoinBuild::new(self.probe_schema.clone(), table, self.opts.clone())?;
+            let mut out: Vec<Table> = Vec::new();
+            for piece in self.probe.batches()? {
+                out.push(jb.probe(&Table::try_new(self.probe_schema.clone(), vec![piece?])?)?);
+                self.flush(&mut out)?;
             }
-            let keys = keys
-                .into_iter()
-                .map(|column| SortKey {
-                    column,
-                    descending: false,
-                    nulls_last: true,
-                })
-                .collect();
-            *sort = Some(ExternalSort::new(
-                t.schema.clone(),
-                keys,
-                mem.sibling("join order"),
-                stats.clone(),
-                force,
-            )?);
+            out.extend(jb.finish()?);
+            return self.flush(&mut out);
         }
-        let s = sort.as_mut().expect("made above");
-        for b in t.batches {
-            s.push(b)?;
+        let positioned = with_fields(self.probe_schema, &[&self.names.probe_pos]);
+        let mut opts = self.opts.clone();
+        if self.semi {
+            // Which probe rows this chunk matches: what a semi join emits.
+            opts.how = JoinType::Semi;
         }
+        let jb = JoinBuild::new(positioned.clone(), table, opts)?;
+        let mut matched = self.matched.take().unwrap_or_default();
+        let mut out: Vec<Table> = Vec::new();
+        let mut at = 0u64;
+        let build_row = (table_bytes / table_rows.max(1) as u64).max(1);
+        for piece in self.probe.batches()? {
+            let piece = with_positions(piece?, &positioned, &mut at)?;
+            for piece in self.slices(&jb, &positioned, piece, build_row)? {
+                self.chunk_probe(&jb, &positioned, piece, &mut matched, &mut out)?;
+                self.flush(&mut out)?;
+            }
+        }
+        if let Some(t) = jb.finish()? {
+            out.push(without(&t.schema, t.batches, &self.names.probe_pos)?);
+        }
+        self.matched = Some(matched);
+        self.flush(&mut out)
     }
-    Ok(())
+
+    /// `piece` cut so that each part's joined rows (by [`JoinBuild::match_counts`]) stay
+    /// within [`Partition::out_cap`] bytes; a probe row is never cut.
+    fn slices(
+        &self,
+        jb: &JoinBuild,
+        schema: &SchemaRef,
+        piece: RecordBatch,
+        build_row: u64,
+    ) -> Result<Vec<RecordBatch>> {
+        let n = piece.num_rows();
+        let probe_row = batch_bytes(&piece) / n.max(1) as u64;
+        let cap_rows = (self.out_cap / (probe_row + build_row).max(1)).max(1) as usize;
+        let counts = jb.match_counts(&Table::try_new(schema.clone(), vec![piece.clone()])?)?;
+        let mut out = Vec::new();
+        let (mut start, mut rows) = (0usize, 0usize);
+        for (i, &c) in counts.iter().enumerate() {
+            let c = c.max(1);
+            if rows > 0 && rows + c > cap_rows {
+                out.push(piece.slice(start, i - start));
+                (start, rows) = (i, 0);
+            }
+            rows += c;
+        }
+        if start < n {
+            out.push(piece.slice(start, n - start));
+        }
+        Ok(out)
+    }
+
+    /// One probe slice against a chunk: its matches to `out`, its matched rows marked.
+    fn chunk_probe(
+        &self,
+        jb: &JoinBuild,
+        positioned: &SchemaRef,
+        piece: RecordBatch,
+        matched: &mut Vec<bool>,
+        out: &mut Vec<Table>,
+    ) -> Result<()> {
+        {
+            let joined = jb.probe(&Table::try_new(positioned.clone(), vec![piece])?)?;
+            let mut kept = Vec::new();
+            for b in joined.batches {
+                let pos = b
+                    .column(b.schema().index_of(&self.names.probe_pos)?)
+                    .as_primitive::<arrow_array::types::UInt64Type>()
+                    .clone();
+                // Semi / anti output no build columns: every row a semi join emits matched.
+                let hit = match b.schema().index_of(&self.names.build_ord) {
+                    Ok(i) => arrow_array::BooleanArray::from(
+                        b.column(i)
+                            .logical_nulls()
+                            .map_or(vec![true; b.num_rows()], |n| n.iter().collect()),
+                    ),
+                    Err(_) => arrow_array::BooleanArray::from(vec![true; b.num_rows()]),
+                };
+                for (p, h) in pos.iter().zip(hit.iter()) {
+                    if let (Some(p), Some(true)) = (p, h) {
+                        let p = p as usize;
+                        if matched.len() <= p {
+                            matched.resize(p + 1, false);
+                        }
+                        matched[p] = true;
+                    }
+                }
+                if !self.semi {
+                    kept.push(arrow_select::filter::filter_record_batch(&b, &hit)?);
+                }
+            }
+            out.push(without(&joined.schema, kept, &self.names.probe_pos)?);
+        }
+        Ok(())
+    }
+
+    /// After the chunks: the probe rows none matched (left, right, outer, anti join) or
+    /// some matched (semi), each once, with null build columns where the join has them.
+    fn unmatched(&mut self) -> Result<()> {
+        if self.opts.how == JoinType::Inner {
+            return Ok(());
+        }
+        let matched = self.matched.take().unwrap_or_default();
+        let want = self.opts.how == JoinType::Semi;
+        let mut opts = self.opts.clone();
+        if self.semi {
+            // An anti join with no build rows emits every probe row it is given.
+            opts.how = JoinType::Anti;
+        }
+        let jb = JoinBuild::new(
+            self.probe_schema.clone(),
+            Table::try_new(self.build_schema.clone(), vec![])?,
+            opts,
+        )?;
+        let mut out: Vec<Table> = Vec::new();
+        let mut at = 0usize;
+        for piece in self.probe.batches()? {
+            let piece = piece?;
+            let n = piece.num_rows();
+            let keep = arrow_array::BooleanArray::from(
+                (at..at + n)
+                    .map(|p| matched.get(p).copied().unwrap_or(false) == want)
+                    .collect::<Vec<_>>(),
+            );
+            at += n;
+            let rows = arrow_select::filter::filter_record_batch(&piece, &keep)?;
+            if rows.num_rows() > 0 {
+                out.push(jb.probe(&Table::try_new(self.probe_schema.clone(), vec![rows])?)?);
+                self.flush(&mut out)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Joined rows (with their tags) into the sort that restores the order, made on first
+    /// use.
+    fn flush(&mut self, out: &mut Vec<Table>) -> Result<()> {
+        for t in out.drain(..) {
+            if self.sort.is_none() {
+                let names = self.names;
+                let mut keys = vec![names.probe_seq.clone(), names.probe_row.clone()];
+                if !self.semi {
+                    keys.push(names.build_ord.clone());
+                }
+                let keys = keys
+                    .into_iter()
+                    .map(|column| SortKey {
+                        column,
+                        descending: false,
+                        nulls_last: true,
+                    })
+                    .collect();
+                *self.sort = Some(ExternalSort::new(
+                    t.schema.clone(),
+                    keys,
+                    self.mem.sibling("join order"),
+                    self.stats.clone(),
+                    self.force,
+                )?);
+            }
+            let s = self.sort.as_mut().expect("made above");
+            for b in t.batches {
+                // Pieces the sort can hold beside what it holds (a key with many matches
+                // makes large outputs).
+                let rows = b.num_rows();
+                let per = (self.out_cap * rows as u64 / batch_bytes(&b).max(1)).max(1) as usize;
+                for at in (0..rows).step_by(per.max(1)) {
+                    s.push(b.slice(at, per.min(rows - at)))?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// `batch` (of a partition's probe rows) with each row's place in the file, counting on
+/// from `at`.
+fn with_positions(batch: RecordBatch, schema: &SchemaRef, at: &mut u64) -> Result<RecordBatch> {
+    let n = batch.num_rows() as u64;
+    let mut cols = batch.columns().to_vec();
+    cols.push(Arc::new(UInt64Array::from_iter_values(*at..*at + n)));
+    *at += n;
+    Ok(RecordBatch::try_new(schema.clone(), cols)?)
+}
+
+/// `batches` of `schema` without the column `name`.
+fn without(schema: &SchemaRef, batches: Vec<RecordBatch>, name: &str) -> Result<Table> {
+    let i = schema.index_of(name)?;
+    let keep: Vec<usize> = (0..schema.fields().len()).filter(|&c| c != i).collect();
+    Ok(Table {
+        schema: Arc::new(schema.project(&keep)?),
+        batches: batches
+            .iter()
+            .map(|b| b.project(&keep))
+            .collect::<std::result::Result<_, _>>()?,
+    })
 }
 
 fn partition_too_large(e: Error, p: usize) -> Error {

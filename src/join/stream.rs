@@ -169,6 +169,23 @@ impl JoinBuild {
         self.materialize(batch, &idx)
     }
 
+    /// How many build rows each row of a probe batch pairs with (0: none; 1 for a semi /
+    /// anti join's match), before an outer side's unmatched rows are kept.
+    pub fn match_counts(&self, batch: &Table) -> Result<Vec<usize>> {
+        let n = batch.checked_num_rows()?;
+        let Some(index) = &self.index else {
+            return Ok(vec![self.build.num_rows(); n]);
+        };
+        let gid = self.probe_groups(index, batch)?;
+        Ok(match &self.csr {
+            Some(csr) => gid.iter().map(|&g| csr.group(g).len()).collect(),
+            None => gid
+                .iter()
+                .map(|&g| usize::from(g != NONE && self.has[g as usize]))
+                .collect(),
+        })
+    }
+
     /// The build side's group of every row of a probe batch ([`NONE`]: no match).
     fn probe_groups(&self, index: &KeyIndex, batch: &Table) -> Result<Vec<u32>> {
         let chunks: Vec<Vec<ArrayRef>> = self.probe_keys.iter().map(|&i| batch.chunks(i)).collect();
