@@ -188,6 +188,34 @@ def test_group_by_spills_below_the_budget_and_not_above(settings, sort) -> None:
     _left_nothing(settings)
 
 
+@pytest.mark.parametrize("sort", [False, True])
+def test_group_by_partition_larger_than_the_budget_is_split_again(settings, sort) -> None:
+    """200k groups under 128 KiB: a hash partition's groups do not fit, so it is split by
+    further hash bits (more files than the 128 partitions and their 128 runs), and the runs
+    are merged in passes; the result is the in-memory run's."""
+    rng = np.random.default_rng(1)
+    n = 200_000
+    t = pa.table({"k": rng.permutation(n), "f": rng.normal(size=n),
+                  "s": pa.array([f"s{i % 1000}" for i in range(n)])})  # fmt: skip
+    aggs = {"sum": ("f", "sum"), "n": (None, "size"), "m": ("f", "mean")}
+    p = fb.scan(t, batch_size=1_000).group_by(["k", "s"], aggs, sort=sort)
+    want = p.collect()
+    _identical(p.collect(memory_limit="128KiB"), want)
+    stage = p.last_report.stages[0]
+    assert stage.spill_files > 2 * 128 and stage.peak_reserved_bytes <= 128 << 10
+    _left_nothing(settings)
+
+
+def test_one_group_larger_than_the_budget_is_a_memory_limit_error(settings) -> None:
+    """A median's values of one group cannot be split: MemoryLimitError naming it, and
+    nothing is left behind."""
+    t = pa.table({"k": np.zeros(300_000, dtype=np.int64), "f": np.arange(300_000.0)})
+    p = fb.scan(t, batch_size=1_000).group_by("k", {"m": ("f", "median")})
+    with pytest.raises(fb.MemoryLimitError, match="group-by .*median"):
+        p.collect(memory_limit="512KiB")
+    _left_nothing(settings)
+
+
 @given(
     join_inputs(),
     st.sampled_from(["inner", "left", "right", "outer", "semi", "anti"]),

@@ -16,8 +16,10 @@
 //! runs are merged ([`crate::sort::external::Merger`]) into the in-memory output's order,
 //! the ordinal column dropped.
 //!
-//! One partition must fit the budget when it is merged; a partition larger than that is a
-//! [`crate::Error::MemoryLimit`] naming it (it is not split further).
+//! A partition whose groups do not fit the budget when it is merged is split again into
+//! [`PARTITIONS`] files by further bits of the key hash, each merged the same way (its runs
+//! join the others in the final merge), down to [`MAX_LEVELS`] levels; only one group
+//! too large alone (a median's values) is then a [`crate::Error::MemoryLimit`].
 
 use std::sync::Arc;
 
@@ -30,7 +32,7 @@ use crate::budget::Reservation;
 use crate::error::{Error, Result};
 use crate::keys::partition::hash_split;
 use crate::sort::SortKey;
-use crate::sort::external::Merger;
+use crate::sort::external::RunMerge;
 use crate::spill::{SpillStats, SpillWriter, Spilled};
 use crate::table::{Table, fresh_name};
 
@@ -165,7 +167,7 @@ impl ExternalGroupBy {
         )));
         parts.ordinal += rows as u64;
         let all = RecordBatch::try_new(self.piece_schema.clone(), cols)?;
-        for (p, piece) in hash_split(&all, &self.opts.keys, PARTITIONS)? {
+        for (p, piece) in hash_split(&all, &self.opts.keys, PARTITIONS, 0)? {
             parts.files[p].write(&piece)?;
         }
         Ok(())
@@ -179,34 +181,47 @@ impl ExternalGroupBy {
         let parts = self.spilled.take().expect("spilled");
         let mut runs: Vec<Spilled> = Vec::with_capacity(PARTITIONS as usize);
         let mut out_schema = None;
-        for (p, file) in parts.files.into_iter().enumerate() {
-            let file = file.finish()?;
-            let mut st = GroupByState::new(self.part_schema.clone(), self.part_opts.clone())?;
-            for b in file.batches()? {
-                let piece = Table {
-                    schema: self.piece_schema.clone(),
-                    batches: vec![b?],
-                };
-                st.absorb_partial(piece)?;
-                if self.mem.resize(st.bytes()).is_err() {
-                    st.compact()?;
-                    self.mem
-                        .resize(st.bytes())
-                        .map_err(|e| partition_too_large(e, p))?;
+        let (mut piece_bytes, mut row_bytes_max) = (0u64, 0u64);
+        // (file, its split level, its first-level partition), last first.
+        let mut todo: Vec<(Spilled, u32, usize)> = Vec::with_capacity(PARTITIONS as usize);
+        for (p, file) in parts.files.into_iter().enumerate().rev() {
+            todo.push((file.finish()?, 0, p));
+        }
+        while let Some((file, level, p)) = todo.pop() {
+            let Some(groups) = self.merge_partition(&file)? else {
+                // Too many groups for the budget: split by further hash bits (one group
+                // too large alone stays too large, down to the last level).
+                if level + 1 >= MAX_LEVELS {
+                    return Err(partition_too_large(&self.mem, p, level));
                 }
-            }
+                let mut subs = (0..PARTITIONS)
+                    .map(|_| SpillWriter::new(&self.piece_schema, self.stats.clone()))
+                    .collect::<Result<Vec<_>>>()?;
+                for b in file.batches()? {
+                    for (q, piece) in hash_split(&b?, &self.opts.keys, PARTITIONS, level + 1)? {
+                        subs[q].write(&piece)?;
+                    }
+                }
+                drop(file);
+                for sub in subs.into_iter().rev() {
+                    todo.push((sub.finish()?, level + 1, p));
+                }
+                continue;
+            };
             drop(file);
-            let groups = st.finish()?;
-            drop(st);
             let schema = groups.schema.clone();
-            // Batches small enough for the merge to hold one of every partition's.
+            // Batches small enough for the merge to hold one of every run's (a partition
+            // split again makes `PARTITIONS` runs of its own).
             let row_bytes = crate::budget::table_bytes(&groups) / groups.num_rows().max(1) as u64;
+            row_bytes_max = row_bytes_max.max(row_bytes);
             let may_hold = self.mem.size().saturating_add(self.mem.headroom());
-            let rows = may_hold / 4 / (u64::from(PARTITIONS) + 1) / (2 * row_bytes.max(1));
+            let runs_at = (u64::from(PARTITIONS) + 1).saturating_pow(level + 1);
+            let rows = may_hold / 4 / runs_at / (2 * row_bytes.max(1));
             let size = (rows as usize).clamp(8, 16 << 10);
             let mut w = SpillWriter::new(&schema, self.stats.clone())?;
             for b in groups.batches {
                 for piece in crate::exec::source::split(b, size) {
+                    piece_bytes = piece_bytes.max(crate::budget::batch_bytes(&piece));
                     w.write(&piece)?;
                 }
             }
@@ -235,15 +250,23 @@ impl ExternalGroupBy {
         };
         let names: Vec<String> = keys.iter().map(|k| k.column.clone()).collect();
         let key_idx = crate::keys::key_positions(&schema, &names)?;
-        let out_rows = 16 << 10;
-        let merger = Merger::new(
-            schema,
-            runs,
-            &keys,
-            &key_idx,
-            out_rows,
-            self.mem.sibling("group_by merge"),
-        )?;
+        // As many runs at once as the budget holds a batch of each for (and a share of the
+        // output); more (partitions split again) are merged in passes first.
+        let may_hold = self.mem.size().saturating_add(self.mem.headroom());
+        // (A read batch holds a little more than its written bytes: buffer padding, its
+        // keys in row format.)
+        let fan_in = (may_hold / (4 * (piece_bytes + 2048))) as usize;
+        let merge = RunMerge {
+            schema: &schema,
+            keys: &keys,
+            key_idx: &key_idx,
+            run_rows: (piece_bytes / row_bytes_max.max(1)).max(8) as usize,
+            out_rows: (may_hold / 4 / row_bytes_max.max(1)).clamp(8, 16 << 10) as usize,
+            mem: &self.mem,
+            name: "group_by merge",
+            stats: &self.stats,
+        };
+        let merger = merge.merge(runs, fan_in)?;
         let keep: Vec<usize> = (0..ordinal).collect();
         Ok(Grouped::Spilled(Box::new(
             merger.map(move |b| Ok(b?.project(&keep)?)),
@@ -251,11 +274,37 @@ impl ExternalGroupBy {
     }
 }
 
-fn partition_too_large(e: Error, p: usize) -> Error {
-    match e {
-        Error::MemoryLimit(m) => Error::MemoryLimit(format!(
-            "{m}; hash partition {p} of {PARTITIONS} of the spilled group-by does not fit"
-        )),
-        other => other,
+impl ExternalGroupBy {
+    /// The finished groups of one partition's file (with their ordinals), or `None` when
+    /// they do not fit the budget (nothing is then held).
+    fn merge_partition(&mut self, file: &Spilled) -> Result<Option<Table>> {
+        let mut st = GroupByState::new(self.part_schema.clone(), self.part_opts.clone())?;
+        for b in file.batches()? {
+            let piece = Table {
+                schema: self.piece_schema.clone(),
+                batches: vec![b?],
+            };
+            st.absorb_partial(piece)?;
+            if self.mem.resize(st.bytes()).is_err() {
+                st.compact()?;
+                if self.mem.resize(st.bytes()).is_err() {
+                    self.mem.free();
+                    return Ok(None);
+                }
+            }
+        }
+        Ok(Some(st.finish()?))
     }
+}
+
+/// Split levels of a partition before its groups are declared too large.
+const MAX_LEVELS: u32 = 3;
+
+fn partition_too_large(mem: &Reservation, p: usize, level: u32) -> Error {
+    Error::MemoryLimit(format!(
+        "the groups of hash partition {p} of {PARTITIONS} of the spilled group-by do not fit \
+         the memory limit ({} bytes free) even split {level} more times: a group's own \
+         state (a median's or n_unique's values) is larger than the budget",
+        mem.size().saturating_add(mem.headroom())
+    ))
 }

@@ -87,6 +87,13 @@ fn chunk_hashes(c: &ArrayRef, out: &mut [u64]) -> Result<()> {
 /// module doc). Rows with equal keys under the join / group-by key rules get equal
 /// partitions, whatever the layout of each table's key columns.
 pub fn hash_partitions(table: &Table, keys: &[String], n: u32) -> Result<Vec<u32>> {
+    hash_partitions_at(table, keys, n, 0)
+}
+
+/// [`hash_partitions`] at `level`: level 0 is that routing; each further level draws the
+/// partition from other bits of the same key hash (the hash re-mixed with a salt), so the
+/// rows of one partition spread over all the partitions of the next level.
+fn hash_partitions_at(table: &Table, keys: &[String], n: u32, level: u32) -> Result<Vec<u32>> {
     if n == 0 {
         return Err(Error::Value("the number of partitions must be >= 1".into()));
     }
@@ -108,22 +115,27 @@ pub fn hash_partitions(table: &Table, keys: &[String], n: u32) -> Result<Vec<u32
     }
     Ok(acc
         .into_par_iter()
-        .map(|h| ((u128::from(mix(h)) * u128::from(n)) >> 64) as u32)
+        .map(|h| {
+            let h = mix(h ^ u64::from(level).wrapping_mul(NULL_HASH));
+            ((u128::from(h) * u128::from(n)) >> 64) as u32
+        })
         .collect())
 }
 
-/// The rows of `batch` cut by [`hash_partitions`] of its `keys` into `n` partitions: each
+/// The rows of `batch` cut by [`hash_partitions`] of its `keys` into `n` partitions, at
+/// `level` (0 for a first split; a partition split again uses the next level): each
 /// non-empty partition's number and rows (in row order).
 pub fn hash_split(
     batch: &RecordBatch,
     keys: &[String],
     n: u32,
+    level: u32,
 ) -> Result<Vec<(usize, RecordBatch)>> {
     let t = Table {
         schema: batch.schema(),
         batches: vec![batch.clone()],
     };
-    let ids = hash_partitions(&t, keys, n)?;
+    let ids = hash_partitions_at(&t, keys, n, level)?;
     let mut rows_of: Vec<Vec<u32>> = vec![Vec::new(); n as usize];
     for (r, &p) in ids.iter().enumerate() {
         rows_of[p as usize].push(r as u32);

@@ -172,8 +172,41 @@ impl ExternalSort {
         }
         let size = self.run_batch();
         self.spill_run()?;
-        let mut runs = std::mem::take(&mut self.runs);
-        let fan_in = self.fan_in();
+        let runs = std::mem::take(&mut self.runs);
+        let merge = RunMerge {
+            schema: &self.schema,
+            keys: &self.keys,
+            key_idx: &self.key_idx,
+            run_rows: size,
+            out_rows: size,
+            mem: &self.mem,
+            name: "sort merge",
+            stats: &self.stats,
+        };
+        merge.merge(runs, self.fan_in()).map(Sorted::Merge)
+    }
+}
+
+/// How sorted runs are merged: their schema and sort keys, rows per batch of the runs a
+/// pass writes and of the output, and the reservation (and spill statistics) the merges
+/// take part in.
+pub struct RunMerge<'a> {
+    pub schema: &'a SchemaRef,
+    pub keys: &'a [SortKey],
+    pub key_idx: &'a [usize],
+    pub run_rows: usize,
+    pub out_rows: usize,
+    pub mem: &'a Reservation,
+    pub name: &'static str,
+    pub stats: &'a Arc<SpillStats>,
+}
+
+impl RunMerge<'_> {
+    /// A merge of `runs` holding at most `fan_in` runs' batches at once: while there are
+    /// more, consecutive runs are merged into longer ones in passes (so ties still go by
+    /// run order).
+    pub fn merge(&self, mut runs: Vec<Spilled>, fan_in: usize) -> Result<Merger> {
+        let fan_in = fan_in.max(2);
         while runs.len() > fan_in {
             let mut next = Vec::with_capacity(runs.len().div_ceil(fan_in));
             let mut rest = runs.into_iter();
@@ -182,8 +215,8 @@ impl ExternalSort {
                 if group.is_empty() {
                     break;
                 }
-                let mut merger = self.merger(group, size)?;
-                let mut w = SpillWriter::new(&self.schema, self.stats.clone())?;
+                let mut merger = self.merger(group, self.run_rows)?;
+                let mut w = SpillWriter::new(self.schema, self.stats.clone())?;
                 while let Some(b) = merger.next_batch()? {
                     w.write(&b)?;
                 }
@@ -191,17 +224,17 @@ impl ExternalSort {
             }
             runs = next;
         }
-        self.merger(runs, size).map(Sorted::Merge)
+        self.merger(runs, self.out_rows)
     }
 
-    fn merger(&self, runs: Vec<Spilled>, size: usize) -> Result<Merger> {
+    fn merger(&self, runs: Vec<Spilled>, out_rows: usize) -> Result<Merger> {
         Merger::new(
             self.schema.clone(),
             runs,
-            &self.keys,
-            &self.key_idx,
-            size,
-            self.mem.sibling("sort merge"),
+            self.keys,
+            self.key_idx,
+            out_rows,
+            self.mem.sibling(self.name),
         )
     }
 }
