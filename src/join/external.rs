@@ -593,7 +593,9 @@ impl Partition<'_> {
                 // Pieces the sort can hold beside what it holds (a key with many matches
                 // makes large outputs).
                 let rows = b.num_rows();
-                let per = (self.out_cap * rows as u64 / batch_bytes(&b).max(1)).max(1) as usize;
+                let per =
+                    u128::from(self.out_cap) * rows as u128 / u128::from(batch_bytes(&b).max(1));
+                let per = per.clamp(1, rows.max(1) as u128) as usize;
                 for at in (0..rows).step_by(per.max(1)) {
                     s.push(b.slice(at, per.min(rows - at)))?;
                 }
