@@ -239,6 +239,30 @@ pub fn native_values<N: ArrowNativeType>(c: &ArrayRef) -> ScalarBuffer<N> {
     ScalarBuffer::new(data.buffers()[0].clone(), data.offset(), data.len())
 }
 
+/// `batches` with every column cast to `schema`'s type where they differ.
+pub fn cast_batches(batches: Vec<RecordBatch>, schema: &SchemaRef) -> Result<Vec<RecordBatch>> {
+    batches
+        .into_iter()
+        .map(|b| {
+            let cols = b
+                .columns()
+                .iter()
+                .zip(schema.fields())
+                .map(|(c, f)| match c.data_type() == f.data_type() {
+                    true => Ok(c.clone()),
+                    false => Ok(arrow_cast::cast(c, f.data_type())?),
+                })
+                .collect::<Result<Vec<_>>>()?;
+            let opts = arrow_array::RecordBatchOptions::new().with_row_count(Some(b.num_rows()));
+            Ok(RecordBatch::try_new_with_options(
+                schema.clone(),
+                cols,
+                &opts,
+            )?)
+        })
+        .collect()
+}
+
 /// `base`, with `_` appended until `taken` refuses it: the name of a column an operator
 /// adds for itself (an ordinal, a tag) that no input column has.
 pub fn fresh_name(base: &str, taken: impl Fn(&str) -> bool) -> String {

@@ -804,33 +804,6 @@ fn through(
     Ok(batches)
 }
 
-/// `batches` with every column cast to `schema`'s type where they differ.
-fn restore(batches: Vec<RecordBatch>, schema: &SchemaRef) -> Result<Vec<RecordBatch>> {
-    batches
-        .into_iter()
-        .map(|b| {
-            let cols = b
-                .columns()
-                .iter()
-                .zip(schema.fields())
-                .map(|(c, f)| {
-                    if c.data_type() == f.data_type() {
-                        Ok(c.clone())
-                    } else {
-                        Ok(arrow_cast::cast(c, f.data_type())?)
-                    }
-                })
-                .collect::<Result<Vec<_>>>()?;
-            let opts = arrow_array::RecordBatchOptions::new().with_row_count(Some(b.num_rows()));
-            Ok(RecordBatch::try_new_with_options(
-                schema.clone(),
-                cols,
-                &opts,
-            )?)
-        })
-        .collect()
-}
-
 /// A chain of operators from a start to the next breaker (see the module docs).
 struct Chain {
     start: Start,
@@ -1466,14 +1439,16 @@ fn run_group_by(
     stats.record(0, None, t);
     Ok(match out.expect("finished above") {
         Grouped::Memory(out, mem) => {
-            let batches = restore(out.batches, schema)?;
+            let batches = crate::table::cast_batches(out.batches, schema)?;
             stats.produced(&batches);
             Box::new(Held(Batches::new(schema.clone(), batches, size), mem))
         }
         Grouped::Spilled(batches) => {
             let target = schema.clone();
-            let restored = batches
-                .map(move |b| restore(vec![b?], &target).map(|mut v| v.pop().expect("one batch")));
+            let restored = batches.map(move |b| {
+                crate::table::cast_batches(vec![b?], &target)
+                    .map(|mut v| v.pop().expect("one batch"))
+            });
             counted(schema.clone(), Box::new(restored), stats, size)
         }
     })

@@ -499,27 +499,7 @@ fn plain_keys(state: Table, nk: usize) -> Result<Table> {
         })
         .collect();
     let schema = Arc::new(arrow_schema::Schema::new(fields));
-    let batches = state
-        .batches
-        .iter()
-        .map(|b| {
-            let cols = b
-                .columns()
-                .iter()
-                .zip(schema.fields())
-                .map(|(c, f)| match c.data_type() == f.data_type() {
-                    true => Ok(c.clone()),
-                    false => Ok(arrow_cast::cast(c, f.data_type())?),
-                })
-                .collect::<Result<Vec<_>>>()?;
-            let opts = arrow_array::RecordBatchOptions::new().with_row_count(Some(b.num_rows()));
-            Ok(RecordBatch::try_new_with_options(
-                schema.clone(),
-                cols,
-                &opts,
-            )?)
-        })
-        .collect::<Result<Vec<_>>>()?;
+    let batches = crate::table::cast_batches(state.batches, &schema)?;
     Ok(Table { schema, batches })
 }
 
