@@ -1374,8 +1374,44 @@ fn counted(
     Box::new(source::Stream::new(schema, Box::new(counted), size))
 }
 
-/// Drain `input`, aggregating each morsel in the parallel phase and merging the partial
-/// states in sequence order; the finished groups, cast to `schema`'s types. The state
+/// Consecutive input batches cut into runs for the group-by's partial step: a run ends at the
+/// first batch that brings it to [`RUN_ROWS`] rows or [`RUN_BYTES`] bytes.
+///
+/// A partial state holds a row per group of its rows and the merges regroup every partial
+/// row, so partials of few rows and many groups redo the grouping: G1's q3 (10^5 keys of
+/// 10^7 rows) took 2.0 s with a partial per batch of 2^17 rows, 0.9 s with runs. The cuts
+/// depend on the batches alone, never on waves, threads or the memory limit, so float sums
+/// associate the same in every run. A run's batches are held (like a wave's inputs, outside
+/// the reservations) until it is full.
+#[derive(Default)]
+struct Runs {
+    held: Vec<RecordBatch>,
+    rows: usize,
+    bytes: u64,
+}
+
+const RUN_ROWS: usize = 1 << 20;
+const RUN_BYTES: u64 = 32 << 20;
+
+impl Runs {
+    /// Add `b`; the run it completes, if it does.
+    fn push(&mut self, b: RecordBatch) -> Option<Vec<RecordBatch>> {
+        self.rows += b.num_rows();
+        self.bytes += crate::budget::batch_bytes(&b);
+        self.held.push(b);
+        (self.rows >= RUN_ROWS || self.bytes >= RUN_BYTES).then(|| self.rest())?
+    }
+
+    /// The batches held, as a last run (none when empty).
+    fn rest(&mut self) -> Option<Vec<RecordBatch>> {
+        (self.rows, self.bytes) = (0, 0);
+        let run = std::mem::take(&mut self.held);
+        (!run.is_empty()).then_some(run)
+    }
+}
+
+/// Drain `input`, aggregating runs of its batches ([`Runs`]) in the parallel phase and
+/// merging the partial states in sequence order; the finished groups, cast to `schema`'s types. The state
 /// spills hash partitions past the budget ([`ExternalGroupBy`]); a regrouped state (by a
 /// join's build rows) stays in memory.
 fn run_group_by(
@@ -1398,14 +1434,38 @@ fn run_group_by(
     let mut plain = regroup
         .map(|_| GroupByState::new(in_schema.clone(), options.clone()))
         .transpose()?;
-    let partial = |b: RecordBatch| -> Result<GroupByState> {
+    let partial = |run: Vec<RecordBatch>| -> Result<GroupByState> {
         let t = Instant::now();
         let mut s = GroupByState::new(in_schema.clone(), options.clone())?;
-        s.absorb(&b)?;
-        stats.record(b.num_rows(), None, t);
+        let rows = run.iter().map(RecordBatch::num_rows).sum();
+        s.absorb_table(&crate::table::Table {
+            schema: in_schema.clone(),
+            batches: run,
+        })?;
+        stats.record(rows, None, t);
         Ok(s)
     };
-    while let Some(parts) = input.wave(&partial, runner)? {
+    let mut runs = Runs::default();
+    let mut ended = false;
+    while !ended {
+        let full: Vec<Vec<RecordBatch>> = match input.wave(&|b: RecordBatch| Ok(b), runner)? {
+            Some(batches) => batches.into_iter().filter_map(|b| runs.push(b)).collect(),
+            None => {
+                ended = true;
+                runs.rest().into_iter().collect()
+            }
+        };
+        let mut full = Some(full);
+        let mut parts = Vec::new();
+        runner.parallel(&mut || {
+            parts = full
+                .take()
+                .unwrap_or_default()
+                .into_par_iter()
+                .map(&partial)
+                .collect::<Result<_>>()?;
+            Ok(())
+        })?;
         let t = Instant::now();
         let mut parts = Some(parts);
         runner.parallel(&mut || {

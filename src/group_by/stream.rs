@@ -183,7 +183,16 @@ impl GroupByState {
 
     /// Aggregate `batch` into the state.
     pub fn absorb(&mut self, batch: &RecordBatch) -> Result<()> {
-        let p = self.partial_of(batch)?;
+        self.absorb_table(&Table {
+            schema: batch.schema(),
+            batches: vec![batch.clone()],
+        })
+    }
+
+    /// Aggregate the rows of `table` into the state: one partial step over all its batches
+    /// (cheaper than a batch at a time when batches hold many groups each).
+    pub fn absorb_table(&mut self, table: &Table) -> Result<()> {
+        let p = self.partial_of_table(table)?;
         self.push(vec![p])
     }
 
@@ -191,16 +200,22 @@ impl GroupByState {
     /// `absorb(b)` is `absorb_partial(partial_of(b))`. A distributed group-by computes these
     /// where the rows are and folds them in order where the groups are.
     pub fn partial_of(&self, batch: &RecordBatch) -> Result<Table> {
-        if let Some(why) = schema_mismatch(&batch.schema(), &self.schema) {
+        self.partial_of_table(&Table {
+            schema: batch.schema(),
+            batches: vec![batch.clone()],
+        })
+    }
+
+    fn partial_of_table(&self, table: &Table) -> Result<Table> {
+        if let Some(why) = schema_mismatch(&table.schema, &self.schema) {
             return Err(Error::Type(format!(
                 "record batch does not match the group-by state's schema: {why}"
             )));
         }
-        let t = Table {
+        self.partial(&Table {
             schema: self.schema.clone(),
-            batches: vec![batch.clone()],
-        };
-        self.partial(&t)
+            batches: table.batches.clone(),
+        })
     }
 
     /// Fold in a partial-state table of later rows (from [`Self::partial_of`] or
