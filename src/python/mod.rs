@@ -762,6 +762,17 @@ fn memory_reserved() -> u64 {
     budget::reserved()
 }
 
+/// Write spill files LZ4-compressed (`True`) or not.
+#[pyfunction]
+fn set_spill_compression(lz4: bool) {
+    crate::spill::set_compress(lz4);
+}
+
+#[pyfunction]
+fn get_spill_compression() -> bool {
+    crate::spill::compress()
+}
+
 /// Set the temp directory spill files go to (`None`: the default).
 #[pyfunction]
 #[pyo3(signature = (path))]
@@ -866,6 +877,8 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(get_memory_limit, m)?)?;
     m.add_function(wrap_pyfunction!(memory_reserved, m)?)?;
     m.add_function(wrap_pyfunction!(set_temp_directory, m)?)?;
+    m.add_function(wrap_pyfunction!(set_spill_compression, m)?)?;
+    m.add_function(wrap_pyfunction!(get_spill_compression, m)?)?;
     m.add_function(wrap_pyfunction!(get_temp_directory, m)?)?;
     m.add_function(wrap_pyfunction!(set_max_temp_directory_size, m)?)?;
     m.add_function(wrap_pyfunction!(get_max_temp_directory_size, m)?)?;

@@ -1,7 +1,8 @@
 //! Spill files: where an operator puts what the memory budget ([`crate::budget`]) does not
 //! hold, and reads it back.
 //!
-//! A spill file is an Arrow IPC stream (LZ4-frame compressed buffers) in an *anonymous*
+//! A spill file is an Arrow IPC stream (buffers uncompressed, or LZ4-frame compressed with
+//! [`set_compress`]) in an *anonymous*
 //! temporary file of the temp directory: `tempfile` opens it with `O_TMPFILE` (or creates
 //! and unlinks it at once), so it has no name from the start and the kernel frees it when
 //! the last handle closes — after success, an error, Ctrl-C and SIGKILL alike; nothing is
@@ -53,6 +54,7 @@ static SETTINGS: Mutex<Settings> = Mutex::new(Settings {
 });
 static USED: AtomicU64 = AtomicU64::new(0);
 static FORCE: AtomicBool = AtomicBool::new(false);
+static COMPRESS: AtomicBool = AtomicBool::new(false);
 
 fn settings() -> std::sync::MutexGuard<'static, Settings> {
     SETTINGS.lock().unwrap_or_else(|p| p.into_inner())
@@ -94,6 +96,18 @@ pub fn set_force(on: bool) {
 
 pub fn force() -> bool {
     FORCE.load(Ordering::SeqCst)
+}
+
+/// Write spill files LZ4-compressed, or not (the default). Compression trades CPU for
+/// disk: on G1 / J1 at 10^7 rows under 100 MiB it shrank j5's spill from 4.0 to 2.7 GB but
+/// made the run 31 % slower (LZ4 took a fifth of the CPU), as spill files mostly stay in the
+/// page cache.
+pub fn set_compress(on: bool) {
+    COMPRESS.store(on, Ordering::SeqCst);
+}
+
+pub fn compress() -> bool {
+    COMPRESS.load(Ordering::SeqCst)
 }
 
 /// Free bytes on the file system holding `dir`.
@@ -229,8 +243,8 @@ impl SpillWriter {
             cap,
             dir: dir.clone(),
         };
-        let opts =
-            IpcWriteOptions::default().try_with_compression(Some(CompressionType::LZ4_FRAME))?;
+        let opts = IpcWriteOptions::default()
+            .try_with_compression(compress().then_some(CompressionType::LZ4_FRAME))?;
         let writer = StreamWriter::try_new_with_options(
             BufWriter::with_capacity(64 << 10, quota),
             schema,
