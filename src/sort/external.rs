@@ -14,8 +14,9 @@
 //! comparable byte format (floats first mapped to the kernel's order image, so -0.0 == 0.0
 //! and every NaN is one value above +inf), and a binary heap of runs ordered by (current
 //! row, run number). Output batches are gathered with `interleave`. At most [`FAN_IN`] runs
-//! are merged at once (fewer when the budget holds fewer runs' batches); more are first merged in passes into longer runs (consecutive runs
-//! together, so run order stays input order).
+//! are merged at once (fewer when the budget holds fewer runs' batches); beyond that,
+//! groups of consecutive runs (so run order stays input order) are first merged into longer
+//! runs, the fewest bytes and runs that bring the count down ([`RunMerge::merge`]).
 //!
 //! With no run spilled, the result is the kernel's sort of the held rows — the same rows in
 //! the same order as after spilling.
@@ -202,27 +203,25 @@ pub struct RunMerge<'a> {
 }
 
 impl RunMerge<'_> {
-    /// A merge of `runs` holding at most `fan_in` runs' batches at once: while there are
-    /// more, consecutive runs are merged into longer ones in passes (so ties still go by
-    /// run order).
+    /// A merge of `runs` holding at most `fan_in` runs' batches at once. While there are
+    /// more, the consecutive runs (so ties still go by run order) of the fewest bytes are
+    /// merged into one, as few at a time as bring the count to `fan_in` (at most `fan_in`):
+    /// 34 runs under a fan-in of 32 rewrite the 3 smallest neighbours, not all 34.
     pub fn merge(&self, mut runs: Vec<Spilled>, fan_in: usize) -> Result<Merger> {
         let fan_in = fan_in.max(2);
         while runs.len() > fan_in {
-            let mut next = Vec::with_capacity(runs.len().div_ceil(fan_in));
-            let mut rest = runs.into_iter();
-            loop {
-                let group: Vec<Spilled> = rest.by_ref().take(fan_in).collect();
-                if group.is_empty() {
-                    break;
-                }
-                let mut merger = self.merger(group, self.run_rows)?;
-                let mut w = SpillWriter::new(self.schema, self.stats.clone())?;
-                while let Some(b) = merger.next_batch()? {
-                    w.write(&b)?;
-                }
-                next.push(w.finish()?);
+            let k = (runs.len() - fan_in + 1).min(fan_in);
+            let bytes: Vec<u64> = runs.iter().map(Spilled::bytes).collect();
+            let at = (0..=runs.len() - k)
+                .min_by_key(|&i| bytes[i..i + k].iter().sum::<u64>())
+                .expect("more runs than the fan-in");
+            let group: Vec<Spilled> = runs.drain(at..at + k).collect();
+            let mut merger = self.merger(group, self.run_rows)?;
+            let mut w = SpillWriter::new(self.schema, self.stats.clone())?;
+            while let Some(b) = merger.next_batch()? {
+                w.write(&b)?;
             }
-            runs = next;
+            runs.insert(at, w.finish()?);
         }
         self.merger(runs, self.out_rows)
     }
