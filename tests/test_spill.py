@@ -195,6 +195,27 @@ def test_group_by_spills_below_the_budget_and_not_above(settings, sort) -> None:
     _left_nothing(settings)
 
 
+def test_group_by_float_bits_do_not_depend_on_batches_threads_or_the_budget(settings) -> None:
+    """Float sums, means and variances over several of the partial step's runs (of a
+    fixed number of input rows, not batches), of values spanning 10^-12..10^12, come out bit
+    for bit the same whatever the batch size, thread count or memory limit."""
+    rng = np.random.default_rng(11)
+    n = 2_500_000  # more than two runs
+    f = rng.normal(size=n) * 10.0 ** rng.integers(-12, 12, n)
+    t = pa.table({"k": rng.integers(0, 300, n), "f": f})
+    aggs = {"s": ("f", "sum"), "m": ("f", "mean"), "v": ("f", "var")}
+    want = fb.scan(t).group_by("k", aggs).collect()
+    before = fb.get_num_threads()
+    try:
+        for batch_size, threads, limit in [(1000, 1, None), (77_777, 2, None), (5000, 2, "1MiB")]:
+            fb.set_num_threads(threads)
+            p = fb.scan(t, batch_size=batch_size).group_by("k", aggs)
+            _identical(p.collect(memory_limit=limit), want)
+    finally:
+        fb.set_num_threads(before)
+    _left_nothing(settings)
+
+
 @pytest.mark.parametrize("sort", [False, True])
 def test_group_by_partition_larger_than_the_budget_is_split_again(settings, sort) -> None:
     """200k groups under 128 KiB: a hash partition's groups do not fit, so it is split by

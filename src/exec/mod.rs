@@ -1374,37 +1374,58 @@ fn counted(
     Box::new(source::Stream::new(schema, Box::new(counted), size))
 }
 
-/// Consecutive input batches cut into runs for the group-by's partial step: a run ends at the
-/// first batch that brings it to [`RUN_ROWS`] rows or [`RUN_BYTES`] bytes.
+/// The group-by's input cut into runs for its partial step: rows `k * rows .. (k + 1) *
+/// rows` of the input stream are run `k` (batches sliced where a run ends).
 ///
 /// A partial state holds a row per group of its rows and the merges regroup every partial
 /// row, so partials of few rows and many groups redo the grouping: G1's q3 (10^5 keys of
-/// 10^7 rows) took 2.0 s with a partial per batch of 2^17 rows, 0.9 s with runs. The cuts
-/// depend on the batches alone, never on waves, threads or the memory limit, so float sums
-/// associate the same in every run. A run's batches are held (like a wave's inputs, outside
-/// the reservations) until it is full.
-#[derive(Default)]
+/// 10^7 rows) took 2.0 s with a partial per batch of 2^17 rows, 0.9 s with runs of 2^20.
+/// The cuts are row counts of the stream, fixed by the schema ([`Runs::new`]): float sums
+/// associate the same whatever the batches, waves, threads or memory limit. A run's rows
+/// are held (like a wave's inputs, outside the reservations) until it is full.
 struct Runs {
-    held: Vec<RecordBatch>,
     rows: usize,
-    bytes: u64,
+    held: Vec<RecordBatch>,
+    held_rows: usize,
 }
 
-const RUN_ROWS: usize = 1 << 20;
-const RUN_BYTES: u64 = 32 << 20;
-
 impl Runs {
-    /// Add `b`; the run it completes, if it does.
-    fn push(&mut self, b: RecordBatch) -> Option<Vec<RecordBatch>> {
-        self.rows += b.num_rows();
-        self.bytes += crate::budget::batch_bytes(&b);
-        self.held.push(b);
-        (self.rows >= RUN_ROWS || self.bytes >= RUN_BYTES).then(|| self.rest())?
+    /// Runs of 2^20 rows, fewer (down to 2^16, a power of two) where a row of `schema` is
+    /// wider than 32 bytes (strings and other variable-width values counted as 16 bytes).
+    fn new(schema: &Schema) -> Self {
+        let width: usize = schema
+            .fields()
+            .iter()
+            .map(|f| match f.data_type() {
+                DataType::Boolean | DataType::Null => 1,
+                DataType::Dictionary(k, _) => k.primitive_width().unwrap_or(4) + 4,
+                t => t.primitive_width().unwrap_or(16),
+            })
+            .sum();
+        let rows = ((32usize << 20) / width.max(1)).clamp(1 << 16, 1 << 20);
+        Runs {
+            rows: 1 << rows.ilog2(),
+            held: Vec::new(),
+            held_rows: 0,
+        }
     }
 
-    /// The batches held, as a last run (none when empty).
+    /// Add `b`; the runs it completes go to `full`.
+    fn push(&mut self, mut b: RecordBatch, full: &mut Vec<Vec<RecordBatch>>) {
+        while b.num_rows() > 0 {
+            let take = (self.rows - self.held_rows).min(b.num_rows());
+            self.held.push(b.slice(0, take));
+            self.held_rows += take;
+            b = b.slice(take, b.num_rows() - take);
+            if self.held_rows == self.rows {
+                full.extend(self.rest());
+            }
+        }
+    }
+
+    /// The rows held, as a last run (none when empty).
     fn rest(&mut self) -> Option<Vec<RecordBatch>> {
-        (self.rows, self.bytes) = (0, 0);
+        self.held_rows = 0;
         let run = std::mem::take(&mut self.held);
         (!run.is_empty()).then_some(run)
     }
@@ -1445,16 +1466,17 @@ fn run_group_by(
         stats.record(rows, None, t);
         Ok(s)
     };
-    let mut runs = Runs::default();
+    let mut runs = Runs::new(&in_schema);
     let mut ended = false;
     while !ended {
-        let full: Vec<Vec<RecordBatch>> = match input.wave(&|b: RecordBatch| Ok(b), runner)? {
-            Some(batches) => batches.into_iter().filter_map(|b| runs.push(b)).collect(),
+        let mut full = Vec::new();
+        match input.wave(&|b: RecordBatch| Ok(b), runner)? {
+            Some(batches) => batches.into_iter().for_each(|b| runs.push(b, &mut full)),
             None => {
                 ended = true;
-                runs.rest().into_iter().collect()
+                full.extend(runs.rest());
             }
-        };
+        }
         let mut full = Some(full);
         let mut parts = Vec::new();
         runner.parallel(&mut || {
