@@ -425,6 +425,33 @@ def test_max_temp_directory_size_is_enforced(settings) -> None:
     assert p.collect(memory_limit="4MiB").num_rows == 300_000
 
 
+@pytest.mark.parametrize("page_index", [False, True])
+def test_parquet_row_groups_are_read_in_pieces_under_a_limit(settings, tmp_path, page_index):
+    """Under a memory limit a row group larger than a batch is decoded a batch's rows at a
+    time (a wave decodes little); the rows, their order and the counts are those of the
+    unlimited run, with and without a pushed filter and a page index."""
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    t = _big(100_000, seed=5).drop_columns(["v"])
+    path = tmp_path / "t.parquet"
+    pq.write_table(t, path, row_group_size=40_000, data_page_size=4096,
+                   write_page_index=page_index)  # fmt: skip
+    for p in [
+        fb.scan(path, batch_size=7000),
+        fb.scan(path, batch_size=7000).filter(pc.field("row") >= 33_333),
+        fb.scan(path, batch_size=7000).filter(pc.field("k") < 30),
+        fb.scan(path, batch_size=7000).sort(["s", "f"]),
+        fb.scan(path, batch_size=7000).group_by("k", {"m": ("f", "mean"), "n": (None, "size")}),
+    ]:
+        want = p.collect()
+        _identical(p.collect(memory_limit="8MiB"), want)
+        scan = p.last_report.stages[-1]
+        assert scan.stage.startswith("scan") and scan.rows_in <= t.num_rows
+    _identical(fb.scan(path, batch_size=7000).collect(memory_limit="8MiB"), t)
+    _left_nothing(settings)
+
+
 def test_lz4_spill_files_give_the_same_result_in_fewer_bytes(settings) -> None:
     """Compressed spill files change the bytes written, never the result: a sort and a
     join spilled both ways equal the in-memory runs."""

@@ -1667,7 +1667,12 @@ fn build(
     report.push((labels.next().unwrap_or_default(), depth, stats.clone()));
     let out_schema = plan.schema();
     Ok(match plan {
-        Plan::Source(s) => Chain::starting(Start::Source(s), out_schema, DEFAULT_MORSEL, stats),
+        Plan::Source(mut s) => {
+            if bounded {
+                s.bound_inputs();
+            }
+            Chain::starting(Start::Source(s), out_schema, DEFAULT_MORSEL, stats)
+        }
         Plan::GroupBy {
             input,
             options,

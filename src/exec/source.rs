@@ -45,6 +45,10 @@ pub trait Source: Send + Sync {
     fn rows_read(&self, _input: &Input) -> Option<u64> {
         None
     }
+    /// Under a memory limit, before the first claim: cut inputs larger than a batch into
+    /// inputs of a batch each where the source can (a wave's inputs are all decoded at
+    /// once, outside the reservations). The batches it yields stay the same.
+    fn bound_inputs(&mut self) {}
 }
 
 /// A batch from outside must have the declared schema before any operator reads it.
@@ -428,6 +432,8 @@ pub struct Parquet {
     pieces: Vec<(usize, usize)>,
     /// Per piece: the rows of the pages the page index does not rule out (`None`: all).
     pages: Vec<Option<RowSelection>>,
+    /// Whether the page index ruled pages out.
+    pages_pruned: bool,
     next: usize,
     /// Root column indices to decode, per file; output order by `columns`.
     columns: Vec<String>,
@@ -464,7 +470,7 @@ impl Parquet {
                 .filter_map(|i| self.rows_read(&Input::Piece(i)))
                 .sum(),
             rows_total: self.files.iter().map(|f| total(f).1).sum(),
-            pages_pruned: self.pages.iter().any(Option::is_some),
+            pages_pruned: self.pages_pruned,
         }
     }
 
@@ -622,6 +628,7 @@ impl Parquet {
             schema,
             files: metas,
             pieces,
+            pages_pruned: pages.iter().any(Option::is_some),
             pages,
             next: 0,
             columns,
@@ -706,7 +713,7 @@ impl Source for Parquet {
         let decode_columns = |cols: &[usize],
                               selection: Option<RowSelection>|
          -> Result<Vec<RecordBatch>> {
-            let f = ColumnChunks::fetch(path, meta, g, cols)?;
+            let f = PagedFile::open(path)?;
             let mask = ProjectionMask::roots(meta.parquet_schema(), cols.iter().copied());
             let mut builder = ParquetRecordBatchReaderBuilder::new_with_metadata(f, meta.clone())
                 .with_row_groups(vec![g])
@@ -769,7 +776,7 @@ impl Source for Parquet {
         };
         let out_cols = index(&self.columns)?;
         let (batches, cols) = match &self.predicate {
-            None => (decode(&out_cols, None)?, out_cols),
+            None => (decode(&out_cols, pages.clone())?, out_cols),
             Some(pred) => {
                 let pred_cols = index(&pred.columns())?;
                 let pb = decode_one(&pred_cols, pages.clone())?;
@@ -862,6 +869,39 @@ impl Source for Parquet {
         Ok(out)
     }
 
+    /// Row groups of more than `size` rows become pieces of `size` rows (a selection of
+    /// the row group's rows, within what the page index keeps): a reader skips whole pages
+    /// before a piece by their headers, decoding at most a page more than the piece needs.
+    /// The pieces start at multiples of `size`, where a whole row group's batches would.
+    fn bound_inputs(&mut self) {
+        if self.next > 0 {
+            return;
+        }
+        let size = self.size.max(1);
+        let (mut pieces, mut pages) = (Vec::new(), Vec::new());
+        for (&(fi, g), sel) in self.pieces.iter().zip(&self.pages) {
+            let n = self.files[fi].1.metadata().row_group(g).num_rows().max(0) as usize;
+            if n <= size {
+                pieces.push((fi, g));
+                pages.push(sel.clone());
+                continue;
+            }
+            for start in (0..n).step_by(size) {
+                let rows = start..(start + size).min(n);
+                let range = RowSelection::from_consecutive_ranges(std::iter::once(rows), n);
+                let piece = match sel {
+                    Some(kept) => kept.intersection(&range),
+                    None => range,
+                };
+                if piece.row_count() > 0 {
+                    pieces.push((fi, g));
+                    pages.push(Some(piece));
+                }
+            }
+        }
+        (self.pieces, self.pages) = (pieces, pages);
+    }
+
     fn rows_read(&self, input: &Input) -> Option<u64> {
         match input {
             Input::Piece(i) => Some(match &self.pages[*i] {
@@ -876,90 +916,91 @@ impl Source for Parquet {
     }
 }
 
-/// The column chunks of one row group that a decode reads, each fetched with one positioned
-/// read; the reader's page reads are then slices of them. (Read through `File` directly,
-/// the `parquet` crate duplicates the descriptor, seeks and reads through a small buffer for
-/// every page.)
-struct ColumnChunks {
+/// A Parquet file read by positioned reads (`pread`) of exactly what the reader asks for: a
+/// page header through a small buffer, then the page's bytes in one read. Pages a row
+/// selection skips are never read, only their headers (so a piece of a row group reads
+/// about its own share of the column chunks). Many readers share the descriptor; none
+/// seeks it. (The `parquet` crate's own `File` reader duplicates the descriptor, seeks and
+/// reads through a small buffer for every page.)
+struct PagedFile {
+    file: Arc<File>,
     len: u64,
-    /// (file offset, bytes), sorted by offset.
-    chunks: Vec<(u64, bytes::Bytes)>,
 }
 
-impl ColumnChunks {
-    fn fetch(
-        path: &std::path::Path,
-        meta: &ArrowReaderMetadata,
-        g: usize,
-        roots: &[usize],
-    ) -> Result<Self> {
-        use std::io::{Read, Seek, SeekFrom};
+impl PagedFile {
+    fn open(path: &std::path::Path) -> Result<Self> {
         let io = |e: std::io::Error| Error::Value(format!("cannot read {}: {e}", path.display()));
-        // Opened for this fetch alone: its own offset, so seek + read, and `read_to_end`
-        // fills the buffer without zeroing it first.
-        let mut f = File::open(path).map_err(io)?;
-        let len = f.metadata().map_err(io)?.len();
-        let schema = meta.parquet_schema();
-        let mut chunks = Vec::new();
-        for (leaf, col) in meta.metadata().row_group(g).columns().iter().enumerate() {
-            if !roots.contains(&schema.get_column_root_idx(leaf)) {
-                continue;
-            }
-            let (start, n) = col.byte_range();
-            if start.checked_add(n).is_none_or(|end| end > len) {
-                return Err(Error::Value(format!(
-                    "{}: column chunk {leaf} of row group {g} lies outside the file",
-                    path.display()
-                )));
-            }
-            let mut buf = crate::mem::with_capacity::<u8>(n as usize, "a Parquet column chunk");
-            f.seek(SeekFrom::Start(start)).map_err(io)?;
-            (&mut f).take(n).read_to_end(&mut buf).map_err(io)?;
-            if buf.len() as u64 != n {
-                return Err(Error::Value(format!(
-                    "{}: column chunk {leaf} of row group {g} ends early (file truncated)",
-                    path.display()
-                )));
-            }
-            chunks.push((start, bytes::Bytes::from(buf)));
-        }
-        chunks.sort_by_key(|c| c.0);
-        Ok(ColumnChunks { len, chunks })
-    }
-
-    fn slice(&self, start: u64, n: Option<usize>) -> parquet::errors::Result<bytes::Bytes> {
-        let at = self.chunks.partition_point(|c| c.0 <= start);
-        let (off, b) = at.checked_sub(1).map(|i| &self.chunks[i]).ok_or_else(|| {
-            parquet::errors::ParquetError::General(format!("no column chunk at {start}"))
-        })?;
-        let from = (start - off) as usize;
-        let to = n.map_or(b.len(), |n| from + n);
-        if to > b.len() {
-            return Err(parquet::errors::ParquetError::General(format!(
-                "read of {} bytes at {start} past its column chunk",
-                to - from
-            )));
-        }
-        Ok(b.slice(from..to))
+        let file = File::open(path).map_err(io)?;
+        let len = file.metadata().map_err(io)?.len();
+        Ok(PagedFile {
+            file: Arc::new(file),
+            len,
+        })
     }
 }
 
-impl parquet::file::reader::Length for ColumnChunks {
+/// A reader of a file from an offset, by positioned reads.
+struct At {
+    file: Arc<File>,
+    pos: u64,
+}
+
+impl std::io::Read for At {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        use std::os::unix::fs::FileExt;
+        let n = self.file.read_at(buf, self.pos)?;
+        self.pos += n as u64;
+        Ok(n)
+    }
+}
+
+impl parquet::file::reader::Length for PagedFile {
     fn len(&self) -> u64 {
         self.len
     }
 }
 
-impl parquet::file::reader::ChunkReader for ColumnChunks {
-    type T = bytes::buf::Reader<bytes::Bytes>;
+impl parquet::file::reader::ChunkReader for PagedFile {
+    type T = std::io::BufReader<At>;
 
     fn get_read(&self, start: u64) -> parquet::errors::Result<Self::T> {
-        use bytes::Buf;
-        Ok(self.slice(start, None)?.reader())
+        // Page headers are a few hundred bytes at most (with statistics).
+        Ok(std::io::BufReader::with_capacity(
+            1 << 10,
+            At {
+                file: self.file.clone(),
+                pos: start,
+            },
+        ))
     }
 
     fn get_bytes(&self, start: u64, length: usize) -> parquet::errors::Result<bytes::Bytes> {
-        self.slice(start, Some(length))
+        use std::io::Read;
+        let err = |e: String| parquet::errors::ParquetError::General(e);
+        if start
+            .checked_add(length as u64)
+            .is_none_or(|end| end > self.len)
+        {
+            return Err(err(format!(
+                "a read of {length} bytes at {start} lies outside the file"
+            )));
+        }
+        // `read_to_end` fills the buffer without zeroing it first.
+        let mut buf = crate::mem::with_capacity::<u8>(length, "a Parquet page");
+        let mut at = At {
+            file: self.file.clone(),
+            pos: start,
+        };
+        (&mut at)
+            .take(length as u64)
+            .read_to_end(&mut buf)
+            .map_err(|e| err(format!("cannot read {length} bytes at {start}: {e}")))?;
+        if buf.len() != length {
+            return Err(err(format!(
+                "a read of {length} bytes at {start} ended early (file truncated)"
+            )));
+        }
+        Ok(bytes::Bytes::from(buf))
     }
 }
 
