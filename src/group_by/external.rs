@@ -141,14 +141,11 @@ impl ExternalGroupBy {
     /// as it is (many small partial tables).
     fn fits(&mut self) -> Result<bool> {
         let state = self.state.as_mut().expect("in memory");
-        let held = state.bytes();
-        if self.mem.resize(held).is_ok() {
+        if self.mem.resize(reserved(state)).is_ok() {
             return Ok(true);
         }
-        let state = self.state.as_mut().expect("in memory");
         state.compact()?;
-        let held = state.bytes();
-        Ok(self.mem.resize(held).is_ok())
+        Ok(self.mem.resize(reserved(state)).is_ok())
     }
 
     /// Cut the partial-state table `t` by key hash into the partition files, each row
@@ -285,9 +282,9 @@ impl ExternalGroupBy {
                 batches: vec![b?],
             };
             st.absorb_partial(piece)?;
-            if self.mem.resize(st.bytes()).is_err() {
+            if self.mem.resize(reserved(&st)).is_err() {
                 st.compact()?;
-                if self.mem.resize(st.bytes()).is_err() {
+                if self.mem.resize(reserved(&st)).is_err() {
                     self.mem.free();
                     return Ok(None);
                 }
@@ -295,6 +292,12 @@ impl ExternalGroupBy {
         }
         Ok(Some(st.finish()?))
     }
+}
+
+/// What a state in memory reserves: its tables, and as much again for the merge that
+/// compacts them (the merged copy, and the grouping's codes and slots while it is made).
+fn reserved(state: &GroupByState) -> u64 {
+    2 * state.bytes()
 }
 
 /// Split levels of a partition before its groups are declared too large.
