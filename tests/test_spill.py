@@ -452,6 +452,25 @@ def test_parquet_row_groups_are_read_in_pieces_under_a_limit(settings, tmp_path,
     _left_nothing(settings)
 
 
+def test_a_parquet_writer_buffer_is_held_from_the_budget(settings, tmp_path) -> None:
+    """Under a limit the writer buffers at most a quarter of it before encoding, and that
+    quarter is reserved while the run writes (the operators leave it room), then freed."""
+    seen: list[int] = []
+
+    def watch(b: pa.RecordBatch) -> pa.RecordBatch:
+        if b.num_rows:
+            seen.append(_core.memory_reserved())
+        return b
+
+    p = fb.scan(_big(20_000), batch_size=5000).map_batches(watch)
+    p.write_parquet(tmp_path / "out.parquet", memory_limit="64MiB")
+    assert seen and min(seen) >= 16 << 20
+    seen.clear()
+    p.write_parquet(tmp_path / "out.parquet", overwrite=True)
+    assert seen and max(seen) == 0
+    _left_nothing(settings)
+
+
 def test_lz4_spill_files_give_the_same_result_in_fewer_bytes(settings) -> None:
     """Compressed spill files change the bytes written, never the result: a sort and a
     join spilled both ways equal the in-memory runs."""

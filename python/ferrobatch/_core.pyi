@@ -159,7 +159,11 @@ class ParquetWriter:
 
 class Run:
     def __init__(
-        self, spec: tuple[Any, ...], collecting: bool = False, memory_limit: int | None = None
+        self,
+        spec: tuple[Any, ...],
+        collecting: bool = False,
+        memory_limit: int | None = None,
+        output_bytes: int = 0,
     ) -> None: ...
     @property
     def schema(self) -> pa.Schema: ...

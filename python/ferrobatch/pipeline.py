@@ -285,6 +285,8 @@ class _Run:
     collecting: int | None = None
     # This run's own memory limit in bytes (``collect(memory_limit=...)``).
     memory_limit: int | None = None
+    # Bytes the sink buffers (a Parquet writer's row group), reserved from the budget.
+    output_bytes: int = 0
 
     def keeping_errors(self, batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         try:
@@ -666,7 +668,7 @@ def _run_lowered(node: _Node, run: _Run, plan: _Plan) -> Iterator[pa.RecordBatch
     entries: list[tuple[_Node | None, bool, int]] = []
     spec = _lower(node, run, plan, entries, -1)
     staged = [(n, in_spec, None if n is None else run.stage(n)) for n, in_spec, _ in entries]
-    r = fb._core.Run(spec, run.collecting == id(node), run.memory_limit)
+    r = fb._core.Run(spec, run.collecting == id(node), run.memory_limit, run.output_bytes)
     read = 0
 
     def fill() -> int:
@@ -1227,11 +1229,15 @@ class Pipeline:
     # -- sinks -------------------------------------------------------------------------------
 
     def _run(
-        self, progress: bool = False, collecting: bool = False, memory_limit: Any = None
+        self,
+        progress: bool = False,
+        collecting: bool = False,
+        memory_limit: Any = None,
+        output_bytes: int = 0,
     ) -> tuple[_Run, Iterator[pa.RecordBatch]]:
         if not isinstance(progress, bool):
             raise TypeError(f"progress must be a bool, got {type(progress).__name__}")
-        run = _Run()
+        run = _Run(output_bytes=output_bytes)
         if memory_limit is not None:
             run.memory_limit = fb._size(memory_limit, "memory_limit", fb._machine_memory)
         if collecting and not progress:
@@ -1357,6 +1363,8 @@ class Pipeline:
                 f.fileno(), schema, compression, row_group_size, flush
             ),
             memory_limit,
+            # The rows the writer buffers are held from the budget.
+            output_bytes=0 if flush is None else flush,
         )
 
     def write_ipc(
@@ -1394,6 +1402,7 @@ class Pipeline:
         progress: bool,
         open_writer: Callable,
         memory_limit: Any = None,
+        output_bytes: int = 0,
     ) -> Report:
         """Stream the result into an unnamed file in `path`'s folder, fsync it and link it into
         place (:func:`_atomic_output`): a failed, interrupted (Ctrl-C) or killed run, or one
@@ -1407,7 +1416,7 @@ class Pipeline:
         if memory_limit is not None:
             fb._size(memory_limit, "memory_limit", fb._machine_memory)
         with _atomic_output(path, overwrite) as f:
-            run, it = self._run(progress, memory_limit=memory_limit)
+            run, it = self._run(progress, memory_limit=memory_limit, output_bytes=output_bytes)
             writer = open_writer(f, self.schema)
             try:
                 for batch in it:

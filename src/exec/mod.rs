@@ -1554,6 +1554,8 @@ pub struct Execution {
     failed: bool,
     /// The run's own memory limit.
     scope: Option<Arc<crate::budget::Scope>>,
+    /// What the consumer of the output buffers (a writer's row group), held until the end.
+    output: Option<crate::budget::Reservation>,
 }
 
 /// Rows per morsel for sources that do not fix it (in-memory tables, CSV).
@@ -1586,7 +1588,16 @@ impl Execution {
             peak_rss: current_rss(),
             failed: false,
             scope: memory_limit.map(crate::budget::Scope::new),
+            output: None,
         })
+    }
+
+    /// Reserve `bytes` for the output's consumer (a writer buffering a row group) until the
+    /// output ends or fails, so the operators leave it room. Under a budget too small for
+    /// it, nothing is reserved (the consumer buffers them anyway).
+    pub fn reserve_output(&mut self, bytes: u64) {
+        let mut r = crate::budget::Reservation::in_scope("output writer", self.scope.clone());
+        self.output = r.try_grow(bytes).is_ok().then_some(r);
     }
 
     pub fn schema(&self) -> SchemaRef {
@@ -1610,10 +1621,16 @@ impl Execution {
             };
             let wave = self.chain.wave(&|b| Ok(b), &scoped);
             self.failed = wave.is_err();
+            if self.failed {
+                self.output = None;
+            }
             let wave = wave?;
             self.peak_rss = self.peak_rss.max(current_rss());
             match wave {
-                None => return Ok(None),
+                None => {
+                    self.output = None;
+                    return Ok(None);
+                }
                 Some(bs) => self.pending.extend(bs),
             }
         }

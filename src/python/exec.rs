@@ -270,12 +270,14 @@ impl Run {
 impl Run {
     /// `collecting`: the caller keeps the whole output (longer waves).
     #[new]
-    #[pyo3(signature = (spec, collecting=false, memory_limit=None))]
+    /// `output_bytes`: what the output's consumer buffers, reserved from the budget.
+    #[pyo3(signature = (spec, collecting=false, memory_limit=None, output_bytes=0))]
     fn new(
         py: Python<'_>,
         spec: Bound<'_, PyTuple>,
         collecting: bool,
         memory_limit: Option<u64>,
+        output_bytes: u64,
     ) -> PyResult<Self> {
         let slot: Slot = Default::default();
         let mut cx = Lowering::default();
@@ -289,7 +291,10 @@ impl Run {
             true => crate::exec::COLLECTING_WAVE,
             false => crate::exec::STREAMING_WAVE,
         };
-        let exec = Execution::new(plan, cx.labels, wave, memory_limit).map_err(to_py)?;
+        let mut exec = Execution::new(plan, cx.labels, wave, memory_limit).map_err(to_py)?;
+        if output_bytes > 0 {
+            exec.reserve_output(output_bytes);
+        }
         Ok(Run {
             exec: Mutex::new(exec),
             slot,
