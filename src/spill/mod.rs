@@ -361,7 +361,9 @@ impl Spilled {
             file: self.file.clone(),
             pos: 0,
         };
-        let reader = StreamReader::try_new(BufReader::with_capacity(1 << 20, at), None)?;
+        // Small: a merge holds one reader per run (128 for a spilled group-by), and message
+        // bodies larger than the buffer are read past it.
+        let reader = StreamReader::try_new(BufReader::with_capacity(64 << 10, at), None)?;
         Ok(reader.map(|b| {
             crate::cancel::point();
             Ok(b?)
