@@ -18,6 +18,7 @@ pub mod mem;
 pub mod parallel;
 pub mod pool;
 pub mod radix;
+pub mod read_at;
 pub mod sort;
 pub mod spill;
 pub mod table;

@@ -1432,9 +1432,9 @@ impl Runs {
 }
 
 /// Drain `input`, aggregating runs of its batches ([`Runs`]) in the parallel phase and
-/// merging the partial states in sequence order; the finished groups, cast to `schema`'s types. The state
-/// spills hash partitions past the budget ([`ExternalGroupBy`]); a regrouped state (by a
-/// join's build rows) stays in memory.
+/// merging the partial states in sequence order; the finished groups, cast to `schema`'s
+/// types. The state spills hash partitions past the budget ([`ExternalGroupBy`]); a
+/// regrouped state (by a join's build rows) stays in memory.
 fn run_group_by(
     input: &mut Chain,
     options: GroupByOptions,

@@ -20,6 +20,7 @@ use parquet::arrow::arrow_reader::{
 use crate::error::{Error, Result};
 use crate::expr::bind::bind;
 use crate::expr::{Call, Expr};
+use crate::read_at::ReadAt;
 
 /// One unit of work handed out by a source.
 pub enum Input {
@@ -939,21 +940,6 @@ impl PagedFile {
     }
 }
 
-/// A reader of a file from an offset, by positioned reads.
-struct At {
-    file: Arc<File>,
-    pos: u64,
-}
-
-impl std::io::Read for At {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        use std::os::unix::fs::FileExt;
-        let n = self.file.read_at(buf, self.pos)?;
-        self.pos += n as u64;
-        Ok(n)
-    }
-}
-
 impl parquet::file::reader::Length for PagedFile {
     fn len(&self) -> u64 {
         self.len
@@ -961,16 +947,13 @@ impl parquet::file::reader::Length for PagedFile {
 }
 
 impl parquet::file::reader::ChunkReader for PagedFile {
-    type T = std::io::BufReader<At>;
+    type T = std::io::BufReader<ReadAt>;
 
     fn get_read(&self, start: u64) -> parquet::errors::Result<Self::T> {
         // Page headers are a few hundred bytes at most (with statistics).
         Ok(std::io::BufReader::with_capacity(
             1 << 10,
-            At {
-                file: self.file.clone(),
-                pos: start,
-            },
+            ReadAt::new(self.file.clone(), start),
         ))
     }
 
@@ -987,10 +970,7 @@ impl parquet::file::reader::ChunkReader for PagedFile {
         }
         // `read_to_end` fills the buffer without zeroing it first.
         let mut buf = crate::mem::with_capacity::<u8>(length, "a Parquet page");
-        let mut at = At {
-            file: self.file.clone(),
-            pos: start,
-        };
+        let mut at = ReadAt::new(self.file.clone(), start);
         (&mut at)
             .take(length as u64)
             .read_to_end(&mut buf)

@@ -18,7 +18,7 @@
 //! the budget says, so the test suite can run through the spilling paths.
 
 use std::fs::File;
-use std::io::{BufReader, BufWriter, Read, Write};
+use std::io::{BufReader, BufWriter, Write};
 use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -340,27 +340,10 @@ fn compact(batch: &RecordBatch) -> Result<RecordBatch> {
     Ok(RecordBatch::try_new(batch.schema(), cols)?)
 }
 
-/// A reader of a [`Spilled`] file at its own offset.
-struct At {
-    file: Arc<File>,
-    pos: u64,
-}
-
-impl Read for At {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        let n = self.file.read_at(buf, self.pos)?;
-        self.pos += n as u64;
-        Ok(n)
-    }
-}
-
 impl Spilled {
     /// The batches written, in order (the file is read as they are pulled).
     pub fn batches(&self) -> Result<impl Iterator<Item = Result<RecordBatch>> + Send + use<>> {
-        let at = At {
-            file: self.file.clone(),
-            pos: 0,
-        };
+        let at = crate::read_at::ReadAt::new(self.file.clone(), 0);
         // Small: a merge holds one reader per run (128 for a spilled group-by), and message
         // bodies larger than the buffer are read past it.
         let reader = StreamReader::try_new(BufReader::with_capacity(64 << 10, at), None)?;
