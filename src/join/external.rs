@@ -215,7 +215,8 @@ impl BuildSide {
 
 /// Write the rows of `batch` to the partition of their `keys`' hash.
 fn write_partitions(batch: &RecordBatch, keys: &[String], files: &mut [SpillWriter]) -> Result<()> {
-    for (p, piece) in hash_split(batch, keys, PARTITIONS, 0)? {
+    for piece in hash_split(batch, keys, PARTITIONS, 0)? {
+        let (p, piece) = piece?;
         files[p].write(&piece)?;
     }
     Ok(())
@@ -256,7 +257,8 @@ impl SpilledJoin {
         } else {
             &self.opts.left_on
         };
-        for (p, piece) in hash_split(&tagged, keys, PARTITIONS, 0)? {
+        for piece in hash_split(&tagged, keys, PARTITIONS, 0)? {
+            let (p, piece) = piece?;
             let mut file = self.probe[p].lock().map_err(failed_earlier)?;
             file.as_mut()
                 .ok_or_else(|| failed_earlier(()))?

@@ -124,13 +124,14 @@ fn hash_partitions_at(table: &Table, keys: &[String], n: u32, level: u32) -> Res
 
 /// The rows of `batch` cut by [`hash_partitions`] of its `keys` into `n` partitions, at
 /// `level` (0 for a first split; a partition split again uses the next level): each
-/// non-empty partition's number and rows (in row order).
-pub fn hash_split(
-    batch: &RecordBatch,
+/// non-empty partition's number and rows (in row order), taken as the iterator is pulled —
+/// a caller writing each piece away holds one partition's copy of the rows, not all.
+pub fn hash_split<'a>(
+    batch: &'a RecordBatch,
     keys: &[String],
     n: u32,
     level: u32,
-) -> Result<Vec<(usize, RecordBatch)>> {
+) -> Result<impl Iterator<Item = Result<(usize, RecordBatch)>> + 'a> {
     let t = Table {
         schema: batch.schema(),
         batches: vec![batch.clone()],
@@ -140,15 +141,14 @@ pub fn hash_split(
     for (r, &p) in ids.iter().enumerate() {
         rows_of[p as usize].push(r as u32);
     }
-    rows_of
+    Ok(rows_of
         .into_iter()
         .enumerate()
         .filter(|(_, idx)| !idx.is_empty())
-        .map(|(p, idx)| {
+        .map(move |(p, idx)| {
             let idx = arrow_array::UInt32Array::from(idx);
             Ok((p, arrow_select::take::take_record_batch(batch, &idx)?))
-        })
-        .collect()
+        }))
 }
 
 /// For every row of `table`, the number of rows of `bounds` that sort strictly before it
