@@ -40,8 +40,37 @@ static POOL: Pool = Pool {
 /// Set the budget in bytes (`None`: unlimited). Reservations already held are kept; the
 /// next growth is judged against the new limit.
 pub fn set_limit(limit: Option<u64>) {
+    let scopes = SCOPES.lock().unwrap_or_else(|e| e.into_inner());
     POOL.limit
         .store(limit.unwrap_or(UNLIMITED), Ordering::SeqCst);
+    notify(*scopes);
+}
+
+/// Live runs with a limit of their own ([`Scope`]); the lock also orders the notifications.
+static SCOPES: Mutex<u64> = Mutex::new(0);
+
+/// Told whether a budget is in force, whenever that may have changed.
+static ON_BOUNDED: std::sync::OnceLock<fn(bool)> = std::sync::OnceLock::new();
+
+/// Whether a budget is in force: the process-wide limit, or a run's own.
+pub fn bounded() -> bool {
+    let scopes = SCOPES.lock().unwrap_or_else(|e| e.into_inner());
+    *scopes > 0 || limit().is_some()
+}
+
+/// Call `f` with whether a budget is in force, now and at every change (the first `f`
+/// registered stays). The bindings own the allocator: one that keeps freed memory for
+/// reuse holds bytes no reservation counts, which a budget has to bound too.
+pub fn on_bounded(f: fn(bool)) {
+    let scopes = SCOPES.lock().unwrap_or_else(|e| e.into_inner());
+    let _ = ON_BOUNDED.set(f);
+    notify(*scopes);
+}
+
+fn notify(scopes: u64) {
+    if let Some(f) = ON_BOUNDED.get() {
+        f(scopes > 0 || limit().is_some());
+    }
 }
 
 /// The budget in bytes, `None` when unlimited.
@@ -63,10 +92,21 @@ pub struct Scope {
 
 impl Scope {
     pub fn new(limit: u64) -> Arc<Scope> {
+        let mut scopes = SCOPES.lock().unwrap_or_else(|e| e.into_inner());
+        *scopes += 1;
+        notify(*scopes);
         Arc::new(Scope {
             limit,
             reserved: AtomicU64::new(0),
         })
+    }
+}
+
+impl Drop for Scope {
+    fn drop(&mut self) {
+        let mut scopes = SCOPES.lock().unwrap_or_else(|e| e.into_inner());
+        *scopes -= 1;
+        notify(*scopes);
     }
 }
 
@@ -285,7 +325,13 @@ mod tests {
     /// One test owns the process-wide pool (the others in this module only count).
     #[test]
     fn reservations_are_refused_past_the_limit_and_given_back() {
+        assert!(!bounded());
+        let scope = Scope::new(10);
+        assert!(bounded());
+        drop(scope);
+        assert!(!bounded());
         set_limit(Some(1000));
+        assert!(bounded());
         let base = reserved();
         {
             let mut a = Reservation::new("sort");
@@ -305,6 +351,7 @@ mod tests {
         assert!(within("dedup", 1000, || Ok(1)).is_ok());
         set_limit(None);
         assert_eq!(limit(), None);
+        assert!(!bounded());
         assert!(within("dedup", u64::MAX / 2, || Ok(())).is_ok());
         assert_eq!(reserved(), base);
     }

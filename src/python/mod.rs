@@ -848,15 +848,41 @@ fn get_num_threads() -> usize {
 const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
 const MI_OPTION_ALLOW_THP: libmimalloc_sys::mi_option_t = 43;
 
+/// How long freed pages stay with ferrobatch's allocator before going back to the OS.
+///
+/// Without a budget, 10 s (mimalloc's default is 10 ms; jemalloc's dirty-page decay, which
+/// Polars and pyarrow use, is also 10 s): every kernel call allocates its output afresh, and
+/// pages handed back are zeroed by the OS again on the next call, which costs as much as the
+/// gathers themselves (measured: 18 % of a left join at 1 s, none at 10 s).
+///
+/// While a budget is in force, 10 ms: the pages kept are memory no reservation counts, and a
+/// spilling run frees and allocates its batches many times over, so they piled up to as
+/// much again as the budget (10^7 rows under 100 MiB, peak RSS above baseline: j5
+/// 257 -> 124 MiB, s1 205 -> 116, q10 273 -> 190), for 20-40 % more time in page faults
+/// (s1 made 25k of them, 985k with pages given back at once). This affects only
+/// ferrobatch's own allocator.
+fn keep_freed_pages(bounded: bool) {
+    let ms = if bounded { 10 } else { 10_000 };
+    // SAFETY: sets a process-local option of the mimalloc instance linked into this module.
+    unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, ms) };
+    if bounded {
+        // Purges already scheduled keep their 10 s deadline (later frees only extend it):
+        // carry them out now, so that the short delay holds from here on.
+        // SAFETY: as above; a forced collection is safe from any thread.
+        unsafe { libmimalloc_sys::mi_collect(true) };
+    }
+}
+
+/// ferrobatch's allocator's purge delay now, in milliseconds (for the tests).
+#[pyfunction]
+fn allocator_purge_delay_ms() -> std::ffi::c_long {
+    // SAFETY: reads a process-local option of the mimalloc instance linked into this module.
+    unsafe { libmimalloc_sys::mi_option_get(MI_OPTION_PURGE_DELAY) }
+}
+
 #[pymodule]
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
-    // Keep freed pages for 10 s before returning them to the OS (mimalloc's default is
-    // 10 ms; jemalloc's dirty-page decay, which Polars and pyarrow use, is also 10 s): every
-    // kernel call allocates its output afresh, and pages handed back are zeroed by the OS
-    // again on the next call, which costs as much as the gathers themselves (measured: 18 %
-    // of a left join at 1 s, none at 10 s). This affects only ferrobatch's own allocator.
-    // SAFETY: sets a process-local option of the mimalloc instance linked into this module.
-    unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, 10_000) };
+    budget::on_bounded(keep_freed_pages);
     // No transparent huge pages: mimalloc madvises its arenas for them, and where the kernel
     // defragments on madvise (the common `defrag=madvise` setting) the first large run
     // stalls in page compaction — a full lineitem scan took 2.7 s the first time and 0.4 s
@@ -864,6 +890,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     // SAFETY: as above.
     unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_ALLOW_THP, 0) };
     m.add_function(wrap_pyfunction!(sort, m)?)?;
+    m.add_function(wrap_pyfunction!(allocator_purge_delay_ms, m)?)?;
     m.add_function(wrap_pyfunction!(sort_indices, m)?)?;
     m.add_function(wrap_pyfunction!(dedup, m)?)?;
     m.add_function(wrap_pyfunction!(dedup_indices, m)?)?;
