@@ -1062,11 +1062,21 @@ impl Chain {
                     &self.serial[k - np].stats
                 };
                 let t = Instant::now();
-                while got.len() < want {
-                    match ending.next() {
-                        Some(b) => got.push(b?),
-                        None => break,
+                let mut pull = || -> Result<()> {
+                    while got.len() < want {
+                        match ending.next() {
+                            Some(b) => got.push(b?),
+                            None => break,
+                        }
                     }
+                    Ok(())
+                };
+                // A per-batch operator's tail (a spilled join's partitions, joined and
+                // merged) runs on the pool like its pushes; a serial one's where the caller is.
+                if k < np {
+                    runner.parallel(&mut pull)?;
+                } else {
+                    pull()?;
                 }
                 stats.record(0, None, t);
                 stats.produced(&got);
@@ -1094,7 +1104,12 @@ impl Chain {
             self.next_end += 1;
             let t = Instant::now();
             let ending: Tail = if k < np {
-                self.parallel[k].op.finish()?
+                let (op, mut tail) = (&self.parallel[k].op, None);
+                runner.parallel(&mut || {
+                    tail = Some(op.finish()?);
+                    Ok(())
+                })?;
+                tail.expect("finished above")
             } else {
                 match &mut self.serial[k - np].op {
                     Serial::Op(op) => op.finish()?,
