@@ -54,8 +54,11 @@ static ON_BOUNDED: std::sync::OnceLock<fn(bool)> = std::sync::OnceLock::new();
 
 /// Whether a budget is in force: the process-wide limit, or a run's own.
 pub fn bounded() -> bool {
-    let scopes = SCOPES.lock().unwrap_or_else(|e| e.into_inner());
-    *scopes > 0 || limit().is_some()
+    in_force(*SCOPES.lock().unwrap_or_else(|e| e.into_inner()))
+}
+
+fn in_force(scopes: u64) -> bool {
+    scopes > 0 || limit().is_some()
 }
 
 /// Call `f` with whether a budget is in force, now and at every change (the first `f`
@@ -69,7 +72,7 @@ pub fn on_bounded(f: fn(bool)) {
 
 fn notify(scopes: u64) {
     if let Some(f) = ON_BOUNDED.get() {
-        f(scopes > 0 || limit().is_some());
+        f(in_force(scopes));
     }
 }
 

@@ -86,11 +86,14 @@ impl ExternalGroupBy {
         let mut fields: Vec<Field> = schema
             .fields()
             .iter()
-            .map(|f| match f.data_type() {
-                DataType::Dictionary(_, v) if opts.keys.contains(f.name()) => {
-                    f.as_ref().clone().with_data_type(v.as_ref().clone())
+            .map(|f| {
+                let f = f.as_ref().clone();
+                if opts.keys.contains(f.name()) {
+                    let plain = crate::keys::value_type(f.data_type()).clone();
+                    f.with_data_type(plain)
+                } else {
+                    f
                 }
-                _ => f.as_ref().clone(),
             })
             .collect();
         fields.push(Field::new(&ordinal, DataType::UInt64, false));
@@ -151,15 +154,9 @@ impl ExternalGroupBy {
         Ok(())
     }
 
-    /// Whether the in-memory state fits its reservation, compacted first if it does not
-    /// as it is (many small partial tables).
+    /// Whether the in-memory state fits its reservation ([`fit`]).
     fn fits(&mut self) -> Result<bool> {
-        let state = self.state.as_mut().expect("in memory");
-        if self.mem.resize(reserved(state)).is_ok() {
-            return Ok(true);
-        }
-        state.compact()?;
-        Ok(self.mem.resize(reserved(state)).is_ok())
+        fit(&mut self.mem, self.state.as_mut().expect("in memory"))
     }
 
     /// Cut the partial-state table `t` by key hash into the partition files, each row
@@ -298,22 +295,25 @@ impl ExternalGroupBy {
                 batches: vec![b?],
             };
             st.absorb_partial(piece)?;
-            if self.mem.resize(reserved(&st)).is_err() {
-                st.compact()?;
-                if self.mem.resize(reserved(&st)).is_err() {
-                    self.mem.free();
-                    return Ok(None);
-                }
+            if !fit(&mut self.mem, &mut st)? {
+                self.mem.free();
+                return Ok(None);
             }
         }
         Ok(Some(st.finish()?))
     }
 }
 
-/// What a state in memory reserves: its tables, and as much again for the merge that
-/// compacts them (the merged copy, and the grouping's codes and slots while it is made).
-fn reserved(state: &GroupByState) -> u64 {
-    2 * state.bytes()
+/// Resize `mem` to what `state` needs, compacting it first when it does not fit as it is
+/// (many small partial tables); whether it fits. A state reserves its tables and as much
+/// again for the merge that compacts them (the merged copy, and the grouping's codes and
+/// slots while it is made).
+fn fit(mem: &mut Reservation, state: &mut GroupByState) -> Result<bool> {
+    if mem.resize(2 * state.bytes()).is_ok() {
+        return Ok(true);
+    }
+    state.compact()?;
+    Ok(mem.resize(2 * state.bytes()).is_ok())
 }
 
 /// Split levels of a partition before its groups are declared too large.
