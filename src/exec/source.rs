@@ -540,11 +540,18 @@ impl Parquet {
                 pages.push(sel);
             }
         }
+        // A string column is read as a dictionary only where every row group stores it
+        // dictionary-encoded: a chunk whose dictionary overflowed into plain pages would be
+        // decoded to strings and hashed into a new dictionary row by row (twice the work of
+        // reading the strings, which the consumer hashes anyway).
+        let mut dictionary: Vec<String> = dictionary
+            .iter()
+            .filter(|c| metas.iter().all(|(_, m)| dictionary_encoded(m, c)))
+            .cloned()
+            .collect();
         // String columns the pushed predicate alone reads (no output has them) are read as
-        // dictionaries too where every row group stores them dictionary-encoded and the
-        // predicate evaluates natively on dictionaries: it then compares each page's
-        // distinct values once instead of every row's string.
-        let mut dictionary = dictionary.to_vec();
+        // dictionaries too where the predicate evaluates natively on dictionaries: it then
+        // compares each page's distinct values once instead of every row's string.
         if let Some(p) = &predicate {
             let only: Vec<String> = p
                 .columns()
@@ -1146,5 +1153,77 @@ fn as_comparison(e: &Expr) -> Option<(&str, &'static str, &arrow_array::ArrayRef
         (Expr::Field(f), Expr::Literal(l)) => Some((f, op, l)),
         (Expr::Literal(l), Expr::Field(f)) => Some((f, flipped, l)),
         _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow_array::StringArray;
+    use parquet::arrow::ArrowWriter;
+    use parquet::file::properties::WriterProperties;
+
+    /// A file of one string column `s`: 40 000 distinct values in one row group, its
+    /// dictionary page limited to `dict_bytes`.
+    fn write(path: &std::path::Path, dict_bytes: usize) {
+        let values: Vec<String> = (0..40_000)
+            .map(|i| format!("key-{:06}", i % 20_000))
+            .collect();
+        let batch = RecordBatch::try_from_iter([(
+            "s",
+            Arc::new(StringArray::from(values)) as arrow_array::ArrayRef,
+        )])
+        .unwrap();
+        let props = WriterProperties::builder()
+            .set_dictionary_page_size_limit(dict_bytes)
+            .build();
+        let mut w =
+            ArrowWriter::try_new(File::create(path).unwrap(), batch.schema(), Some(props)).unwrap();
+        w.write(&batch).unwrap();
+        w.close().unwrap();
+    }
+
+    fn read(path: &std::path::Path) -> (DataType, Vec<RecordBatch>) {
+        let files = vec![path.to_path_buf()];
+        let mut p = Parquet::new(files, None, None, 1 << 16, &["s".to_string()], &[]).unwrap();
+        let dt = p.schema().field(0).data_type().clone();
+        let batches = p
+            .claim(16)
+            .unwrap()
+            .into_iter()
+            .flat_map(|i| p.read(i).unwrap())
+            .collect();
+        (dt, batches)
+    }
+
+    #[test]
+    fn a_string_column_is_read_as_a_dictionary_only_where_every_page_is_dictionary_encoded() {
+        let dir = tempfile::tempdir().unwrap();
+        let (whole, spilled) = (
+            dir.path().join("whole.parquet"),
+            dir.path().join("over.parquet"),
+        );
+        write(&whole, 1 << 20);
+        write(&spilled, 1 << 10); // overflows: the later pages are plain
+        let dict = DataType::Dictionary(Box::new(DataType::Int32), Box::new(DataType::Utf8));
+        let (a, a_batches) = read(&whole);
+        let (b, b_batches) = read(&spilled);
+        assert_eq!(a, dict);
+        assert_eq!(b, DataType::Utf8);
+        // Either way the same strings, in the same order.
+        let strings = |bs: &[RecordBatch]| -> Vec<String> {
+            bs.iter()
+                .flat_map(|b| {
+                    let c = arrow_cast::cast(b.column(0), &DataType::Utf8).unwrap();
+                    let c = c.as_any().downcast_ref::<StringArray>().unwrap().clone();
+                    (0..c.len()).map(move |i| c.value(i).to_string())
+                })
+                .collect()
+        };
+        let want: Vec<String> = (0..40_000)
+            .map(|i| format!("key-{:06}", i % 20_000))
+            .collect();
+        assert_eq!(strings(&a_batches), want);
+        assert_eq!(strings(&b_batches), want);
     }
 }
