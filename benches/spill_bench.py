@@ -166,9 +166,13 @@ def main() -> None:
     paths |= {k: str(v) for k, v in join_paths(n).items() if k in ("x", "big")}
     budget_mb = args.budget_bytes / 2**20
     bound = 1.25 * budget_mb + 64
+    # The children import the same package: say which (a stale installed copy measures
+    # other code than the working tree).
+    where = os.path.dirname(sys.modules["ferrobatch"].__file__ or "?")
     print(
         f"rows={n:.0e} budget={budget_mb:.0f} MiB threads={args.threads} reps={args.reps}; "
-        f"peak RSS above baseline must be <= 1.25 x budget + 64 MiB = {bound:.0f} MiB\n"
+        f"peak RSS above baseline must be <= 1.25 x budget + 64 MiB = {bound:.0f} MiB; "
+        f"ferrobatch from {where}\n"
     )
     head = (
         "| q | fb in memory s | fb budget s | **spilled / in memory** | spilled MiB | "
