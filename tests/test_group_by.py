@@ -243,6 +243,37 @@ def test_nan_rules() -> None:
     assert math.isnan(top[0]) and top[1] == 1.0 and math.isnan(out.column("q")[0].as_py())
 
 
+def test_integer_sums_exact_when_partial_sums_overflow_64_bits() -> None:
+    """Sums are first taken in 64 bits and taken again in 128 when a step overflows: row
+    blocks (one group of 200k rows is summed in parallel blocks) and batches whose own sums
+    pass int64 still give the exact total, and the mean of it."""
+    n = 100_000
+    v = np.concatenate([np.full(n, 2**50), np.full(n, -(2**50)), [7]]).astype(np.int64)
+    k = np.zeros(len(v), dtype=np.int64)
+    k[::3] = 1  # a second group
+    t = pa.table({"k": k, "v": v})
+    want = {key: sum(int(x) for x in v[k == key]) for key in (0, 1)}  # Python's exact ints
+    count = {key: int((k == key).sum()) for key in (0, 1)}
+    aggs = {"s": ("v", "sum"), "m": ("v", "mean")}
+    for got in (
+        fb.group_by(t, "k", aggs, sort=True),
+        fb.scan(t, batch_size=7_000).group_by("k", aggs, sort=True).collect(),
+    ):
+        assert got.column("k").to_pylist() == [0, 1]
+        assert got.column("s").to_pylist() == [want[0], want[1]]
+        assert got.column("m").to_pylist() == [want[0] / count[0], want[1] / count[1]]
+    # A total past int64 whose wrapped 64-bit sum would look valid: every block's own sum
+    # fits, the total overflows only where the blocks' sums are added.
+    big = pa.table({"k": np.zeros(2 * n, dtype=np.int64), "v": np.full(2 * n, 2**50)})
+    assert 2 * n * 2**50 > 2**63
+    with pytest.raises(ValueError, match="overflows int64"):
+        fb.group_by(big, "k", {"s": ("v", "sum")})
+    with pytest.raises(ValueError, match="overflows int64"):
+        fb.scan(big, batch_size=7_000).group_by("k", {"s": ("v", "sum")}).collect()
+    mean = fb.group_by(big, "k", {"m": ("v", "mean")}).column("m").to_pylist()
+    assert mean == [float(2**50)]
+
+
 def test_integer_sums_are_exact_and_overflow_raises() -> None:
     t = pa.table({"k": [1, 1, 1], "v": pa.array([I64_MAX, 5, -10], pa.int64())})
     # I64_MAX + 5 overflows in the middle but the total fits: exact, no error.

@@ -277,6 +277,58 @@ where
     }
 }
 
+/// The count's top bit in a [`SumI64`] state: an addition or merge overflowed 64 bits.
+pub const OVERFLOWED: u64 = 1 << 63;
+
+/// Exact sums of int64 values in 64 bits: the state is the wrapping sum and the count of
+/// values, whose top bit ([`OVERFLOWED`]) is set once any step of the group overflowed —
+/// the sum is then not exact, and the caller sums again in 128 bits ([`Sum`]). While no
+/// step overflows, every step is exact, so the sum is. Half the bytes of an `i128` state:
+/// twice the groups per cache line and level.
+pub struct SumI64<'a> {
+    pub values: &'a [i64],
+    pub valid: Option<BooleanBuffer>,
+}
+
+#[inline(always)]
+fn add_i64(s: &mut (i64, u64), v: i64) {
+    let (sum, over) = s.0.overflowing_add(v);
+    s.0 = sum;
+    s.1 = (s.1 + 1) | (u64::from(over) << 63);
+}
+
+impl Acc for SumI64<'_> {
+    type S = (i64, u64);
+    fn init(&self) -> Self::S {
+        (0, 0)
+    }
+    #[inline(always)]
+    fn update(&self, s: &mut Self::S, row: usize) {
+        if ok(self.valid.as_ref(), row) {
+            add_i64(s, self.values[row]);
+        }
+    }
+    fn merge(&self, a: &mut Self::S, b: &Self::S) {
+        let (sum, over) = a.0.overflowing_add(b.0);
+        a.0 = sum;
+        a.1 = ((a.1 & !OVERFLOWED) + (b.1 & !OVERFLOWED))
+            | ((a.1 | b.1) & OVERFLOWED)
+            | (u64::from(over) << 63);
+    }
+    #[inline(always)]
+    fn update_run(&self, st: &mut [Self::S], slots: &[u32], first: usize) {
+        if self.valid.is_some() {
+            return update_rows(self, st, slots, first);
+        }
+        let values = &self.values[first..first + slots.len()];
+        for (&s, &v) in slots.iter().zip(values) {
+            if s != NO_GROUP {
+                add_i64(&mut st[s as usize], v);
+            }
+        }
+    }
+}
+
 /// A compensated float sum: Kahan summation exactly as pandas' groupby `sum` / `mean`
 /// compute it (`y = x - c; t = s + y; c = (t - s) - y; s = t`, the compensation reset to 0
 /// when an infinity makes it NaN), so `1e16 + 97 - 5e15 - 5e15` is 97, not 96, and the

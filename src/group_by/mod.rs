@@ -41,8 +41,8 @@ use crate::gather::take_table;
 use crate::keys::encode::{dense_codes, order_codes};
 use crate::table::{Table, concat_chunks};
 use accumulate::{
-    Acc, Correlation, Count, Extreme, Kahan, Pick, Sum, SumDecimal, Variance, accumulate,
-    chunk_starts,
+    Acc, Correlation, Count, Extreme, Kahan, OVERFLOWED, Pick, Sum, SumDecimal, SumI64, Variance,
+    accumulate, chunk_starts,
 };
 use groups::{Groups, NO_ROW, group};
 use holistic::{Members, per_group};
@@ -653,8 +653,16 @@ fn exact_sums(values: &Column, g: &Groups) -> Result<Vec<(i128, u64)>> {
         // A u64 sum over fewer than 2^63 rows fits an i128.
         return Ok(st.iter().map(|&(s, n)| (s as i128, n)).collect());
     }
-    // Every other integer (and bool) widens losslessly to int64.
+    // Every other integer (and bool) widens losslessly to int64; summed in 64 bits, and
+    // again in 128 only when some group's steps overflowed.
     let v = values.cast(&DataType::Int64)?;
+    let narrow = v.run(g, |c, _| SumI64 {
+        values: c.as_primitive::<Int64Type>().values(),
+        valid: validity(c),
+    });
+    if narrow.iter().all(|&(_, n)| n & OVERFLOWED == 0) {
+        return Ok(narrow.iter().map(|&(s, n)| (i128::from(s), n)).collect());
+    }
     Ok(v.run(g, |c, _| {
         Sum::<i64, i128>::new(c.as_primitive::<Int64Type>().values(), validity(c))
     }))
