@@ -1400,7 +1400,7 @@ fn counted(
 /// reduces its rows at least twice the later runs have the full size, else (mostly
 /// distinct keys: merging regroups every row anyway, and a run's grouping holds several
 /// times its bytes) they stay a quarter ([`Runs::decide`]; G1's q10, 10^7 groups of 10^7
-/// rows: 8.8 -> 8.0 s in memory, peak RSS under 100 MiB 182 -> 152 MiB). The rows after
+/// rows: 8.8 -> 7.7 s in memory, peak RSS under 100 MiB 182 -> 158 MiB). The rows after
 /// the first run wait uncut until that is decided, so the cuts never depend on the
 /// batches, waves, threads or memory limit, and neither do the float sums' bits. A run's
 /// rows are held (like a wave's inputs, outside the reservations) until it is full.
