@@ -260,19 +260,43 @@ where
         a.0 += b.0;
         a.1 += b.1;
     }
-    /// Without nulls: no validity test per row.
     #[inline(always)]
     fn update_run(&self, st: &mut [Self::S], slots: &[u32], first: usize) {
-        if self.valid.is_some() {
-            return update_rows(self, st, slots, first);
-        }
-        let values = &self.values[first..first + slots.len()];
-        for (&s, &v) in slots.iter().zip(values) {
-            if s != NO_GROUP {
-                let st = &mut st[s as usize];
-                st.0 += A::from(v);
-                st.1 += 1;
-            }
+        let add = |s: &mut Self::S, v: V| {
+            s.0 += A::from(v);
+            s.1 += 1;
+        };
+        values_run(
+            self,
+            self.valid.is_some(),
+            self.values,
+            st,
+            slots,
+            first,
+            add,
+        );
+    }
+}
+
+/// [`Acc::update_run`] of an accumulator folding one value per row with `add`: without
+/// nulls a tight loop over the values, with no validity test per row.
+#[inline(always)]
+fn values_run<A: Acc, V: Copy>(
+    acc: &A,
+    nullable: bool,
+    values: &[V],
+    st: &mut [A::S],
+    slots: &[u32],
+    first: usize,
+    add: impl Fn(&mut A::S, V),
+) {
+    if nullable {
+        return update_rows(acc, st, slots, first);
+    }
+    let values = &values[first..first + slots.len()];
+    for (&s, &v) in slots.iter().zip(values) {
+        if s != NO_GROUP {
+            add(&mut st[s as usize], v);
         }
     }
 }
@@ -317,15 +341,15 @@ impl Acc for SumI64<'_> {
     }
     #[inline(always)]
     fn update_run(&self, st: &mut [Self::S], slots: &[u32], first: usize) {
-        if self.valid.is_some() {
-            return update_rows(self, st, slots, first);
-        }
-        let values = &self.values[first..first + slots.len()];
-        for (&s, &v) in slots.iter().zip(values) {
-            if s != NO_GROUP {
-                add_i64(&mut st[s as usize], v);
-            }
-        }
+        values_run(
+            self,
+            self.valid.is_some(),
+            self.values,
+            st,
+            slots,
+            first,
+            add_i64,
+        );
     }
 }
 
