@@ -308,3 +308,54 @@ def test_errors() -> None:
         s.absorb(t)
     with pytest.raises(ValueError, match="already finished"):
         s.finish()
+
+
+@pytest.mark.parametrize("dropna", [False, True])
+def test_string_keys_interned_against_the_values_of_earlier_batches(dropna: bool) -> None:
+    """A state interns a batch's string keys against the values it has learnt from earlier
+    batches: batches of known values, known values with a few new ones, mostly new values
+    (learnt once, then the column's values are forgotten), then known values again. Empty,
+    unicode, null and long values (equal in their first 16 bytes); against pandas."""
+    import pandas as pd
+
+    rng = np.random.default_rng(11)
+    pool = np.array(
+        ["", *(f"ä漢{i}" for i in range(500)), *("x" * 20 + f"{i:04}" for i in range(500)),
+         *(f"k{i}" for i in range(500))], dtype=object)  # fmt: skip
+    fresh = iter(f"new{i}" for i in range(10**6))
+    phases: list[np.ndarray] = [rng.choice(pool, 3000) for _ in range(4)]
+    few_new = rng.choice(pool, 3000)
+    few_new[rng.choice(3000, 100, replace=False)] = [next(fresh) for _ in range(100)]
+    phases.append(few_new)
+    phases += [np.array([next(fresh) for _ in range(3000)], dtype=object) for _ in range(2)]
+    phases += [rng.choice(pool, 3000) for _ in range(3)]
+    s_batches = []
+    for p in phases:
+        p = p.copy()
+        p[rng.random(len(p)) < 0.02] = None
+        s_batches.append(p)
+    s_all = np.concatenate(s_batches)
+    n = len(s_all)
+    t = pa.table({"s": pa.array(s_all, pa.string()), "i": rng.integers(0, 3, n),
+                  "v": rng.integers(-1000, 1000, n)})  # fmt: skip
+    aggs = {"n": (None, "size"), "sv": ("v", "sum")}
+    state = fb.GroupByState(t.schema, ["s", "i"], aggs, dropna=dropna)
+    at = 0
+    for p in s_batches:
+        state.absorb(t.slice(at, len(p)))
+        at += len(p)
+    got = state.finish().to_pandas()
+    want = (
+        t.to_pandas()
+        .groupby(["s", "i"], sort=False, dropna=dropna)
+        .agg(n=("v", "size"), sv=("v", "sum"))
+        .reset_index()
+    )
+
+    def plain(xs: Any) -> list:
+        return [None if pd.isna(x) else x for x in xs]
+
+    assert plain(got["s"]) == plain(want["s"])
+    assert got["i"].tolist() == want["i"].tolist()
+    assert got["n"].tolist() == want["n"].tolist()
+    assert got["sv"].tolist() == want["sv"].tolist()

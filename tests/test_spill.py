@@ -256,6 +256,46 @@ def test_group_by_float_bits_with_mostly_distinct_keys_do_not_depend_on_the_cuts
     _left_nothing(settings)
 
 
+def test_group_by_string_keys_over_many_runs_equal_pandas(settings) -> None:
+    """The runs after the first wave intern their string keys against the values the state
+    has learnt (a few new values still arrive late, and a second key's values are mostly
+    distinct, so that column is forgotten): the groups, their order and sums are pandas',
+    in memory, with one thread and under a limit that spills."""
+    rng = np.random.default_rng(8)
+    n = 900_000
+    long = ("x" * 20 + f"{i:05}" for i in range(3000))
+    pool = np.array(["", *(f"ä漢{i}" for i in range(3000)), *long], dtype=object)
+    s = rng.choice(pool, n)
+    s[rng.choice(n, 500, replace=False)] = [f"late{i}" for i in range(500)]
+    s[rng.random(n) < 0.01] = None
+    t = pa.table({"s": pa.array(s, pa.string()),
+                  "u": pa.array([f"u{i}" for i in rng.integers(0, n, n)]),
+                  "v": rng.integers(-(10**6), 10**6, n)})  # fmt: skip
+    df = t.to_pandas()
+    ref = df.groupby("s", sort=False, dropna=False).agg(n=("v", "size"), sv=("v", "sum"))
+    ref2 = df.groupby(["s", "u"], sort=False, dropna=False).agg(sv=("v", "sum"))
+    keys = [None if k != k else k for k in ref.index]
+    keys2 = [(None if a != a else a, b) for a, b in ref2.index]
+    before = fb.get_num_threads()
+    try:
+        for threads, limit in [(2, None), (1, None), (2, "8MiB")]:
+            fb.set_num_threads(threads)
+            p = fb.scan(t, batch_size=50_000)
+            got = p.group_by("s", {"n": (None, "size"), "sv": ("v", "sum")}).collect(
+                memory_limit=limit
+            )
+            assert got.column("s").to_pylist() == keys
+            assert got.column("n").to_pylist() == ref["n"].tolist()
+            assert got.column("sv").to_pylist() == ref["sv"].tolist()
+            got2 = p.group_by(["s", "u"], {"sv": ("v", "sum")}).collect(memory_limit=limit)
+            assert list(zip(got2.column("s").to_pylist(), got2.column("u").to_pylist(),
+                            strict=True)) == keys2  # fmt: skip
+            assert got2.column("sv").to_pylist() == ref2["sv"].tolist()
+    finally:
+        fb.set_num_threads(before)
+    _left_nothing(settings)
+
+
 @pytest.mark.parametrize("sort", [False, True])
 def test_group_by_partition_larger_than_the_budget_is_split_again(settings, sort) -> None:
     """200k groups under 128 KiB: a hash partition's groups do not fit, so it is split by

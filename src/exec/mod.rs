@@ -44,7 +44,7 @@ use crate::error::{Error, Result};
 use crate::expr::bind::Phys;
 use crate::group_by::GroupByOptions;
 use crate::group_by::external::{ExternalGroupBy, Grouped};
-use crate::group_by::stream::GroupByState;
+use crate::group_by::stream::{GroupByState, KnownKeys};
 use crate::join::JoinOptions;
 use crate::join::external::{BuildSide, Built};
 use crate::join::stream::JoinBuild;
@@ -1510,18 +1510,21 @@ fn run_group_by(
     let mut plain = regroup
         .map(|_| GroupByState::new(in_schema.clone(), options.clone()))
         .transpose()?;
-    let partial = |run: Vec<RecordBatch>| -> Result<GroupByState> {
+    let partial = |run: Vec<RecordBatch>, known: &KnownKeys| -> Result<GroupByState> {
         let t = Instant::now();
         let mut s = GroupByState::new(in_schema.clone(), options.clone())?;
         let rows = run.iter().map(RecordBatch::num_rows).sum();
-        s.absorb_table(&crate::table::Table {
+        let table = crate::table::Table {
             schema: in_schema.clone(),
             batches: run,
-        })?;
+        };
+        s.absorb_table_known(&table, known)?;
         stats.record(rows, None, t);
         Ok(s)
     };
-    let partials = |full: Vec<Vec<RecordBatch>>| -> Result<Vec<GroupByState>> {
+    // The runs' partial steps intern string keys against the values the state has seen;
+    // `known` is dropped before the state merges them, so that it can learn theirs.
+    let partials = |full: Vec<Vec<RecordBatch>>, known: KnownKeys| -> Result<Vec<GroupByState>> {
         let mut full = Some(full);
         let mut parts = Vec::new();
         runner.parallel(&mut || {
@@ -1529,7 +1532,7 @@ fn run_group_by(
                 .take()
                 .unwrap_or_default()
                 .into_par_iter()
-                .map(&partial)
+                .map(|run| partial(run, &known))
                 .collect::<Result<_>>()?;
             Ok(())
         })?;
@@ -1546,7 +1549,7 @@ fn run_group_by(
         if ended {
             full.extend(runs.rest());
         }
-        let mut parts = partials(full)?;
+        let mut parts = partials(full, state.known())?;
         if !runs.decided && !parts.is_empty() {
             // The first run's partial decides the size of the others.
             let mut more = Vec::new();
@@ -1554,7 +1557,7 @@ fn run_group_by(
             if ended {
                 more.extend(runs.rest());
             }
-            parts.extend(partials(more)?);
+            parts.extend(partials(more, state.known())?);
         }
         let t = Instant::now();
         let mut parts = Some(parts);

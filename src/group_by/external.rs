@@ -26,7 +26,7 @@ use std::sync::Arc;
 use arrow_array::{ArrayRef, RecordBatch, UInt64Array};
 use arrow_schema::{DataType, Field, Schema, SchemaRef};
 
-use super::stream::GroupByState;
+use super::stream::{GroupByState, KnownKeys};
 use super::{AggFn, AggSpec, GroupByOptions};
 use crate::budget::Reservation;
 use crate::error::{Error, Result};
@@ -122,6 +122,15 @@ impl ExternalGroupBy {
     /// The most bytes reserved at once.
     pub fn peak_reserved(&self) -> u64 {
         self.mem.peak()
+    }
+
+    /// The in-memory state's known key values (none once spilled), for the partial steps
+    /// of the next rows ([`GroupByState::absorb_table_known`]).
+    pub fn known(&self) -> KnownKeys {
+        self.state
+            .as_ref()
+            .map(GroupByState::known)
+            .unwrap_or_default()
     }
 
     /// Fold in `part`, the partial state of the next rows.

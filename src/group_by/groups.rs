@@ -18,7 +18,8 @@ use rayon::prelude::*;
 
 use crate::dedup::{hash_u64, hash_u128};
 use crate::error::Result;
-use crate::keys::encode::{KeyCodes, dense_codes};
+use crate::keys::encode::{KeyCodes, dense_codes_known};
+use crate::keys::intern::Known;
 use crate::keys::{CodeMode, Keys, pack, packed_card};
 use crate::parallel::{DisjointSlice, Partitions, partition_count, partition_with};
 use crate::table::Table;
@@ -90,6 +91,18 @@ impl Groups {
 /// Group the rows of `table` by the columns `keys` (`[]`: one group of every row, present
 /// even for an empty table).
 pub fn group(table: &Table, keys: &[String], dropna: bool, sort: bool) -> Result<Groups> {
+    group_known(table, keys, dropna, sort, &[])
+}
+
+/// [`group`], a byte-string key `i` interned against `known[i]` where given (the groups are
+/// the same; only the work differs, see [`Known`]).
+pub fn group_known(
+    table: &Table,
+    keys: &[String],
+    dropna: bool,
+    sort: bool,
+    known: &[Option<Known>],
+) -> Result<Groups> {
     let n = table.checked_num_rows()?;
     if keys.is_empty() {
         return Ok(Groups {
@@ -110,9 +123,10 @@ pub fn group(table: &Table, keys: &[String], dropna: bool, sort: bool) -> Result
     };
     let mut keep: Option<Vec<bool>> = None;
     let mut cols = Vec::with_capacity(keys.len());
-    for name in keys {
+    for (k, name) in keys.iter().enumerate() {
         let i = table.index_of(name)?;
-        let dense = dense_codes(name, &table.chunks(i), sort)?;
+        let known = known.get(k).and_then(Option::as_ref);
+        let dense = dense_codes_known(name, &table.chunks(i), sort, known)?;
         if dropna && let Some(valid) = &dense.valid {
             match &mut keep {
                 None => keep = Some(valid.clone()),

@@ -45,7 +45,7 @@ use arrow_buffer::{BooleanBuffer, OffsetBuffer};
 use arrow_schema::{DataType, Field, SchemaRef};
 
 use super::accumulate::{CoMoments, Combine, Kahan, Moments, Sum};
-use super::groups::{Groups, group};
+use super::groups::{Groups, group, group_known};
 use super::holistic::{self, Members, per_group};
 use super::{
     AggFn, AggSpec, Column, GroupByOptions, Input, aggregate, as_f64, check, comoments, exact,
@@ -53,7 +53,8 @@ use super::{
 };
 use crate::error::{Error, Result};
 use crate::gather::take_table;
-use crate::keys::encode::{dense_codes, order_codes};
+use crate::keys::encode::{dense_codes, learn, order_codes};
+use crate::keys::intern::Known;
 use crate::table::{Table, schema_mismatch};
 
 /// How one aggregate travels between batches (see the module table).
@@ -133,7 +134,19 @@ pub struct GroupByState {
     merged_rows: usize,
     /// Rows of the other tables.
     pending_rows: usize,
+    /// The values of its byte-string keys, learnt from its partial-state tables.
+    known: KnownKeys,
 }
+
+/// The values a state has seen of each of its byte-string key columns ([`Known`]; `None`
+/// for other columns and for those forgotten), which the partial steps of its later batches
+/// intern against. Read-only while shared with them; the state learns only when it holds
+/// the one reference.
+#[derive(Clone, Default)]
+pub struct KnownKeys(Arc<Vec<Option<Known>>>);
+
+/// Most values kept of one key column.
+const MAX_KNOWN: usize = 1 << 22;
 
 /// Smallest buffer of partial-state rows worth a merge.
 const MIN_PENDING: usize = 1 << 16;
@@ -170,8 +183,16 @@ impl GroupByState {
             tables: vec![],
             merged_rows: 0,
             pending_rows: 0,
+            known: KnownKeys::default(),
         };
-        let first = st.partial(&empty)?;
+        let first = st.partial(&empty, &KnownKeys::default())?;
+        st.known = KnownKeys(Arc::new(
+            st.opts
+                .keys
+                .iter()
+                .map(|_| Some(Known::default()))
+                .collect(),
+        ));
         st.merged_rows = first.num_rows();
         st.tables.push(first);
         Ok(st)
@@ -187,9 +208,21 @@ impl GroupByState {
         self.tables[0].schema.clone()
     }
 
-    /// Bytes the state holds (its partial-state tables).
+    /// Bytes the state holds (its partial-state tables and known key values).
     pub fn bytes(&self) -> u64 {
-        self.tables.iter().map(crate::budget::table_bytes).sum()
+        let known: u64 = self.known.0.iter().flatten().map(Known::memory).sum();
+        known
+            + self
+                .tables
+                .iter()
+                .map(crate::budget::table_bytes)
+                .sum::<u64>()
+    }
+
+    /// Its known key values, for the partial steps of later batches
+    /// ([`Self::absorb_table_known`]).
+    pub fn known(&self) -> KnownKeys {
+        self.known.clone()
     }
 
     /// Aggregate `batch` into the state.
@@ -203,7 +236,16 @@ impl GroupByState {
     /// Aggregate the rows of `table` into the state: one partial step over all its batches
     /// (cheaper than a batch at a time when batches hold many groups each).
     pub fn absorb_table(&mut self, table: &Table) -> Result<()> {
-        let p = self.partial_of_table(table)?;
+        let p = vec![self.partial_of_table(table, &self.known.clone())?];
+        self.learn(&p)?;
+        self.push(p)
+    }
+
+    /// [`Self::absorb_table`], its byte-string keys interned against `known` (another
+    /// state's, see [`KnownKeys`]): the same state, with less work where they cover them.
+    /// The state learns no values of its own here (it is a run's partial step).
+    pub fn absorb_table_known(&mut self, table: &Table, known: &KnownKeys) -> Result<()> {
+        let p = self.partial_of_table(table, known)?;
         self.push(vec![p])
     }
 
@@ -211,22 +253,24 @@ impl GroupByState {
     /// `absorb(b)` is `absorb_partial(partial_of(b))`. A distributed group-by computes these
     /// where the rows are and folds them in order where the groups are.
     pub fn partial_of(&self, batch: &RecordBatch) -> Result<Table> {
-        self.partial_of_table(&Table {
+        let table = Table {
             schema: batch.schema(),
             batches: vec![batch.clone()],
-        })
+        };
+        self.partial_of_table(&table, &self.known)
     }
 
-    fn partial_of_table(&self, table: &Table) -> Result<Table> {
+    fn partial_of_table(&self, table: &Table, known: &KnownKeys) -> Result<Table> {
         if let Some(why) = schema_mismatch(&table.schema, &self.schema) {
             return Err(Error::Type(format!(
                 "record batch does not match the group-by state's schema: {why}"
             )));
         }
-        self.partial(&Table {
+        let table = Table {
             schema: self.schema.clone(),
             batches: table.batches.clone(),
-        })
+        };
+        self.partial(&table, known)
     }
 
     /// Fold in a partial-state table of later rows (from [`Self::partial_of`] or
@@ -235,7 +279,9 @@ impl GroupByState {
     /// that schema (repeated keys included) leaves a valid state.
     pub fn absorb_partial(&mut self, partial: Table) -> Result<()> {
         self.check_partial(&partial)?;
-        self.push(vec![partial])
+        let p = vec![partial];
+        self.learn(&p)?;
+        self.push(p)
     }
 
     fn check_partial(&self, partial: &Table) -> Result<()> {
@@ -254,6 +300,7 @@ impl GroupByState {
                 "cannot merge group-by states of different schemas or options".into(),
             ));
         }
+        self.learn(&other.tables)?;
         self.push(other.tables)
     }
 
@@ -262,6 +309,28 @@ impl GroupByState {
         self.tables.extend(tables);
         if self.pending_rows >= PENDING_TIMES_MERGED * self.merged_rows.max(MIN_PENDING) {
             self.compact()?;
+        }
+        Ok(())
+    }
+
+    /// Learn the key values of `tables`, partial-state tables joining the state, unless
+    /// its known values are shared with a partial step now. A column whose values keep
+    /// coming new — more than an eighth of a table's rows while as many values as the
+    /// table has rows are known already — is forgotten: its values look mostly distinct,
+    /// and probing them first would only add work.
+    fn learn(&mut self, tables: &[Table]) -> Result<()> {
+        let Some(known) = Arc::get_mut(&mut self.known.0) else {
+            return Ok(());
+        };
+        for (slot, name) in known.iter_mut().zip(&self.opts.keys) {
+            for t in tables.iter().filter(|t| t.num_rows() > 0) {
+                let Some(k) = slot.as_mut() else { break };
+                let (had, rows) = (k.len(), t.num_rows());
+                match learn(k, &t.chunks(t.index_of(name)?))? {
+                    Some(new) if (new * 8 <= rows || had < rows) && k.len() <= MAX_KNOWN => {}
+                    _ => *slot = None,
+                }
+            }
         }
         Ok(())
     }
@@ -450,9 +519,9 @@ impl GroupByState {
     }
 
     /// The partial-state table of `table`'s rows.
-    fn partial(&self, table: &Table) -> Result<Table> {
+    fn partial(&self, table: &Table, known: &KnownKeys) -> Result<Table> {
         let inputs = check(table, &self.opts)?;
-        let g = group(table, &self.opts.keys, self.opts.dropna, false)?;
+        let g = group_known(table, &self.opts.keys, self.opts.dropna, false, &known.0)?;
         let members = self.members(&g);
         let mut sums = ExactSums::default();
         let mut cols = Vec::new();
@@ -472,7 +541,7 @@ impl GroupByState {
 
     /// The partial-state table of the partial-state tables `all` (in input order).
     fn merge_states(&self, all: &Table) -> Result<Table> {
-        let g = group(all, &self.opts.keys, false, false)?;
+        let g = group_known(all, &self.opts.keys, false, false, &self.known.0)?;
         let members = self.members(&g);
         let mut cols = Vec::new();
         let mut at = self.opts.keys.len();

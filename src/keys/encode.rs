@@ -18,7 +18,7 @@ use arrow_buffer::ArrowNativeType;
 use arrow_schema::DataType;
 use rayon::prelude::*;
 
-use super::intern::{ByteChunk, ByteColumn, intern};
+use super::intern::{ByteChunk, ByteColumn, Known, intern, intern_known};
 use crate::error::{Error, Result};
 use crate::parallel::BLOCK;
 use crate::table::{RowLocator, locatable, native_values};
@@ -365,6 +365,17 @@ fn rank<T: Ord + Copy + Send + Sync>(raw: Vec<T>, valid: Option<Vec<bool>>) -> D
 /// layout, dictionaries next to their value type — which is how the two key columns of a
 /// join get codes in one space: both sides' chunks are encoded as one column.
 pub fn dense_codes(name: &str, chunks: &[ArrayRef], ordered: bool) -> Result<Dense> {
+    dense_codes_known(name, chunks, ordered, None)
+}
+
+/// [`dense_codes`], a byte-string column's equality codes taken from the values `known`
+/// holds where they cover it ([`intern_known`]).
+pub fn dense_codes_known(
+    name: &str,
+    chunks: &[ArrayRef],
+    ordered: bool,
+    known: Option<&Known>,
+) -> Result<Dense> {
     let n: usize = chunks.iter().map(|c| c.len()).sum();
     let Some(first) = chunks.first() else {
         return Ok(Dense {
@@ -401,7 +412,7 @@ pub fn dense_codes(name: &str, chunks: &[ArrayRef], ordered: bool) -> Result<Den
         }),
         DataType::Decimal128(_, _) if same_type => Ok(decimal128(chunks, n, valid)),
         _ if chunks.iter().all(|c| ByteChunk::new(c).is_some()) => {
-            Ok(bytes(chunks, n, valid, ordered, same_type)?)
+            Ok(bytes(chunks, n, valid, ordered, same_type, known)?)
         }
         _ => match domain_of(chunks) {
             Some(d) => Ok(raw_fixed(chunks, n, valid, d)),
@@ -427,14 +438,59 @@ pub fn order_codes(name: &str, chunks: &[ArrayRef]) -> Result<Dense> {
     }
 }
 
-/// Byte-string chunks: interned, and ranked when `ordered`.
+/// Byte-string chunks: interned (against `known` where it covers them, unless `ordered`),
+/// and ranked when `ordered`.
 fn bytes(
     chunks: &[ArrayRef],
     n: usize,
     valid: Option<Vec<bool>>,
     ordered: bool,
     same_type: bool,
+    known: Option<&Known>,
 ) -> Result<Dense> {
+    with_bytes(chunks, same_type, |col| {
+        if let Some(k) = known.filter(|k| !ordered && !k.is_empty())
+            && let Some((codes, card)) = intern_known(col, n, valid.as_deref(), k)
+        {
+            return Dense { codes, valid, card };
+        }
+        let interned = intern(col, n, valid.as_deref());
+        let card = interned.reps.len() as u64;
+        let mut codes = interned.ids;
+        if ordered {
+            let ranks = rank_bytes(col, &interned.reps);
+            codes.par_iter_mut().for_each(|c| {
+                if let Some(&r) = ranks.get(*c as usize) {
+                    *c = r;
+                }
+            });
+        }
+        Dense { codes, valid, card }
+    })
+}
+
+/// Add the values of a key column given as `chunks` to `known` ([`Known::learn`]): how many
+/// were new, `None` (nothing added) when it is not a byte-string column.
+pub fn learn(known: &mut Known, chunks: &[ArrayRef]) -> Result<Option<usize>> {
+    if chunks.is_empty() || !chunks.iter().all(|c| ByteChunk::new(c).is_some()) {
+        return Ok(None);
+    }
+    let n = chunks.iter().map(|c| c.len()).sum();
+    let valid = validity(chunks, n);
+    let same_type = chunks
+        .iter()
+        .all(|c| c.data_type() == chunks[0].data_type());
+    with_bytes(chunks, same_type, |col| {
+        Some(known.learn(col, n, valid.as_deref()))
+    })
+}
+
+/// `f` of the byte-string `chunks` as one column.
+fn with_bytes<T>(
+    chunks: &[ArrayRef],
+    same_type: bool,
+    f: impl FnOnce(&ByteColumn<'_>) -> T,
+) -> Result<T> {
     let lens: Vec<usize> = chunks.iter().map(|c| c.len()).collect();
     let chunks: Vec<ArrayRef> = if !same_type && RowLocator::new(&lens).is_none() {
         // Too fragmented for a locator and not concatenable as is: one common layout first.
@@ -448,19 +504,7 @@ fn bytes(
     let dt = chunks[0].data_type().clone();
     let (chunks, at) = locatable(chunks, &dt)?;
     let typed = chunks.iter().filter_map(ByteChunk::new).collect();
-    let col = ByteColumn::new(typed, at);
-    let interned = intern(&col, n, valid.as_deref());
-    let card = interned.reps.len() as u64;
-    let mut codes = interned.ids;
-    if ordered {
-        let ranks = rank_bytes(&col, &interned.reps);
-        codes.par_iter_mut().for_each(|c| {
-            if let Some(&r) = ranks.get(*c as usize) {
-                *c = r;
-            }
-        });
-    }
-    Ok(Dense { codes, valid, card })
+    Ok(f(&ByteColumn::new(typed, at)))
 }
 
 /// `ranks[id]`: position of the value of interned id `id` in byte-wise order.

@@ -190,9 +190,33 @@ fn intern_shared(
             break;
         }
     }
-    const MISS: u64 = u64::MAX;
     let dict_ref = &dict;
-    let misses: Vec<Vec<(u32, u64)>> = ids[at..]
+    let misses = probe(col, &mut ids[at..], at, is_valid, |v, h| {
+        dict_ref.find(v, h)
+    });
+    if misses.len() > n / 8 {
+        return None;
+    }
+    for (r, h) in misses {
+        ids[r as usize] = dict.id_of(col.value(r as usize), r, h);
+    }
+    Some(Interned {
+        ids,
+        reps: dict.reps.into_iter().map(|(r, _)| r).collect(),
+    })
+}
+
+/// `out[r - at] = find(value of row r)` for the valid rows `at..at + out.len()`, in parallel
+/// blocks; the rows `find` does not know, with their hashes, in row order (their `out` is
+/// left as it was).
+fn probe(
+    col: &ByteColumn<'_>,
+    out: &mut [u64],
+    at: usize,
+    is_valid: &(impl Fn(usize) -> bool + Sync),
+    find: impl Fn(&[u8], u64) -> Option<u64> + Sync,
+) -> Vec<(u32, u64)> {
+    let misses: Vec<Vec<(u32, u64)>> = out
         .par_chunks_mut(BLOCK)
         .enumerate()
         .map(|(b, out)| {
@@ -202,25 +226,114 @@ fn intern_shared(
             col.for_each(start..start + out.len(), |r, v| {
                 if is_valid(r) {
                     let h = hash_bytes(v);
-                    out[r - start] = dict_ref.find(v, h).unwrap_or_else(|| {
-                        miss.push((r as u32, h));
-                        MISS
-                    });
+                    match find(v, h) {
+                        Some(id) => out[r - start] = id,
+                        None => miss.push((r as u32, h)),
+                    }
                 }
             });
             miss
         })
         .collect();
-    if misses.iter().map(Vec::len).sum::<usize>() > n / 8 {
+    misses.concat()
+}
+
+/// The byte strings a stream has seen so far in one key column, each with an id of its own,
+/// kept from batch to batch by a streaming group-by ([`crate::group_by::stream`]): once a
+/// stream's values repeat, a later batch's rows are interned by a read-only parallel probe
+/// ([`intern_known`]) instead of a dictionary grown anew, row after row, for every batch.
+/// The values are owned (copied once, when learnt).
+#[derive(Default)]
+pub struct Known {
+    table: HashTable<Entry>,
+    hashes: Vec<u64>,
+    /// Value `i` is `bytes[ends[i - 1]..ends[i]]` (from 0 for the first).
+    ends: Vec<usize>,
+    bytes: Vec<u8>,
+}
+
+impl Known {
+    /// Values known.
+    pub fn len(&self) -> usize {
+        self.hashes.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.hashes.is_empty()
+    }
+
+    /// Bytes held.
+    pub fn memory(&self) -> u64 {
+        (self.table.capacity() * (std::mem::size_of::<Entry>() + 1)
+            + (self.hashes.capacity() + self.ends.capacity()) * 8
+            + self.bytes.capacity()) as u64
+    }
+
+    fn value(&self, id: usize) -> &[u8] {
+        let start = if id == 0 { 0 } else { self.ends[id - 1] };
+        &self.bytes[start..self.ends[id]]
+    }
+
+    #[inline]
+    fn find(&self, v: &[u8], h: u64) -> Option<u64> {
+        let (hd, len) = (head(v), v.len() as u32);
+        self.table
+            .find(h, |e| {
+                e.len == len && e.head == hd && (len <= 16 || self.value(e.id as usize) == v)
+            })
+            .map(|e| e.id as u64)
+    }
+
+    /// Add the values of the valid rows of `col` that are not known yet (in row order);
+    /// how many were added.
+    pub fn learn(&mut self, col: &ByteColumn<'_>, n: usize, valid: Option<&[bool]>) -> usize {
+        let is_valid = |r: usize| valid.is_none_or(|v| v[r]);
+        let mut ids = vec![0u64; n];
+        let misses = probe(col, &mut ids, 0, &is_valid, |v, h| self.find(v, h));
+        let before = self.len();
+        for (r, h) in misses {
+            let v = col.value(r as usize);
+            if self.find(v, h).is_some() {
+                continue;
+            }
+            let e = Entry {
+                head: head(v),
+                len: v.len() as u32,
+                id: self.len() as u32,
+            };
+            self.bytes.extend_from_slice(v);
+            self.ends.push(self.bytes.len());
+            self.hashes.push(h);
+            let hashes = &self.hashes;
+            self.table.insert_unique(h, e, |e| hashes[e.id as usize]);
+        }
+        self.len() - before
+    }
+}
+
+/// The valid rows of `col` interned against `known`: a known value gets its id there, any
+/// other `known.len()` plus its rank in first appearance among those. The ids are not the
+/// first-appearance ids [`intern`] gives, but equal values get equal ids, and nothing else
+/// does. `None` (the caller interns the column on its own) when more than an eighth of the
+/// rows are not known. Returns the ids and their number.
+pub fn intern_known(
+    col: &ByteColumn<'_>,
+    n: usize,
+    valid: Option<&[bool]>,
+    known: &Known,
+) -> Option<(Vec<u64>, u64)> {
+    let is_valid = |r: usize| valid.is_none_or(|v| v[r]);
+    let mut ids = crate::mem::filled(n, 0u64, "string ids");
+    let misses = probe(col, &mut ids, 0, &is_valid, |v, h| known.find(v, h));
+    if misses.len() > n / 8 {
         return None;
     }
-    for (r, h) in misses.into_iter().flatten() {
-        ids[r as usize] = dict.id_of(col.value(r as usize), r, h);
+    let mut rest = Dictionary::default();
+    let base = known.len() as u64;
+    for (r, h) in misses {
+        ids[r as usize] = base + rest.id_of(col.value(r as usize), r, h);
     }
-    Some(Interned {
-        ids,
-        reps: dict.reps.into_iter().map(|(r, _)| r).collect(),
-    })
+    Some((ids, base + rest.reps.len() as u64))
 }
 
 /// Distinct values as (representative row, hash), ids in insertion order, with the values
@@ -519,6 +632,65 @@ mod tests {
             assert_eq!(id, want, "row {r}: {v:?}");
         }
         assert_eq!(got.reps.len(), first.len());
+    }
+
+    fn column(values: &[&str]) -> (Vec<ArrayRef>, RowLocator) {
+        let chunks: Vec<ArrayRef> = vec![Arc::new(StringArray::from_iter_values(values))];
+        (chunks, RowLocator::contiguous())
+    }
+
+    #[test]
+    fn known_values_give_equal_ids_exactly_to_equal_values() {
+        // Long values equal in their first 16 bytes, the empty string, unicode.
+        let long = |i: usize| format!("{}{i:04}", "x".repeat(20));
+        let learnt: Vec<String> = (0..40)
+            .map(|i| match i % 4 {
+                0 => long(i),
+                1 => format!("ä漢{i}"),
+                2 => String::new(),
+                _ => format!("k{i}"),
+            })
+            .collect();
+        let refs: Vec<&str> = learnt.iter().map(String::as_str).collect();
+        let (chunks, at) = column(&refs);
+        let col = ByteColumn::new(chunks.iter().filter_map(ByteChunk::new).collect(), at);
+        let mut known = Known::default();
+        // A null row's value is not learnt.
+        let mut valid = vec![true; refs.len()];
+        valid[3] = false;
+        assert_eq!(known.learn(&col, refs.len(), Some(&valid)), 30);
+        assert_eq!(
+            known.learn(&col, refs.len(), None),
+            1,
+            "the null row's value"
+        );
+        assert_eq!(known.learn(&col, refs.len(), None), 0);
+        assert_eq!(known.len(), 31);
+
+        // Mostly known rows, a few new ones (one longer than 16 bytes, like a known one).
+        let mut rows: Vec<String> = (0..200).map(|i| learnt[i * 7 % 40].clone()).collect();
+        rows[5] = "new".into();
+        rows[17] = long(1000);
+        rows[90] = "new".into();
+        let refs: Vec<&str> = rows.iter().map(String::as_str).collect();
+        let (chunks, at) = column(&refs);
+        let col = ByteColumn::new(chunks.iter().filter_map(ByteChunk::new).collect(), at);
+        let mut valid = vec![true; refs.len()];
+        valid[40] = false;
+        let (ids, card) = intern_known(&col, refs.len(), Some(&valid), &known).unwrap();
+        assert_eq!(card, 33, "31 known and 2 new values");
+        for a in (0..refs.len()).filter(|&r| valid[r]) {
+            assert!(ids[a] < card);
+            for b in (0..refs.len()).filter(|&r| valid[r]) {
+                assert_eq!(ids[a] == ids[b], refs[a] == refs[b], "rows {a} and {b}");
+            }
+        }
+        // More than an eighth of the rows unknown: left to `intern`.
+        let fresh: Vec<String> = (0..200).map(|i| format!("f{}", i % 30)).collect();
+        let refs: Vec<&str> = fresh.iter().map(String::as_str).collect();
+        let (chunks, at) = column(&refs);
+        let col = ByteColumn::new(chunks.iter().filter_map(ByteChunk::new).collect(), at);
+        assert!(intern_known(&col, refs.len(), None, &known).is_none());
     }
 
     #[test]

@@ -270,6 +270,7 @@ impl SpillWriter {
         if batch.num_rows() == 0 {
             return Ok(());
         }
+        crate::cancel::point();
         let t = Instant::now();
         let before = self.written();
         let batch = compact(batch)?;
