@@ -288,7 +288,7 @@ impl Known {
     /// how many were added.
     pub fn learn(&mut self, col: &ByteColumn<'_>, n: usize, valid: Option<&[bool]>) -> usize {
         let is_valid = |r: usize| valid.is_none_or(|v| v[r]);
-        let mut ids = vec![0u64; n];
+        let mut ids = crate::mem::filled(n, 0u64, "string ids");
         let misses = probe(col, &mut ids, 0, &is_valid, |v, h| self.find(v, h));
         let before = self.len();
         for (r, h) in misses {
