@@ -83,15 +83,12 @@ pub fn install_watched<T: Send>(
         WATCHED.set(Some(std::time::Instant::now()));
         wait();
     };
+    if WATCHED.get().is_none_or(|t| t.elapsed() >= every) {
+        wait();
+    }
     crate::cancel::run(|| {
-        if WATCHED.get().is_none_or(|t| t.elapsed() >= every) {
-            // Inside the run, so that an interrupt raised here stops it (and is lowered
-            // when it returns) like one raised while `f` runs.
-            wait();
-            crate::cancel::point();
-        }
         let (tx, rx) = std::sync::mpsc::sync_channel(1);
-        let out = pool.in_place_scope(|s| {
+        pool.in_place_scope(|s| {
             s.spawn(move |_| {
                 // Ship a panic (an interrupt included) to the waiting thread, which resumes it.
                 let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
@@ -106,11 +103,7 @@ pub fn install_watched<T: Send>(
                     }
                 }
             }
-        });
-        // An interrupt raised after `f`'s last cancellation point stops the caller here
-        // rather than being lowered, unseen, when the run returns.
-        crate::cancel::point();
-        out
+        })
     })
 }
 
