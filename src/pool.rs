@@ -55,19 +55,9 @@ pub fn get_num_threads() -> usize {
     pool().map_or(1, |p| p.current_num_threads())
 }
 
-thread_local! {
-    /// When this thread last called an [`install_watched`] `wait`.
-    static WATCHED: std::cell::Cell<Option<std::time::Instant>> =
-        const { std::cell::Cell::new(None) };
-}
-
 /// Run `f` inside the ferrobatch pool as one cancellable run ([`crate::cancel::run`]), while
 /// the calling thread calls `wait` every `every` until `f` is done; `wait` may
 /// [`crate::cancel::interrupt`] it. Called on a pool thread, `f` runs inline.
-///
-/// The period runs across calls: a caller that runs many calls shorter than `every` one
-/// after the other (an operator's waves) still has `wait` called every `every`, at the
-/// start of a call once that long has passed since the last — not never.
 pub fn install_watched<T: Send>(
     f: impl FnOnce() -> Result<T> + Send,
     every: std::time::Duration,
@@ -78,13 +68,6 @@ pub fn install_watched<T: Send>(
         // Called from inside a run (a kernel under a callback of the executor): run inline
         // on this worker; the outer caller watches for Ctrl-C.
         return crate::cancel::run(f);
-    }
-    let mut wait = move || {
-        WATCHED.set(Some(std::time::Instant::now()));
-        wait();
-    };
-    if WATCHED.get().is_none_or(|t| t.elapsed() >= every) {
-        wait();
     }
     crate::cancel::run(|| {
         let (tx, rx) = std::sync::mpsc::sync_channel(1);
