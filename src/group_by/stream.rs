@@ -172,6 +172,9 @@ impl GroupByState {
             .zip(&inputs)
             .map(|(a, i)| Carry::of(&a.func, i.values.as_ref().map(|v| v.data_type())))
             .collect();
+        let known = KnownKeys(Arc::new(
+            opts.keys.iter().map(|_| Some(Known::default())).collect(),
+        ));
         let mut st = GroupByState {
             opts,
             schema,
@@ -179,16 +182,9 @@ impl GroupByState {
             tables: vec![],
             merged_rows: 0,
             pending_rows: 0,
-            known: KnownKeys::default(),
+            known,
         };
-        let first = st.partial(&empty, &KnownKeys::default())?;
-        st.known = KnownKeys(Arc::new(
-            st.opts
-                .keys
-                .iter()
-                .map(|_| Some(Known::default()))
-                .collect(),
-        ));
+        let first = st.partial(&empty, &st.known)?;
         st.merged_rows = first.num_rows();
         st.tables.push(first);
         Ok(st)

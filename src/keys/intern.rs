@@ -276,11 +276,9 @@ impl Known {
 
     #[inline]
     fn find(&self, v: &[u8], h: u64) -> Option<u64> {
-        let (hd, len) = (head(v), v.len() as u32);
+        let hd = head(v);
         self.table
-            .find(h, |e| {
-                e.len == len && e.head == hd && (len <= 16 || self.value(e.id as usize) == v)
-            })
+            .find(h, |e| e.holds(v, hd, |id| self.value(id)))
             .map(|e| e.id as u64)
     }
 
@@ -356,6 +354,16 @@ struct Entry {
     id: u32,
 }
 
+impl Entry {
+    /// Whether the entry is `v` (head `hd`): length and head decide values of up to 16
+    /// bytes; longer ones are compared in full (`value` of the entry's id).
+    #[inline(always)]
+    fn holds<'v>(&self, v: &[u8], hd: [u64; 2], value: impl Fn(usize) -> &'v [u8]) -> bool {
+        let len = v.len() as u32;
+        self.len == len && self.head == hd && (len <= 16 || value(self.id as usize) == v)
+    }
+}
+
 /// The first 16 bytes of `v`, zero-padded, as little-endian words — from at most two
 /// overlapping word loads per word (a variable-length copy into a buffer would stall the
 /// loads that read it back).
@@ -392,11 +400,8 @@ impl<'a> Dictionary<'a> {
     /// [`Self::find`] with the value's head at hand.
     #[inline(always)]
     fn lookup(&self, v: &[u8], hd: [u64; 2], h: u64) -> Option<u64> {
-        let len = v.len() as u32;
         self.table
-            .find(h, |e| {
-                e.len == len && e.head == hd && (len <= 16 || self.values[e.id as usize] == v)
-            })
+            .find(h, |e| e.holds(v, hd, |id| self.values[id]))
             .map(|e| e.id as u64)
     }
 
