@@ -56,12 +56,12 @@ pub fn get_num_threads() -> usize {
 }
 
 /// Run `f` inside the ferrobatch pool as one cancellable run ([`crate::cancel::run`]), while
-/// the calling thread calls `wait` every `every` until `f` is done; `wait` may
-/// [`crate::cancel::interrupt`] it. Called on a pool thread, `f` runs inline.
+/// the calling thread calls `watch` until `f` is done, each time again after the period
+/// `watch` returns; `watch` may [`crate::cancel::interrupt`] it. Called on a pool thread, `f`
+/// runs inline.
 pub fn install_watched<T: Send>(
     f: impl FnOnce() -> Result<T> + Send,
-    every: std::time::Duration,
-    mut wait: impl FnMut(),
+    mut watch: impl FnMut() -> std::time::Duration,
 ) -> Result<T> {
     let pool = pool()?;
     if pool.current_thread_index().is_some() {
@@ -77,10 +77,11 @@ pub fn install_watched<T: Send>(
                 let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
                 let _ = tx.send(r);
             });
+            let mut period = watch();
             loop {
-                match rx.recv_timeout(every) {
+                match rx.recv_timeout(period) {
                     Ok(r) => break r.unwrap_or_else(|p| std::panic::resume_unwind(p)),
-                    Err(std::sync::mpsc::RecvTimeoutError::Timeout) => wait(),
+                    Err(std::sync::mpsc::RecvTimeoutError::Timeout) => period = watch(),
                     Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
                         unreachable!("the job always sends its result")
                     }

@@ -243,7 +243,7 @@ def test_pieces_of_one_large_dictionary() -> None:
 
 def test_many_batches_many_groups_bounded_state() -> None:
     """Enough partial rows to merge many times; the state never holds much more than the
-    groups plus one buffer of as many partial rows (merged when full)."""
+    groups plus one buffer of four times as many partial rows (merged when full)."""
     rng = np.random.default_rng(3)
     # Unmerged, the batches' partial rows (about 14k each) would pass the bound by far.
     n, groups = 800_000, 30_000
@@ -261,7 +261,7 @@ def test_many_batches_many_groups_bounded_state() -> None:
     for b in t.to_batches(max_chunksize=20_000):
         s.absorb(b)
         peak = max(peak, s.num_groups)
-    assert peak <= 2 * max(groups, 1 << 16) + 20_000
+    assert peak <= 5 * max(groups, 1 << 16) + 20_000
     got = s.finish()
     assert_same(got, fb.group_by(t, ["k"], aggs), ["k"])
 

@@ -510,7 +510,7 @@ pub struct InPool;
 
 impl Runner for InPool {
     fn parallel(&self, f: &mut (dyn FnMut() -> Result<()> + Send)) -> Result<()> {
-        crate::pool::install_watched(f, std::time::Duration::from_secs(3600), || {})
+        crate::pool::install_watched(f, || std::time::Duration::from_secs(3600))
     }
 }
 

@@ -152,11 +152,15 @@ const MAX_KNOWN: usize = 1 << 22;
 const MIN_PENDING: usize = 1 << 16;
 
 /// The buffer of partial-state rows is merged once it holds this many times the merged
-/// rows. 4 measured faster (G1 10^7 under 100 MiB: q3 1.27 -> 1.0 s, q5 0.87 -> 0.62), but
-/// moved a stretch in which a forced-spill group-by does not poll for Ctrl-C to its start
-/// (`test_ctrl_c_stops_a_running_kernel_and_the_next_call_works` under
-/// `FERROBATCH_FORCE_SPILL=1`); it comes back with that fixed.
-const PENDING_TIMES_MERGED: usize = 1;
+/// rows. A merge regroups every row the state holds, so each merged row is regrouped again
+/// at every later merge: at a buffer as large as the merged state, a stream whose batches
+/// repeat the same groups regroups two rows per partial row; at four times, 1.25. Memory
+/// is bounded by the budget ([`super::external`] merges, then spills, when the state's
+/// reservation is refused), and where the groups are mostly distinct a merge would not
+/// shrink the buffer anyway. G1 at 10^7 rows, 2 threads (in memory / under 100 MiB): q3
+/// 0.80 / 1.27 -> 0.66 / 1.0 s, q5 0.48 / 0.87 -> 0.40 / 0.62, q10 8.6 / 15.4 ->
+/// 6.6 / 12.5 (8 times the merged rows gains no more).
+const PENDING_TIMES_MERGED: usize = 4;
 
 impl GroupByState {
     /// An empty state for input batches of `schema`; checks the options against it.

@@ -16,7 +16,7 @@ use pyo3::types::{PyBytes, PyDict, PyList, PyTuple};
 use pyo3_arrow::{PyArray, PyDataType, PyRecordBatch, PyRecordBatchReader, PySchema};
 
 use super::convert::{StrOrList, table_in};
-use super::{AggTuple, caught, group_by_options, guarded, to_py};
+use super::{AggTuple, Signals, caught, group_by_options, guarded, to_py};
 use crate::error::Error;
 use crate::exec::sink::ParquetSink;
 use crate::exec::source::{Batches, Csv, Ipc, Parquet, Stream};
@@ -310,16 +310,18 @@ impl Run {
     fn next<'py>(&self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyAny>>> {
         let out = py.detach(|| {
             let mut exec = self.exec.lock().unwrap_or_else(|p| p.into_inner());
-            let watch = Watch(&self.slot);
+            let watch = Watch {
+                slot: &self.slot,
+                signals: Signals::new(),
+            };
             caught(|| crate::cancel::run(|| exec.next(&watch)))
         });
-        let out = out.map_err(|e| {
-            self.slot
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .take()
-                .unwrap_or(e)
-        })?;
+        // A callback's exception (a Ctrl-C among them) is raised even if the step finished.
+        let failed = self.slot.lock().unwrap_or_else(|p| p.into_inner()).take();
+        let out = match (out, failed) {
+            (_, Some(e)) | (Err(e), None) => return Err(e),
+            (Ok(out), None) => out,
+        };
         out.map(|b| PyRecordBatch::new(b).into_pyarrow(py))
             .transpose()
     }
@@ -352,19 +354,20 @@ impl Run {
     }
 }
 
-/// The executor's parallel parts on the pool, the calling thread polling for Ctrl-C (see
-/// [`guarded`]); a `KeyboardInterrupt` is kept in the slot.
-struct Watch<'a>(&'a Slot);
+/// The executor's parallel parts on the pool, the calling thread polling for Ctrl-C across
+/// them ([`Signals`]); a `KeyboardInterrupt` is kept in the slot.
+struct Watch<'a> {
+    slot: &'a Slot,
+    signals: Signals,
+}
 
 impl crate::exec::Runner for Watch<'_> {
     fn parallel(&self, f: &mut (dyn FnMut() -> crate::Result<()> + Send)) -> crate::Result<()> {
-        let watch = || {
-            if let Err(e) = Python::attach(|py| py.check_signals()) {
-                crate::cancel::interrupt();
-                let _ = callback_failed(self.0, e);
-            }
-        };
-        crate::pool::install_watched(f, super::SIGNAL_POLL, watch)
+        let out = self.signals.install(f);
+        if let Some(e) = self.signals.take() {
+            let _ = callback_failed(self.slot, e);
+        }
+        out
     }
 }
 

@@ -59,22 +59,71 @@ fn run<T: Send>(py: Python<'_>, f: impl FnOnce() -> crate::Result<T> + Send) -> 
 /// How often a waiting caller looks for a pending Ctrl-C.
 const SIGNAL_POLL: std::time::Duration = std::time::Duration::from_millis(20);
 
-/// The body of [`run`] for callers that already released the GIL. While the kernel runs on
-/// the pool, the calling thread wakes every [`SIGNAL_POLL`] to run Python's signal handlers
-/// (`check_signals`, as Polars does); a `KeyboardInterrupt` interrupts the kernel
-/// ([`crate::cancel`]) and is raised once the kernel has stopped.
-fn guarded<T: Send>(f: impl FnOnce() -> crate::Result<T> + Send) -> PyResult<T> {
-    let mut signal: Option<PyErr> = None;
-    let watch = || {
-        if signal.is_none()
+/// Runs Python's signal handlers (`check_signals`, as Polars does) on the thread that waits
+/// for kernels, every [`SIGNAL_POLL`]. The period runs across calls: a caller that makes
+/// many calls shorter than the period one after the other (an operator's waves) still polls
+/// at the start of the first call due, not never. A `KeyboardInterrupt` (or whatever a
+/// handler raised) is kept, the kernel running is interrupted ([`crate::cancel`]), and the
+/// call returns [`Error::Interrupted`] once it has stopped — even when it finished first, so
+/// a signal cannot be lowered unseen.
+struct Signals {
+    polled: std::cell::Cell<std::time::Instant>,
+    seen: std::cell::RefCell<Option<PyErr>>,
+}
+
+impl Signals {
+    fn new() -> Self {
+        Signals {
+            polled: std::cell::Cell::new(std::time::Instant::now()),
+            seen: Default::default(),
+        }
+    }
+
+    /// The handlers run if a period has passed since they last did; how long until the next.
+    /// `running`: a call is in progress, to interrupt when a handler raises.
+    fn tick(&self, running: bool) -> std::time::Duration {
+        let since = self.polled.get().elapsed();
+        if since < SIGNAL_POLL {
+            return SIGNAL_POLL - since;
+        }
+        self.polled.set(std::time::Instant::now());
+        if self.seen.borrow().is_none()
             && let Err(e) = Python::attach(|py| py.check_signals())
         {
-            crate::cancel::interrupt();
-            signal = Some(e);
+            if running {
+                crate::cancel::interrupt();
+            }
+            *self.seen.borrow_mut() = Some(e);
         }
-    };
-    let out = caught(|| pool::install_watched(f, SIGNAL_POLL, watch));
-    if let Some(e) = signal {
+        SIGNAL_POLL
+    }
+
+    /// `f` on the pool ([`pool::install_watched`]), watched.
+    fn install<T: Send>(&self, f: impl FnOnce() -> crate::Result<T> + Send) -> crate::Result<T> {
+        self.tick(false);
+        if self.seen.borrow().is_some() {
+            return Err(Error::Interrupted);
+        }
+        let out = pool::install_watched(f, || self.tick(true));
+        match self.seen.borrow().is_some() {
+            true => Err(Error::Interrupted),
+            false => out,
+        }
+    }
+
+    /// What a handler raised, if one did.
+    fn take(&self) -> Option<PyErr> {
+        self.seen.take()
+    }
+}
+
+/// The body of [`run`] for callers that already released the GIL: `f` on the pool, the
+/// calling thread polling for Ctrl-C ([`Signals`]); a `KeyboardInterrupt` is raised once
+/// the kernel has stopped.
+fn guarded<T: Send>(f: impl FnOnce() -> crate::Result<T> + Send) -> PyResult<T> {
+    let signals = Signals::new();
+    let out = caught(|| signals.install(f));
+    if let Some(e) = signals.take() {
         return Err(e);
     }
     out
