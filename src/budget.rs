@@ -43,36 +43,38 @@ pub fn set_limit(limit: Option<u64>) {
     let scopes = SCOPES.lock().unwrap_or_else(|e| e.into_inner());
     POOL.limit
         .store(limit.unwrap_or(UNLIMITED), Ordering::SeqCst);
-    notify(*scopes);
+    notify(&scopes);
 }
 
-/// Live runs with a limit of their own ([`Scope`]); the lock also orders the notifications.
-static SCOPES: Mutex<u64> = Mutex::new(0);
+/// The limits of the live runs that have one of their own ([`Scope`]); the lock also
+/// orders the notifications.
+static SCOPES: Mutex<Vec<u64>> = Mutex::new(Vec::new());
 
-/// Told whether a budget is in force, whenever that may have changed.
-static ON_BOUNDED: std::sync::OnceLock<fn(bool)> = std::sync::OnceLock::new();
+/// Told the tightest limit in force, whenever that may have changed.
+static ON_BOUNDED: std::sync::OnceLock<fn(Option<u64>)> = std::sync::OnceLock::new();
 
 /// Whether a budget is in force: the process-wide limit, or a run's own.
 pub fn bounded() -> bool {
-    in_force(*SCOPES.lock().unwrap_or_else(|e| e.into_inner()))
+    tightest(&SCOPES.lock().unwrap_or_else(|e| e.into_inner())).is_some()
 }
 
-fn in_force(scopes: u64) -> bool {
-    scopes > 0 || limit().is_some()
+/// The smallest of the process-wide limit and the live runs' own, `None` when none is set.
+fn tightest(scopes: &[u64]) -> Option<u64> {
+    scopes.iter().copied().chain(limit()).min()
 }
 
-/// Call `f` with whether a budget is in force, now and at every change (the first `f`
-/// registered stays). The bindings own the allocator: one that keeps freed memory for
-/// reuse holds bytes no reservation counts, which a budget has to bound too.
-pub fn on_bounded(f: fn(bool)) {
+/// Call `f` with the tightest limit in force (`None`: no budget), now and at every change
+/// (the first `f` registered stays). The bindings own the allocator: one that keeps freed
+/// memory for reuse holds bytes no reservation counts, which a budget has to bound too.
+pub fn on_bounded(f: fn(Option<u64>)) {
     let scopes = SCOPES.lock().unwrap_or_else(|e| e.into_inner());
     let _ = ON_BOUNDED.set(f);
-    notify(*scopes);
+    notify(&scopes);
 }
 
-fn notify(scopes: u64) {
+fn notify(scopes: &[u64]) {
     if let Some(f) = ON_BOUNDED.get() {
-        f(in_force(scopes));
+        f(tightest(scopes));
     }
 }
 
@@ -96,8 +98,8 @@ pub struct Scope {
 impl Scope {
     pub fn new(limit: u64) -> Arc<Scope> {
         let mut scopes = SCOPES.lock().unwrap_or_else(|e| e.into_inner());
-        *scopes += 1;
-        notify(*scopes);
+        scopes.push(limit);
+        notify(&scopes);
         Arc::new(Scope {
             limit,
             reserved: AtomicU64::new(0),
@@ -108,8 +110,10 @@ impl Scope {
 impl Drop for Scope {
     fn drop(&mut self) {
         let mut scopes = SCOPES.lock().unwrap_or_else(|e| e.into_inner());
-        *scopes -= 1;
-        notify(*scopes);
+        if let Some(i) = scopes.iter().position(|&l| l == self.limit) {
+            scopes.swap_remove(i);
+        }
+        notify(&scopes);
     }
 }
 

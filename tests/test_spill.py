@@ -552,9 +552,10 @@ def test_a_parquet_writer_buffer_is_held_from_the_budget(settings, tmp_path) -> 
 
 
 def test_the_allocator_gives_freed_pages_back_while_a_budget_is_in_force(settings) -> None:
-    """Freed pages stay 10 s with ferrobatch's allocator (for speed), but only 10 ms while a
-    run has a limit or the process has one: what it keeps counts against the machine."""
-    free_at_once, keep = 10, 10_000
+    """Freed pages stay 10 s with ferrobatch's allocator (for speed), but only half a
+    millisecond per MiB of the tightest limit in force (10 to 200 ms) while a run has a
+    limit or the process has one: what it keeps counts against the machine."""
+    keep = 10_000
     gc.collect()  # runs of earlier tests left unfinished end with their readers
     assert _core.allocator_purge_delay_ms() == keep
     seen: list[int] = []
@@ -565,18 +566,23 @@ def test_the_allocator_gives_freed_pages_back_while_a_budget_is_in_force(setting
         return b
 
     p = fb.scan(_big(20_000), batch_size=5000).map_batches(watch).sort("k")
-    p.collect(memory_limit="64MiB")
-    assert seen and set(seen) == {free_at_once}
-    assert _core.allocator_purge_delay_ms() == keep
-    seen.clear()
+    for limit, ms in (("64MiB", 32), ("4MiB", 10), ("100MiB", 50), ("8GiB", 200)):
+        p.collect(memory_limit=limit)
+        assert seen and set(seen) == {ms}, limit
+        assert _core.allocator_purge_delay_ms() == keep
+        seen.clear()
     p.collect()
     assert set(seen) == {keep}
+    seen.clear()
     fb.set_memory_limit("1GiB")
     try:
-        assert _core.allocator_purge_delay_ms() == free_at_once
+        assert _core.allocator_purge_delay_ms() == 200
+        p.collect(memory_limit="64MiB")  # the tighter of the two
+        assert set(seen) == {32}
+        assert _core.allocator_purge_delay_ms() == 200
         with pytest.raises(ValueError):
             p.collect(memory_limit="-1")
-        assert _core.allocator_purge_delay_ms() == free_at_once
+        assert _core.allocator_purge_delay_ms() == 200
     finally:
         fb.set_memory_limit(None)
     assert _core.allocator_purge_delay_ms() == keep

@@ -904,22 +904,32 @@ const MI_OPTION_ALLOW_THP: libmimalloc_sys::mi_option_t = 43;
 /// pages handed back are zeroed by the OS again on the next call, which costs as much as the
 /// gathers themselves (measured: 18 % of a left join at 1 s, none at 10 s).
 ///
-/// While a budget is in force, 10 ms: the pages kept are memory no reservation counts, and a
-/// spilling run frees and allocates its batches many times over, so they piled up to as
-/// much again as the budget (10^7 rows under 100 MiB, peak RSS above baseline: j5
-/// 257 -> 124 MiB, s1 205 -> 116, q10 273 -> 190), for 20-40 % more time in page faults
-/// (s1 made 25k of them, 985k with pages given back at once). This affects only
-/// ferrobatch's own allocator.
-fn keep_freed_pages(bounded: bool) {
-    let ms = if bounded { 10 } else { 10_000 };
+/// While a budget is in force, [`bounded_purge_ms`] of the tightest limit: the pages kept
+/// are memory no reservation counts, and a spilling run frees and allocates its batches
+/// many times over, so at 10 s they piled up to as much again as the budget (10^7 rows
+/// under 100 MiB, peak RSS above baseline: j5 257 -> 124 MiB, s1 205 -> 116, q10 273 ->
+/// 190). This affects only ferrobatch's own allocator.
+fn keep_freed_pages(limit: Option<u64>) {
+    let ms = limit.map_or(10_000, bounded_purge_ms);
     // SAFETY: sets a process-local option of the mimalloc instance linked into this module.
     unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, ms) };
-    if bounded {
-        // Purges already scheduled keep their 10 s deadline (later frees only extend it):
-        // carry them out now, so that the short delay holds from here on.
+    if limit.is_some() {
+        // Purges already scheduled keep their deadline (later frees only extend it): carry
+        // them out now, so that the shorter delay holds from here on.
         // SAFETY: as above; a forced collection is safe from any thread.
         unsafe { libmimalloc_sys::mi_collect(true) };
     }
+}
+
+/// The purge delay under a limit of `limit` bytes: half a millisecond per MiB, between 10
+/// and 200 ms. What the allocator keeps grows with the delay at the rate a run frees
+/// memory, about 0.7 MiB per ms on G1 / J1 at 10^7 rows (2 threads), so a tighter budget
+/// gets a shorter delay; pages given back too early are faulted in, zeroed, again. Under
+/// 100 MiB (50 ms against 10): q5 0.56 -> 0.49 s, q3 0.74 -> 0.66, q10 11.4 -> 10.4, s1
+/// 6.75 -> 6.3, j5 13.6 -> 12.5; peak RSS above baseline 104-136 -> 122-164 MiB, within
+/// 1.25 x the budget + 64 MiB. At 200 ms q10 reached 184 MiB of that 189.
+fn bounded_purge_ms(limit: u64) -> std::ffi::c_long {
+    ((limit >> 20) / 2).clamp(10, 200) as std::ffi::c_long
 }
 
 /// ferrobatch's allocator's purge delay now, in milliseconds (for the tests).
