@@ -388,6 +388,44 @@ def test_join_with_one_key_of_more_build_rows_than_the_budget(settings, how) -> 
     _left_nothing(settings)
 
 
+@given(
+    join_inputs(),
+    st.integers(1, 10),
+    st.sampled_from([1, 2, 4]),
+    st.sampled_from(["force", "64KiB"]),
+)
+def test_spilled_cross_join_equals_the_kernel_and_the_in_memory_join(
+    inp, batch_size, threads, how_spill
+) -> None:
+    """A cross join's build side past the budget (or forced) goes to one partition, joined
+    in chunks: every probe row with every build row, in the kernel's left-major order."""
+    left, right, _, _ = inp
+    kernel = fb.join(left, right, how="cross", max_output_rows=None)
+    p = fb.scan(left, batch_size=batch_size).join(
+        fb.scan(right, batch_size=batch_size), how="cross"
+    )
+    got, want = _spilled_and_in_memory(p, threads, how_spill)
+    _identical(got, want)
+    _identical(got, kernel.cast(got.schema))
+
+
+def test_cross_join_with_a_build_side_larger_than_the_budget(settings) -> None:
+    """80k build rows under 1 MiB: joined in chunks of build rows that fit, the probe
+    rows read once per chunk, and the output (every probe row with every build row) put
+    in left-major order; the in-memory run's bytes."""
+    rng = np.random.default_rng(13)
+    left = pa.table({"a": rng.integers(0, 10, 12), "s": [f"l{i}" for i in range(12)]})
+    n = 80_000
+    right = pa.table({"b": rng.normal(size=n), "t": [f"r{i % 50}" for i in range(n)]})
+    p = fb.scan(left, batch_size=5).join(fb.scan(right, batch_size=5_000), how="cross")
+    got, want = _spilled_and_in_memory(p, 2, "1MiB")
+    assert p.last_report.stages[0].spill_files > 1
+    assert p.last_report.stages[0].peak_reserved_bytes <= 1 << 20
+    _identical(got, want)
+    _identical(got, fb.join(left, right, how="cross").cast(got.schema))
+    _left_nothing(settings)
+
+
 @pytest.mark.parametrize("keep", ["first", "last", "none"])
 def test_dedup_spills_below_the_budget_and_not_above(settings, keep) -> None:
     t = _big()

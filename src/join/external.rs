@@ -24,8 +24,9 @@
 //! probe row met: each build row is in one chunk), and a last pass over the probe rows
 //! emits those no chunk matched (left, right, outer, anti) or some chunk matched (semi),
 //! each once. The sort puts them all in place. Only a single batch larger than the budget
-//! is a [`crate::Error::MemoryLimit`]. A cross join has no keys to partition by and stays
-//! in memory.
+//! is a [`crate::Error::MemoryLimit`]. A cross join has no keys to partition by: its rows
+//! all go to one partition, always joined in chunks, so that its output (every probe row
+//! with every build row) reaches the sort in slices of bounded size.
 
 use std::sync::{Arc, Mutex};
 
@@ -113,7 +114,7 @@ impl BuildSide {
     ) -> Self {
         let names = Names::new(&schema, &probe_schema);
         BuildSide {
-            spillable: spillable && opts.how != JoinType::Cross,
+            spillable,
             schema,
             probe_schema,
             opts,
@@ -213,13 +214,26 @@ impl BuildSide {
     }
 }
 
-/// Write the rows of `batch` to the partition of their `keys`' hash.
+/// Write the rows of `batch` to the partition of their `keys`' hash (the first one when
+/// there are no keys: a cross join's).
 fn write_partitions(batch: &RecordBatch, keys: &[String], files: &mut [SpillWriter]) -> Result<()> {
-    for piece in hash_split(batch, keys, PARTITIONS, 0)? {
+    for piece in partitions(batch, keys)? {
         let (p, piece) = piece?;
         files[p].write(&piece)?;
     }
     Ok(())
+}
+
+/// Pieces of a batch with the partition each goes to.
+type Pieces<'a> = Box<dyn Iterator<Item = Result<(usize, RecordBatch)>> + 'a>;
+
+/// The rows of `batch` by the partition of their `keys`' hash; all in the first partition
+/// when there are no keys.
+fn partitions<'a>(batch: &'a RecordBatch, keys: &[String]) -> Result<Pieces<'a>> {
+    if keys.is_empty() {
+        return Ok(Box::new(std::iter::once(Ok((0, batch.clone())))));
+    }
+    Ok(Box::new(hash_split(batch, keys, PARTITIONS, 0)?))
 }
 
 /// A join whose build side was spilled in hash partitions (see the module docs). Probe
@@ -257,7 +271,7 @@ impl SpilledJoin {
         } else {
             &self.opts.left_on
         };
-        for piece in hash_split(&tagged, keys, PARTITIONS, 0)? {
+        for piece in partitions(&tagged, keys)? {
             let (p, piece) = piece?;
             let mut file = self.probe[p].lock().map_err(failed_earlier)?;
             file.as_mut()
@@ -340,7 +354,9 @@ impl SpilledJoin {
                 chunk.push(b);
             }
             drop(build);
-            let chunked = part.matched.is_some();
+            // A cross join's partition is joined in chunks even when it is one: its output
+            // is then cut in slices of bounded size ([`Partition::slices`]).
+            let chunked = part.matched.is_some() || opts.how == JoinType::Cross;
             part.join(chunk, chunked)?;
             part.mem.free();
             if chunked {
@@ -529,7 +545,7 @@ impl Partition<'_> {
     /// After the chunks: the probe rows none matched (left, right, outer, anti join) or
     /// some matched (semi), each once, with null build columns where the join has them.
     fn unmatched(&mut self) -> Result<()> {
-        if self.opts.how == JoinType::Inner {
+        if matches!(self.opts.how, JoinType::Inner | JoinType::Cross) {
             return Ok(());
         }
         let matched = self.matched.take().unwrap_or_default();
