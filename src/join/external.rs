@@ -214,26 +214,14 @@ impl BuildSide {
     }
 }
 
-/// Write the rows of `batch` to the partition of their `keys`' hash (the first one when
-/// there are no keys: a cross join's).
+/// Write the rows of `batch` to the partition of their `keys`' hash (all to one when there
+/// are no keys: a cross join's).
 fn write_partitions(batch: &RecordBatch, keys: &[String], files: &mut [SpillWriter]) -> Result<()> {
-    for piece in partitions(batch, keys)? {
+    for piece in hash_split(batch, keys, PARTITIONS, 0)? {
         let (p, piece) = piece?;
         files[p].write(&piece)?;
     }
     Ok(())
-}
-
-/// Pieces of a batch with the partition each goes to.
-type Pieces<'a> = Box<dyn Iterator<Item = Result<(usize, RecordBatch)>> + 'a>;
-
-/// The rows of `batch` by the partition of their `keys`' hash; all in the first partition
-/// when there are no keys.
-fn partitions<'a>(batch: &'a RecordBatch, keys: &[String]) -> Result<Pieces<'a>> {
-    if keys.is_empty() {
-        return Ok(Box::new(std::iter::once(Ok((0, batch.clone())))));
-    }
-    Ok(Box::new(hash_split(batch, keys, PARTITIONS, 0)?))
 }
 
 /// A join whose build side was spilled in hash partitions (see the module docs). Probe
@@ -271,7 +259,7 @@ impl SpilledJoin {
         } else {
             &self.opts.left_on
         };
-        for piece in partitions(&tagged, keys)? {
+        for piece in hash_split(&tagged, keys, PARTITIONS, 0)? {
             let (p, piece) = piece?;
             let mut file = self.probe[p].lock().map_err(failed_earlier)?;
             file.as_mut()

@@ -125,7 +125,9 @@ fn hash_partitions_at(table: &Table, keys: &[String], n: u32, level: u32) -> Res
 /// The rows of `batch` cut by [`hash_partitions`] of its `keys` into `n` partitions, at
 /// `level` (0 for a first split; a partition split again uses the next level): each
 /// non-empty partition's number and rows (in row order), taken as the iterator is pulled —
-/// a caller writing each piece away holds one partition's copy of the rows, not all.
+/// a caller writing each piece away holds one partition's copy of the rows, not all. Rows
+/// that all fall in one partition (no keys at all, as a cross join's: every row hashes
+/// alike) are the batch itself, not a copy.
 pub fn hash_split<'a>(
     batch: &'a RecordBatch,
     keys: &[String],
@@ -146,6 +148,9 @@ pub fn hash_split<'a>(
         .enumerate()
         .filter(|(_, idx)| !idx.is_empty())
         .map(move |(p, idx)| {
+            if idx.len() == batch.num_rows() {
+                return Ok((p, batch.clone()));
+            }
             let idx = arrow_array::UInt32Array::from(idx);
             Ok((p, arrow_select::take::take_record_batch(batch, &idx)?))
         }))
