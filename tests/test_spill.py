@@ -570,6 +570,43 @@ def test_parquet_row_groups_are_read_in_pieces_under_a_limit(settings, tmp_path,
     _left_nothing(settings)
 
 
+@pytest.mark.parametrize("threads", [1, 2, 3])
+def test_pieces_of_a_row_group_read_together_are_the_file(settings, tmp_path, threads) -> None:
+    """Under a limit the pieces of a row group that a wave reads are decoded by one reader
+    per column, kept for the row group's next pieces: every batch size (a piece per row
+    group, pieces that end short of it, one row), many files (one of no rows) and row
+    groups of unequal sizes, a run stopped early by a head and a run after it give
+    pyarrow's rows in order."""
+    import pyarrow.parquet as pq
+
+    t = _big(60_000, seed=9).drop_columns(["v"])
+    paths = []
+    cuts = [
+        (0, 25_000, 9_000),
+        (25_000, 25_000, 10),
+        (25_000, 25_001, 10),
+        (25_001, 60_000, 20_000),
+    ]
+    for i, (lo, hi, rg) in enumerate(cuts):
+        paths.append(tmp_path / f"part-{i}.parquet")
+        pq.write_table(t.slice(lo, hi - lo), paths[-1], row_group_size=rg, data_page_size=2048)
+    want = pq.read_table(paths)
+    before = fb.get_num_threads()
+    fb.set_num_threads(threads)
+    try:
+        for size in [1, 1000, 7000, 20_000, 50_000]:
+            scan = fb.scan(paths, batch_size=size) if size > 1 else fb.scan(paths[2], batch_size=1)
+            got = scan.collect(memory_limit="8MiB")
+            _identical(got, want if size > 1 else pq.read_table(paths[2]))
+        p = fb.scan(paths, batch_size=3000)
+        _identical(p.head(10_000).collect(memory_limit="8MiB"), want.slice(0, 10_000))
+        _identical(p.sort("row", descending=True).collect(memory_limit="8MiB"),
+                   want.sort_by([("row", "descending")]))  # fmt: skip
+    finally:
+        fb.set_num_threads(before)
+    _left_nothing(settings)
+
+
 def test_a_parquet_writer_buffer_is_held_from_the_budget(settings, tmp_path) -> None:
     """Under a limit the writer buffers at most a quarter of it before encoding, and that
     quarter is reserved while the run writes (the operators leave it room), then freed."""

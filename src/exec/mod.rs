@@ -775,6 +775,27 @@ fn read_input(
     Ok(batches)
 }
 
+/// A wave's `inputs` read together ([`Source::read_wave`]), counted in `stats`.
+fn read_wave(
+    source: &dyn Source,
+    stats: &Stats,
+    inputs: Vec<source::Input>,
+    runner: &dyn Runner,
+) -> Result<Vec<Result<Vec<RecordBatch>>>> {
+    let t = Instant::now();
+    let read: u64 = inputs.iter().filter_map(|i| source.rows_read(i)).sum();
+    let (mut inputs, mut out) = (Some(inputs), Vec::new());
+    runner.parallel(&mut || {
+        crate::cancel::point();
+        out = source.read_wave(inputs.take().unwrap_or_default());
+        Ok(())
+    })?;
+    let batches: Vec<RecordBatch> = out.iter().flatten().flatten().cloned().collect();
+    stats.record(read as usize, None, t);
+    stats.produced(&batches);
+    Ok(out)
+}
+
 /// `batches` (of the input `seq`) through the per-batch operators `stages`, in order.
 fn through(
     stages: &[Stage<Box<dyn Operator>>],
@@ -896,10 +917,17 @@ impl Chain {
         };
         let inputs: Vec<Claimed> = match self.prefetched.take() {
             Some(read) => read.into_iter().map(Claimed::Read).collect(),
-            None => claim(source.as_mut(), self.wave, &self.source_stats)?
-                .into_iter()
-                .map(Claimed::Input)
-                .collect(),
+            None => {
+                let inputs = claim(source.as_mut(), self.wave, &self.source_stats)?;
+                if source.reads_waves() {
+                    read_wave(source.as_ref(), &self.source_stats, inputs, runner)?
+                        .into_iter()
+                        .map(Claimed::Read)
+                        .collect()
+                } else {
+                    inputs.into_iter().map(Claimed::Input).collect()
+                }
+            }
         };
         if inputs.is_empty() {
             self.done = true;

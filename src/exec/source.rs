@@ -14,7 +14,8 @@ use arrow_schema::{DataType, Schema, SchemaRef};
 use parquet::arrow::ProjectionMask;
 use parquet::arrow::arrow_reader::statistics::StatisticsConverter;
 use parquet::arrow::arrow_reader::{
-    ArrowReaderMetadata, ArrowReaderOptions, ParquetRecordBatchReaderBuilder, RowSelection,
+    ArrowReaderMetadata, ArrowReaderOptions, ParquetRecordBatchReader,
+    ParquetRecordBatchReaderBuilder, RowSelection,
 };
 
 use crate::error::{Error, Result};
@@ -50,6 +51,16 @@ pub trait Source: Send + Sync {
     /// inputs of a batch each where the source can (a wave's inputs are all decoded at
     /// once, outside the reservations). The batches it yields stay the same.
     fn bound_inputs(&mut self) {}
+    /// Whether [`Source::read_wave`] reads a wave's inputs together with less work than
+    /// [`Source::read`] one by one.
+    fn reads_waves(&self) -> bool {
+        false
+    }
+    /// The batches of each of a wave's inputs, in order: the same as [`Source::read`] of
+    /// each (called on the pool, once per wave, the waves in order).
+    fn read_wave(&self, inputs: Vec<Input>) -> Vec<Result<Vec<RecordBatch>>> {
+        inputs.into_par_iter().map(|i| self.read(i)).collect()
+    }
 }
 
 /// A batch from outside must have the declared schema before any operator reads it.
@@ -440,6 +451,17 @@ pub struct Parquet {
     columns: Vec<String>,
     predicate: Option<Expr>,
     size: usize,
+    /// Per piece, once [`Source::bound_inputs`] cut the row groups without a predicate: its
+    /// first row in its row group and the row group's rows.
+    ranges: Vec<Option<(usize, usize)>>,
+    /// Row groups read in part, by (file, row group) ([`Parquet::read_wave`]).
+    open: std::sync::Mutex<std::collections::HashMap<(usize, usize), OpenRowGroup>>,
+}
+
+/// The column readers of a row group read in part, and the row they stopped at.
+struct OpenRowGroup {
+    at: usize,
+    readers: Vec<ParquetRecordBatchReader>,
 }
 
 /// What a Parquet scan will decode, from the metadata alone.
@@ -455,6 +477,149 @@ pub struct Reads {
 }
 
 impl Parquet {
+    /// A reader of root columns `cols` of row group `g` of file `fi` (only `selection`'s
+    /// rows) in batches of `size` rows: arrays sized to the batch, never one
+    /// row-group-sized array grown by doubling while it is decoded.
+    fn reader(
+        &self,
+        fi: usize,
+        g: usize,
+        cols: &[usize],
+        selection: Option<RowSelection>,
+    ) -> Result<ParquetRecordBatchReader> {
+        let (path, meta) = &self.files[fi];
+        let f = PagedFile::open(path)?;
+        let mask = ProjectionMask::roots(meta.parquet_schema(), cols.iter().copied());
+        let mut builder = ParquetRecordBatchReaderBuilder::new_with_metadata(f, meta.clone())
+            .with_row_groups(vec![g])
+            .with_batch_size(self.size.max(1))
+            .with_projection(mask);
+        if let Some(sel) = selection {
+            builder = builder.with_row_selection(sel);
+        }
+        builder.build().map_err(|e| read_error(path, e))
+    }
+
+    /// The next batch of `reader` (of file `fi`).
+    fn next_batch(
+        &self,
+        fi: usize,
+        reader: &mut ParquetRecordBatchReader,
+    ) -> Option<Result<RecordBatch>> {
+        crate::cancel::point();
+        let path = &self.files[fi].0;
+        reader
+            .next()
+            .map(|b| b.map_err(|e| Error::Value(format!("{}: {e}", path.display()))))
+    }
+
+    /// Positions in `cols` (root columns of `file_schema` in file order) of the output
+    /// columns, in `columns` order.
+    fn output_order(&self, file_schema: &Schema, cols: &[usize]) -> Vec<usize> {
+        self.columns
+            .iter()
+            .map(|c| {
+                let at = file_schema.index_of(c).expect("checked");
+                cols.iter().position(|&x| x == at).expect("decoded")
+            })
+            .collect()
+    }
+
+    /// A decoded batch (its columns in file order) as an output batch.
+    fn output(&self, batch: &RecordBatch, order: &[usize]) -> Result<RecordBatch> {
+        let b = batch.project(order)?;
+        let opts = arrow_array::RecordBatchOptions::new().with_row_count(Some(b.num_rows()));
+        Ok(RecordBatch::try_new_with_options(
+            self.schema.clone(),
+            b.columns().to_vec(),
+            &opts,
+        )?)
+    }
+
+    /// The batches of `pieces` pieces of `size` rows (the last may be shorter; one of no
+    /// rows has none) of row group `g` of file `fi` (`n` rows) from row `start`, with the
+    /// readers left there by the previous pieces when there are some.
+    fn read_run(
+        &self,
+        fi: usize,
+        g: usize,
+        start: usize,
+        n: usize,
+        pieces: usize,
+    ) -> Result<Vec<Vec<RecordBatch>>> {
+        let (path, meta) = &self.files[fi];
+        let file_schema = meta.schema().clone();
+        let mut cols: Vec<usize> = self
+            .columns
+            .iter()
+            .map(|c| file_schema.index_of(c))
+            .collect::<std::result::Result<_, _>>()?;
+        cols.sort_unstable();
+        let kept = {
+            let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
+            match open.remove(&(fi, g)) {
+                Some(o) if o.at == start => Some(o.readers),
+                _ => None,
+            }
+        };
+        let readers = match kept {
+            Some(r) => r,
+            None => {
+                let rest = RowSelection::from_consecutive_ranges(std::iter::once(start..n), n);
+                cols.iter()
+                    .map(|&c| self.reader(fi, g, &[c], Some(rest.clone())))
+                    .collect::<Result<Vec<_>>>()?
+            }
+        };
+        let decoded = readers
+            .into_par_iter()
+            .map(|mut reader| {
+                let mut batches = Vec::with_capacity(pieces);
+                for _ in 0..pieces {
+                    match self.next_batch(fi, &mut reader) {
+                        Some(b) => batches.push(b?),
+                        None => break,
+                    }
+                }
+                Ok((reader, batches))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let read_schema = Arc::new(file_schema.project(&cols)?);
+        let order = self.output_order(&file_schema, &cols);
+        let mut out = Vec::with_capacity(pieces);
+        let mut end = start;
+        for j in 0..pieces {
+            let rows = self.size.min(n.saturating_sub(start + j * self.size));
+            if rows == 0 {
+                out.push(vec![]);
+                continue;
+            }
+            if decoded
+                .iter()
+                .any(|(_, b)| b.get(j).map(RecordBatch::num_rows) != Some(rows))
+            {
+                return Err(Error::Value(format!(
+                    "{}: the columns of row group {g} have different row counts",
+                    path.display()
+                )));
+            }
+            let columns: Vec<_> = decoded
+                .iter()
+                .map(|(_, b)| b[j].column(0).clone())
+                .collect();
+            let opts = arrow_array::RecordBatchOptions::new().with_row_count(Some(rows));
+            let b = RecordBatch::try_new_with_options(read_schema.clone(), columns, &opts)?;
+            out.push(vec![self.output(&b, &order)?]);
+            end += rows;
+        }
+        if end < n {
+            let readers = decoded.into_iter().map(|(r, _)| r).collect();
+            let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
+            open.insert((fi, g), OpenRowGroup { at: end, readers });
+        }
+        Ok(out)
+    }
+
     /// The row groups and rows this scan decodes (after statistics and page-index pruning).
     pub fn reads(&self) -> Reads {
         let total = |f: &(PathBuf, ArrowReaderMetadata)| {
@@ -642,6 +807,8 @@ impl Parquet {
             columns,
             predicate,
             size,
+            ranges: Vec::new(),
+            open: Default::default(),
         })
     }
 }
@@ -715,28 +882,16 @@ impl Source for Parquet {
             idx.dedup();
             Ok(idx)
         };
-        // Decode root columns `cols` of the row group (only `selection`'s rows) in batches
-        // of `size` rows: arrays sized to the batch, never one row-group-sized array grown
-        // by doubling while it is decoded.
-        let decode_columns = |cols: &[usize],
-                              selection: Option<RowSelection>|
-         -> Result<Vec<RecordBatch>> {
-            let f = PagedFile::open(path)?;
-            let mask = ProjectionMask::roots(meta.parquet_schema(), cols.iter().copied());
-            let mut builder = ParquetRecordBatchReaderBuilder::new_with_metadata(f, meta.clone())
-                .with_row_groups(vec![g])
-                .with_batch_size(self.size.max(1))
-                .with_projection(mask);
-            if let Some(sel) = selection {
-                builder = builder.with_row_selection(sel);
-            }
-            let mut batches = Vec::new();
-            for b in builder.build().map_err(|e| read_error(path, e))? {
-                crate::cancel::point();
-                batches.push(b.map_err(|e| Error::Value(format!("{}: {e}", path.display())))?);
-            }
-            Ok(batches)
-        };
+        // Decode root columns `cols` of the row group (only `selection`'s rows).
+        let decode_columns =
+            |cols: &[usize], selection: Option<RowSelection>| -> Result<Vec<RecordBatch>> {
+                let mut reader = self.reader(fi, g, cols, selection)?;
+                let mut batches = Vec::new();
+                while let Some(b) = self.next_batch(fi, &mut reader) {
+                    batches.push(b?);
+                }
+                Ok(batches)
+            };
         // The same, each column by its own reader, in parallel (a file of one row group is
         // not one thread's work), the columns then side by side: every reader cuts the same
         // rows into the same batches.
@@ -852,27 +1007,10 @@ impl Source for Parquet {
             }
         };
         // The batch holds `cols` in file order; the output is in `columns` order.
-        let order: Vec<usize> = self
-            .columns
-            .iter()
-            .map(|c| {
-                let at = file_schema.index_of(c).expect("checked");
-                cols.iter().position(|&x| x == at).expect("decoded")
-            })
-            .collect();
+        let order = self.output_order(&file_schema, &cols);
         let mut out = Vec::new();
-        for batch in batches {
-            let b = batch.project(&order)?;
-            if b.num_rows() == 0 {
-                continue;
-            }
-            let opts = arrow_array::RecordBatchOptions::new().with_row_count(Some(b.num_rows()));
-            let b = RecordBatch::try_new_with_options(
-                self.schema.clone(),
-                b.columns().to_vec(),
-                &opts,
-            )?;
-            out.extend(split(b, self.size));
+        for batch in batches.iter().filter(|b| b.num_rows() > 0) {
+            out.extend(split(self.output(batch, &order)?, self.size));
         }
         Ok(out)
     }
@@ -886,12 +1024,14 @@ impl Source for Parquet {
             return;
         }
         let size = self.size.max(1);
-        let (mut pieces, mut pages) = (Vec::new(), Vec::new());
+        let (mut pieces, mut pages, mut ranges) = (Vec::new(), Vec::new(), Vec::new());
+        let plain = self.predicate.is_none();
         for (&(fi, g), sel) in self.pieces.iter().zip(&self.pages) {
             let n = self.files[fi].1.metadata().row_group(g).num_rows().max(0) as usize;
             if n <= size {
                 pieces.push((fi, g));
                 pages.push(sel.clone());
+                ranges.push((plain && sel.is_none()).then_some((0, n)));
                 continue;
             }
             for start in (0..n).step_by(size) {
@@ -904,10 +1044,79 @@ impl Source for Parquet {
                 if piece.row_count() > 0 {
                     pieces.push((fi, g));
                     pages.push(Some(piece));
+                    ranges.push((plain && sel.is_none()).then_some((start, n)));
                 }
             }
         }
-        (self.pieces, self.pages) = (pieces, pages);
+        (self.pieces, self.pages, self.ranges) = (pieces, pages, ranges);
+    }
+
+    fn reads_waves(&self) -> bool {
+        self.ranges.iter().any(Option::is_some)
+    }
+
+    /// The pieces of one row group that follow each other in a wave are read together: one
+    /// reader per column, from the first piece's row to the end of the row group, yields
+    /// the pieces' batches one after the other (the pieces are `size` rows from a multiple
+    /// of `size`, and so are the reader's batches), the columns decoded in parallel. The
+    /// readers are kept for the row group's next pieces (in the next wave), so a column's
+    /// dictionary page and the data page a piece ends in are decompressed and decoded once
+    /// per row group, not once per piece. Other inputs are read one by one.
+    fn read_wave(&self, inputs: Vec<Input>) -> Vec<Result<Vec<RecordBatch>>> {
+        // Runs of pieces: (file, row group, first row, row group rows, inputs' positions).
+        let mut runs: Vec<(usize, usize, usize, usize, Vec<usize>)> = Vec::new();
+        let mut alone = Vec::new();
+        for (at, input) in inputs.into_iter().enumerate() {
+            let range = match &input {
+                Input::Piece(i) => self.ranges.get(*i).copied().flatten().map(|r| (*i, r)),
+                Input::Batch(_) => None,
+            };
+            let Some((i, (start, n))) = range else {
+                alone.push((at, input));
+                continue;
+            };
+            let (fi, g) = self.pieces[i];
+            match runs.last_mut() {
+                Some(r) if (r.0, r.1) == (fi, g) && r.2 + r.4.len() * self.size == start => {
+                    r.4.push(at)
+                }
+                _ => runs.push((fi, g, start, n, vec![at])),
+            }
+        }
+        let count = runs.iter().map(|r| r.4.len()).sum::<usize>() + alone.len();
+        let mut out: Vec<Option<Result<Vec<RecordBatch>>>> = (0..count).map(|_| None).collect();
+        let read = runs
+            .par_iter()
+            .map(|r| self.read_run(r.0, r.1, r.2, r.3, r.4.len()))
+            .collect::<Vec<_>>();
+        for (r, batches) in runs.iter().zip(read) {
+            match batches {
+                Ok(batches) => {
+                    for (&at, b) in r.4.iter().zip(batches) {
+                        out[at] = Some(Ok(b));
+                    }
+                }
+                Err(e) => {
+                    // The first input carries the error; the executor stops at it.
+                    let mut e = Some(e);
+                    for &at in &r.4 {
+                        out[at] = Some(Err(e.take().unwrap_or_else(|| {
+                            Error::Value("an earlier piece of the row group failed".into())
+                        })));
+                    }
+                }
+            }
+        }
+        let alone: Vec<_> = alone
+            .into_par_iter()
+            .map(|(at, input)| (at, self.read(input)))
+            .collect();
+        for (at, r) in alone {
+            out[at] = Some(r);
+        }
+        out.into_iter()
+            .map(|r| r.unwrap_or_else(|| Err(Error::Value("an input was not read".into()))))
+            .collect()
     }
 
     fn rows_read(&self, input: &Input) -> Option<u64> {
