@@ -13,6 +13,14 @@ use rayon::prelude::*;
 use crate::cancel::{self, Abort};
 use crate::parallel::BLOCK;
 
+/// Resident set size of the process now (Linux `/proc/self/statm`; 0 elsewhere).
+pub fn resident_bytes() -> u64 {
+    std::fs::read_to_string("/proc/self/statm")
+        .ok()
+        .and_then(|s| s.split_whitespace().nth(1)?.parse::<u64>().ok())
+        .map_or(0, |pages| pages * 4096)
+}
+
 /// Unwind out of the run with [`Abort::OutOfMemory`]: `bytes` for `what` were refused.
 #[cold]
 #[inline(never)]

@@ -626,41 +626,71 @@ def test_a_parquet_writer_buffer_is_held_from_the_budget(settings, tmp_path) -> 
     _left_nothing(settings)
 
 
-def test_the_allocator_gives_freed_pages_back_while_a_budget_is_in_force(settings) -> None:
-    """Freed pages stay 10 s with ferrobatch's allocator (for speed), but only half a
-    millisecond per MiB of the tightest limit in force (10 to 200 ms) while a run has a
-    limit or the process has one: what it keeps counts against the machine."""
-    keep = 10_000
+def _resident() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def test_the_allocator_gives_freed_pages_back_past_a_cap_while_a_budget_is_in_force(
+    settings,
+) -> None:
+    """Without a budget ferrobatch's allocator keeps freed pages 10 s (for speed). While a
+    run or the process has a limit it keeps them only until the process's resident memory
+    passes what it held when the tightest limit came into force, plus that limit, plus 32
+    MiB, and then gives them all back (each call checks every 20 ms and when it ends), and
+    a limit coming into force gives back what was kept before it."""
+    slack, near = 32 << 20, 64 << 20
     gc.collect()  # runs of earlier tests left unfinished end with their readers
-    assert _core.allocator_purge_delay_ms() == keep
-    seen: list[int] = []
+    assert _core.allocator_retention_cap() is None
+    seen: list[int | None] = []
 
     def watch(b: pa.RecordBatch) -> pa.RecordBatch:
         if b.num_rows:  # (not the empty batch that finds the output schema)
-            seen.append(_core.allocator_purge_delay_ms())
+            seen.append(_core.allocator_retention_cap())
         return b
 
+    def held_at_start(cap: int | None, limit: int) -> int:
+        assert cap is not None
+        return cap - limit - slack
+
     p = fb.scan(_big(20_000), batch_size=5000).map_batches(watch).sort("k")
-    for limit, ms in (("64MiB", 32), ("4MiB", 10), ("100MiB", 50), ("8GiB", 200)):
+    for limit in (4 << 20, 64 << 20, 8 << 30):
+        before = _resident()
         p.collect(memory_limit=limit)
-        assert seen and set(seen) == {ms}, limit
-        assert _core.allocator_purge_delay_ms() == keep
+        assert seen and len(set(seen)) == 1, limit
+        assert abs(held_at_start(seen[0], limit) - before) < near, limit
+        assert _core.allocator_retention_cap() is None
         seen.clear()
     p.collect()
-    assert set(seen) == {keep}
+    assert set(seen) == {None}
     seen.clear()
     fb.set_memory_limit("1GiB")
     try:
-        assert _core.allocator_purge_delay_ms() == 200
+        process = _core.allocator_retention_cap()
+        assert abs(held_at_start(process, 1 << 30) - _resident()) < near
         p.collect(memory_limit="64MiB")  # the tighter of the two
-        assert set(seen) == {32}
-        assert _core.allocator_purge_delay_ms() == 200
+        assert abs(held_at_start(seen[0], 64 << 20) - _resident()) < near
+        assert abs(held_at_start(_core.allocator_retention_cap(), 1 << 30) - _resident()) < near
         with pytest.raises(ValueError):
             p.collect(memory_limit="-1")
-        assert _core.allocator_purge_delay_ms() == 200
+        assert _core.allocator_retention_cap() is not None
     finally:
         fb.set_memory_limit(None)
-    assert _core.allocator_purge_delay_ms() == keep
+    assert _core.allocator_retention_cap() is None
+    # Under the cap freed pages are kept (a run allocates them afresh without page faults);
+    # a tighter limit coming into force gives them back at once.
+    t = pa.table({"a": np.random.default_rng(0).integers(0, 1 << 40, 4_000_000)})
+    before = _resident()
+    fb.set_memory_limit("1GiB")
+    try:
+        for _ in range(3):
+            assert fb.sort(t, "a").num_rows == t.num_rows
+        gc.collect()
+        assert _resident() - before >= 48 << 20
+        fb.set_memory_limit("64MiB")
+        assert _resident() - before <= 24 << 20
+    finally:
+        fb.set_memory_limit(None)
     _left_nothing(settings)
 
 

@@ -1684,7 +1684,7 @@ impl Execution {
             chain,
             pending: Default::default(),
             report,
-            peak_rss: current_rss(),
+            peak_rss: crate::mem::resident_bytes(),
             failed: false,
             scope: memory_limit.map(crate::budget::Scope::new),
             output: None,
@@ -1724,7 +1724,7 @@ impl Execution {
                 self.output = None;
             }
             let wave = wave?;
-            self.peak_rss = self.peak_rss.max(current_rss());
+            self.peak_rss = self.peak_rss.max(crate::mem::resident_bytes());
             match wave {
                 None => {
                     self.output = None;
@@ -1758,14 +1758,6 @@ impl Execution {
     pub fn peak_rss(&self) -> u64 {
         self.peak_rss
     }
-}
-
-/// Resident set size of the process now (Linux `/proc/self/statm`; 0 elsewhere).
-fn current_rss() -> u64 {
-    std::fs::read_to_string("/proc/self/statm")
-        .ok()
-        .and_then(|s| s.split_whitespace().nth(1)?.parse::<u64>().ok())
-        .map_or(0, |pages| pages * 4096)
 }
 
 /// Lower `plan` into chains. `report` gets one entry per operator, output first.

@@ -65,7 +65,8 @@ const SIGNAL_POLL: std::time::Duration = std::time::Duration::from_millis(20);
 /// at the start of the first call due, not never. A `KeyboardInterrupt` (or whatever a
 /// handler raised) is kept, the kernel running is interrupted ([`crate::cancel`]), and the
 /// call returns [`Error::Interrupted`] once it has stopped — even when it finished first, so
-/// a signal cannot be lowered unseen.
+/// a signal cannot be lowered unseen. Each poll also keeps the allocator's freed pages
+/// within the budget ([`give_back_past_the_cap`]).
 struct Signals {
     polled: std::cell::Cell<std::time::Instant>,
     seen: std::cell::RefCell<Option<PyErr>>,
@@ -87,6 +88,7 @@ impl Signals {
             return SIGNAL_POLL - since;
         }
         self.polled.set(std::time::Instant::now());
+        give_back_past_the_cap();
         if self.seen.borrow().is_none()
             && let Err(e) = Python::attach(|py| py.check_signals())
         {
@@ -105,6 +107,7 @@ impl Signals {
             return Err(Error::Interrupted);
         }
         let out = pool::install_watched(f, || self.tick(true));
+        give_back_past_the_cap();
         match self.seen.borrow().is_some() {
             true => Err(Error::Interrupted),
             false => out,
@@ -897,59 +900,74 @@ fn get_num_threads() -> usize {
 const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
 const MI_OPTION_ALLOW_THP: libmimalloc_sys::mi_option_t = 43;
 
-/// How long freed pages stay with ferrobatch's allocator before going back to the OS.
-///
-/// Without a budget, 10 s (mimalloc's default is 10 ms; jemalloc's dirty-page decay, which
-/// Polars and pyarrow use, is also 10 s): every kernel call allocates its output afresh, and
-/// pages handed back are zeroed by the OS again on the next call, which costs as much as the
-/// gathers themselves (measured: 18 % of a left join at 1 s, none at 10 s).
-///
-/// While a budget is in force, [`bounded_purge_ms`] of the tightest limit: the pages kept
-/// are memory no reservation counts, and a spilling run frees and allocates its batches
-/// many times over, so at 10 s they piled up to as much again as the budget (10^7 rows
-/// under 100 MiB, peak RSS above baseline: j5 257 -> 124 MiB, s1 205 -> 116, q10 273 ->
-/// 190). This affects only ferrobatch's own allocator.
+/// How long freed pages stay with ferrobatch's allocator before going back to the OS: 10 s
+/// (mimalloc's default is 10 ms; jemalloc's dirty-page decay, which Polars and pyarrow use,
+/// is also 10 s). Every kernel call allocates its output afresh, and pages handed back are
+/// zeroed by the OS again on the next call, which costs as much as the gathers themselves
+/// (measured: 18 % of a left join at 1 s, none at 10 s).
+const PURGE_DELAY_MS: std::ffi::c_long = 10_000;
+
+/// While a budget is in force, the freed pages the allocator keeps are memory no reservation
+/// counts, and a spilling run frees and allocates its batches many times over: kept 10 s,
+/// they piled up to as much again as the budget (10^7 rows under 100 MiB, peak RSS above
+/// baseline: j5 257, s1 205, q10 273 MiB). Given back after a delay instead (10 to 200 ms,
+/// scaled to the limit), they were faulted in and zeroed again wave after wave: q5 under
+/// 100 MiB made 121k page faults against 77k, its system time a third of its user time.
+/// So the pages are kept as without a budget until the process's resident memory passes
+/// [`RETAIN_CAP`] — what it held when the tightest limit came into force, plus that limit,
+/// plus [`RETAIN_SLACK`] — and then all given back at once: every watched call checks every
+/// [`SIGNAL_POLL`] ([`Signals::tick`]). 0: no budget.
+static RETAIN_CAP: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// What the allocator may keep beyond the limit: with the allocations of one check period
+/// (about 15 MiB at 20 ms) it stays within the 1.25 x limit + 64 MiB the budget promises.
+const RETAIN_SLACK: u64 = 32 << 20;
+
+/// The budget's callback: `limit`, the tightest limit in force (`None`: none).
 fn keep_freed_pages(limit: Option<u64>) {
-    let ms = limit.map_or(10_000, bounded_purge_ms);
-    // SAFETY: sets a process-local option of the mimalloc instance linked into this module.
-    unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, ms) };
-    if limit.is_some() {
-        // Purges already scheduled keep their deadline (later frees only extend it): carry
-        // them out now, so that the shorter delay holds from here on.
-        // SAFETY: as above; a forced collection is safe from any thread.
+    let cap = limit.map_or(0, |l| {
+        // What was kept before the limit came into force goes back now, so the cap counts
+        // from what the process itself holds.
+        // SAFETY: a forced collection of the mimalloc instance linked into this module is
+        // safe from any thread.
+        unsafe { libmimalloc_sys::mi_collect(true) };
+        crate::mem::resident_bytes()
+            .saturating_add(l)
+            .saturating_add(RETAIN_SLACK)
+    });
+    RETAIN_CAP.store(cap, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// Give every freed page back to the OS when the process holds more than [`RETAIN_CAP`].
+fn give_back_past_the_cap() {
+    let cap = RETAIN_CAP.load(std::sync::atomic::Ordering::Relaxed);
+    if cap > 0 && crate::mem::resident_bytes() > cap {
+        // SAFETY: as in [`keep_freed_pages`].
         unsafe { libmimalloc_sys::mi_collect(true) };
     }
 }
 
-/// The purge delay under a limit of `limit` bytes: half a millisecond per MiB, between 10
-/// and 200 ms. What the allocator keeps grows with the delay at the rate a run frees
-/// memory, about 0.7 MiB per ms on G1 / J1 at 10^7 rows (2 threads), so a tighter budget
-/// gets a shorter delay; pages given back too early are faulted in, zeroed, again. Under
-/// 100 MiB (50 ms against 10): q5 0.56 -> 0.49 s, q3 0.74 -> 0.66, q10 11.4 -> 10.4, s1
-/// 6.75 -> 6.3, j5 13.6 -> 12.5; peak RSS above baseline 104-136 -> 122-164 MiB, within
-/// 1.25 x the budget + 64 MiB. At 200 ms q10 reached 184 MiB of that 189.
-fn bounded_purge_ms(limit: u64) -> std::ffi::c_long {
-    ((limit >> 20) / 2).clamp(10, 200) as std::ffi::c_long
-}
-
-/// ferrobatch's allocator's purge delay now, in milliseconds (for the tests).
+/// The resident memory past which ferrobatch's allocator gives its freed pages back, in
+/// bytes; `None` without a budget (for the tests).
 #[pyfunction]
-fn allocator_purge_delay_ms() -> std::ffi::c_long {
-    // SAFETY: reads a process-local option of the mimalloc instance linked into this module.
-    unsafe { libmimalloc_sys::mi_option_get(MI_OPTION_PURGE_DELAY) }
+fn allocator_retention_cap() -> Option<u64> {
+    Some(RETAIN_CAP.load(std::sync::atomic::Ordering::Relaxed)).filter(|&c| c > 0)
 }
 
 #[pymodule]
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
-    budget::on_bounded(keep_freed_pages);
     // No transparent huge pages: mimalloc madvises its arenas for them, and where the kernel
     // defragments on madvise (the common `defrag=madvise` setting) the first large run
     // stalls in page compaction — a full lineitem scan took 2.7 s the first time and 0.4 s
     // after; 0.6 s the first time without. Steady-state speed is the same either way.
-    // SAFETY: as above.
-    unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_ALLOW_THP, 0) };
+    // SAFETY: sets process-local options of the mimalloc instance linked into this module.
+    unsafe {
+        libmimalloc_sys::mi_option_set(MI_OPTION_ALLOW_THP, 0);
+        libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, PURGE_DELAY_MS);
+    }
+    budget::on_bounded(keep_freed_pages);
     m.add_function(wrap_pyfunction!(sort, m)?)?;
-    m.add_function(wrap_pyfunction!(allocator_purge_delay_ms, m)?)?;
+    m.add_function(wrap_pyfunction!(allocator_retention_cap, m)?)?;
     m.add_function(wrap_pyfunction!(sort_indices, m)?)?;
     m.add_function(wrap_pyfunction!(dedup, m)?)?;
     m.add_function(wrap_pyfunction!(dedup_indices, m)?)?;
