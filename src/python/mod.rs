@@ -923,19 +923,28 @@ static RETAIN_CAP: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::
 /// (about 15 MiB at 20 ms) it stays within the 1.25 x limit + 64 MiB the budget promises.
 const RETAIN_SLACK: u64 = 32 << 20;
 
-/// The budget's callback: `limit`, the tightest limit in force (`None`: none).
+/// The budget's callback: `limit`, the tightest limit in force (`None`: none). Where the
+/// resident memory cannot be read (not Linux), freed pages go back after mimalloc's own
+/// 10 ms while a limit is in force instead.
 fn keep_freed_pages(limit: Option<u64>) {
+    let mut delay = PURGE_DELAY_MS;
     let cap = limit.map_or(0, |l| {
         // What was kept before the limit came into force goes back now, so the cap counts
         // from what the process itself holds.
         // SAFETY: a forced collection of the mimalloc instance linked into this module is
         // safe from any thread.
         unsafe { libmimalloc_sys::mi_collect(true) };
-        crate::mem::resident_bytes()
-            .saturating_add(l)
-            .saturating_add(RETAIN_SLACK)
+        match crate::mem::resident_bytes() {
+            0 => {
+                delay = 10;
+                0
+            }
+            held => held.saturating_add(l).saturating_add(RETAIN_SLACK),
+        }
     });
     RETAIN_CAP.store(cap, std::sync::atomic::Ordering::Relaxed);
+    // SAFETY: sets a process-local option of the mimalloc instance linked into this module.
+    unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, delay) };
 }
 
 /// Give every freed page back to the OS when the process holds more than [`RETAIN_CAP`].
@@ -960,11 +969,9 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     // defragments on madvise (the common `defrag=madvise` setting) the first large run
     // stalls in page compaction — a full lineitem scan took 2.7 s the first time and 0.4 s
     // after; 0.6 s the first time without. Steady-state speed is the same either way.
-    // SAFETY: sets process-local options of the mimalloc instance linked into this module.
-    unsafe {
-        libmimalloc_sys::mi_option_set(MI_OPTION_ALLOW_THP, 0);
-        libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, PURGE_DELAY_MS);
-    }
+    // SAFETY: sets a process-local option of the mimalloc instance linked into this module.
+    unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_ALLOW_THP, 0) };
+    // Sets the purge delay now, and again whenever the limits change.
     budget::on_bounded(keep_freed_pages);
     m.add_function(wrap_pyfunction!(sort, m)?)?;
     m.add_function(wrap_pyfunction!(allocator_retention_cap, m)?)?;
