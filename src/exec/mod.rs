@@ -790,9 +790,8 @@ fn read_wave(
         out = source.read_wave(inputs.take().unwrap_or_default());
         Ok(())
     })?;
-    let batches: Vec<RecordBatch> = out.iter().flatten().flatten().cloned().collect();
     stats.record(read as usize, None, t);
-    stats.produced(&batches);
+    out.iter().flatten().for_each(|b| stats.produced(b));
     Ok(out)
 }
 

@@ -451,9 +451,9 @@ pub struct Parquet {
     columns: Vec<String>,
     predicate: Option<Expr>,
     size: usize,
-    /// Per piece, once [`Source::bound_inputs`] cut the row groups without a predicate: its
-    /// first row in its row group and the row group's rows.
-    ranges: Vec<Option<(usize, usize)>>,
+    /// Per piece, once [`Source::bound_inputs`] cut the row groups: its first row in its
+    /// row group.
+    starts: Vec<usize>,
     /// Row groups read in part, by (file, row group) ([`Parquet::read_wave`]).
     open: std::sync::Mutex<std::collections::HashMap<(usize, usize), OpenRowGroup>>,
 }
@@ -536,25 +536,25 @@ impl Parquet {
         )?)
     }
 
+    /// Rows of row group `g` of file `fi`.
+    fn group_rows(&self, fi: usize, g: usize) -> usize {
+        self.files[fi].1.metadata().row_group(g).num_rows().max(0) as usize
+    }
+
     /// The batches of `pieces` pieces of `size` rows (the last may be shorter; one of no
-    /// rows has none) of row group `g` of file `fi` (`n` rows) from row `start`, with the
-    /// readers left there by the previous pieces when there are some.
+    /// rows has none) of row group `g` of file `fi` from row `start`, with the readers left
+    /// there by the previous pieces when there are some.
     fn read_run(
         &self,
         fi: usize,
         g: usize,
         start: usize,
-        n: usize,
         pieces: usize,
     ) -> Result<Vec<Vec<RecordBatch>>> {
         let (path, meta) = &self.files[fi];
         let file_schema = meta.schema().clone();
-        let mut cols: Vec<usize> = self
-            .columns
-            .iter()
-            .map(|c| file_schema.index_of(c))
-            .collect::<std::result::Result<_, _>>()?;
-        cols.sort_unstable();
+        let n = self.group_rows(fi, g);
+        let cols = root_columns(&file_schema, &self.columns)?;
         let kept = {
             let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
             match open.remove(&(fi, g)) {
@@ -807,7 +807,7 @@ impl Parquet {
             columns,
             predicate,
             size,
-            ranges: Vec::new(),
+            starts: Vec::new(),
             open: Default::default(),
         })
     }
@@ -873,15 +873,7 @@ impl Source for Parquet {
         let pages = &self.pages[i];
         let (path, meta) = &self.files[fi];
         let file_schema = meta.schema().clone();
-        let index = |names: &[String]| -> Result<Vec<usize>> {
-            let mut idx: Vec<usize> = names
-                .iter()
-                .map(|c| file_schema.index_of(c))
-                .collect::<std::result::Result<_, _>>()?;
-            idx.sort_unstable();
-            idx.dedup();
-            Ok(idx)
-        };
+        let index = |names: &[String]| root_columns(&file_schema, names);
         // Decode root columns `cols` of the row group (only `selection`'s rows).
         let decode_columns =
             |cols: &[usize], selection: Option<RowSelection>| -> Result<Vec<RecordBatch>> {
@@ -1024,14 +1016,13 @@ impl Source for Parquet {
             return;
         }
         let size = self.size.max(1);
-        let (mut pieces, mut pages, mut ranges) = (Vec::new(), Vec::new(), Vec::new());
-        let plain = self.predicate.is_none();
+        let (mut pieces, mut pages, mut starts) = (Vec::new(), Vec::new(), Vec::new());
         for (&(fi, g), sel) in self.pieces.iter().zip(&self.pages) {
-            let n = self.files[fi].1.metadata().row_group(g).num_rows().max(0) as usize;
+            let n = self.group_rows(fi, g);
             if n <= size {
                 pieces.push((fi, g));
                 pages.push(sel.clone());
-                ranges.push((plain && sel.is_none()).then_some((0, n)));
+                starts.push(0);
                 continue;
             }
             for start in (0..n).step_by(size) {
@@ -1044,15 +1035,16 @@ impl Source for Parquet {
                 if piece.row_count() > 0 {
                     pieces.push((fi, g));
                     pages.push(Some(piece));
-                    ranges.push((plain && sel.is_none()).then_some((start, n)));
+                    starts.push(start);
                 }
             }
         }
-        (self.pieces, self.pages, self.ranges) = (pieces, pages, ranges);
+        (self.pieces, self.pages, self.starts) = (pieces, pages, starts);
     }
 
+    /// Pieces of row groups without a predicate (none prunes pages): plain row ranges.
     fn reads_waves(&self) -> bool {
-        self.ranges.iter().any(Option::is_some)
+        self.predicate.is_none() && !self.starts.is_empty()
     }
 
     /// The pieces of one row group that follow each other in a wave are read together: one
@@ -1063,43 +1055,39 @@ impl Source for Parquet {
     /// dictionary page and the data page a piece ends in are decompressed and decoded once
     /// per row group, not once per piece. Other inputs are read one by one.
     fn read_wave(&self, inputs: Vec<Input>) -> Vec<Result<Vec<RecordBatch>>> {
-        // Runs of pieces: (file, row group, first row, row group rows, inputs' positions).
-        let mut runs: Vec<(usize, usize, usize, usize, Vec<usize>)> = Vec::new();
+        // Runs of pieces: (file, row group, first row, inputs' positions).
+        let mut runs: Vec<(usize, usize, usize, Vec<usize>)> = Vec::new();
         let mut alone = Vec::new();
         for (at, input) in inputs.into_iter().enumerate() {
-            let range = match &input {
-                Input::Piece(i) => self.ranges.get(*i).copied().flatten().map(|r| (*i, r)),
-                Input::Batch(_) => None,
-            };
-            let Some((i, (start, n))) = range else {
+            let Input::Piece(i) = input else {
                 alone.push((at, input));
                 continue;
             };
-            let (fi, g) = self.pieces[i];
+            let ((fi, g), start) = (self.pieces[i], self.starts[i]);
             match runs.last_mut() {
-                Some(r) if (r.0, r.1) == (fi, g) && r.2 + r.4.len() * self.size == start => {
-                    r.4.push(at)
+                Some(r) if (r.0, r.1) == (fi, g) && r.2 + r.3.len() * self.size == start => {
+                    r.3.push(at)
                 }
-                _ => runs.push((fi, g, start, n, vec![at])),
+                _ => runs.push((fi, g, start, vec![at])),
             }
         }
-        let count = runs.iter().map(|r| r.4.len()).sum::<usize>() + alone.len();
+        let count = runs.iter().map(|r| r.3.len()).sum::<usize>() + alone.len();
         let mut out: Vec<Option<Result<Vec<RecordBatch>>>> = (0..count).map(|_| None).collect();
         let read = runs
             .par_iter()
-            .map(|r| self.read_run(r.0, r.1, r.2, r.3, r.4.len()))
+            .map(|r| self.read_run(r.0, r.1, r.2, r.3.len()))
             .collect::<Vec<_>>();
         for (r, batches) in runs.iter().zip(read) {
             match batches {
                 Ok(batches) => {
-                    for (&at, b) in r.4.iter().zip(batches) {
+                    for (&at, b) in r.3.iter().zip(batches) {
                         out[at] = Some(Ok(b));
                     }
                 }
                 Err(e) => {
                     // The first input carries the error; the executor stops at it.
                     let mut e = Some(e);
-                    for &at in &r.4 {
+                    for &at in &r.3 {
                         out[at] = Some(Err(e.take().unwrap_or_else(|| {
                             Error::Value("an earlier piece of the row group failed".into())
                         })));
@@ -1125,7 +1113,7 @@ impl Source for Parquet {
                 Some(sel) => sel.row_count() as u64,
                 None => {
                     let (fi, g) = self.pieces[*i];
-                    self.files[fi].1.metadata().row_group(g).num_rows() as u64
+                    self.group_rows(fi, g) as u64
                 }
             }),
             Input::Batch(_) => None,
@@ -1198,6 +1186,17 @@ impl parquet::file::reader::ChunkReader for PagedFile {
         }
         Ok(bytes::Bytes::from(buf))
     }
+}
+
+/// Indices of the root columns `names` of `schema`, in file order, each once.
+fn root_columns(schema: &Schema, names: &[String]) -> Result<Vec<usize>> {
+    let mut idx: Vec<usize> = names
+        .iter()
+        .map(|c| schema.index_of(c))
+        .collect::<std::result::Result<_, _>>()?;
+    idx.sort_unstable();
+    idx.dedup();
+    Ok(idx)
 }
 
 fn read_error(path: &std::path::Path, e: parquet::errors::ParquetError) -> Error {
