@@ -16,10 +16,11 @@
 //! runs are merged ([`crate::sort::external::Merger`]) into the in-memory output's order,
 //! the ordinal column dropped.
 //!
-//! A partition whose groups do not fit the budget when it is merged is split again into
-//! [`PARTITIONS`] files by further bits of the key hash, each merged the same way (its runs
-//! join the others in the final merge), down to [`MAX_LEVELS`] levels; only one group
-//! too large alone (a median's values) is then a [`crate::Error::MemoryLimit`].
+//! A partition whose groups do not fit the budget when it is merged is split again by
+//! further bits of the key hash, into as many files as its size needs ([`sub_partitions`]),
+//! each merged the same way (its runs join the others in the final merge), down to
+//! [`MAX_LEVELS`] levels; only one group too large alone (a median's values) is then a
+//! [`crate::Error::MemoryLimit`].
 
 use std::sync::Arc;
 
@@ -200,41 +201,50 @@ impl ExternalGroupBy {
         let mut runs: Vec<Spilled> = Vec::with_capacity(PARTITIONS as usize);
         let mut out_schema = None;
         let (mut piece_bytes, mut row_bytes_max) = (0u64, 0u64);
-        // (file, its split level, its first-level partition), last first.
-        let mut todo: Vec<(Spilled, u32, usize)> = Vec::with_capacity(PARTITIONS as usize);
+        // (file, its split level, its first-level partition, the runs its first-level
+        // partition makes if every file on its path splits alike), last first.
+        let mut todo: Vec<(Spilled, u32, usize, u64)> = Vec::with_capacity(PARTITIONS as usize);
         for (p, file) in parts.files.into_iter().enumerate().rev() {
-            todo.push((file.finish()?, 0, p));
+            todo.push((file.finish()?, 0, p, 1));
         }
-        while let Some((file, level, p)) = todo.pop() {
+        while let Some((file, level, p, fan)) = todo.pop() {
             let Some(groups) = self.merge_partition(&file)? else {
                 // Too many groups for the budget: split by further hash bits (one group
                 // too large alone stays too large, down to the last level).
                 if level + 1 >= MAX_LEVELS {
                     return Err(partition_too_large(&self.mem, p, level));
                 }
-                let mut subs = (0..PARTITIONS)
+                let may_hold = self.mem.size().saturating_add(self.mem.headroom());
+                let k = sub_partitions(file.bytes(), may_hold, level + 1);
+                let mut subs = (0..k)
                     .map(|_| SpillWriter::new(&self.piece_schema, self.stats.clone()))
                     .collect::<Result<Vec<_>>>()?;
                 for b in file.batches()? {
-                    for piece in hash_split(&b?, &self.opts.keys, PARTITIONS, level + 1)? {
+                    for piece in hash_split(&b?, &self.opts.keys, k, level + 1)? {
                         let (q, piece) = piece?;
                         subs[q].write(&piece)?;
                     }
                 }
                 drop(file);
                 for sub in subs.into_iter().rev() {
-                    todo.push((sub.finish()?, level + 1, p));
+                    todo.push((
+                        sub.finish()?,
+                        level + 1,
+                        p,
+                        fan.saturating_mul(u64::from(k)),
+                    ));
                 }
                 continue;
             };
             drop(file);
             let schema = groups.schema.clone();
-            // Batches small enough for the merge to hold one of every run's (a partition
-            // split again makes `PARTITIONS` runs of its own).
+            // Batches small enough for the merge to hold one of every run's: the hash
+            // spreads the groups evenly, so every first-level partition is taken to make as
+            // many runs as this one's path does.
             let row_bytes = crate::budget::table_bytes(&groups) / groups.num_rows().max(1) as u64;
             row_bytes_max = row_bytes_max.max(row_bytes);
             let may_hold = self.mem.size().saturating_add(self.mem.headroom());
-            let runs_at = (u64::from(PARTITIONS) + 1).saturating_pow(level + 1);
+            let runs_at = u64::from(PARTITIONS).saturating_mul(fan).saturating_add(1);
             let rows = may_hold / 4 / runs_at / (2 * row_bytes.max(1));
             let size = (rows as usize).clamp(8, 16 << 10);
             let mut w = SpillWriter::new(&schema, self.stats.clone())?;
@@ -327,6 +337,25 @@ fn fit(mem: &mut Reservation, state: &mut GroupByState) -> Result<bool> {
 
 /// Split levels of a partition before its groups are declared too large.
 const MAX_LEVELS: u32 = 3;
+
+/// Files to split a partition of `bytes` spilled bytes into, at `level`, when its groups did
+/// not fit the `may_hold` bytes the merge may reserve: a merge reserves twice its state,
+/// and a state is at most its partial rows, so each file is to hold at most a quarter of
+/// `may_hold` (twice the need, for uneven hashing); a power of two from 2 to
+/// [`PARTITIONS`]. The last level splits [`PARTITIONS`] ways whatever the size: it is the
+/// last chance before the groups are declared too large.
+///
+/// Cutting a partition only slightly larger than the budget into [`PARTITIONS`] files
+/// made as many runs of a few rows each, and the final merge went through them in passes
+/// of 8-row batches: G1's q10 (10^7 groups) under 16 MiB spilled 7.3 GB into 32 910 files
+/// in 115 s, against 1.8 GB and 11 s under 32 MiB, where nothing was split again.
+fn sub_partitions(bytes: u64, may_hold: u64, level: u32) -> u32 {
+    if level + 1 >= MAX_LEVELS {
+        return PARTITIONS;
+    }
+    let need = bytes.saturating_mul(4).div_ceil(may_hold.max(1));
+    need.clamp(2, u64::from(PARTITIONS)).next_power_of_two() as u32
+}
 
 fn partition_too_large(mem: &Reservation, p: usize, level: u32) -> Error {
     Error::MemoryLimit(format!(
