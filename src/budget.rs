@@ -125,13 +125,29 @@ fn add_within(counter: &AtomicU64, bytes: u64, limit: u64) -> std::result::Resul
     })
 }
 
+/// What the reservations of one operator hold together — its own and their siblings, such
+/// as a merge's buffers after the operator's state — now and at most at once: an operator's
+/// peak in the run report, the finishing phases included.
+#[derive(Debug, Default)]
+pub struct Usage {
+    held: AtomicU64,
+    peak: AtomicU64,
+}
+
+impl Usage {
+    /// The most bytes held at once.
+    pub fn peak(&self) -> u64 {
+        self.peak.load(Ordering::Relaxed)
+    }
+}
+
 /// A named claim on the pool (and on its run's [`Scope`], if any), released when dropped.
 pub struct Reservation {
     id: u64,
     name: String,
     bytes: u64,
-    peak: u64,
     scope: Option<Arc<Scope>>,
+    usage: Arc<Usage>,
 }
 
 impl Reservation {
@@ -142,29 +158,29 @@ impl Reservation {
 
     /// An empty reservation for the operator `name` of a run limited by `scope`.
     pub fn in_scope(name: &str, scope: Option<Arc<Scope>>) -> Self {
+        Reservation::counted(name, scope, Arc::default())
+    }
+
+    /// [`Reservation::in_scope`], its bytes counted in `usage` (the operator's).
+    pub fn counted(name: &str, scope: Option<Arc<Scope>>, usage: Arc<Usage>) -> Self {
         let id = POOL.next_id.fetch_add(1, Ordering::Relaxed);
         Reservation {
             id,
             name: name.to_owned(),
             bytes: 0,
-            peak: 0,
             scope,
+            usage,
         }
     }
 
-    /// An empty reservation for `name` in the same run (scope) as this one.
+    /// An empty reservation for `name` in the same run (scope) and operator as this one.
     pub fn sibling(&self, name: &str) -> Reservation {
-        Reservation::in_scope(name, self.scope.clone())
+        Reservation::counted(name, self.scope.clone(), self.usage.clone())
     }
 
     /// Bytes held.
     pub fn size(&self) -> u64 {
         self.bytes
-    }
-
-    /// The most bytes held at once.
-    pub fn peak(&self) -> u64 {
-        self.peak
     }
 
     /// Whether `bytes` more could be held now (nothing is reserved).
@@ -198,7 +214,8 @@ impl Reservation {
         match add_within(&POOL.reserved, bytes, limit) {
             Ok(_) => {
                 self.bytes += bytes;
-                self.peak = self.peak.max(self.bytes);
+                let held = self.usage.held.fetch_add(bytes, Ordering::Relaxed) + bytes;
+                self.usage.peak.fetch_max(held, Ordering::Relaxed);
                 self.register();
                 Ok(())
             }
@@ -218,6 +235,7 @@ impl Reservation {
         if let Some(s) = &self.scope {
             s.reserved.fetch_sub(bytes, Ordering::SeqCst);
         }
+        self.usage.held.fetch_sub(bytes, Ordering::Relaxed);
         self.bytes -= bytes;
         self.register();
     }

@@ -190,8 +190,9 @@ def test_group_by_spills_below_the_budget_and_not_above(settings, sort) -> None:
     _identical(p.collect(memory_limit="16MiB"), want)
     stage = p.last_report.stages[0]
     # The whole input is one run of the partial step, whose groups alone exceed 16 MiB:
-    # the state spills at its first merge, before it reserves anything.
-    assert stage.spill_files > 1 and stage.peak_reserved_bytes <= 16 << 20
+    # the state spills at its first merge, before it reserves anything; what the report
+    # shows is reserved when the partitions are merged (it showed 0).
+    assert stage.spill_files > 1 and 0 < stage.peak_reserved_bytes <= 16 << 20
     assert "(may spill)" in p.explain()
     _left_nothing(settings)
 

@@ -86,10 +86,6 @@ impl ExternalDedup {
         }
     }
 
-    pub fn peak_reserved(&self) -> u64 {
-        self.mem.peak()
-    }
-
     /// Take `batch`: held while it fits (with the kernel's working memory), else spilled.
     pub fn push(&mut self, batch: RecordBatch) -> Result<()> {
         if batch.num_rows() == 0 {

@@ -433,8 +433,8 @@ pub struct Stats {
     pub nanos: AtomicU64,
     /// What the operator spilled.
     pub spill: Arc<crate::spill::SpillStats>,
-    /// The most bytes the operator held reserved at once.
-    pub peak_reserved: AtomicU64,
+    /// What the operator's reservations hold ([`reservation`]).
+    pub reserved: Arc<crate::budget::Usage>,
 }
 
 impl Stats {
@@ -500,9 +500,10 @@ impl Runner for Scoped<'_> {
     }
 }
 
-/// A reservation for the operator `name` of the run `runner` runs.
-fn reservation(name: &str, runner: &dyn Runner) -> crate::budget::Reservation {
-    crate::budget::Reservation::in_scope(name, runner.scope())
+/// A reservation for the operator `name` of the run `runner` runs, counted in its `stats`
+/// (with every sibling reservation made from it).
+fn reservation(name: &str, runner: &dyn Runner, stats: &Stats) -> crate::budget::Reservation {
+    crate::budget::Reservation::counted(name, runner.scope(), stats.reserved.clone())
 }
 
 /// The plain runner: the pool, nobody watching.
@@ -666,7 +667,7 @@ impl Pending {
             Arc::new(self.chain.schema().project(cols)?),
             self.probe_schema.clone(),
             self.opts.clone(),
-            reservation("join build", runner),
+            reservation("join build", runner, &self.stats),
             self.stats.spill.clone(),
             crate::spill::force(),
             self.spillable,
@@ -686,9 +687,6 @@ impl Pending {
             self.stats.record(0, None, t);
         }
         let t = Instant::now();
-        self.stats
-            .peak_reserved
-            .fetch_max(side.peak_reserved(), Ordering::Relaxed);
         let (mut side, mut built) = (Some(side), None);
         runner.parallel(&mut || {
             built = Some(side.take().expect("built once").finish()?);
@@ -1260,7 +1258,7 @@ fn run_sort(
         stats.record(rows, None, t);
         Ok(out)
     };
-    let mut mem = reservation("sort (top-k)", runner);
+    let mut mem = reservation("sort (top-k)", runner, stats);
     while let Some(parts) = input.wave(&top, runner)? {
         kept.extend(parts.into_iter().flatten());
         let t = Instant::now();
@@ -1274,7 +1272,6 @@ fn run_sort(
         mem.resize(held)?;
         stats.record(0, None, t);
     }
-    stats.peak_reserved.fetch_max(mem.peak(), Ordering::Relaxed);
     stats.produced(&kept);
     Ok(Box::new(Batches::new(schema, kept, size)))
 }
@@ -1291,7 +1288,7 @@ fn external_sort(
     let mut sort = ExternalSort::new(
         schema.clone(),
         keys.to_vec(),
-        reservation("sort", runner),
+        reservation("sort", runner, stats),
         stats.spill.clone(),
         crate::spill::force(),
     )?;
@@ -1307,9 +1304,6 @@ fn external_sort(
         stats.record(0, None, t);
     }
     let t = Instant::now();
-    stats
-        .peak_reserved
-        .fetch_max(sort.peak_reserved(), Ordering::Relaxed);
     let mut sort = Some(sort);
     let mut sorted = None;
     runner.parallel(&mut || {
@@ -1358,7 +1352,7 @@ fn run_dedup(
         schema.clone(),
         subset.to_vec(),
         keep,
-        reservation("dedup", runner),
+        reservation("dedup", runner, stats),
         stats.spill.clone(),
         crate::spill::force(),
     );
@@ -1375,9 +1369,6 @@ fn run_dedup(
         stats.record(rows, None, t);
     }
     let t = Instant::now();
-    stats
-        .peak_reserved
-        .fetch_max(dedup.peak_reserved(), Ordering::Relaxed);
     let mut out = None;
     let mut dedup = Some(dedup);
     runner.parallel(&mut || {
@@ -1530,7 +1521,7 @@ fn run_group_by(
     let mut state = ExternalGroupBy::new(
         in_schema.clone(),
         options.clone(),
-        reservation("group_by", runner),
+        reservation("group_by", runner, stats),
         stats.spill.clone(),
         crate::spill::force() && regroup.is_none(),
     )?;
@@ -1601,11 +1592,8 @@ fn run_group_by(
         stats.record(0, None, t);
     }
     let t = Instant::now();
-    stats
-        .peak_reserved
-        .fetch_max(state.peak_reserved(), Ordering::Relaxed);
     let (mut state, mut out) = (Some(state), None);
-    let held = reservation("group_by", runner);
+    let held = reservation("group_by", runner, stats);
     let mut held = Some(held);
     runner.parallel(&mut || {
         out = Some(match (regroup, plain.take()) {
@@ -1748,7 +1736,7 @@ impl Execution {
                 spilled_bytes: s.spill.bytes.load(Ordering::Relaxed),
                 spill_files: s.spill.files.load(Ordering::Relaxed),
                 spill_seconds: s.spill.nanos.load(Ordering::Relaxed) as f64 * 1e-9,
-                peak_reserved: s.peak_reserved.load(Ordering::Relaxed),
+                peak_reserved: s.reserved.peak(),
             })
             .collect()
     }

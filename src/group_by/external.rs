@@ -120,11 +120,6 @@ impl ExternalGroupBy {
         })
     }
 
-    /// The most bytes reserved at once.
-    pub fn peak_reserved(&self) -> u64 {
-        self.mem.peak()
-    }
-
     /// The in-memory state's known key values (none once spilled), for the partial steps
     /// of the next rows ([`GroupByState::absorb_table_known`]).
     pub fn known(&self) -> KnownKeys {

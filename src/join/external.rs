@@ -127,10 +127,6 @@ impl BuildSide {
         }
     }
 
-    pub fn peak_reserved(&self) -> u64 {
-        self.mem.peak()
-    }
-
     pub fn push(&mut self, batch: RecordBatch) -> Result<()> {
         if batch.num_rows() == 0 {
             return Ok(());

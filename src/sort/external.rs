@@ -98,11 +98,6 @@ impl ExternalSort {
         !self.runs.is_empty()
     }
 
-    /// The most bytes reserved at once.
-    pub fn peak_reserved(&self) -> u64 {
-        self.mem.peak()
-    }
-
     /// Hold `batch`, spilling the held rows first when it does not fit beside them.
     pub fn push(&mut self, batch: RecordBatch) -> Result<()> {
         if batch.num_rows() == 0 {
