@@ -255,7 +255,9 @@ def _evaluate(batch: pa.RecordBatch, exprs: dict[str, pc.Expression]) -> dict[st
 
 @dataclass
 class StageStats:
-    """Rows and time of one plan stage in a run."""
+    """Rows and time of one plan stage in a run. `seconds`: its work on each batch summed
+    over threads, plus the wall time of its phases that run on every thread at once (a wave
+    read together, merges, a finish), counted once."""
 
     stage: str
     rows_in: int = 0

@@ -429,7 +429,10 @@ pub struct Stats {
     pub rows_in: AtomicU64,
     pub rows_out: AtomicU64,
     pub batches: AtomicU64,
-    /// Summed busy time over all threads.
+    /// Busy time: each batch's work summed over the threads that did it, and the wall time
+    /// of each phase that runs on every thread at once (a wave read together, a merge, a
+    /// finish), counted once — not CPU time, which a phase's wall time undercounts by up to
+    /// the thread count.
     pub nanos: AtomicU64,
     /// What the operator spilled.
     pub spill: Arc<crate::spill::SpillStats>,
