@@ -467,6 +467,34 @@ def test_sort_spills_below_the_budget_and_not_above(settings) -> None:
     _left_nothing(settings)
 
 
+def test_parquet_batches_shrink_to_a_small_budget(settings, tmp_path) -> None:
+    """Wide rows in default-sized batches (131 072 rows, about 16 MiB) under a 6 MiB limit:
+    the scan cuts its row groups into batches of an eighth of the limit, so the sort takes
+    them and spills instead of refusing the first batch (MemoryLimitError before); the rows
+    and their order are the in-memory run's, and a generous limit keeps the file's batches."""
+    import pyarrow.parquet as pq
+
+    rng = np.random.default_rng(3)
+    n = 150_000
+    t = pa.table({"k": rng.integers(0, 1_000, n),
+                  "pad": pa.array([f"{i:0>100}" for i in rng.integers(0, 10**9, n)]),
+                  "row": np.arange(n)})  # fmt: skip
+    path = tmp_path / "wide.parquet"
+    pq.write_table(t, path, row_group_size=n)
+    p = fb.scan(path).sort("k")
+    want = p.collect()
+    got = p.collect(memory_limit="6MiB")
+    sort = p.last_report.stages[0]
+    scan = p.last_report.stages[1]
+    _identical(got, want)
+    assert sort.spill_files > 1 and 0 < sort.peak_reserved_bytes <= 6 << 20
+    # About 110 bytes a row: batches of at most 6 MiB / 8 / 110 = 7 149 rows.
+    assert scan.batches >= n // 7_149
+    p.collect(memory_limit="4GiB")
+    assert p.last_report.stages[1].batches == -(-n // 131_072)
+    _left_nothing(settings)
+
+
 def test_a_merge_wider_than_its_fan_in_goes_in_passes(settings) -> None:
     """Forced spilling of 1,000-row batches makes ~150 runs: more than one merge can take."""
     t = _big(150_000, seed=3)

@@ -158,8 +158,8 @@ pub(super) fn chain(
         depth + 1,
         join_stats.clone(),
     ));
-    let mut probe = build(*left, labels, report, depth + 2, false)?;
-    let built = build(*right, labels, report, depth + 2, false)?;
+    let mut probe = build(*left, labels, report, depth + 2, None)?;
+    let built = build(*right, labels, report, depth + 2, None)?;
     probe_columns(&mut probe, left_cols)?;
     let cell = Arc::new(OnceLock::new());
     probe.builds.push(Pending {

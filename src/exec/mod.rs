@@ -1650,6 +1650,13 @@ pub struct Execution {
 /// Rows per morsel for sources that do not fix it (in-memory tables, CSV).
 pub const DEFAULT_MORSEL: usize = 1 << 17;
 
+/// Under a memory limit a source's batches are cut to at most about this fraction of it
+/// (where the source can tell a row's size): a sort holds a batch twice while it takes it,
+/// a wave decodes a batch per thread, and the output writer holds a quarter of the limit.
+/// G1's 10^7 rows (about 80 bytes a row in all 9 columns) read in batches of 131 072 rows,
+/// 10 MiB: under 16 MiB a sort refused its first batch; under 100 MiB nothing changes.
+pub const BATCHES_PER_LIMIT: u64 = 8;
+
 impl Execution {
     /// An execution of `plan` (`labels`: its operators in pre-order). `wave`: inputs claimed
     /// per wave per thread ([`STREAMING_WAVE`] or [`COLLECTING_WAVE`]) by the output chain;
@@ -1666,10 +1673,10 @@ impl Execution {
         memory_limit: Option<u64>,
     ) -> Result<Self> {
         let mut report = Vec::new();
-        let bounded =
-            memory_limit.is_some() || crate::budget::limit().is_some() || crate::spill::force();
+        let limit = memory_limit.into_iter().chain(crate::budget::limit()).min();
+        let bounded = limit.or(crate::spill::force().then_some(u64::MAX));
         let mut chain = build(plan, &mut labels.into_iter(), &mut report, 0, bounded)?;
-        chain.set_wave(wave.max(1), bounded);
+        chain.set_wave(wave.max(1), bounded.is_some());
         Ok(Execution {
             chain,
             pending: Default::default(),
@@ -1751,23 +1758,24 @@ impl Execution {
 }
 
 /// Lower `plan` into chains. `report` gets one entry per operator, output first.
-/// `bounded`: the run has a memory limit (or spills by force): `dedup(keep="first")` then
-/// runs as a breaker that can spill rather than as a streaming stage, and a group-by over a
-/// join is not fused with it.
+/// `bounded`: the run's tightest memory limit (`u64::MAX` when it only spills by force):
+/// `dedup(keep="first")` then runs as a breaker that can spill rather than as a streaming
+/// stage, a group-by over a join is not fused with it, and sources cut their inputs into
+/// batches of at most a [`BATCHES_PER_LIMIT`]th of the limit.
 fn build(
     plan: Plan,
     labels: &mut dyn Iterator<Item = String>,
     report: &mut Vec<(String, usize, Arc<Stats>)>,
     depth: usize,
-    bounded: bool,
+    bounded: Option<u64>,
 ) -> Result<Chain> {
     let stats = Arc::new(Stats::default());
     report.push((labels.next().unwrap_or_default(), depth, stats.clone()));
     let out_schema = plan.schema();
     Ok(match plan {
         Plan::Source(mut s) => {
-            if bounded {
-                s.bound_inputs();
+            if let Some(limit) = bounded {
+                s.bound_inputs(limit / BATCHES_PER_LIMIT);
             }
             Chain::starting(Start::Source(s), out_schema, DEFAULT_MORSEL, stats)
         }
@@ -1779,7 +1787,9 @@ fn build(
         } => {
             // Under a memory limit the join and the group-by run apart, each able to spill
             // (the fused form keeps the build side and its groups in memory).
-            if !bounded && let Some(lineage) = join_aggregate::lineage(&input, &options) {
+            if bounded.is_none()
+                && let Some(lineage) = join_aggregate::lineage(&input, &options)
+            {
                 return join_aggregate::chain(
                     *input, lineage, options, schema, stats, labels, report, depth,
                 );
@@ -1876,7 +1886,7 @@ fn build(
             input,
             subset,
             keep: Keep::First,
-        } if !bounded => {
+        } if bounded.is_none() => {
             let mut c = build(*input, labels, report, depth + 1, bounded)?;
             let seen = crate::dedup::stream::SeenKeys::new(&c.schema(), subset)?;
             c.serial.push(Stage {

@@ -49,8 +49,10 @@ pub trait Source: Send + Sync {
     }
     /// Under a memory limit, before the first claim: cut inputs larger than a batch into
     /// inputs of a batch each where the source can (a wave's inputs are all decoded at
-    /// once, outside the reservations). The batches it yields stay the same.
-    fn bound_inputs(&mut self) {}
+    /// once, outside the reservations), a batch being of at most about `batch_bytes`
+    /// decoded bytes where the source can tell from its metadata. The rows it yields stay
+    /// the same, in the same order.
+    fn bound_inputs(&mut self, _batch_bytes: u64) {}
     /// Whether [`Source::read_wave`] reads a wave's inputs together with less work than
     /// [`Source::read`] one by one.
     fn reads_waves(&self) -> bool {
@@ -537,6 +539,34 @@ impl Parquet {
     }
 
     /// Rows of row group `g` of file `fi`.
+    /// Decoded bytes of a row of the output columns, estimated from the first file's
+    /// metadata: a fixed-width column's width; another column's uncompressed bytes per row
+    /// in the file (its pages, dictionary included) plus 8 (offsets, or a list's).
+    fn row_bytes(&self) -> u64 {
+        let Some((_, meta)) = self.files.first() else {
+            return 1;
+        };
+        let meta = meta.metadata();
+        let rows = meta.file_metadata().num_rows().max(1) as u64;
+        let mut file_bytes: std::collections::HashMap<&str, u64> = Default::default();
+        for rg in meta.row_groups() {
+            for c in rg.columns() {
+                if let Some(root) = c.column_path().parts().first() {
+                    *file_bytes.entry(root.as_str()).or_default() +=
+                        c.uncompressed_size().max(0) as u64;
+                }
+            }
+        }
+        self.schema
+            .fields()
+            .iter()
+            .map(|f| match f.data_type().primitive_width() {
+                Some(w) => w as u64,
+                None => file_bytes.get(f.name().as_str()).copied().unwrap_or(0) / rows + 8,
+            })
+            .sum()
+    }
+
     fn group_rows(&self, fi: usize, g: usize) -> usize {
         self.files[fi].1.metadata().row_group(g).num_rows().max(0) as usize
     }
@@ -1011,11 +1041,15 @@ impl Source for Parquet {
     /// the row group's rows, within what the page index keeps): a reader skips whole pages
     /// before a piece by their headers, decoding at most a page more than the piece needs.
     /// The pieces start at multiples of `size`, where a whole row group's batches would.
-    fn bound_inputs(&mut self) {
+    /// `size` first shrinks to the rows of about `batch_bytes` ([`Parquet::row_bytes`]), so
+    /// that a budget of a few MiB is not smaller than one batch of wide rows.
+    fn bound_inputs(&mut self, batch_bytes: u64) {
         if self.next > 0 {
             return;
         }
-        let size = self.size.max(1);
+        let rows = batch_bytes / self.row_bytes().max(1);
+        self.size = self.size.min(rows.max(1) as usize).max(1);
+        let size = self.size;
         let (mut pieces, mut pages, mut starts) = (Vec::new(), Vec::new(), Vec::new());
         for (&(fi, g), sel) in self.pieces.iter().zip(&self.pages) {
             let n = self.group_rows(fi, g);
