@@ -538,7 +538,6 @@ impl Parquet {
         )?)
     }
 
-    /// Rows of row group `g` of file `fi`.
     /// Decoded bytes of a row of the output columns, estimated from the first file's
     /// metadata: a fixed-width column's width; another column's uncompressed bytes per row
     /// in the file (its pages, dictionary included) plus 8 (offsets, or a list's).
@@ -567,6 +566,7 @@ impl Parquet {
             .sum()
     }
 
+    /// Rows of row group `g` of file `fi`.
     fn group_rows(&self, fi: usize, g: usize) -> usize {
         self.files[fi].1.metadata().row_group(g).num_rows().max(0) as usize
     }
