@@ -193,6 +193,11 @@ impl Reservation {
                 .is_none_or(|s| fits(s.reserved.load(Ordering::SeqCst), s.limit))
     }
 
+    /// Bytes it may hold in all: what it holds and what can still be reserved.
+    pub fn may_hold(&self) -> u64 {
+        self.bytes.saturating_add(self.headroom())
+    }
+
     /// Bytes that can still be reserved before a limit refuses (`u64::MAX` when unlimited).
     pub fn headroom(&self) -> u64 {
         let pool = POOL.limit.load(Ordering::SeqCst).saturating_sub(reserved());

@@ -13,12 +13,15 @@ use rayon::prelude::*;
 use crate::cancel::{self, Abort};
 use crate::parallel::BLOCK;
 
-/// Resident set size of the process now (Linux `/proc/self/statm`; 0 elsewhere).
+/// Resident set size of the process now (Linux `/proc/self/statm`, in pages of the
+/// system's size; 0 elsewhere).
 pub fn resident_bytes() -> u64 {
+    // SAFETY: sysconf only reads a system constant.
+    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) }.max(1) as u64;
     std::fs::read_to_string("/proc/self/statm")
         .ok()
         .and_then(|s| s.split_whitespace().nth(1)?.parse::<u64>().ok())
-        .map_or(0, |pages| pages * 4096)
+        .map_or(0, |pages| pages * page)
 }
 
 /// Unwind out of the run with [`Abort::OutOfMemory`]: `bytes` for `what` were refused.

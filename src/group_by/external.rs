@@ -209,7 +209,7 @@ impl ExternalGroupBy {
                 if level + 1 >= MAX_LEVELS {
                     return Err(partition_too_large(&self.mem, p, level));
                 }
-                let may_hold = self.mem.size().saturating_add(self.mem.headroom());
+                let may_hold = self.mem.may_hold();
                 let k = sub_partitions(file.bytes(), may_hold, level + 1);
                 let mut subs = (0..k)
                     .map(|_| SpillWriter::new(&self.piece_schema, self.stats.clone()))
@@ -238,7 +238,7 @@ impl ExternalGroupBy {
             // many runs as this one's path does.
             let row_bytes = crate::budget::table_bytes(&groups) / groups.num_rows().max(1) as u64;
             row_bytes_max = row_bytes_max.max(row_bytes);
-            let may_hold = self.mem.size().saturating_add(self.mem.headroom());
+            let may_hold = self.mem.may_hold();
             let runs_at = u64::from(PARTITIONS).saturating_mul(fan).saturating_add(1);
             let rows = may_hold / 4 / runs_at / (2 * row_bytes.max(1));
             let size = (rows as usize).clamp(8, 16 << 10);
@@ -276,7 +276,7 @@ impl ExternalGroupBy {
         let key_idx = crate::keys::key_positions(&schema, &names)?;
         // As many runs at once as the budget holds a batch of each for (and a share of the
         // output); more (partitions split again) are merged in passes first.
-        let may_hold = self.mem.size().saturating_add(self.mem.headroom());
+        let may_hold = self.mem.may_hold();
         // (A read batch holds a little more than its written bytes: buffer padding, its
         // keys in row format.)
         let fan_in = (may_hold / (4 * (piece_bytes + 2048))) as usize;
@@ -357,6 +357,6 @@ fn partition_too_large(mem: &Reservation, p: usize, level: u32) -> Error {
         "the groups of hash partition {p} of {PARTITIONS} of the spilled group-by do not fit \
          the memory limit ({} bytes free) even split {level} more times: a group's own \
          state (a median's or n_unique's values) is larger than the budget",
-        mem.size().saturating_add(mem.headroom())
+        mem.may_hold()
     ))
 }

@@ -118,7 +118,7 @@ impl ExternalSort {
         let rows: usize = self.kept.iter().map(RecordBatch::num_rows).sum();
         let bytes: u64 = self.kept.iter().map(batch_bytes).sum();
         let row_bytes = (bytes / rows.max(1) as u64).max(1);
-        let may_hold = self.mem.size().saturating_add(self.mem.headroom());
+        let may_hold = self.mem.may_hold();
         let rows = may_hold / 4 / (FAN_IN as u64 + 1) / (2 * row_bytes);
         (rows as usize).clamp(8, MAX_RUN_BATCH)
     }
@@ -126,7 +126,7 @@ impl ExternalSort {
     /// Runs merged at once: as many as the budget holds a batch of each for (with its keys
     /// and a share of the output), at least 2 and at most [`FAN_IN`].
     fn fan_in(&self) -> usize {
-        let may_hold = self.mem.size().saturating_add(self.mem.headroom());
+        let may_hold = self.mem.may_hold();
         let per_run = 4 * self.piece_bytes.max(1);
         ((may_hold / per_run) as usize).clamp(2, FAN_IN)
     }
