@@ -109,6 +109,21 @@ AGGS = {
     "r": ("vi", "corr", "vf"),
 }
 
+# The aggregates with a copy state, which the pipeline folds row by row into its resident
+# group-by state (min / max / first / last and the holistic ones take another path).
+COPY_AGGS = {
+    "n": (None, "size"),
+    "c": ("vf", "count"),
+    "cs": ("vs", "count"),
+    "si": ("vi", "sum"),
+    "sf": ("vf", "sum"),
+    "mi": ("vi", "mean"),
+    "mf": ("vf", "mean"),
+    "sd": ("vi", "std"),
+    "var": ("vf", "var"),
+    "r": ("vi", "corr", "vf"),
+}
+
 # DuckDB expressions for AGGS, over the rows of one group.
 DUCK = {
     "n": "count(*)",

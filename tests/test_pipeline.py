@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import signal
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
@@ -17,7 +18,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from nasty import canonical
-from test_group_by import grouped
+from test_group_by import COPY_AGGS, grouped
 from test_join import join_inputs
 
 import ferrobatch as fb
@@ -331,6 +332,43 @@ def test_streaming_dedup_and_group_by_equal_the_kernels(data, batch_size) -> Non
     aggs = {"n": (None, "size"), "si": ("vi", "sum"), "lo": ("vs", "min"), "f": ("vf", "first")}
     got = p.group_by(keys, aggs, sort=True).collect()
     assert same(got, fb.group_by(t, keys, aggs, sort=True))
+
+
+def _close(got: pa.Table, want: pa.Table, floats: set[str]) -> None:
+    """Equal schemas; equal values outside `floats` (NaN equal to NaN); float columns equal
+    up to rounding (the same NaN and infinities)."""
+    assert got.schema == want.schema
+    for name in got.column_names:
+        g, w = got.column(name).to_pylist(), want.column(name).to_pylist()
+        if name not in floats:
+            assert [canonical(v) for v in g] == [canonical(v) for v in w], name
+            continue
+        assert [v is None for v in g] == [v is None for v in w], name
+        a = np.array([np.nan if v is None else v for v in g], dtype=float)
+        b = np.array([np.nan if v is None else v for v in w], dtype=float)
+        np.testing.assert_allclose(a, b, rtol=1e-9, atol=1e-6, equal_nan=True, err_msg=name)
+
+
+@settings(max_examples=150)
+@given(grouped(max_rows=80), st.integers(1, 40), st.booleans(), st.booleans(),
+       st.sampled_from([1, 2, 4]))  # fmt: skip
+def test_resident_group_by_equals_the_kernel(data, batch_size, dropna, sort, threads) -> None:
+    """Copy-state aggregates (size, count, exact integer sums and means, float sums and means,
+    std, var, corr) over nasty keys (nulls, NaN, ±0.0, unicode, dictionaries, views, time
+    zones, two columns), random batch cuts and thread counts: the pipeline's resident state
+    gives the kernel's groups, in the kernel's order, with its values (floats up to
+    rounding: a group's rows are folded one by one, the kernel folds blocks)."""
+    t, keys = data
+    keys = keys or ["vs"]
+    aggs = {k: v for k, v in COPY_AGGS.items() if v[0] not in keys}
+    want = fb.group_by(t, keys, aggs, dropna=dropna, sort=sort)
+    before = fb.get_num_threads()
+    fb.set_num_threads(threads)
+    try:
+        got = fb.scan(t, batch_size=batch_size).group_by(keys, aggs, dropna=dropna, sort=sort)
+        _close(got.collect(), want, {"sf", "mi", "mf", "sd", "var", "r"})
+    finally:
+        fb.set_num_threads(before)
 
 
 @given(

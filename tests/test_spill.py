@@ -17,7 +17,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from nasty import reference_dedup, reference_sort, tables
-from test_group_by import AGGS, grouped
+from test_group_by import AGGS, COPY_AGGS, grouped
 from test_join import join_inputs
 
 import ferrobatch as fb
@@ -163,15 +163,18 @@ def test_spilled_dedup_equals_the_reference_and_the_in_memory_dedup(
     st.booleans(),
     st.booleans(),
     st.sampled_from(["force", "64KiB"]),
+    st.sampled_from([AGGS, COPY_AGGS]),
 )
 def test_spilled_group_by_equals_the_in_memory_group_by(
-    data, batch_size, threads, dropna, sort, how
+    data, batch_size, threads, dropna, sort, how, aggs
 ) -> None:
     """Every aggregate (float sums, means, moments, median, first / last ...) over nasty keys:
     the group-by whose state went to hash partitions on disk gives the in-memory run's
-    groups in its order, float bits included."""
+    groups in its order, float bits included. With only copy-state aggregates the pipeline
+    folds rows into its resident state, which spills as a state table and then one-row
+    states."""
     table, keys = data
-    p = fb.scan(table, batch_size=batch_size).group_by(keys, AGGS, dropna=dropna, sort=sort)
+    p = fb.scan(table, batch_size=batch_size).group_by(keys, aggs, dropna=dropna, sort=sort)
     got, want = _spilled_and_in_memory(p, threads, how)
     _identical(got, want)
 
@@ -254,6 +257,41 @@ def test_group_by_float_bits_with_mostly_distinct_keys_do_not_depend_on_the_cuts
     np.testing.assert_allclose(
         want.column("m").to_numpy(), ref["m"].to_numpy(), rtol=1e-9, atol=1e-3
     )
+    _left_nothing(settings)
+
+
+def test_resident_group_by_spilled_midway_keeps_the_float_bits(settings) -> None:
+    """The resident state spilled part way through (its groups written as one state table,
+    every later row as its own one-row state) gives every group the bits of the run that
+    stayed in memory: float sums, means, variances and correlations of values spanning
+    10^-12..10^12 with nulls, ±0.0 and NaN, whatever the batch size and thread count."""
+    rng = np.random.default_rng(21)
+    n = 400_000
+    f = rng.normal(size=n) * 10.0 ** rng.integers(-12, 12, n)
+    f[rng.integers(0, n, n // 20)] = np.nan
+    f[rng.integers(0, n, n // 20)] = -0.0
+    g = rng.normal(size=n) * 10.0 ** rng.integers(-3, 3, n)
+    t = pa.table(
+        {
+            "k": rng.integers(0, 60_000, n),
+            "s": pa.array([f"key {i}" for i in rng.integers(0, 500, n)]),
+            "f": pa.array(f, mask=rng.random(n) < 0.1),
+            "g": g,
+        }
+    )
+    aggs = {"sf": ("f", "sum"), "mf": ("f", "mean"), "vf": ("f", "var"),
+            "sd": ("g", "std"), "r": ("f", "corr", "g"), "n": ("f", "count")}  # fmt: skip
+    for keys in (["k"], ["s", "k"]):
+        want = fb.scan(t).group_by(keys, aggs).collect()
+        before = fb.get_num_threads()
+        try:
+            for batch_size, threads in [(3_000, 1), (50_000, 2)]:
+                fb.set_num_threads(threads)
+                p = fb.scan(t, batch_size=batch_size).group_by(keys, aggs)
+                _identical(p.collect(memory_limit="4MiB"), want)
+                assert _spill_files(p) > 0
+        finally:
+            fb.set_num_threads(before)
     _left_nothing(settings)
 
 

@@ -44,6 +44,7 @@ use crate::error::{Error, Result};
 use crate::expr::bind::Phys;
 use crate::group_by::GroupByOptions;
 use crate::group_by::external::{ExternalGroupBy, Grouped};
+use crate::group_by::resident::ResidentState;
 use crate::group_by::stream::{GroupByState, KnownKeys};
 use crate::join::JoinOptions;
 use crate::join::external::{BuildSide, Built};
@@ -1521,6 +1522,9 @@ fn run_group_by(
     size: usize,
 ) -> Result<Box<dyn Source>> {
     let in_schema = input.schema();
+    if regroup.is_none() && ResidentState::supports(&in_schema, &options) {
+        return run_resident_group_by(input, options, stats, runner, schema, size);
+    }
     let mut state = ExternalGroupBy::new(
         in_schema.clone(),
         options.clone(),
@@ -1608,7 +1612,83 @@ fn run_group_by(
         Ok(())
     })?;
     stats.record(0, None, t);
-    Ok(match out.expect("finished above") {
+    grouped_source(out.expect("finished above"), schema, stats, size)
+}
+
+/// Drain `input` into a [`ResidentState`] batch by batch; past the budget (or when spilling
+/// is forced) the state is handed to an [`ExternalGroupBy`] as one partial-state table and
+/// every later row as its own ([`ResidentState::singletons`]), so that spilled or not, every
+/// group gets the same bits. The finished groups, cast to `schema`'s types.
+fn run_resident_group_by(
+    input: &mut Chain,
+    options: GroupByOptions,
+    stats: &Arc<Stats>,
+    runner: &dyn Runner,
+    schema: &SchemaRef,
+    size: usize,
+) -> Result<Box<dyn Source>> {
+    let in_schema = input.schema();
+    let force = crate::spill::force();
+    let mut spilled = Some(ExternalGroupBy::new(
+        in_schema.clone(),
+        options.clone(),
+        reservation("group_by", runner, stats),
+        stats.spill.clone(),
+        force,
+    )?);
+    let mut state = ResidentState::new(in_schema, options)?;
+    let mut mem = Some(reservation("group_by", runner, stats));
+    let mut in_memory = true;
+    while let Some(batches) = input.wave(&|b: RecordBatch| Ok(b), runner)? {
+        let t = Instant::now();
+        let rows = batches.iter().map(RecordBatch::num_rows).sum();
+        let mut batches = Some(batches);
+        runner.parallel(&mut || {
+            let batches = batches.take().unwrap_or_default();
+            let ext = spilled.as_mut().expect("finished once");
+            if !in_memory {
+                for b in &batches {
+                    crate::cancel::point();
+                    ext.spill_partial(state.singletons(b)?)?;
+                }
+                return Ok(());
+            }
+            let ready = state.prepare(batches)?;
+            let mem = mem.as_mut().expect("finished once");
+            state.absorb(&ready)?;
+            // Twice the state: finishing copies it.
+            if force || mem.resize(2 * state.bytes()).is_err() {
+                ext.spill_partial(state.export()?)?;
+                state.clear();
+                mem.free();
+                in_memory = false;
+            }
+            Ok(())
+        })?;
+        stats.record(rows, None, t);
+    }
+    let t = Instant::now();
+    let mut out = None;
+    runner.parallel(&mut || {
+        out = Some(if in_memory {
+            Grouped::Memory(state.finish()?, mem.take().expect("finished once"))
+        } else {
+            spilled.take().expect("finished once").finish()?
+        });
+        Ok(())
+    })?;
+    stats.record(0, None, t);
+    grouped_source(out.expect("finished above"), schema, stats, size)
+}
+
+/// The source of a finished group-by's groups, cast to `schema`'s types.
+fn grouped_source(
+    out: Grouped,
+    schema: &SchemaRef,
+    stats: &Arc<Stats>,
+    size: usize,
+) -> Result<Box<dyn Source>> {
+    Ok(match out {
         Grouped::Memory(out, mem) => {
             let batches = crate::table::cast_batches(out.batches, schema)?;
             stats.produced(&batches);

@@ -159,6 +159,30 @@ impl ExternalGroupBy {
         Ok(())
     }
 
+    /// Spill `t`, a partial-state table of the next rows (from a state kept elsewhere, see
+    /// [`super::resident`]): from here on every partial state goes to the partition files.
+    pub fn spill_partial(&mut self, t: Table) -> Result<()> {
+        if self.state.take().is_some() {
+            self.mem.free();
+            let files = (0..PARTITIONS)
+                .map(|_| SpillWriter::new(&self.piece_schema, self.stats.clone()))
+                .collect::<Result<_>>()?;
+            self.spilled = Some(Partitions { files, ordinal: 0 });
+        }
+        if let Some(why) = crate::table::schema_mismatch(&t.schema, &self.piece_schema_state()) {
+            return Err(Error::Value(format!(
+                "the table is not a partial state of this group-by: {why}"
+            )));
+        }
+        self.spill(t)
+    }
+
+    /// The schema of a partial-state table (a piece without its ordinal).
+    fn piece_schema_state(&self) -> Schema {
+        let fields = self.piece_schema.fields();
+        Schema::new(fields[..fields.len() - 1].to_vec())
+    }
+
     /// Whether the in-memory state fits its reservation ([`fit`]).
     fn fits(&mut self) -> Result<bool> {
         fit(&mut self.mem, self.state.as_mut().expect("in memory"))

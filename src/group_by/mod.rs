@@ -22,6 +22,7 @@ pub mod accumulate;
 pub mod external;
 pub mod groups;
 pub mod holistic;
+pub mod resident;
 pub mod stream;
 
 use std::sync::{Arc, OnceLock};

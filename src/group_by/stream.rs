@@ -59,7 +59,7 @@ use crate::table::{Table, schema_mismatch};
 
 /// How one aggregate travels between batches (see the module table).
 #[derive(Clone, Debug, PartialEq)]
-enum Carry {
+pub(super) enum Carry {
     Count,
     /// The aggregate is its own merge: min, max, first, last.
     Same,
@@ -83,7 +83,7 @@ enum Carry {
 }
 
 impl Carry {
-    fn of(func: &AggFn, input: Option<&DataType>) -> Carry {
+    pub(super) fn of(func: &AggFn, input: Option<&DataType>) -> Carry {
         match func {
             AggFn::Count | AggFn::Size => Carry::Count,
             AggFn::Sum => match input {
@@ -456,54 +456,12 @@ impl GroupByState {
     /// The state is left usable (and unchanged in content) whether or not this succeeds.
     pub fn finish(&mut self) -> Result<Table> {
         self.compact()?;
-        let state = self.tables[0].clone();
-        let nk = self.opts.keys.len();
-        let mut cols: Vec<ArrayRef> = Vec::with_capacity(self.opts.aggs.len());
-        let mut at = nk;
-        for (spec, carry) in self.opts.aggs.iter().zip(&self.carries) {
-            let width = state_width(carry);
-            let st = (at..at + width)
-                .map(|i| state.column(i))
-                .collect::<Result<Vec<_>>>()?;
-            cols.push(finish(spec, carry, &st)?);
-            at += width;
-        }
-        // Keys in the input's types (dictionary keys are plain in the state).
-        let mut fields = Vec::with_capacity(nk + cols.len());
-        let mut all = Vec::with_capacity(nk + cols.len());
-        for (i, name) in self.opts.keys.iter().enumerate() {
-            let field = self.schema.field_with_name(name)?;
-            let key = state.column(i)?;
-            all.push(if key.data_type() == field.data_type() {
-                key
-            } else {
-                arrow_cast::cast(&key, field.data_type())?
-            });
-            fields.push(
-                state
-                    .schema
-                    .field(i)
-                    .clone()
-                    .with_data_type(field.data_type().clone()),
-            );
-        }
-        for (a, c) in self.opts.aggs.iter().zip(&cols) {
-            fields.push(Field::new(&a.name, c.data_type().clone(), true));
-        }
-        let schema = Arc::new(arrow_schema::Schema::new(fields));
-        all.extend(cols);
-        let opts = arrow_array::RecordBatchOptions::new().with_row_count(Some(state.num_rows()));
-        let out = Table {
-            schema: schema.clone(),
-            batches: vec![RecordBatch::try_new_with_options(schema, all, &opts)?],
-        };
-        if !self.opts.sort || nk == 0 {
-            return Ok(out);
-        }
-        // One row per group: the sorted group order is a row order.
-        let g = group(&out, &self.opts.keys, false, true)?;
-        let rows: Vec<u32> = g.order.iter().map(|&s| g.first[s as usize]).collect();
-        take_table(&out, &rows)
+        finish_state(
+            &self.schema,
+            &self.opts,
+            &self.carries,
+            self.tables[0].clone(),
+        )
     }
 
     /// Member lists of the groups, when a list-state aggregate needs them.
@@ -570,6 +528,64 @@ impl GroupByState {
     }
 }
 
+/// The result of a merged partial-state table `state` (one row per group, in group order):
+/// key columns in `schema`'s types and one column per aggregate, sorted by the keys when
+/// `opts.sort`.
+pub(super) fn finish_state(
+    schema: &SchemaRef,
+    opts: &GroupByOptions,
+    carries: &[Carry],
+    state: Table,
+) -> Result<Table> {
+    let nk = opts.keys.len();
+    let mut cols: Vec<ArrayRef> = Vec::with_capacity(opts.aggs.len());
+    let mut at = nk;
+    for (spec, carry) in opts.aggs.iter().zip(carries) {
+        let width = state_width(carry);
+        let st = (at..at + width)
+            .map(|i| state.column(i))
+            .collect::<Result<Vec<_>>>()?;
+        cols.push(finish(spec, carry, &st)?);
+        at += width;
+    }
+    // Keys in the input's types (dictionary keys are plain in the state).
+    let mut fields = Vec::with_capacity(nk + cols.len());
+    let mut all = Vec::with_capacity(nk + cols.len());
+    for (i, name) in opts.keys.iter().enumerate() {
+        let field = schema.field_with_name(name)?;
+        let key = state.column(i)?;
+        all.push(if key.data_type() == field.data_type() {
+            key
+        } else {
+            arrow_cast::cast(&key, field.data_type())?
+        });
+        fields.push(
+            state
+                .schema
+                .field(i)
+                .clone()
+                .with_data_type(field.data_type().clone()),
+        );
+    }
+    for (a, c) in opts.aggs.iter().zip(&cols) {
+        fields.push(Field::new(&a.name, c.data_type().clone(), true));
+    }
+    let schema = Arc::new(arrow_schema::Schema::new(fields));
+    all.extend(cols);
+    let row_count = arrow_array::RecordBatchOptions::new().with_row_count(Some(state.num_rows()));
+    let out = Table {
+        schema: schema.clone(),
+        batches: vec![RecordBatch::try_new_with_options(schema, all, &row_count)?],
+    };
+    if !opts.sort || nk == 0 {
+        return Ok(out);
+    }
+    // One row per group: the sorted group order is a row order.
+    let g = group(&out, &opts.keys, false, true)?;
+    let rows: Vec<u32> = g.order.iter().map(|&s| g.first[s as usize]).collect();
+    take_table(&out, &rows)
+}
+
 /// `state` with its first `nk` (key) columns decoded where they are dictionary-encoded: a
 /// partial state keeps only the values. Pieces of a scan each carry their row group's whole
 /// dictionary, and states merged from many of them would carry (and encode at every merge)
@@ -615,7 +631,7 @@ fn distinct_by_a_fixed_width_key(table: &Table, keys: &[String]) -> Result<bool>
 }
 
 /// Number of state columns of an aggregate.
-fn state_width(c: &Carry) -> usize {
+pub(super) fn state_width(c: &Carry) -> usize {
     match c {
         Carry::Mean { exact: Some(_) } => 2,
         Carry::FloatSum | Carry::Mean { exact: None } => 3,
@@ -664,14 +680,14 @@ impl ExactSums {
     }
 }
 
-fn exact_state(st: &[(i128, u64)], scale: i8) -> Result<ArrayRef> {
+pub(super) fn exact_state(st: &[(i128, u64)], scale: i8) -> Result<ArrayRef> {
     Ok(Arc::new(
         Decimal128Array::from_iter(st.iter().map(|&(s, n)| (n > 0).then_some(s)))
             .with_precision_and_scale(38, scale)?,
     ))
 }
 
-fn int64(v: impl Iterator<Item = u64>) -> ArrayRef {
+pub(super) fn int64(v: impl Iterator<Item = u64>) -> ArrayRef {
     Arc::new(Int64Array::from_iter_values(v.map(|c| c as i64)))
 }
 
@@ -679,7 +695,7 @@ fn f64s(v: impl Iterator<Item = f64>) -> ArrayRef {
     Arc::new(Float64Array::from_iter_values(v))
 }
 
-fn moments_columns(st: &[Moments]) -> Vec<ArrayRef> {
+pub(super) fn moments_columns(st: &[Moments]) -> Vec<ArrayRef> {
     vec![
         int64(st.iter().map(|m| m.n)),
         f64s(st.iter().map(|m| m.mean)),
@@ -695,7 +711,7 @@ fn float_sums(values: &Column, g: &Groups) -> Result<Vec<(Kahan, u64)>> {
     }))
 }
 
-fn kahan_columns(st: &[(Kahan, u64)]) -> Vec<ArrayRef> {
+pub(super) fn kahan_columns(st: &[(Kahan, u64)]) -> Vec<ArrayRef> {
     vec![
         f64s(st.iter().map(|(k, _)| k.parts().0)),
         f64s(st.iter().map(|(k, _)| k.parts().1)),
@@ -732,7 +748,7 @@ fn moments_of(cols: &[ArrayRef]) -> Vec<Moments> {
         .collect()
 }
 
-fn comoments_columns(st: &[CoMoments]) -> Vec<ArrayRef> {
+pub(super) fn comoments_columns(st: &[CoMoments]) -> Vec<ArrayRef> {
     vec![
         int64(st.iter().map(|m| m.n)),
         f64s(st.iter().map(|m| m.mx)),

@@ -27,7 +27,7 @@ const NULL_HASH: u64 = 0x9e37_79b9_7f4a_7c15;
 
 /// A 64-bit finalizer (murmur3's fmix64): every input bit reaches every output bit.
 #[inline]
-fn mix(mut h: u64) -> u64 {
+pub(crate) fn mix(mut h: u64) -> u64 {
     h ^= h >> 33;
     h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
     h ^= h >> 33;

@@ -1,0 +1,968 @@
+//! The pipeline's group-by state: one resident, hash-partitioned table of groups that every
+//! input row is folded into where it lands; no partial tables, no merges.
+//!
+//! **Algorithm.** Each batch is made ready in parallel with the other batches of its wave:
+//! its key of every row is hashed (one `u64` word for a single fixed-width key, the bytes
+//! for a single byte-string key, arrow-row bytes otherwise) and its rows are cut by hash
+//! bits 40..46 into [`PARTS`] partitions, keeping row order. Then each partition, in
+//! parallel with the others, probes its own small hash table for the group of each of its
+//! rows (inserting the groups it has not seen) and folds the row into the group's state.
+//! A group's rows all land in one partition, in input order, so a group's state is the
+//! left fold of its rows: the same whatever the batch cuts and the thread count.
+//!
+//! **Folding a row** is merging the row's own one-row state into the group's
+//! (`acc.update(one)`, then `acc.merge(state, one)`), with the kernel's accumulators. That
+//! is exactly what merging a partial-state table of one-row states does
+//! ([`super::stream`]), so when the state spills — exported as a partial-state table, its
+//! later rows handed over as one-row states ([`ResidentState::singletons`]) to the
+//! partitions on disk ([`super::external`]) — every group ends with the same bits as in
+//! memory.
+//!
+//! **Order.** Each partition numbers its groups in first-appearance order and keeps the
+//! ordinal of each group's first row; the finished groups are put in first-appearance
+//! order by those ordinals.
+//!
+//! The aggregates folded here are those with a copy state: count, size, sum, mean, var,
+//! std and corr ([`ResidentState::supports`]); the others (min / max / first / last and the
+//! holistic ones) still take the run-and-merge path of [`super::stream`].
+
+use std::sync::Arc;
+
+use arrow_array::cast::AsArray;
+use arrow_array::types::{Decimal128Type, Float64Type, Int64Type, UInt64Type};
+use arrow_array::{Array, ArrayRef, RecordBatch, RecordBatchOptions};
+use arrow_buffer::BooleanBuffer;
+use arrow_row::{RowConverter, Rows, SortField};
+use arrow_schema::{DataType, SchemaRef};
+use hashbrown::HashTable;
+use rayon::prelude::*;
+
+use super::accumulate::{Acc, CoMoments, Correlation, Count, Kahan, Moments, Sum, Variance};
+use super::stream::{
+    Carry, GroupByState, comoments_columns, exact_state, finish_state, int64, kahan_columns,
+    moments_columns,
+};
+use super::{GroupByOptions, check};
+use crate::error::{Error, Result};
+use crate::keys::encode::{Domain, domain_of_types, raw_u64};
+use crate::keys::intern::{ByteChunk, SEED, bytes_eq, hash_bytes};
+use crate::keys::partition::mix;
+use crate::table::{Table, schema_mismatch};
+
+/// Hash partitions of the state: many more than threads, so that uneven partitions even
+/// out, few enough that a batch's rows per partition are runs worth a loop.
+pub const PARTS: usize = 64;
+
+/// The hash of a null key (single-column keys; arrow-row encodes nulls itself).
+const NULL_HASH: u64 = 0x9e37_79b9_7f4a_7c15;
+
+#[inline]
+fn part_of(h: u64) -> usize {
+    // hashbrown takes its buckets from the low bits and its tags from the top 7.
+    (h >> 40) as usize & (PARTS - 1)
+}
+
+#[inline]
+fn word_hash(w: u64) -> u64 {
+    mix(w ^ SEED)
+}
+
+/// How keys are compared.
+enum Shape {
+    /// One fixed-width key column: its order-preserving `u64` image (floats: NaN == NaN,
+    /// -0.0 == 0.0).
+    Word(Domain),
+    /// One byte-string key column (or a dictionary of byte strings): its bytes.
+    Bytes,
+    /// Any other key: arrow-row bytes of the key columns, dictionaries decoded and floats
+    /// made canonical first.
+    Rows(RowConverter),
+}
+
+/// One aggregate's states, a value per group of a partition.
+enum States {
+    Count(Vec<u64>),
+    Kahan(Vec<(Kahan, u64)>),
+    Exact(Vec<(i128, u64)>),
+    Moments(Vec<Moments>),
+    Co(Vec<CoMoments>),
+}
+
+impl States {
+    fn of(carry: &Carry) -> States {
+        match carry {
+            Carry::Count => States::Count(Vec::new()),
+            Carry::FloatSum | Carry::Mean { exact: None } => States::Kahan(Vec::new()),
+            Carry::Exact { .. } | Carry::Mean { exact: Some(_) } => States::Exact(Vec::new()),
+            Carry::Moments { .. } => States::Moments(Vec::new()),
+            Carry::Corr => States::Co(Vec::new()),
+            _ => unreachable!("checked by ResidentState::supports"),
+        }
+    }
+
+    fn resize(&mut self, n: usize) {
+        match self {
+            States::Count(v) => v.resize(n, 0),
+            States::Kahan(v) => v.resize(n, Default::default()),
+            States::Exact(v) => v.resize(n, (0, 0)),
+            States::Moments(v) => v.resize(n, Default::default()),
+            States::Co(v) => v.resize(n, Default::default()),
+        }
+    }
+
+    fn bytes(&self) -> usize {
+        match self {
+            States::Count(v) => v.capacity() * 8,
+            States::Kahan(v) => v.capacity() * 24,
+            States::Exact(v) => v.capacity() * 32,
+            States::Moments(v) => v.capacity() * 24,
+            States::Co(v) => v.capacity() * 48,
+        }
+    }
+}
+
+/// One hash partition: its groups' keys, first-row ordinals and states.
+#[derive(Default)]
+struct Part {
+    /// (key word, or key hash; group).
+    table: HashTable<(u64, u32)>,
+    /// Key bytes of group `g`: `bytes[ends[g - 1]..ends[g]]` (shapes `Bytes` and `Rows`).
+    bytes: Vec<u8>,
+    ends: Vec<usize>,
+    /// The group of the null key (single-column shapes).
+    null: Option<u32>,
+    /// Ordinal of each group's first row.
+    first: Vec<u64>,
+    /// The key columns of the groups, in group order, in chunks (plain types).
+    keys: Vec<Vec<ArrayRef>>,
+    states: Vec<States>,
+}
+
+impl Part {
+    fn groups(&self) -> usize {
+        self.first.len()
+    }
+
+    fn bytes_held(&self) -> usize {
+        let keys: usize = self
+            .keys
+            .iter()
+            .flatten()
+            .map(|a| a.get_array_memory_size())
+            .sum();
+        self.table.capacity() * 17
+            + self.bytes.capacity()
+            + (self.ends.capacity() + self.first.capacity()) * 8
+            + keys
+            + self.states.iter().map(States::bytes).sum::<usize>()
+    }
+
+    #[inline]
+    fn word_group(&mut self, w: u64, ordinal: u64) -> (u32, bool) {
+        let h = word_hash(w);
+        if let Some(&(_, g)) = self.table.find(h, |e| e.0 == w) {
+            return (g, false);
+        }
+        let g = self.first.len() as u32;
+        self.table.insert_unique(h, (w, g), |e| word_hash(e.0));
+        self.first.push(ordinal);
+        (g, true)
+    }
+
+    #[inline]
+    fn bytes_group(&mut self, v: &[u8], h: u64, ordinal: u64) -> (u32, bool) {
+        let (bytes, ends) = (&self.bytes, &self.ends);
+        let at = |g: u32| {
+            let g = g as usize;
+            &bytes[if g == 0 { 0 } else { ends[g - 1] }..ends[g]]
+        };
+        if let Some(&(_, g)) = self.table.find(h, |e| e.0 == h && bytes_eq(at(e.1), v)) {
+            return (g, false);
+        }
+        let g = self.first.len() as u32;
+        self.table.insert_unique(h, (h, g), |e| e.0);
+        self.bytes.extend_from_slice(v);
+        self.ends.push(self.bytes.len());
+        self.first.push(ordinal);
+        (g, true)
+    }
+
+    #[inline]
+    fn null_group(&mut self, ordinal: u64) -> (u32, bool) {
+        if let Some(g) = self.null {
+            return (g, false);
+        }
+        let g = self.first.len() as u32;
+        self.null = Some(g);
+        // `ends` keeps an entry per group (the byte shapes read it by group).
+        self.ends.push(self.bytes.len());
+        self.first.push(ordinal);
+        (g, true)
+    }
+}
+
+/// A batch's keys, ready for probing.
+enum BatchKeys {
+    /// By position.
+    Words(Vec<u64>),
+    /// A byte-string column (by row), or a dictionary's values and the value index of
+    /// each position.
+    Bytes(ArrayRef, Option<Vec<usize>>),
+    /// By row.
+    Rows(Rows),
+}
+
+/// One aggregate's input in a batch (cast for its fold).
+enum Input {
+    Size,
+    Count(Option<BooleanBuffer>),
+    /// Float64 values.
+    Float(ArrayRef),
+    /// Int64, UInt64 or Decimal128 values.
+    Exact(ArrayRef),
+    /// Float64 x and y.
+    Corr(ArrayRef, ArrayRef),
+}
+
+/// A batch made ready for the fold: its rows cut by partition, *in partition order* — the
+/// rows of partition `p` at positions `at[p]..at[p + 1]`, ascending — and so are its
+/// hashes, key words, dictionary indices and aggregate inputs: a partition's fold reads
+/// them in sequence (read at its rows' places in the batch, every value was a cache miss).
+struct Prepared {
+    keys: BatchKeys,
+    /// `false` where the (single-column) key is null, by row.
+    valid: Option<BooleanBuffer>,
+    /// The row at each position, and its hash.
+    rows: Vec<u32>,
+    hashes: Vec<u64>,
+    at: Vec<usize>,
+    inputs: Vec<Input>,
+    /// The batch's key columns, for the keys of new groups.
+    key_cols: Vec<ArrayRef>,
+    /// Ordinal of the batch's first row.
+    base: u64,
+}
+
+/// The resident group-by state (see the module docs).
+pub struct ResidentState {
+    schema: SchemaRef,
+    opts: GroupByOptions,
+    carries: Vec<Carry>,
+    state_schema: SchemaRef,
+    key_idx: Vec<usize>,
+    shape: Shape,
+    parts: Vec<Part>,
+    /// Rows absorbed: the next row's ordinal.
+    rows: u64,
+}
+
+impl ResidentState {
+    /// Whether this state can aggregate `opts` over rows of `schema`: at least one key, and
+    /// only aggregates with a copy state (see the module docs). Checks nothing else.
+    pub fn supports(schema: &SchemaRef, opts: &GroupByOptions) -> bool {
+        let empty = Table {
+            schema: schema.clone(),
+            batches: vec![],
+        };
+        let Ok(inputs) = check(&empty, opts) else {
+            return false;
+        };
+        !opts.keys.is_empty()
+            && opts.aggs.iter().zip(&inputs).all(|(a, i)| {
+                let carry = Carry::of(&a.func, i.values.as_ref().map(|v| v.data_type()));
+                matches!(
+                    carry,
+                    Carry::Count
+                        | Carry::FloatSum
+                        | Carry::Exact { .. }
+                        | Carry::Mean { .. }
+                        | Carry::Moments { .. }
+                        | Carry::Corr
+                )
+            })
+            && shape(schema, opts).is_ok()
+    }
+
+    pub fn new(schema: SchemaRef, opts: GroupByOptions) -> Result<Self> {
+        let state_schema = GroupByState::new(schema.clone(), opts.clone())?.state_schema();
+        let empty = Table {
+            schema: schema.clone(),
+            batches: vec![],
+        };
+        let inputs = check(&empty, &opts)?;
+        let carries: Vec<Carry> = opts
+            .aggs
+            .iter()
+            .zip(&inputs)
+            .map(|(a, i)| Carry::of(&a.func, i.values.as_ref().map(|v| v.data_type())))
+            .collect();
+        let key_idx = crate::keys::key_positions(&schema, &opts.keys)?;
+        let shape = shape(&schema, &opts)?;
+        let mut st = ResidentState {
+            schema,
+            opts,
+            carries,
+            state_schema,
+            key_idx,
+            shape,
+            parts: Vec::new(),
+            rows: 0,
+        };
+        st.clear();
+        Ok(st)
+    }
+
+    /// Drop every group (the state of no rows; the ordinals go on).
+    pub fn clear(&mut self) {
+        let nk = self.key_idx.len();
+        self.parts = (0..PARTS)
+            .map(|_| Part {
+                keys: vec![Vec::new(); nk],
+                states: self.carries.iter().map(States::of).collect(),
+                ..Part::default()
+            })
+            .collect();
+    }
+
+    /// Groups held.
+    pub fn num_groups(&self) -> usize {
+        self.parts.iter().map(Part::groups).sum()
+    }
+
+    /// Bytes held.
+    pub fn bytes(&self) -> u64 {
+        self.parts.iter().map(|p| p.bytes_held() as u64).sum()
+    }
+
+    /// The schema of its partial-state tables ([`GroupByState::state_schema`]).
+    pub fn state_schema(&self) -> SchemaRef {
+        self.state_schema.clone()
+    }
+
+    /// Check `batches` against the input schema and make them ready for the fold, in
+    /// parallel; their rows get the next ordinals.
+    pub fn prepare(&mut self, batches: Vec<RecordBatch>) -> Result<Vec<Ready>> {
+        for b in &batches {
+            if let Some(why) = schema_mismatch(&b.schema(), &self.schema) {
+                return Err(Error::Type(format!(
+                    "record batch does not match the group-by's schema: {why}"
+                )));
+            }
+        }
+        let mut base = self.rows;
+        let bases: Vec<u64> = batches
+            .iter()
+            .map(|b| {
+                let at = base;
+                base += b.num_rows() as u64;
+                at
+            })
+            .collect();
+        self.rows = base;
+        let this = &*self;
+        batches
+            .into_par_iter()
+            .zip(bases)
+            .map(|(b, base)| Ok(Ready(this.prepare_one(&b, base)?)))
+            .collect()
+    }
+
+    fn prepare_one(&self, batch: &RecordBatch, base: u64) -> Result<Prepared> {
+        crate::cancel::point();
+        let n = batch.num_rows();
+        let key_cols: Vec<ArrayRef> = self
+            .key_idx
+            .iter()
+            .map(|&i| batch.column(i).clone())
+            .collect();
+        // Rows left out: a null key under `dropna`.
+        let mut skip: Option<BooleanBuffer> = None;
+        if self.opts.dropna {
+            for c in &key_cols {
+                if let Some(v) = c.logical_nulls().filter(|v| v.null_count() > 0) {
+                    skip = Some(match skip {
+                        None => v.inner().clone(),
+                        Some(s) => &s & v.inner(),
+                    });
+                }
+            }
+        }
+        let mut hashes = vec![0u64; n];
+        let mut valid = None;
+        let keys = match &self.shape {
+            Shape::Word(d) => {
+                let c = &key_cols[0];
+                let mut w = vec![0u64; n];
+                raw_u64(c, &mut w, *d);
+                for (h, &w) in hashes.iter_mut().zip(&w) {
+                    *h = word_hash(w);
+                }
+                valid = valid_of(c);
+                BatchKeys::Words(w)
+            }
+            Shape::Bytes => {
+                let c = &key_cols[0];
+                let (values, idx) = match c.data_type() {
+                    DataType::Dictionary(_, _) => {
+                        let d = c.as_any_dictionary();
+                        (d.values().clone(), Some(d.normalized_keys()))
+                    }
+                    _ => (c.clone(), None),
+                };
+                let chunk = ByteChunk::new(&values).expect("checked by shape()");
+                valid = valid_of(c);
+                for (r, h) in hashes.iter_mut().enumerate() {
+                    let i = idx.as_ref().map_or(r, |x| x[r]);
+                    *h = if valid.as_ref().is_none_or(|v| v.value(r)) {
+                        hash_bytes(chunk.value(i))
+                    } else {
+                        NULL_HASH
+                    };
+                }
+                BatchKeys::Bytes(values, idx)
+            }
+            Shape::Rows(conv) => {
+                let cols = key_cols.iter().map(canonical).collect::<Result<Vec<_>>>()?;
+                let rows = conv.convert_columns(&cols)?;
+                for (r, h) in hashes.iter_mut().enumerate() {
+                    *h = hash_bytes(rows.row(r).data());
+                }
+                BatchKeys::Rows(rows)
+            }
+        };
+        if let (Some(v), Shape::Word(_) | Shape::Bytes) = (&valid, &self.shape) {
+            for (r, h) in hashes.iter_mut().enumerate() {
+                if !v.value(r) {
+                    *h = NULL_HASH;
+                }
+            }
+        }
+        // Rows cut by partition (a counting sort, rows ascending in each).
+        let keep = |r: usize| skip.as_ref().is_none_or(|s| s.value(r));
+        let mut at = vec![0usize; PARTS + 1];
+        for (r, &h) in hashes.iter().enumerate() {
+            if keep(r) {
+                at[part_of(h) + 1] += 1;
+            }
+        }
+        for p in 0..PARTS {
+            at[p + 1] += at[p];
+        }
+        let mut fill = at.clone();
+        let total = at[PARTS];
+        let mut rows = vec![0u32; total];
+        let mut cut = vec![0u64; total];
+        for (r, &h) in hashes.iter().enumerate() {
+            if keep(r) {
+                let p = part_of(h);
+                rows[fill[p]] = r as u32;
+                cut[fill[p]] = h;
+                fill[p] += 1;
+            }
+        }
+        let keys = match keys {
+            BatchKeys::Words(w) => BatchKeys::Words(rows.iter().map(|&r| w[r as usize]).collect()),
+            BatchKeys::Bytes(values, Some(idx)) => BatchKeys::Bytes(
+                values,
+                Some(rows.iter().map(|&r| idx[r as usize]).collect()),
+            ),
+            keys => keys,
+        };
+        let perm = arrow_array::UInt32Array::from(rows.clone());
+        let inputs = self.inputs(batch, Some(&perm))?;
+        Ok(Prepared {
+            keys,
+            valid,
+            rows,
+            hashes: cut,
+            at,
+            inputs,
+            key_cols,
+            base,
+        })
+    }
+
+    /// Each aggregate's input column of `batch` (its rows `perm`, in that order, if given),
+    /// cast for its fold.
+    fn inputs(
+        &self,
+        batch: &RecordBatch,
+        perm: Option<&arrow_array::UInt32Array>,
+    ) -> Result<Vec<Input>> {
+        let col = |name: &Option<String>| -> Result<ArrayRef> {
+            let name = name
+                .as_deref()
+                .expect("checked: the aggregate has a column");
+            let c = batch.column(self.schema.index_of(name)?);
+            Ok(match perm {
+                Some(p) => arrow_select::take::take(c.as_ref(), p, None)?,
+                None => c.clone(),
+            })
+        };
+        let f64s =
+            |a: ArrayRef| -> Result<ArrayRef> { Ok(arrow_cast::cast(&a, &DataType::Float64)?) };
+        self.opts
+            .aggs
+            .iter()
+            .zip(&self.carries)
+            .map(|(a, carry)| {
+                Ok(match carry {
+                    Carry::Count if a.func == super::AggFn::Size => Input::Size,
+                    Carry::Count => Input::Count(valid_of(&col(&a.column)?)),
+                    Carry::FloatSum | Carry::Mean { exact: None } | Carry::Moments { .. } => {
+                        Input::Float(f64s(col(&a.column)?)?)
+                    }
+                    Carry::Exact { .. } | Carry::Mean { exact: Some(_) } => {
+                        let v = col(&a.column)?;
+                        let dt = v.data_type();
+                        Input::Exact(match dt {
+                            DataType::Int64 | DataType::UInt64 => v,
+                            _ if dt.is_decimal() => arrow_cast::cast(
+                                &v,
+                                &DataType::Decimal128(38, super::dt_scale(dt)),
+                            )?,
+                            _ => arrow_cast::cast(&v, &DataType::Int64)?,
+                        })
+                    }
+                    Carry::Corr => {
+                        let super::AggFn::Corr(y) = &a.func else {
+                            unreachable!("corr carries come from corr")
+                        };
+                        Input::Corr(f64s(col(&a.column)?)?, f64s(col(&Some(y.clone()))?)?)
+                    }
+                    _ => unreachable!("checked by ResidentState::supports"),
+                })
+            })
+            .collect()
+    }
+
+    /// Fold prepared batches (in input order) into the state: every partition in parallel,
+    /// each through all the batches (its states stay in cache from one batch to the next).
+    pub fn absorb(&mut self, ready: &[Ready]) -> Result<()> {
+        self.parts
+            .par_iter_mut()
+            .enumerate()
+            .map(|(p, part)| {
+                crate::cancel::point();
+                ready.iter().try_for_each(|b| fold(part, &b.0, p))
+            })
+            .collect::<Result<()>>()
+    }
+
+    /// The state as one partial-state table ([`GroupByState::state_schema`]), groups in
+    /// first-appearance order.
+    pub fn export(&self) -> Result<Table> {
+        let nk = self.key_idx.len();
+        let fields = self.state_schema.fields();
+        // Each partition's columns.
+        let cols: Vec<Vec<ArrayRef>> = self
+            .parts
+            .par_iter()
+            .map(|part| -> Result<Vec<ArrayRef>> {
+                let mut out = Vec::with_capacity(fields.len());
+                for (k, chunks) in part.keys.iter().enumerate() {
+                    let dt = fields[k].data_type();
+                    out.push(if chunks.is_empty() {
+                        arrow_array::new_empty_array(dt)
+                    } else {
+                        let refs: Vec<&dyn Array> = chunks.iter().map(|c| c.as_ref()).collect();
+                        arrow_select::concat::concat(&refs)?
+                    });
+                }
+                for (st, carry) in part.states.iter().zip(&self.carries) {
+                    out.extend(state_columns(st, carry)?);
+                }
+                Ok(out)
+            })
+            .collect::<Result<_>>()?;
+        // First-appearance order across partitions.
+        let mut order: Vec<(u64, u32, u32)> = Vec::with_capacity(self.num_groups());
+        for (p, part) in self.parts.iter().enumerate() {
+            order.extend(
+                part.first
+                    .iter()
+                    .enumerate()
+                    .map(|(i, &f)| (f, p as u32, i as u32)),
+            );
+        }
+        order.par_sort_unstable_by_key(|o| o.0);
+        let idx: Vec<(usize, usize)> = order
+            .iter()
+            .map(|&(_, p, i)| (p as usize, i as usize))
+            .collect();
+        drop(order);
+        let columns = (0..fields.len())
+            .into_par_iter()
+            .map(|c| -> Result<ArrayRef> {
+                let refs: Vec<&dyn Array> = cols.iter().map(|p| p[c].as_ref()).collect();
+                let a = arrow_select::interleave::interleave(&refs, &idx)?;
+                // Keys in the state's (plain) types.
+                Ok(if c < nk && a.data_type() != fields[c].data_type() {
+                    arrow_cast::cast(&a, fields[c].data_type())?
+                } else {
+                    a
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let opts = RecordBatchOptions::new().with_row_count(Some(idx.len()));
+        let batch = RecordBatch::try_new_with_options(self.state_schema.clone(), columns, &opts)?;
+        Ok(Table {
+            schema: self.state_schema.clone(),
+            batches: vec![batch],
+        })
+    }
+
+    /// The result, as [`super::group_by`] gives it for all the rows.
+    pub fn finish(&self) -> Result<Table> {
+        finish_state(&self.schema, &self.opts, &self.carries, self.export()?)
+    }
+
+    /// The partial-state table of `batch`'s rows, each row its own state (rows with a null
+    /// key left out under `dropna`): what the state would fold them as, for a state that
+    /// spilled (see the module docs).
+    pub fn singletons(&self, batch: &RecordBatch) -> Result<Table> {
+        if let Some(why) = schema_mismatch(&batch.schema(), &self.schema) {
+            return Err(Error::Type(format!(
+                "record batch does not match the group-by's schema: {why}"
+            )));
+        }
+        let mut batch = batch.clone();
+        if self.opts.dropna {
+            let mut keep: Option<BooleanBuffer> = None;
+            for &i in &self.key_idx {
+                if let Some(v) = batch
+                    .column(i)
+                    .logical_nulls()
+                    .filter(|v| v.null_count() > 0)
+                {
+                    keep = Some(match keep {
+                        None => v.inner().clone(),
+                        Some(k) => &k & v.inner(),
+                    });
+                }
+            }
+            if let Some(k) = keep {
+                let mask = arrow_array::BooleanArray::new(k, None);
+                batch = arrow_select::filter::filter_record_batch(&batch, &mask)?;
+            }
+        }
+        let n = batch.num_rows();
+        let fields = self.state_schema.fields();
+        let mut cols: Vec<ArrayRef> = Vec::with_capacity(fields.len());
+        for (k, &i) in self.key_idx.iter().enumerate() {
+            let c = batch.column(i);
+            cols.push(if c.data_type() == fields[k].data_type() {
+                c.clone()
+            } else {
+                arrow_cast::cast(c, fields[k].data_type())?
+            });
+        }
+        let own: Vec<u32> = (0..n as u32).collect();
+        for ((input, carry), spec) in self
+            .inputs(&batch, None)?
+            .iter()
+            .zip(&self.carries)
+            .zip(&self.opts.aggs)
+        {
+            let mut st = States::of(carry);
+            st.resize(n);
+            fold_states(&mut st, input, 0, &own, &spec.column)?;
+            cols.extend(state_columns(&st, carry)?);
+        }
+        let opts = RecordBatchOptions::new().with_row_count(Some(n));
+        Ok(Table {
+            schema: self.state_schema.clone(),
+            batches: vec![RecordBatch::try_new_with_options(
+                self.state_schema.clone(),
+                cols,
+                &opts,
+            )?],
+        })
+    }
+}
+
+/// A batch made ready for [`ResidentState::absorb`].
+pub struct Ready(Prepared);
+
+/// The key shape of `opts.keys` over `schema` (an error when arrow-row cannot encode them).
+fn shape(schema: &SchemaRef, opts: &GroupByOptions) -> Result<Shape> {
+    let types: Vec<&DataType> = opts
+        .keys
+        .iter()
+        .map(|k| Ok(schema.field_with_name(k)?.data_type()))
+        .collect::<Result<_>>()?;
+    if let [dt] = types[..] {
+        if let Some(d) = domain_of_types(std::iter::once(dt)).filter(|d| *d != Domain::Wide) {
+            return Ok(Shape::Word(d));
+        }
+        let bytes = |t: &DataType| {
+            matches!(
+                t,
+                DataType::Utf8
+                    | DataType::LargeUtf8
+                    | DataType::Utf8View
+                    | DataType::Binary
+                    | DataType::LargeBinary
+                    | DataType::BinaryView
+                    | DataType::FixedSizeBinary(_)
+            )
+        };
+        if bytes(crate::keys::value_type(dt)) {
+            return Ok(Shape::Bytes);
+        }
+    }
+    let fields: Vec<SortField> = types
+        .iter()
+        .map(|t| SortField::new(crate::keys::value_type(t).clone()))
+        .collect();
+    if !RowConverter::supports_fields(&fields) {
+        return Err(Error::Type("keys arrow-row cannot encode".into()));
+    }
+    Ok(Shape::Rows(RowConverter::new(fields)?))
+}
+
+/// A key column as arrow-row encodes it for equality: dictionaries decoded, every NaN the
+/// same NaN and -0.0 as 0.0.
+fn canonical(c: &ArrayRef) -> Result<ArrayRef> {
+    let c = crate::keys::decoded(c)?;
+    Ok(match c.data_type() {
+        DataType::Float64 => Arc::new(
+            c.as_primitive::<Float64Type>()
+                .unary::<_, Float64Type>(|v| if v.is_nan() { f64::NAN } else { v + 0.0 }),
+        ),
+        DataType::Float32 => Arc::new(
+            c.as_primitive::<arrow_array::types::Float32Type>()
+                .unary::<_, arrow_array::types::Float32Type>(|v| {
+                    if v.is_nan() { f32::NAN } else { v + 0.0 }
+                }),
+        ),
+        DataType::Float16 => Arc::new(
+            c.as_primitive::<arrow_array::types::Float16Type>()
+                .unary::<_, arrow_array::types::Float16Type>(|v| {
+                    if v.is_nan() {
+                        half::f16::NAN
+                    } else {
+                        v + half::f16::ZERO
+                    }
+                }),
+        ),
+        _ => c,
+    })
+}
+
+fn valid_of(a: &ArrayRef) -> Option<BooleanBuffer> {
+    a.logical_nulls()
+        .filter(|n| n.null_count() > 0)
+        .map(|n| n.inner().clone())
+}
+
+/// Fold partition `p`'s rows of batch `b` into `part`.
+fn fold(part: &mut Part, b: &Prepared, p: usize) -> Result<()> {
+    let (lo, hi) = (b.at[p], b.at[p + 1]);
+    if lo == hi {
+        return Ok(());
+    }
+    let rows = &b.rows[lo..hi];
+    let hashes = &b.hashes[lo..hi];
+    let mut gids = Vec::with_capacity(rows.len());
+    let mut new: Vec<u32> = Vec::new();
+    let null = |r: u32| b.valid.as_ref().is_some_and(|v| !v.value(r as usize));
+    let ordinal = |r: u32| b.base + u64::from(r);
+    match &b.keys {
+        BatchKeys::Words(w) => {
+            for (&r, &w) in rows.iter().zip(&w[lo..hi]) {
+                let (g, fresh) = if null(r) {
+                    part.null_group(ordinal(r))
+                } else {
+                    part.word_group(w, ordinal(r))
+                };
+                if fresh {
+                    new.push(r);
+                }
+                gids.push(g);
+            }
+        }
+        BatchKeys::Bytes(values, idx) => {
+            let chunk = ByteChunk::new(values).expect("checked by shape()");
+            for (i, (&r, &h)) in rows.iter().zip(hashes).enumerate() {
+                let (g, fresh) = if null(r) {
+                    part.null_group(ordinal(r))
+                } else {
+                    let v = idx.as_ref().map_or(r as usize, |x| x[lo + i]);
+                    part.bytes_group(chunk.value(v), h, ordinal(r))
+                };
+                if fresh {
+                    new.push(r);
+                }
+                gids.push(g);
+            }
+        }
+        BatchKeys::Rows(keys) => {
+            for (&r, &h) in rows.iter().zip(hashes) {
+                let (g, fresh) = part.bytes_group(keys.row(r as usize).data(), h, ordinal(r));
+                if fresh {
+                    new.push(r);
+                }
+                gids.push(g);
+            }
+        }
+    }
+    let groups = part.groups();
+    for (st, input) in part.states.iter_mut().zip(&b.inputs) {
+        st.resize(groups);
+        fold_states(st, input, lo, &gids, &None)?;
+    }
+    if !new.is_empty() {
+        let idx = arrow_array::UInt32Array::from(new);
+        for (k, c) in b.key_cols.iter().enumerate() {
+            let taken = arrow_select::take::take(c.as_ref(), &idx, None)?;
+            part.keys[k].push(owned(crate::keys::decoded(&taken)?));
+        }
+    }
+    Ok(())
+}
+
+/// `a` holding only its own values (a view array keeps its batch's buffers otherwise).
+fn owned(a: ArrayRef) -> ArrayRef {
+    match a.data_type() {
+        DataType::Utf8View => Arc::new(a.as_string_view().gc()),
+        DataType::BinaryView => Arc::new(a.as_binary_view().gc()),
+        _ => a,
+    }
+}
+
+/// Fold the values of `input` at positions `first..` into the states of their groups
+/// `gids` (one per position): each value's own state merged into its group's, in order.
+fn fold_states(
+    st: &mut States,
+    input: &Input,
+    first: usize,
+    gids: &[u32],
+    col: &Option<String>,
+) -> Result<()> {
+    match (st, input) {
+        (States::Count(s), Input::Size) => {
+            for &g in gids {
+                s[g as usize] += 1;
+            }
+        }
+        (States::Count(s), Input::Count(valid)) => merge_ones(
+            &Count {
+                valid: valid.clone(),
+            },
+            s,
+            first,
+            gids,
+        ),
+        (States::Kahan(s), Input::Float(v)) => merge_ones(
+            &Sum::<f64, Kahan>::new(v.as_primitive::<Float64Type>().values(), valid_of(v)),
+            s,
+            first,
+            gids,
+        ),
+        (States::Moments(s), Input::Float(v)) => merge_ones(
+            &Variance {
+                values: v.as_primitive::<Float64Type>().values(),
+                valid: valid_of(v),
+            },
+            s,
+            first,
+            gids,
+        ),
+        (States::Co(s), Input::Corr(x, y)) => merge_ones(
+            &Correlation {
+                x: x.as_primitive::<Float64Type>().values(),
+                y: y.as_primitive::<Float64Type>().values(),
+                valid_x: valid_of(x),
+                valid_y: valid_of(y),
+            },
+            s,
+            first,
+            gids,
+        ),
+        (States::Exact(s), Input::Exact(v)) => {
+            let valid = valid_of(v);
+            let ok = match v.data_type() {
+                DataType::Int64 => add_exact(
+                    s,
+                    v.as_primitive::<Int64Type>().values(),
+                    &valid,
+                    first,
+                    gids,
+                ),
+                DataType::UInt64 => add_exact(
+                    s,
+                    v.as_primitive::<UInt64Type>().values(),
+                    &valid,
+                    first,
+                    gids,
+                ),
+                _ => add_exact(
+                    s,
+                    v.as_primitive::<Decimal128Type>().values(),
+                    &valid,
+                    first,
+                    gids,
+                ),
+            };
+            if !ok {
+                return Err(Error::Value(format!(
+                    "sum of column {:?} overflows 128 bits in at least one group",
+                    col.as_deref().unwrap_or("")
+                )));
+            }
+        }
+        _ => unreachable!("states and inputs come from the same carry"),
+    }
+    Ok(())
+}
+
+/// `acc.merge(state of g, state of position i alone)` for each position `i` from `first`
+/// and its group `g`.
+#[inline(always)]
+fn merge_ones<A: Acc>(acc: &A, st: &mut [A::S], first: usize, gids: &[u32]) {
+    for (i, &g) in gids.iter().enumerate() {
+        let mut one = acc.init();
+        acc.update(&mut one, first + i);
+        acc.merge(&mut st[g as usize], &one);
+    }
+}
+
+/// Exact sums: add each valid row's value to its group's; `false` on a 128-bit overflow.
+fn add_exact<V: Copy + Into<i128>>(
+    st: &mut [(i128, u64)],
+    values: &[V],
+    valid: &Option<BooleanBuffer>,
+    first: usize,
+    gids: &[u32],
+) -> bool {
+    let mut ok = true;
+    for (i, &g) in gids.iter().enumerate() {
+        let r = first + i;
+        if valid.as_ref().is_none_or(|v| v.value(r)) {
+            let s = &mut st[g as usize];
+            let (sum, over) = s.0.overflowing_add(values[r].into());
+            s.0 = sum;
+            s.1 += 1;
+            ok &= !over;
+        }
+    }
+    ok
+}
+
+/// An aggregate's partial-state columns ([`super::stream`]'s table) from its states.
+fn state_columns(st: &States, carry: &Carry) -> Result<Vec<ArrayRef>> {
+    Ok(match (st, carry) {
+        (States::Count(s), _) => vec![int64(s.iter().copied())],
+        (States::Kahan(s), _) => kahan_columns(s),
+        (States::Moments(s), _) => moments_columns(s),
+        (States::Co(s), _) => comoments_columns(s),
+        (States::Exact(s), Carry::Exact { out }) => {
+            vec![exact_state(s, super::dt_scale(out))?]
+        }
+        (States::Exact(s), Carry::Mean { exact: Some(scale) }) => {
+            vec![exact_state(s, *scale)?, int64(s.iter().map(|&(_, n)| n))]
+        }
+        _ => unreachable!("states come from their carry"),
+    })
+}
