@@ -44,7 +44,7 @@ use crate::error::{Error, Result};
 use crate::expr::bind::Phys;
 use crate::group_by::GroupByOptions;
 use crate::group_by::external::{ExternalGroupBy, Grouped};
-use crate::group_by::resident::ResidentState;
+use crate::group_by::resident::{Ready, ResidentState};
 use crate::group_by::stream::{GroupByState, KnownKeys};
 use crate::join::JoinOptions;
 use crate::join::external::{BuildSide, Built};
@@ -1639,23 +1639,48 @@ fn run_resident_group_by(
     let mut state = ResidentState::new(in_schema, options)?;
     let mut mem = Some(reservation("group_by", runner, stats));
     let mut in_memory = true;
-    while let Some(batches) = input.wave(&|b: RecordBatch| Ok(b), runner)? {
+    // While the state is in memory each batch is made ready for it right after its
+    // decoding, in the scan's parallel phase.
+    enum Item {
+        Ready(Box<Ready>),
+        Batch(RecordBatch),
+    }
+    loop {
+        let wave = {
+            let (st, keep) = (&state, in_memory);
+            let tail = move |b: RecordBatch| -> Result<Item> {
+                let t = Instant::now();
+                stats.record(b.num_rows(), None, t);
+                Ok(if keep {
+                    let r = st.prepare(b)?;
+                    stats.record(0, None, t);
+                    Item::Ready(Box::new(r))
+                } else {
+                    Item::Batch(b)
+                })
+            };
+            input.wave(&tail, runner)?
+        };
+        let Some(items) = wave else { break };
         let t = Instant::now();
-        let rows = batches.iter().map(RecordBatch::num_rows).sum();
-        let mut batches = Some(batches);
+        let mut items = Some(items);
         runner.parallel(&mut || {
-            let batches = batches.take().unwrap_or_default();
             let ext = spilled.as_mut().expect("finished once");
-            if !in_memory {
-                for b in &batches {
-                    crate::cancel::point();
-                    ext.spill_partial(state.singletons(b)?)?;
+            let mut ready = Vec::new();
+            for item in items.take().unwrap_or_default() {
+                match item {
+                    Item::Ready(r) => ready.push(*r),
+                    Item::Batch(b) => {
+                        crate::cancel::point();
+                        ext.spill_partial(state.singletons(&b)?)?;
+                    }
                 }
+            }
+            if ready.is_empty() {
                 return Ok(());
             }
-            let ready = state.prepare(batches)?;
             let mem = mem.as_mut().expect("finished once");
-            state.absorb(&ready)?;
+            state.absorb(&mut ready)?;
             // Twice the state: finishing copies it.
             if force || mem.resize(2 * state.bytes()).is_err() {
                 ext.spill_partial(state.export()?)?;
@@ -1665,7 +1690,7 @@ fn run_resident_group_by(
             }
             Ok(())
         })?;
-        stats.record(rows, None, t);
+        stats.record(0, None, t);
     }
     let t = Instant::now();
     let mut out = None;

@@ -45,7 +45,7 @@ use super::stream::{
 use super::{GroupByOptions, check};
 use crate::error::{Error, Result};
 use crate::keys::encode::{Domain, domain_of_types, raw_u64};
-use crate::keys::intern::{ByteChunk, SEED, bytes_eq, hash_bytes};
+use crate::keys::intern::{ByteChunk, Entry, SEED, hash_bytes, head};
 use crate::keys::partition::mix;
 use crate::table::{Table, schema_mismatch};
 
@@ -124,9 +124,14 @@ impl States {
 /// One hash partition: its groups' keys, first-row ordinals and states.
 #[derive(Default)]
 struct Part {
-    /// (key word, or key hash; group).
+    /// (key word, group) of the `Word` shape.
     table: HashTable<(u64, u32)>,
-    /// Key bytes of group `g`: `bytes[ends[g - 1]..ends[g]]` (shapes `Bytes` and `Rows`).
+    /// The byte shapes' keys: each one's length and head, so that a probe of a key of up
+    /// to 16 bytes is decided in the table (following the group's bytes would be one more
+    /// cache miss a row); with the key hash of each group, and its bytes:
+    /// `bytes[ends[g - 1]..ends[g]]`.
+    strings: HashTable<Entry>,
+    hashes: Vec<u64>,
     bytes: Vec<u8>,
     ends: Vec<usize>,
     /// The group of the null key (single-column shapes).
@@ -151,8 +156,9 @@ impl Part {
             .map(|a| a.get_array_memory_size())
             .sum();
         self.table.capacity() * 17
+            + self.strings.capacity() * (std::mem::size_of::<Entry>() + 1)
             + self.bytes.capacity()
-            + (self.ends.capacity() + self.first.capacity()) * 8
+            + (self.ends.capacity() + self.first.capacity() + self.hashes.capacity()) * 8
             + keys
             + self.states.iter().map(States::bytes).sum::<usize>()
     }
@@ -169,20 +175,37 @@ impl Part {
         (g, true)
     }
 
+    /// The group of the key whose head is `hd`, length `len` and hash `h`; `v` gives its
+    /// bytes (read only for keys longer than 16 bytes, and for a new group).
     #[inline]
-    fn bytes_group(&mut self, v: &[u8], h: u64, ordinal: u64) -> (u32, bool) {
+    fn bytes_group<'v>(
+        &mut self,
+        hd: [u64; 2],
+        len: u32,
+        h: u64,
+        v: impl Fn() -> &'v [u8],
+        ordinal: u64,
+    ) -> (u32, bool) {
         let (bytes, ends) = (&self.bytes, &self.ends);
         let at = |g: u32| {
             let g = g as usize;
             &bytes[if g == 0 { 0 } else { ends[g - 1] }..ends[g]]
         };
-        if let Some(&(_, g)) = self.table.find(h, |e| e.0 == h && bytes_eq(at(e.1), v)) {
-            return (g, false);
+        let hit = |e: &Entry| e.len == len && e.head == hd && (len <= 16 || at(e.id) == v());
+        if let Some(e) = self.strings.find(h, hit) {
+            return (e.id, false);
         }
         let g = self.first.len() as u32;
-        self.table.insert_unique(h, (h, g), |e| e.0);
-        self.bytes.extend_from_slice(v);
+        let e = Entry {
+            head: hd,
+            len,
+            id: g,
+        };
+        self.bytes.extend_from_slice(v());
         self.ends.push(self.bytes.len());
+        self.hashes.push(h);
+        let hashes = &self.hashes;
+        self.strings.insert_unique(h, e, |e| hashes[e.id as usize]);
         self.first.push(ordinal);
         (g, true)
     }
@@ -194,8 +217,9 @@ impl Part {
         }
         let g = self.first.len() as u32;
         self.null = Some(g);
-        // `ends` keeps an entry per group (the byte shapes read it by group).
+        // `ends` and `hashes` keep an entry per group (the byte shapes read them by group).
         self.ends.push(self.bytes.len());
+        self.hashes.push(NULL_HASH);
         self.first.push(ordinal);
         (g, true)
     }
@@ -205,9 +229,14 @@ impl Part {
 enum BatchKeys {
     /// By position.
     Words(Vec<u64>),
-    /// A byte-string column (by row), or a dictionary's values and the value index of
-    /// each position.
-    Bytes(ArrayRef, Option<Vec<usize>>),
+    /// A byte-string column (or a dictionary's values), and by position the index of the
+    /// key's value there, its head and its length (read in row order when prepared: read
+    /// in partition order, every key was a cache miss).
+    Bytes {
+        values: ArrayRef,
+        idx: Vec<usize>,
+        heads: Vec<([u64; 2], u32)>,
+    },
     /// By row.
     Rows(Rows),
 }
@@ -239,8 +268,9 @@ struct Prepared {
     inputs: Vec<Input>,
     /// The batch's key columns, for the keys of new groups.
     key_cols: Vec<ArrayRef>,
-    /// Ordinal of the batch's first row.
+    /// Ordinal of the batch's first row (set when absorbed).
     base: u64,
+    rows_in: usize,
 }
 
 /// The resident group-by state (see the module docs).
@@ -339,35 +369,19 @@ impl ResidentState {
         self.state_schema.clone()
     }
 
-    /// Check `batches` against the input schema and make them ready for the fold, in
-    /// parallel; their rows get the next ordinals.
-    pub fn prepare(&mut self, batches: Vec<RecordBatch>) -> Result<Vec<Ready>> {
-        for b in &batches {
-            if let Some(why) = schema_mismatch(&b.schema(), &self.schema) {
-                return Err(Error::Type(format!(
-                    "record batch does not match the group-by's schema: {why}"
-                )));
-            }
+    /// Check `batch` against the input schema and make it ready for the fold; any number
+    /// of batches may be made ready at once (in the scan's parallel phase, each right after
+    /// its decoding), the order of their rows is set when they are absorbed.
+    pub fn prepare(&self, batch: RecordBatch) -> Result<Ready> {
+        if let Some(why) = schema_mismatch(&batch.schema(), &self.schema) {
+            return Err(Error::Type(format!(
+                "record batch does not match the group-by's schema: {why}"
+            )));
         }
-        let mut base = self.rows;
-        let bases: Vec<u64> = batches
-            .iter()
-            .map(|b| {
-                let at = base;
-                base += b.num_rows() as u64;
-                at
-            })
-            .collect();
-        self.rows = base;
-        let this = &*self;
-        batches
-            .into_par_iter()
-            .zip(bases)
-            .map(|(b, base)| Ok(Ready(this.prepare_one(&b, base)?)))
-            .collect()
+        Ok(Ready(self.prepare_one(&batch)?))
     }
 
-    fn prepare_one(&self, batch: &RecordBatch, base: u64) -> Result<Prepared> {
+    fn prepare_one(&self, batch: &RecordBatch) -> Result<Prepared> {
         crate::cancel::point();
         let n = batch.num_rows();
         let key_cols: Vec<ArrayRef> = self
@@ -405,21 +419,29 @@ impl ResidentState {
                 let (values, idx) = match c.data_type() {
                     DataType::Dictionary(_, _) => {
                         let d = c.as_any_dictionary();
-                        (d.values().clone(), Some(d.normalized_keys()))
+                        // (`normalized_keys` asserts some values; without any, every row
+                        // is null and no index is read.)
+                        let idx = if d.values().is_empty() {
+                            vec![0; n]
+                        } else {
+                            d.normalized_keys()
+                        };
+                        (d.values().clone(), Some(idx))
                     }
                     _ => (c.clone(), None),
                 };
                 let chunk = ByteChunk::new(&values).expect("checked by shape()");
                 valid = valid_of(c);
-                for (r, h) in hashes.iter_mut().enumerate() {
-                    let i = idx.as_ref().map_or(r, |x| x[r]);
-                    *h = if valid.as_ref().is_none_or(|v| v.value(r)) {
-                        hash_bytes(chunk.value(i))
-                    } else {
-                        NULL_HASH
-                    };
+                let mut heads = vec![([0u64; 2], 0u32); n];
+                let idx = idx.unwrap_or_else(|| (0..n).collect());
+                for (r, (h, hd)) in hashes.iter_mut().zip(&mut heads).enumerate() {
+                    if valid.as_ref().is_none_or(|v| v.value(r)) {
+                        let v = chunk.value(idx[r]);
+                        *h = hash_bytes(v);
+                        *hd = (head(v), v.len() as u32);
+                    }
                 }
-                BatchKeys::Bytes(values, idx)
+                BatchKeys::Bytes { values, idx, heads }
             }
             Shape::Rows(conv) => {
                 let cols = key_cols.iter().map(canonical).collect::<Result<Vec<_>>>()?;
@@ -462,10 +484,11 @@ impl ResidentState {
         }
         let keys = match keys {
             BatchKeys::Words(w) => BatchKeys::Words(rows.iter().map(|&r| w[r as usize]).collect()),
-            BatchKeys::Bytes(values, Some(idx)) => BatchKeys::Bytes(
+            BatchKeys::Bytes { values, idx, heads } => BatchKeys::Bytes {
                 values,
-                Some(rows.iter().map(|&r| idx[r as usize]).collect()),
-            ),
+                idx: rows.iter().map(|&r| idx[r as usize]).collect(),
+                heads: rows.iter().map(|&r| heads[r as usize]).collect(),
+            },
             keys => keys,
         };
         let perm = arrow_array::UInt32Array::from(rows.clone());
@@ -478,7 +501,8 @@ impl ResidentState {
             at,
             inputs,
             key_cols,
-            base,
+            base: 0,
+            rows_in: n,
         })
     }
 
@@ -536,9 +560,15 @@ impl ResidentState {
             .collect()
     }
 
-    /// Fold prepared batches (in input order) into the state: every partition in parallel,
-    /// each through all the batches (its states stay in cache from one batch to the next).
-    pub fn absorb(&mut self, ready: &[Ready]) -> Result<()> {
+    /// Fold prepared batches, the next rows in this order, into the state: every partition
+    /// in parallel, each through all the batches (its states stay in cache from one batch
+    /// to the next).
+    pub fn absorb(&mut self, ready: &mut [Ready]) -> Result<()> {
+        for r in ready.iter_mut() {
+            r.0.base = self.rows;
+            self.rows += r.0.rows_in as u64;
+        }
+        let ready = &*ready;
         self.parts
             .par_iter_mut()
             .enumerate()
@@ -782,14 +812,18 @@ fn fold(part: &mut Part, b: &Prepared, p: usize) -> Result<()> {
                 gids.push(g);
             }
         }
-        BatchKeys::Bytes(values, idx) => {
+        BatchKeys::Bytes { values, idx, heads } => {
             let chunk = ByteChunk::new(values).expect("checked by shape()");
-            for (i, (&r, &h)) in rows.iter().zip(hashes).enumerate() {
+            let at = rows
+                .iter()
+                .zip(hashes)
+                .zip(&idx[lo..hi])
+                .zip(&heads[lo..hi]);
+            for (((&r, &h), &i), &(hd, len)) in at {
                 let (g, fresh) = if null(r) {
                     part.null_group(ordinal(r))
                 } else {
-                    let v = idx.as_ref().map_or(r as usize, |x| x[lo + i]);
-                    part.bytes_group(chunk.value(v), h, ordinal(r))
+                    part.bytes_group(hd, len, h, || chunk.value(i), ordinal(r))
                 };
                 if fresh {
                     new.push(r);
@@ -799,7 +833,9 @@ fn fold(part: &mut Part, b: &Prepared, p: usize) -> Result<()> {
         }
         BatchKeys::Rows(keys) => {
             for (&r, &h) in rows.iter().zip(hashes) {
-                let (g, fresh) = part.bytes_group(keys.row(r as usize).data(), h, ordinal(r));
+                let v = keys.row(r as usize).data();
+                let (hd, len) = (head(v), v.len() as u32);
+                let (g, fresh) = part.bytes_group(hd, len, h, || v, ordinal(r));
                 if fresh {
                     new.push(r);
                 }

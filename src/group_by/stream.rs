@@ -545,7 +545,13 @@ pub(super) fn finish_state(
         let st = (at..at + width)
             .map(|i| state.column(i))
             .collect::<Result<Vec<_>>>()?;
-        cols.push(finish(spec, carry, &st)?);
+        let out = finish(spec, carry, &st)?;
+        // Computed floats only: a min / max / first / last gives the input's own value.
+        cols.push(if matches!(carry, Carry::Same) {
+            out
+        } else {
+            one_nan(out)
+        });
         at += width;
     }
     // Keys in the input's types (dictionary keys are plain in the state).
@@ -584,6 +590,24 @@ pub(super) fn finish_state(
     let g = group(&out, &opts.keys, false, true)?;
     let rows: Vec<u32> = g.order.iter().map(|&s| g.first[s as usize]).collect();
     take_table(&out, &rows)
+}
+
+/// A float column with every NaN the same NaN. Which NaN an operation on two NaNs (or on
+/// infinities) gives depends on the order of its operands, which the compiler may swap
+/// where a fold is inlined: the state folded in memory and the one merged from spilled
+/// partial states would otherwise differ in NaN payloads.
+fn one_nan(a: ArrayRef) -> ArrayRef {
+    let Some(f) = a.as_primitive_opt::<Float64Type>() else {
+        return a;
+    };
+    if !f
+        .values()
+        .iter()
+        .any(|v| v.is_nan() && v.to_bits() != f64::NAN.to_bits())
+    {
+        return a;
+    }
+    Arc::new(f.unary::<_, Float64Type>(|v| if v.is_nan() { f64::NAN } else { v }))
 }
 
 /// `state` with its first `nk` (key) columns decoded where they are dictionary-encoded: a

@@ -347,18 +347,24 @@ struct Dictionary<'a> {
     values: Vec<&'a [u8]>,
 }
 
+/// A byte string in a hash table: its length and first 16 bytes next to its id.
 #[derive(Clone, Copy)]
-struct Entry {
-    head: [u64; 2],
-    len: u32,
-    id: u32,
+pub(crate) struct Entry {
+    pub head: [u64; 2],
+    pub len: u32,
+    pub id: u32,
 }
 
 impl Entry {
     /// Whether the entry is `v` (head `hd`): length and head decide values of up to 16
     /// bytes; longer ones are compared in full (`value` of the entry's id).
     #[inline(always)]
-    fn holds<'v>(&self, v: &[u8], hd: [u64; 2], value: impl Fn(usize) -> &'v [u8]) -> bool {
+    pub(crate) fn holds<'v>(
+        &self,
+        v: &[u8],
+        hd: [u64; 2],
+        value: impl Fn(usize) -> &'v [u8],
+    ) -> bool {
         let len = v.len() as u32;
         self.len == len && self.head == hd && (len <= 16 || value(self.id as usize) == v)
     }
@@ -368,7 +374,7 @@ impl Entry {
 /// overlapping word loads per word (a variable-length copy into a buffer would stall the
 /// loads that read it back).
 #[inline(always)]
-fn head(v: &[u8]) -> [u64; 2] {
+pub(crate) fn head(v: &[u8]) -> [u64; 2] {
     let w8 = |at: usize| u64::from_le_bytes(v[at..at + 8].try_into().unwrap_or([0; 8]));
     let w4 = |at: usize| {
         u64::from(u32::from_le_bytes(
