@@ -1639,11 +1639,11 @@ fn run_resident_group_by(
     let mut state = ResidentState::new(in_schema, options)?;
     let mut mem = Some(reservation("group_by", runner, stats));
     let mut in_memory = true;
-    // While the state is in memory each batch is made ready for it right after its
-    // decoding, in the scan's parallel phase.
+    // Each batch is made ready for the state right after its decoding, in the scan's
+    // parallel phase (or, once the state spilled, turned into one-row states there).
     enum Item {
         Ready(Box<Ready>),
-        Batch(RecordBatch),
+        Spill(crate::table::Table),
     }
     loop {
         let wave = {
@@ -1656,7 +1656,9 @@ fn run_resident_group_by(
                     stats.record(0, None, t);
                     Item::Ready(Box::new(r))
                 } else {
-                    Item::Batch(b)
+                    let one = st.singletons(&b)?;
+                    stats.record(0, None, t);
+                    Item::Spill(one)
                 })
             };
             input.wave(&tail, runner)?
@@ -1670,9 +1672,9 @@ fn run_resident_group_by(
             for item in items.take().unwrap_or_default() {
                 match item {
                     Item::Ready(r) => ready.push(*r),
-                    Item::Batch(b) => {
+                    Item::Spill(one) => {
                         crate::cancel::point();
-                        ext.spill_partial(state.singletons(&b)?)?;
+                        ext.spill_partial(one)?;
                     }
                 }
             }
