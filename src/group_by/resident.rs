@@ -568,13 +568,13 @@ impl ResidentState {
             r.0.base = self.rows;
             self.rows += r.0.rows_in as u64;
         }
-        let ready = &*ready;
+        let (ready, aggs) = (&*ready, &self.opts.aggs);
         self.parts
             .par_iter_mut()
             .enumerate()
             .map(|(p, part)| {
                 crate::cancel::point();
-                ready.iter().try_for_each(|b| fold(part, &b.0, p))
+                ready.iter().try_for_each(|b| fold(part, &b.0, p, aggs))
             })
             .collect::<Result<()>>()
     }
@@ -725,19 +725,7 @@ fn shape(schema: &SchemaRef, opts: &GroupByOptions) -> Result<Shape> {
         if let Some(d) = domain_of_types(std::iter::once(dt)).filter(|d| *d != Domain::Wide) {
             return Ok(Shape::Word(d));
         }
-        let bytes = |t: &DataType| {
-            matches!(
-                t,
-                DataType::Utf8
-                    | DataType::LargeUtf8
-                    | DataType::Utf8View
-                    | DataType::Binary
-                    | DataType::LargeBinary
-                    | DataType::BinaryView
-                    | DataType::FixedSizeBinary(_)
-            )
-        };
-        if bytes(crate::keys::value_type(dt)) {
+        if crate::join::index::is_bytes(crate::keys::value_type(dt)) {
             return Ok(Shape::Bytes);
         }
     }
@@ -787,7 +775,7 @@ fn valid_of(a: &ArrayRef) -> Option<BooleanBuffer> {
 }
 
 /// Fold partition `p`'s rows of batch `b` into `part`.
-fn fold(part: &mut Part, b: &Prepared, p: usize) -> Result<()> {
+fn fold(part: &mut Part, b: &Prepared, p: usize, aggs: &[super::AggSpec]) -> Result<()> {
     let (lo, hi) = (b.at[p], b.at[p + 1]);
     if lo == hi {
         return Ok(());
@@ -844,9 +832,9 @@ fn fold(part: &mut Part, b: &Prepared, p: usize) -> Result<()> {
         }
     }
     let groups = part.groups();
-    for (st, input) in part.states.iter_mut().zip(&b.inputs) {
+    for ((st, input), spec) in part.states.iter_mut().zip(&b.inputs).zip(aggs) {
         st.resize(groups);
-        fold_states(st, input, lo, &gids, &None)?;
+        fold_states(st, input, lo, &gids, &spec.column)?;
     }
     if !new.is_empty() {
         let idx = arrow_array::UInt32Array::from(new);

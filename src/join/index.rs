@@ -150,7 +150,7 @@ fn is_wide(t: &DataType) -> bool {
     matches!(t, DataType::Decimal128(_, _))
 }
 
-fn is_bytes(t: &DataType) -> bool {
+pub(crate) fn is_bytes(t: &DataType) -> bool {
     matches!(
         t,
         DataType::Utf8

@@ -27,7 +27,7 @@
 //!    outer joins are coalesced (left value where the left row exists, else the right one).
 
 pub mod external;
-mod index;
+pub(crate) mod index;
 pub mod stream;
 
 pub use index::KeyIndex;
