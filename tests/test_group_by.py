@@ -109,9 +109,9 @@ AGGS = {
     "r": ("vi", "corr", "vf"),
 }
 
-# The aggregates with a copy state, which the pipeline folds row by row into its resident
-# group-by state (min / max / first / last and the holistic ones take another path).
-COPY_AGGS = {
+# The aggregates the pipeline folds row by row into its resident group-by state (the
+# holistic ones take another path).
+RESIDENT_AGGS = {
     "n": (None, "size"),
     "c": ("vf", "count"),
     "cs": ("vs", "count"),
@@ -122,6 +122,14 @@ COPY_AGGS = {
     "sd": ("vi", "std"),
     "var": ("vf", "var"),
     "r": ("vi", "corr", "vf"),
+    "lo": ("vf", "min"),
+    "hi": ("vf", "max"),
+    "los": ("vs", "min"),
+    "his": ("vs", "max"),
+    "fs": ("vs", "first"),
+    "ls": ("vs", "last"),
+    "ff": ("vf", "first"),
+    "lf": ("vf", "last"),
 }
 
 # DuckDB expressions for AGGS, over the rows of one group.

@@ -17,7 +17,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from nasty import reference_dedup, reference_sort, tables
-from test_group_by import AGGS, COPY_AGGS, grouped
+from test_group_by import AGGS, RESIDENT_AGGS, grouped
 from test_join import join_inputs
 
 import ferrobatch as fb
@@ -163,7 +163,7 @@ def test_spilled_dedup_equals_the_reference_and_the_in_memory_dedup(
     st.booleans(),
     st.booleans(),
     st.sampled_from(["force", "64KiB"]),
-    st.sampled_from([AGGS, COPY_AGGS]),
+    st.sampled_from([AGGS, RESIDENT_AGGS]),
 )
 def test_spilled_group_by_equals_the_in_memory_group_by(
     data, batch_size, threads, dropna, sort, how, aggs
@@ -264,7 +264,8 @@ def test_resident_group_by_spilled_midway_keeps_the_float_bits(settings) -> None
     """The resident state spilled part way through (its groups written as one state table,
     every later row as its own one-row state) gives every group the bits of the run that
     stayed in memory: float sums, means, variances and correlations of values spanning
-    10^-12..10^12 with nulls, ±0.0 and NaN, whatever the batch size and thread count."""
+    10^-12..10^12 with nulls, ±0.0 and NaN, and their min / max / first / last (ties keep
+    the earliest row) and a string's, whatever the batch size and thread count."""
     rng = np.random.default_rng(21)
     n = 400_000
     f = rng.normal(size=n) * 10.0 ** rng.integers(-12, 12, n)
@@ -277,10 +278,13 @@ def test_resident_group_by_spilled_midway_keeps_the_float_bits(settings) -> None
             "s": pa.array([f"key {i}" for i in rng.integers(0, 500, n)]),
             "f": pa.array(f, mask=rng.random(n) < 0.1),
             "g": g,
+            "t": pa.array([f"v{i}" for i in rng.integers(0, 10**6, n)]),
         }
     )
     aggs = {"sf": ("f", "sum"), "mf": ("f", "mean"), "vf": ("f", "var"),
-            "sd": ("g", "std"), "r": ("f", "corr", "g"), "n": ("f", "count")}  # fmt: skip
+            "sd": ("g", "std"), "r": ("f", "corr", "g"), "n": ("f", "count"),
+            "lo": ("f", "min"), "hi": ("f", "max"), "ff": ("f", "first"), "lf": ("f", "last"),
+            "lt": ("t", "min"), "ht": ("t", "max")}  # fmt: skip
     for keys in (["k"], ["s", "k"]):
         want = fb.scan(t).group_by(keys, aggs).collect()
         before = fb.get_num_threads()

@@ -22,9 +22,12 @@
 //! ordinal of each group's first row; the finished groups are put in first-appearance
 //! order by those ordinals.
 //!
-//! The aggregates folded here are those with a copy state: count, size, sum, mean, var,
-//! std and corr ([`ResidentState::supports`]); the others (min / max / first / last and the
-//! holistic ones) still take the run-and-merge path of [`super::stream`].
+//! The aggregates folded here are count, size, sum, mean, var, std and corr, whose states
+//! are a few words, and min / max / first / last, whose state is the group's value
+//! ([`pick`]); ([`ResidentState::supports`]); the holistic ones (median, quantile, n_unique,
+//! top_k) still take the run-and-merge path of [`super::stream`].
+
+mod pick;
 
 use std::sync::Arc;
 
@@ -42,12 +45,13 @@ use super::stream::{
     Carry, GroupByState, comoments_columns, exact_state, finish_state, int64, kahan_columns,
     moments_columns,
 };
-use super::{GroupByOptions, check};
+use super::{AggFn, GroupByOptions, check};
 use crate::error::{Error, Result};
 use crate::keys::encode::{Domain, domain_of_types, raw_u64};
 use crate::keys::intern::{ByteChunk, Entry, SEED, hash_bytes, head};
 use crate::keys::partition::mix;
 use crate::table::{Table, schema_mismatch};
+use pick::{Kind, Order, Picks, Values};
 
 /// Hash partitions of the state: many more than threads, so that uneven partitions even
 /// out, few enough that a batch's rows per partition are runs worth a loop.
@@ -86,11 +90,17 @@ enum States {
     Exact(Vec<(i128, u64)>),
     Moments(Vec<Moments>),
     Co(Vec<CoMoments>),
+    Pick(Box<Picks>),
 }
 
 impl States {
-    fn of(carry: &Carry) -> States {
+    fn of(carry: &Carry, func: &AggFn, input: Option<&DataType>, order: &Order) -> States {
         match carry {
+            Carry::Same => States::Pick(Box::new(Picks::new(
+                kind(func),
+                input.expect("checked: the aggregate has a column"),
+                order,
+            ))),
             Carry::Count => States::Count(Vec::new()),
             Carry::FloatSum | Carry::Mean { exact: None } => States::Kahan(Vec::new()),
             Carry::Exact { .. } | Carry::Mean { exact: Some(_) } => States::Exact(Vec::new()),
@@ -107,6 +117,7 @@ impl States {
             States::Exact(v) => v.resize(n, (0, 0)),
             States::Moments(v) => v.resize(n, Default::default()),
             States::Co(v) => v.resize(n, Default::default()),
+            States::Pick(p) => p.resize(n),
         }
     }
 
@@ -117,6 +128,7 @@ impl States {
             States::Exact(v) => v.capacity() * 32,
             States::Moments(v) => v.capacity() * 24,
             States::Co(v) => v.capacity() * 48,
+            States::Pick(p) => p.bytes(),
         }
     }
 }
@@ -251,6 +263,7 @@ enum Input {
     Exact(ArrayRef),
     /// Float64 x and y.
     Corr(ArrayRef, ArrayRef),
+    Pick(Values),
 }
 
 /// A batch made ready for the fold: its rows cut by partition, *in partition order* — the
@@ -278,6 +291,7 @@ pub struct ResidentState {
     schema: SchemaRef,
     opts: GroupByOptions,
     carries: Vec<Carry>,
+    aggs: Vec<Plan>,
     state_schema: SchemaRef,
     key_idx: Vec<usize>,
     shape: Shape,
@@ -287,51 +301,25 @@ pub struct ResidentState {
 }
 
 impl ResidentState {
-    /// Whether this state can aggregate `opts` over rows of `schema`: at least one key, and
-    /// only aggregates with a copy state (see the module docs). Checks nothing else.
+    /// Whether this state can aggregate `opts` over rows of `schema`: at least one key, no
+    /// holistic aggregate, and a min / max only of values it can order (see the module
+    /// docs). Checks nothing else.
     pub fn supports(schema: &SchemaRef, opts: &GroupByOptions) -> bool {
-        let empty = Table {
-            schema: schema.clone(),
-            batches: vec![],
-        };
-        let Ok(inputs) = check(&empty, opts) else {
-            return false;
-        };
-        !opts.keys.is_empty()
-            && opts.aggs.iter().zip(&inputs).all(|(a, i)| {
-                let carry = Carry::of(&a.func, i.values.as_ref().map(|v| v.data_type()));
-                matches!(
-                    carry,
-                    Carry::Count
-                        | Carry::FloatSum
-                        | Carry::Exact { .. }
-                        | Carry::Mean { .. }
-                        | Carry::Moments { .. }
-                        | Carry::Corr
-                )
-            })
-            && shape(schema, opts).is_ok()
+        !opts.keys.is_empty() && shape(schema, opts).is_ok() && plan(schema, opts).is_some()
     }
 
     pub fn new(schema: SchemaRef, opts: GroupByOptions) -> Result<Self> {
         let state_schema = GroupByState::new(schema.clone(), opts.clone())?.state_schema();
-        let empty = Table {
-            schema: schema.clone(),
-            batches: vec![],
-        };
-        let inputs = check(&empty, &opts)?;
-        let carries: Vec<Carry> = opts
-            .aggs
-            .iter()
-            .zip(&inputs)
-            .map(|(a, i)| Carry::of(&a.func, i.values.as_ref().map(|v| v.data_type())))
-            .collect();
+        let aggs = plan(&schema, &opts).ok_or_else(|| {
+            Error::Type("the resident group-by state cannot fold these aggregates".into())
+        })?;
         let key_idx = crate::keys::key_positions(&schema, &opts.keys)?;
         let shape = shape(&schema, &opts)?;
         let mut st = ResidentState {
             schema,
             opts,
-            carries,
+            carries: aggs.iter().map(|a| a.carry.clone()).collect(),
+            aggs,
             state_schema,
             key_idx,
             shape,
@@ -348,7 +336,7 @@ impl ResidentState {
         self.parts = (0..PARTS)
             .map(|_| Part {
                 keys: vec![Vec::new(); nk],
-                states: self.carries.iter().map(States::of).collect(),
+                states: self.aggs.iter().map(Plan::states).collect(),
                 ..Part::default()
             })
             .collect();
@@ -528,9 +516,10 @@ impl ResidentState {
         self.opts
             .aggs
             .iter()
-            .zip(&self.carries)
-            .map(|(a, carry)| {
-                Ok(match carry {
+            .zip(&self.aggs)
+            .map(|(a, plan)| {
+                Ok(match &plan.carry {
+                    Carry::Same => Input::Pick(Values::of(&col(&a.column)?, &plan.order)?),
                     Carry::Count if a.func == super::AggFn::Size => Input::Size,
                     Carry::Count => Input::Count(valid_of(&col(&a.column)?)),
                     Carry::FloatSum | Carry::Mean { exact: None } | Carry::Moments { .. } => {
@@ -688,13 +677,23 @@ impl ResidentState {
             });
         }
         let own: Vec<u32> = (0..n as u32).collect();
-        for ((input, carry), spec) in self
+        for ((input, plan), spec) in self
             .inputs(&batch, None)?
             .iter()
-            .zip(&self.carries)
+            .zip(&self.aggs)
             .zip(&self.opts.aggs)
         {
-            let mut st = States::of(carry);
+            let carry = &plan.carry;
+            if *carry == Carry::Same {
+                // One value's min / max / first / last is the value.
+                let c = spec
+                    .column
+                    .as_deref()
+                    .expect("checked: the aggregate has a column");
+                cols.push(batch.column(self.schema.index_of(c)?).clone());
+                continue;
+            }
+            let mut st = plan.states();
             st.resize(n);
             fold_states(&mut st, input, 0, &own, &spec.column)?;
             cols.extend(state_columns(&st, carry)?);
@@ -713,6 +712,65 @@ impl ResidentState {
 
 /// A batch made ready for [`ResidentState::absorb`].
 pub struct Ready(Prepared);
+
+/// How one aggregate is folded.
+struct Plan {
+    carry: Carry,
+    func: AggFn,
+    /// Its column's type.
+    input: Option<DataType>,
+    /// How a min / max orders values ([`Order::None`] for the others).
+    order: Order,
+}
+
+impl Plan {
+    fn states(&self) -> States {
+        States::of(&self.carry, &self.func, self.input.as_ref(), &self.order)
+    }
+}
+
+/// Each aggregate's fold; `None` when one is not folded here (see the module docs).
+fn plan(schema: &SchemaRef, opts: &GroupByOptions) -> Option<Vec<Plan>> {
+    let empty = Table {
+        schema: schema.clone(),
+        batches: vec![],
+    };
+    let inputs = check(&empty, opts).ok()?;
+    opts.aggs
+        .iter()
+        .zip(&inputs)
+        .map(|(a, i)| {
+            let input = i.values.as_ref().map(|v| v.data_type().clone());
+            let carry = Carry::of(&a.func, input.as_ref());
+            let order = match carry {
+                Carry::Count
+                | Carry::FloatSum
+                | Carry::Exact { .. }
+                | Carry::Mean { .. }
+                | Carry::Moments { .. }
+                | Carry::Corr => Order::None,
+                Carry::Same => Order::of(kind(&a.func), input.as_ref()?)?,
+                Carry::TopK(_) | Carry::Quantile(_) | Carry::NUnique => return None,
+            };
+            Some(Plan {
+                carry,
+                func: a.func.clone(),
+                input,
+                order,
+            })
+        })
+        .collect()
+}
+
+fn kind(func: &AggFn) -> Kind {
+    match func {
+        AggFn::Min => Kind::Min,
+        AggFn::Max => Kind::Max,
+        AggFn::First => Kind::First,
+        AggFn::Last => Kind::Last,
+        _ => unreachable!("a pick carry comes from min / max / first / last"),
+    }
+}
 
 /// The key shape of `opts.keys` over `schema` (an error when arrow-row cannot encode them).
 fn shape(schema: &SchemaRef, opts: &GroupByOptions) -> Result<Shape> {
@@ -893,6 +951,7 @@ fn fold_states(
             first,
             gids,
         ),
+        (States::Pick(s), Input::Pick(v)) => s.fold(v, first, gids)?,
         (States::Co(s), Input::Corr(x, y)) => merge_ones(
             &Correlation {
                 x: x.as_primitive::<Float64Type>().values(),
@@ -981,6 +1040,7 @@ fn state_columns(st: &States, carry: &Carry) -> Result<Vec<ArrayRef>> {
         (States::Kahan(s), _) => kahan_columns(s),
         (States::Moments(s), _) => moments_columns(s),
         (States::Co(s), _) => comoments_columns(s),
+        (States::Pick(s), _) => vec![s.state()?],
         (States::Exact(s), Carry::Exact { out }) => {
             vec![exact_state(s, super::dt_scale(out))?]
         }
