@@ -109,29 +109,6 @@ AGGS = {
     "r": ("vi", "corr", "vf"),
 }
 
-# The aggregates the pipeline folds row by row into its resident group-by state (the
-# holistic ones take another path).
-RESIDENT_AGGS = {
-    "n": (None, "size"),
-    "c": ("vf", "count"),
-    "cs": ("vs", "count"),
-    "si": ("vi", "sum"),
-    "sf": ("vf", "sum"),
-    "mi": ("vi", "mean"),
-    "mf": ("vf", "mean"),
-    "sd": ("vi", "std"),
-    "var": ("vf", "var"),
-    "r": ("vi", "corr", "vf"),
-    "lo": ("vf", "min"),
-    "hi": ("vf", "max"),
-    "los": ("vs", "min"),
-    "his": ("vs", "max"),
-    "fs": ("vs", "first"),
-    "ls": ("vs", "last"),
-    "ff": ("vf", "first"),
-    "lf": ("vf", "last"),
-}
-
 # DuckDB expressions for AGGS, over the rows of one group.
 DUCK = {
     "n": "count(*)",

@@ -18,7 +18,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from nasty import assert_same_bits, canonical
-from test_group_by import RESIDENT_AGGS, grouped
+from test_group_by import AGGS, grouped
 from test_join import join_inputs
 
 import ferrobatch as fb
@@ -353,40 +353,42 @@ def _close(got: pa.Table, want: pa.Table, floats: set[str]) -> None:
 @given(grouped(max_rows=80), st.integers(1, 40), st.booleans(), st.booleans(),
        st.sampled_from([1, 2, 4]))  # fmt: skip
 def test_resident_group_by_equals_the_kernel(data, batch_size, dropna, sort, threads) -> None:
-    """The resident state's aggregates (size, count, exact integer sums and means, float sums
-    and means, std, var, corr, min, max, first, last) over nasty keys (nulls, NaN, ±0.0,
-    unicode, dictionaries, views, time zones, two columns), random batch cuts and thread
-    counts: the pipeline's resident state gives the kernel's groups, in the kernel's order,
-    with its values (sums, means and moments up to rounding: a group's rows are folded one
-    by one, the kernel folds blocks; min / max / first / last to the bit)."""
+    """Every aggregate over nasty keys (nulls, NaN, ±0.0, unicode, dictionaries, views, time
+    zones, two columns), random batch cuts and thread counts: the pipeline's resident state
+    gives the kernel's groups, in the kernel's order, with its values (sums, means and
+    moments up to rounding: a group's rows are folded one by one, the kernel folds blocks;
+    min / max / first / last, top_k, n_unique, median and quantile to the bit)."""
     t, keys = data
     keys = keys or ["vs"]
-    aggs = {k: v for k, v in RESIDENT_AGGS.items() if v[0] not in keys}
+    aggs = {k: v for k, v in AGGS.items() if v[0] not in keys}
     want = fb.group_by(t, keys, aggs, dropna=dropna, sort=sort)
     before = fb.get_num_threads()
     fb.set_num_threads(threads)
     try:
         got = fb.scan(t, batch_size=batch_size).group_by(keys, aggs, dropna=dropna, sort=sort)
         got = got.collect()
-        _close(got, want, {"sf", "mi", "mf", "sd", "var", "r"})
-        picks = [n for n in ("lo", "hi", "ff", "lf") if n in aggs]
-        assert_same_bits(got.select(picks), want.select(picks))
+        exact = [n for n in ("lo", "hi", "top", "med", "q") if n in aggs]
+        _close(got.drop(exact), want.drop(exact), {"sf", "mi", "mf", "sd", "var", "r"})
+        assert_same_bits(got.select(exact), want.select(exact))
     finally:
         fb.set_num_threads(before)
 
 
 @settings(max_examples=150)
 @given(grouped(max_rows=80), st.integers(1, 40), st.booleans(), st.sampled_from([1, 2, 4]))
-def test_resident_min_max_first_last_of_every_type(data, batch_size, dropna, threads) -> None:
-    """min / max / first / last of values of every key type (integers of every width, floats
-    with NaN and ±0.0, booleans, strings, large strings, views, binary, dictionaries, dates,
-    time zones, durations, decimals; with nulls), grouped by another column, random batch
-    cuts and thread counts: the pipeline's resident state gives the kernel's values to the
-    bit (ties keep the earliest row: 0.0 against -0.0, one NaN against another)."""
+def test_resident_picks_of_every_type(data, batch_size, dropna, threads) -> None:
+    """min / max / first / last / top_k / n_unique of values of every key type (integers of
+    every width, floats with NaN and ±0.0, booleans, strings, large strings, views, binary,
+    dictionaries, dates, time zones, durations, decimals; with nulls), grouped by another
+    column, random batch cuts and thread counts: the pipeline's resident state gives the
+    kernel's values to the bit (ties keep the earliest row: 0.0 against -0.0, one NaN
+    against another; n_unique counts NaN once and -0.0 as 0.0)."""
     t, cols = data
     keys = ["vi"] if not cols else cols[:1]
     values = [c for c in cols if c not in keys] + ["vf", "vs"]
     aggs = {f"{f}_{c}": (c, f) for c in values for f in ("min", "max", "first", "last")}
+    aggs |= {f"top_{c}": (c, "top_k", 3) for c in values}
+    aggs |= {f"nu_{c}": (c, "n_unique") for c in values}
     want = fb.group_by(t, keys, aggs, dropna=dropna)
     before = fb.get_num_threads()
     fb.set_num_threads(threads)

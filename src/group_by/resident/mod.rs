@@ -22,11 +22,13 @@
 //! ordinal of each group's first row; the finished groups are put in first-appearance
 //! order by those ordinals.
 //!
-//! The aggregates folded here are count, size, sum, mean, var, std and corr, whose states
-//! are a few words, and min / max / first / last, whose state is the group's value
-//! ([`pick`]); ([`ResidentState::supports`]); the holistic ones (median, quantile, n_unique,
-//! top_k) still take the run-and-merge path of [`super::stream`].
+//! Every aggregate is folded here: count, size, sum, mean, var, std and corr, whose states
+//! are a few words; min / max / first / last and top_k, whose states are the group's best
+//! values ([`pick`]); median / quantile and n_unique, whose states are lists of values
+//! ([`lists`]). A min / max / top_k / n_unique needs values that a `u64` image or arrow-row
+//! bytes order ([`ResidentState::supports`]).
 
+mod lists;
 mod pick;
 
 use std::sync::Arc;
@@ -51,6 +53,7 @@ use crate::keys::encode::{Domain, domain_of_types, raw_u64};
 use crate::keys::intern::{ByteChunk, Entry, SEED, hash_bytes, head};
 use crate::keys::partition::mix;
 use crate::table::{Table, schema_mismatch};
+use lists::{AllValues, Distinct};
 use pick::{Kind, Order, Picks, Values};
 
 /// Hash partitions of the state: many more than threads, so that uneven partitions even
@@ -91,22 +94,27 @@ enum States {
     Moments(Vec<Moments>),
     Co(Vec<CoMoments>),
     Pick(Box<Picks>),
+    All(AllValues),
+    Distinct(Box<Distinct>),
 }
 
 impl States {
     fn of(carry: &Carry, func: &AggFn, input: Option<&DataType>, order: &Order) -> States {
         match carry {
-            Carry::Same => States::Pick(Box::new(Picks::new(
+            Carry::Same | Carry::TopK(_) => States::Pick(Box::new(Picks::new(
                 kind(func),
                 input.expect("checked: the aggregate has a column"),
                 order,
+            ))),
+            Carry::Quantile(_) => States::All(AllValues::default()),
+            Carry::NUnique => States::Distinct(Box::new(Distinct::new(
+                input.expect("checked: the aggregate has a column"),
             ))),
             Carry::Count => States::Count(Vec::new()),
             Carry::FloatSum | Carry::Mean { exact: None } => States::Kahan(Vec::new()),
             Carry::Exact { .. } | Carry::Mean { exact: Some(_) } => States::Exact(Vec::new()),
             Carry::Moments { .. } => States::Moments(Vec::new()),
             Carry::Corr => States::Co(Vec::new()),
-            _ => unreachable!("checked by ResidentState::supports"),
         }
     }
 
@@ -118,6 +126,8 @@ impl States {
             States::Moments(v) => v.resize(n, Default::default()),
             States::Co(v) => v.resize(n, Default::default()),
             States::Pick(p) => p.resize(n),
+            States::All(a) => a.resize(n),
+            States::Distinct(d) => d.resize(n),
         }
     }
 
@@ -129,6 +139,8 @@ impl States {
             States::Moments(v) => v.capacity() * 24,
             States::Co(v) => v.capacity() * 48,
             States::Pick(p) => p.bytes(),
+            States::All(a) => a.bytes(),
+            States::Distinct(d) => d.bytes(),
         }
     }
 }
@@ -519,12 +531,15 @@ impl ResidentState {
             .zip(&self.aggs)
             .map(|(a, plan)| {
                 Ok(match &plan.carry {
-                    Carry::Same => Input::Pick(Values::of(&col(&a.column)?, &plan.order)?),
+                    Carry::Same | Carry::TopK(_) | Carry::NUnique => {
+                        Input::Pick(Values::of(&col(&a.column)?, &plan.order)?)
+                    }
                     Carry::Count if a.func == super::AggFn::Size => Input::Size,
                     Carry::Count => Input::Count(valid_of(&col(&a.column)?)),
-                    Carry::FloatSum | Carry::Mean { exact: None } | Carry::Moments { .. } => {
-                        Input::Float(f64s(col(&a.column)?)?)
-                    }
+                    Carry::FloatSum
+                    | Carry::Mean { exact: None }
+                    | Carry::Moments { .. }
+                    | Carry::Quantile(_) => Input::Float(f64s(col(&a.column)?)?),
                     Carry::Exact { .. } | Carry::Mean { exact: Some(_) } => {
                         let v = col(&a.column)?;
                         let dt = v.data_type();
@@ -543,7 +558,6 @@ impl ResidentState {
                         };
                         Input::Corr(f64s(col(&a.column)?)?, f64s(col(&Some(y.clone()))?)?)
                     }
-                    _ => unreachable!("checked by ResidentState::supports"),
                 })
             })
             .collect()
@@ -749,8 +763,10 @@ fn plan(schema: &SchemaRef, opts: &GroupByOptions) -> Option<Vec<Plan>> {
                 | Carry::Mean { .. }
                 | Carry::Moments { .. }
                 | Carry::Corr => Order::None,
-                Carry::Same => Order::of(kind(&a.func), input.as_ref()?)?,
-                Carry::TopK(_) | Carry::Quantile(_) | Carry::NUnique => return None,
+                Carry::Quantile(_) => Order::None,
+                Carry::Same | Carry::TopK(_) => Order::of(kind(&a.func), input.as_ref()?)?,
+                // Equality codes: those of an order.
+                Carry::NUnique => Order::of(Kind::Max, input.as_ref()?)?,
             };
             Some(Plan {
                 carry,
@@ -768,7 +784,8 @@ fn kind(func: &AggFn) -> Kind {
         AggFn::Max => Kind::Max,
         AggFn::First => Kind::First,
         AggFn::Last => Kind::Last,
-        _ => unreachable!("a pick carry comes from min / max / first / last"),
+        AggFn::TopK(k) => Kind::TopK(*k),
+        _ => unreachable!("a pick carry comes from min / max / first / last / top_k"),
     }
 }
 
@@ -952,6 +969,8 @@ fn fold_states(
             gids,
         ),
         (States::Pick(s), Input::Pick(v)) => s.fold(v, first, gids)?,
+        (States::All(s), Input::Float(v)) => s.fold(v, first, gids),
+        (States::Distinct(s), Input::Pick(v)) => s.fold(v, first, gids)?,
         (States::Co(s), Input::Corr(x, y)) => merge_ones(
             &Correlation {
                 x: x.as_primitive::<Float64Type>().values(),
@@ -1041,6 +1060,8 @@ fn state_columns(st: &States, carry: &Carry) -> Result<Vec<ArrayRef>> {
         (States::Moments(s), _) => moments_columns(s),
         (States::Co(s), _) => comoments_columns(s),
         (States::Pick(s), _) => vec![s.state()?],
+        (States::All(s), _) => vec![s.state()?],
+        (States::Distinct(s), _) => vec![s.state()?],
         (States::Exact(s), Carry::Exact { out }) => {
             vec![exact_state(s, super::dt_scale(out))?]
         }

@@ -1,30 +1,39 @@
-//! The resident state of min / max / first / last: each group's value itself (the input's
-//! own value, bits and type kept), not a row of the input, which the resident state does
-//! not hold.
+//! The resident state of min / max / first / last and top_k: each group's value(s)
+//! themselves (the input's own values, bits and type kept), not rows of the input, which
+//! the resident state does not hold.
 //!
-//! **Fold.** A batch's rows of a partition are gone through in input order; a row's valid
-//! value replaces its group's when it is *strictly* better (min / max by the value's order
-//! code, first only into a group without one, last always), so ties keep the earliest row,
-//! as the kernel's [`super::super::accumulate::Extreme`] and `Pick` do. Each group's winner
-//! in the batch is noted, and after the batch the winners are taken from it at once, as one
-//! new chunk of values: a group's value is `chunks[at.0][at.1]`.
+//! **Slots.** A group has `k` slots (1, or top_k's `k`), filled in order: slot 0 holds the
+//! best value. A batch's rows of a partition are gone through in input order; a row's valid
+//! value enters its group's slots where it is *strictly* better than a slot's (min: a
+//! smaller order code; max and top_k: a larger one; first: only into an empty group; last:
+//! always), the slots after it move down one and the last falls out. So ties keep the
+//! earliest row, as the kernel's [`super::super::accumulate::Extreme`], `Pick` and
+//! [`super::super::holistic::top_k`] do, and a group's slots are its best `k` values,
+//! best first.
+//!
+//! **Values.** A slot filled in the batch being folded points at the row's position in it;
+//! after the batch the rows of those slots are taken from it at once, as one new chunk of
+//! values, and the slots point there: a slot's value is `chunks[at.0][at.1]`.
 //!
 //! **Order codes.** Values of one fixed-width column compare by their order-preserving
-//! `u64` image (floats: NaN greatest, -0.0 equal to 0.0), kept per group; other orderable
-//! values (byte strings, decimal128) by their arrow-row bytes, kept per group in an arena.
+//! `u64` image (floats: NaN greatest, -0.0 equal to 0.0), kept per slot; other orderable
+//! values (byte strings, decimal128) by their arrow-row bytes, kept per slot in an arena.
 //!
-//! **Garbage.** A replaced value stays in its chunk (and a replaced code in the arena) until
+//! **Garbage.** A value that falls out stays in its chunk (and its code in the arena) until
 //! they hold twice the live ones; they are then compacted into one chunk (one arena).
 
-use arrow_array::{Array, ArrayRef, UInt32Array};
-use arrow_buffer::BooleanBuffer;
+use std::sync::Arc;
+
+use arrow_array::{Array, ArrayRef, ListArray, UInt32Array};
+use arrow_buffer::{BooleanBuffer, OffsetBuffer};
 use arrow_row::{RowConverter, Rows, SortField};
-use arrow_schema::DataType;
+use arrow_schema::{DataType, Field};
 
 use crate::error::Result;
 use crate::keys::encode::{Domain, domain_of_types, raw_u64};
 
-const NONE: u32 = u32::MAX;
+/// `at.0` of a slot filled in the batch being folded (`at.1` is the row's position).
+const PENDING: u32 = u32::MAX;
 
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub(super) enum Kind {
@@ -32,9 +41,19 @@ pub(super) enum Kind {
     Max,
     First,
     Last,
+    TopK(usize),
 }
 
-/// How a min / max compares values of its column.
+impl Kind {
+    fn slots(self) -> usize {
+        match self {
+            Kind::TopK(k) => k,
+            _ => 1,
+        }
+    }
+}
+
+/// How values of a column are compared.
 pub(super) enum Order {
     /// First / last: not at all.
     None,
@@ -61,7 +80,7 @@ impl Order {
     }
 }
 
-/// A batch's values of one min / max / first / last, in the order the fold reads them.
+/// A batch's values of one aggregate, in the order the fold reads them.
 pub(super) struct Values {
     /// Decoded (a dictionary's values).
     pub values: ArrayRef,
@@ -73,6 +92,25 @@ pub(super) enum Codes {
     None,
     Words(Vec<u64>),
     Rows(Rows),
+}
+
+impl Codes {
+    /// The code at position `pos`, as bytes to compare (words big-endian).
+    #[inline]
+    fn at(&self, pos: usize) -> Code<'_> {
+        match self {
+            Codes::None => Code::None,
+            Codes::Words(w) => Code::Word(w[pos]),
+            Codes::Rows(r) => Code::Bytes(r.row(pos).data()),
+        }
+    }
+}
+
+#[derive(Clone, Copy)]
+enum Code<'a> {
+    None,
+    Word(u64),
+    Bytes(&'a [u8]),
 }
 
 impl Values {
@@ -100,75 +138,79 @@ impl Values {
     }
 }
 
-/// The values of one min / max / first / last, a value per group of a partition (see the
-/// module docs).
+/// The slots of one min / max / first / last / top_k, `k` per group of a partition (see
+/// the module docs).
 pub(super) struct Picks {
     kind: Kind,
+    k: usize,
     /// The (decoded) value type, and the state's (the input's).
     dt: DataType,
     out: DataType,
-    /// Whether each group has a value.
-    set: Vec<bool>,
-    /// Word codes: each group's value's.
+    /// Slots filled, per group.
+    len: Vec<u32>,
+    /// Word codes, per slot.
     code: Vec<u64>,
-    /// Row codes: each group's value's, `arena[span.0..span.0 + span.1]`.
+    /// Row codes, per slot: `arena[span.0..span.0 + span.1]`.
     arena: Vec<u8>,
     span: Vec<(usize, usize)>,
     /// Bytes of the arena that are live codes.
     live_bytes: usize,
-    /// Groups with a value.
+    /// Slots filled.
     live: usize,
-    rows_order: bool,
-    words_order: bool,
-    /// Each group's value: `chunks[at.0][at.1]`.
+    words: bool,
+    rows: bool,
+    /// Each slot's value: `chunks[at.0][at.1]` ([`PENDING`]: row `at.1` of the batch).
     at: Vec<(u32, u32)>,
     chunks: Vec<ArrayRef>,
-    /// Values in `chunks`, live or replaced.
+    /// Values in `chunks`, live or fallen out.
     held: usize,
-    /// Each group's winner in the batch being folded: its index in the batch's winners.
-    pending: Vec<u32>,
+    /// Groups with a slot filled in the batch being folded, and a mark per group.
+    touched: Vec<u32>,
+    marked: Vec<bool>,
 }
 
 impl Picks {
     pub(super) fn new(kind: Kind, dt: &DataType, order: &Order) -> Picks {
         Picks {
             kind,
+            k: kind.slots(),
             dt: crate::keys::value_type(dt).clone(),
             out: dt.clone(),
-            set: Vec::new(),
+            len: Vec::new(),
             code: Vec::new(),
             arena: Vec::new(),
             span: Vec::new(),
             live_bytes: 0,
             live: 0,
-            rows_order: matches!(order, Order::Rows(_)),
-            words_order: matches!(order, Order::Words(_)),
+            words: matches!(order, Order::Words(_)),
+            rows: matches!(order, Order::Rows(_)),
             at: Vec::new(),
             chunks: Vec::new(),
             held: 0,
-            pending: Vec::new(),
+            touched: Vec::new(),
+            marked: Vec::new(),
         }
     }
 
     pub(super) fn resize(&mut self, n: usize) {
-        self.set.resize(n, false);
-        self.at.resize(n, (0, 0));
-        self.pending.resize(n, NONE);
-        if self.words_order {
-            self.code.resize(n, 0);
+        self.len.resize(n, 0);
+        self.marked.resize(n, false);
+        self.at.resize(n * self.k, (0, 0));
+        if self.words {
+            self.code.resize(n * self.k, 0);
         }
-        if self.rows_order {
-            self.span.resize(n, (0, 0));
+        if self.rows {
+            self.span.resize(n * self.k, (0, 0));
         }
     }
 
     pub(super) fn bytes(&self) -> usize {
-        self.set.capacity()
+        self.len.capacity() * 4
+            + self.marked.capacity()
             + self.code.capacity() * 8
             + self.arena.capacity()
             + self.span.capacity() * 16
             + self.at.capacity() * 8
-            + self.pending.capacity() * 4
             + self
                 .chunks
                 .iter()
@@ -176,90 +218,140 @@ impl Picks {
                 .sum::<usize>()
     }
 
+    /// Whether code `c` is strictly better than slot `s`'s.
+    #[inline]
+    fn beats(&self, c: Code<'_>, s: usize) -> bool {
+        let less = self.kind == Kind::Min;
+        match c {
+            Code::Word(c) => {
+                if less {
+                    c < self.code[s]
+                } else {
+                    c > self.code[s]
+                }
+            }
+            Code::Bytes(b) => {
+                let (at, len) = self.span[s];
+                let cur = &self.arena[at..at + len];
+                if less { b < cur } else { b > cur }
+            }
+            Code::None => unreachable!("an ordered kind has codes"),
+        }
+    }
+
     /// Fold the values at positions `first..` into the groups `gids` (one per position).
     pub(super) fn fold(&mut self, v: &Values, first: usize, gids: &[u32]) -> Result<()> {
-        let mut win: Vec<(u32, u32)> = Vec::new();
-        let max = self.kind == Kind::Max;
         for (i, &g) in gids.iter().enumerate() {
             let pos = first + i;
             if v.valid.as_ref().is_some_and(|b| !b.value(pos)) {
                 continue;
             }
-            let gi = g as usize;
-            let set = self.set[gi];
-            let better = match (self.kind, &v.codes) {
-                (Kind::First, _) => !set,
-                (Kind::Last, _) => true,
-                (_, Codes::Words(c)) => {
-                    !set || if max {
-                        c[pos] > self.code[gi]
-                    } else {
-                        c[pos] < self.code[gi]
-                    }
-                }
-                (_, Codes::Rows(r)) => {
-                    let (at, len) = self.span[gi];
-                    let (b, cur) = (r.row(pos).data(), &self.arena[at..at + len]);
-                    !set || if max { b > cur } else { b < cur }
-                }
-                (_, Codes::None) => unreachable!("a min / max has order codes"),
+            let (g, k) = (g as usize, self.k);
+            let n = self.len[g] as usize;
+            let c = v.codes.at(pos);
+            // The slot the value enters.
+            let slot = match self.kind {
+                Kind::First if n > 0 => continue,
+                Kind::First | Kind::Last => 0,
+                _ => match (0..n).find(|&j| self.beats(c, g * k + j)) {
+                    Some(j) => j,
+                    None if n < k => n,
+                    None => continue,
+                },
             };
-            if !better {
-                continue;
-            }
-            if !set {
-                self.set[gi] = true;
-                self.live += 1;
-            }
-            match &v.codes {
-                Codes::Words(c) => self.code[gi] = c[pos],
-                Codes::Rows(r) => {
-                    let b = r.row(pos).data();
-                    if set {
-                        self.live_bytes -= self.span[gi].1;
-                    }
-                    self.span[gi] = (self.arena.len(), b.len());
-                    self.arena.extend_from_slice(b);
-                    self.live_bytes += b.len();
-                }
-                Codes::None => {}
-            }
-            match self.pending[gi] {
-                NONE => {
-                    self.pending[gi] = win.len() as u32;
-                    win.push((g, pos as u32));
-                }
-                w => win[w as usize].1 = pos as u32,
-            }
+            self.enter(g, slot, c, pos);
         }
-        if win.is_empty() {
-            return Ok(());
-        }
-        let idx = UInt32Array::from_iter_values(win.iter().map(|w| w.1));
-        let taken = super::owned(arrow_select::take::take(v.values.as_ref(), &idx, None)?);
-        let c = self.chunks.len() as u32;
-        for (j, &(g, _)) in win.iter().enumerate() {
-            self.at[g as usize] = (c, j as u32);
-            self.pending[g as usize] = NONE;
-        }
-        self.chunks.push(taken);
-        self.held += win.len();
+        self.take_pending(v)?;
         self.compact()
     }
 
-    /// Compact replaced values and codes away once they are as many as the live ones.
+    /// Put the value at `pos` with code `c` in slot `slot` of group `g`, moving the later
+    /// slots down one (the last falls out when all are filled).
+    #[inline]
+    fn enter(&mut self, g: usize, slot: usize, c: Code<'_>, pos: usize) {
+        let (k, n) = (self.k, self.len[g] as usize);
+        let base = g * k;
+        if n == k {
+            self.live -= 1;
+            if self.rows {
+                self.live_bytes -= self.span[base + k - 1].1;
+            }
+        }
+        let end = n.min(k - 1);
+        // Slots slot..end move to slot+1..end+1.
+        self.at
+            .copy_within(base + slot..base + end, base + slot + 1);
+        if self.words {
+            self.code
+                .copy_within(base + slot..base + end, base + slot + 1);
+        }
+        if self.rows {
+            self.span
+                .copy_within(base + slot..base + end, base + slot + 1);
+        }
+        let s = base + slot;
+        self.at[s] = (PENDING, pos as u32);
+        match c {
+            Code::Word(w) => self.code[s] = w,
+            Code::Bytes(b) => {
+                self.span[s] = (self.arena.len(), b.len());
+                self.arena.extend_from_slice(b);
+                self.live_bytes += b.len();
+            }
+            Code::None => {}
+        }
+        self.len[g] = (n + 1).min(k) as u32;
+        self.live += 1;
+        if !self.marked[g] {
+            self.marked[g] = true;
+            self.touched.push(g as u32);
+        }
+    }
+
+    /// Take the rows of the slots filled in this batch into one new chunk.
+    fn take_pending(&mut self, v: &Values) -> Result<()> {
+        if self.touched.is_empty() {
+            return Ok(());
+        }
+        let c = self.chunks.len() as u32;
+        let mut idx: Vec<u32> = Vec::new();
+        for &g in &self.touched {
+            let g = g as usize;
+            self.marked[g] = false;
+            let base = g * self.k;
+            for s in base..base + self.len[g] as usize {
+                if self.at[s].0 == PENDING {
+                    let pos = self.at[s].1;
+                    self.at[s] = (c, idx.len() as u32);
+                    idx.push(pos);
+                }
+            }
+        }
+        self.touched.clear();
+        if !idx.is_empty() {
+            self.held += idx.len();
+            let idx = UInt32Array::from(idx);
+            let taken = super::owned(arrow_select::take::take(v.values.as_ref(), &idx, None)?);
+            self.chunks.push(taken);
+        }
+        Ok(())
+    }
+
+    /// Compact fallen-out values and codes away once they are as many as the live ones.
     fn compact(&mut self) -> Result<()> {
         if self.held > 2 * self.live + 1024 || self.chunks.len() > 4096 {
-            let one = self.column()?;
-            let n = self.set.len() as u32;
-            self.at = (0..n).map(|g| (0, g)).collect();
+            let (one, slots) = self.filled()?;
+            for (i, s) in slots.into_iter().enumerate() {
+                self.at[s] = (0, i as u32);
+            }
             self.held = one.len();
             self.chunks = vec![one];
         }
-        if self.rows_order && self.arena.len() > 2 * self.live_bytes + (64 << 10) {
+        if self.rows && self.arena.len() > 2 * self.live_bytes + (64 << 10) {
             let mut arena = Vec::with_capacity(self.live_bytes);
-            for (g, span) in self.span.iter_mut().enumerate() {
-                if self.set[g] {
+            for g in 0..self.len.len() {
+                let base = g * self.k;
+                for span in &mut self.span[base..base + self.len[g] as usize] {
                     let (at, len) = *span;
                     *span = (arena.len(), len);
                     arena.extend_from_slice(&self.arena[at..at + len]);
@@ -270,34 +362,58 @@ impl Picks {
         Ok(())
     }
 
-    /// The value of every group, null where it has none, in the state's type.
+    /// The values of the filled slots, group by group, slot by slot, and those slots.
+    fn filled(&self) -> Result<(ArrayRef, Vec<usize>)> {
+        let refs: Vec<&dyn Array> = self.chunks.iter().map(|c| c.as_ref()).collect();
+        let mut slots = Vec::with_capacity(self.live);
+        for (g, &n) in self.len.iter().enumerate() {
+            slots.extend(g * self.k..g * self.k + n as usize);
+        }
+        let idx: Vec<(usize, usize)> = slots
+            .iter()
+            .map(|&s| (self.at[s].0 as usize, self.at[s].1 as usize))
+            .collect();
+        let values = if refs.is_empty() {
+            arrow_array::new_empty_array(&self.dt)
+        } else {
+            arrow_select::interleave::interleave(&refs, &idx)?
+        };
+        Ok((values, slots))
+    }
+
+    /// The state column: each group's value (null where it has none) or, for top_k, the
+    /// list of its values, best first; in the state's type.
     pub(super) fn state(&self) -> Result<ArrayRef> {
-        let c = self.column()?;
+        let (values, _) = self.filled()?;
+        if let Kind::TopK(_) = self.kind {
+            let out = match &self.out {
+                DataType::Dictionary(..) => arrow_cast::cast(&values, &self.out)?,
+                _ => values,
+            };
+            let field = Arc::new(Field::new("item", self.out.clone(), true));
+            let offsets = OffsetBuffer::from_lengths(self.len.iter().map(|&n| n as usize));
+            return Ok(Arc::new(ListArray::try_new(field, offsets, out, None)?));
+        }
+        // One value per group that has one: spread out, nulls between.
+        let null = arrow_array::new_null_array(&self.dt, 1);
+        let mut next = 0usize;
+        let idx: Vec<(usize, usize)> = self
+            .len
+            .iter()
+            .map(|&n| {
+                if n == 0 {
+                    (1, 0)
+                } else {
+                    next += 1;
+                    (0, next - 1)
+                }
+            })
+            .collect();
+        let c = arrow_select::interleave::interleave(&[values.as_ref(), null.as_ref()], &idx)?;
         Ok(if self.out == self.dt {
             c
         } else {
             arrow_cast::cast(&c, &self.out)?
         })
-    }
-
-    /// The value of every group, null where it has none, in the (decoded) value type.
-    fn column(&self) -> Result<ArrayRef> {
-        let null = arrow_array::new_null_array(&self.dt, 1);
-        let mut refs: Vec<&dyn Array> = self.chunks.iter().map(|c| c.as_ref()).collect();
-        let blank = refs.len();
-        refs.push(null.as_ref());
-        let idx: Vec<(usize, usize)> = self
-            .at
-            .iter()
-            .zip(&self.set)
-            .map(|(&(c, r), &s)| {
-                if s {
-                    (c as usize, r as usize)
-                } else {
-                    (blank, 0)
-                }
-            })
-            .collect();
-        Ok(arrow_select::interleave::interleave(&refs, &idx)?)
     }
 }
