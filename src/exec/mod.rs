@@ -45,7 +45,7 @@ use crate::expr::bind::Phys;
 use crate::group_by::GroupByOptions;
 use crate::group_by::external::{ExternalGroupBy, Grouped};
 use crate::group_by::resident::{Ready, ResidentState};
-use crate::group_by::stream::{GroupByState, KnownKeys};
+use crate::group_by::stream::GroupByState;
 use crate::join::JoinOptions;
 use crate::join::external::{BuildSide, Built};
 use crate::join::stream::JoinBuild;
@@ -1411,107 +1411,14 @@ fn counted(
     Box::new(source::Stream::new(schema, Box::new(counted), size))
 }
 
-/// The group-by's input cut into runs for its partial step: rows `k * rows .. (k + 1) *
-/// rows` of the input stream are run `k` (batches sliced where a run ends).
-///
-/// A partial state holds a row per group of its rows and the merges regroup every partial
-/// row, so partials of few rows and many groups redo the grouping: G1's q3 (10^5 keys of
-/// 10^7 rows) took 2.0 s with a partial per batch of 2^17 rows, 0.9 s with runs of 2^20.
-/// The cuts are row counts of the stream, fixed by the schema ([`Runs::new`]) and by the
-/// first run's rows: the first run is a quarter of the full size; when its partial
-/// reduces its rows at least twice the later runs have the full size, else (mostly
-/// distinct keys: merging regroups every row anyway, and a run's grouping holds several
-/// times its bytes) they stay a quarter ([`Runs::decide`]; G1's q10, 10^7 groups of 10^7
-/// rows: 8.8 -> 7.7 s in memory, peak RSS under 100 MiB 182 -> 158 MiB). The rows after
-/// the first run wait uncut until that is decided, so the cuts never depend on the
-/// batches, waves, threads or memory limit, and neither do the float sums' bits. A run's
-/// rows are held (like a wave's inputs, outside the reservations) until it is full.
-struct Runs {
-    rows: usize,
-    /// The size of the later runs when the first one reduces its rows.
-    full: usize,
-    held: Vec<RecordBatch>,
-    held_rows: usize,
-    /// The later runs' size is decided (by [`Runs::decide`]).
-    decided: bool,
-    /// The batches after the first run, while the later runs' size is undecided.
-    waiting: Option<Vec<RecordBatch>>,
-}
-
-impl Runs {
-    /// Runs of 2^20 rows, fewer (down to 2^16, a power of two) where a row of `schema` is
-    /// wider than 32 bytes (strings and other variable-width values counted as 16 bytes);
-    /// the first run a quarter of that (at least 2^16 rows).
-    fn new(schema: &Schema) -> Self {
-        let width: usize = schema
-            .fields()
-            .iter()
-            .map(|f| match f.data_type() {
-                DataType::Boolean | DataType::Null => 1,
-                DataType::Dictionary(k, _) => k.primitive_width().unwrap_or(4) + 4,
-                t => t.primitive_width().unwrap_or(16),
-            })
-            .sum();
-        let rows = ((32usize << 20) / width.max(1)).clamp(1 << 16, 1 << 20);
-        let full = 1 << rows.ilog2();
-        Runs {
-            rows: (full / 4).max(1 << 16),
-            full,
-            held: Vec::new(),
-            held_rows: 0,
-            decided: false,
-            waiting: None,
-        }
-    }
-
-    /// Add `b`; the runs it completes go to `full`.
-    fn push(&mut self, mut b: RecordBatch, full: &mut Vec<Vec<RecordBatch>>) {
-        if let Some(waiting) = &mut self.waiting {
-            waiting.push(b);
-            return;
-        }
-        while b.num_rows() > 0 {
-            let take = (self.rows - self.held_rows).min(b.num_rows());
-            self.held.push(b.slice(0, take));
-            self.held_rows += take;
-            b = b.slice(take, b.num_rows() - take);
-            if self.held_rows == self.rows {
-                full.extend(self.rest());
-                if !self.decided {
-                    self.waiting = Some(vec![b]);
-                    return;
-                }
-            }
-        }
-    }
-
-    /// The first run's partial has `groups` groups: the size of the later runs, which the
-    /// waiting batches are now cut into (those completed go to `out`).
-    fn decide(&mut self, groups: usize, out: &mut Vec<Vec<RecordBatch>>) {
-        if self.decided {
-            return;
-        }
-        self.decided = true;
-        if groups * 2 <= self.rows {
-            self.rows = self.full;
-        }
-        for b in self.waiting.take().unwrap_or_default() {
-            self.push(b, out);
-        }
-    }
-
-    /// The rows held, as a last run (none when empty).
-    fn rest(&mut self) -> Option<Vec<RecordBatch>> {
-        self.held_rows = 0;
-        let run = std::mem::take(&mut self.held);
-        (!run.is_empty()).then_some(run)
-    }
-}
-
-/// Drain `input`, aggregating runs of its batches ([`Runs`]) in the parallel phase and
-/// merging the partial states in sequence order; the finished groups, cast to `schema`'s
-/// types. The state spills hash partitions past the budget ([`ExternalGroupBy`]); a
-/// regrouped state (by a join's build rows) stays in memory.
+/// Drain `input` into a [`ResidentState`] wave by wave (each batch made ready in the scan's
+/// parallel phase, right after its decoding); past the budget (or when spilling is forced)
+/// the state is handed to an [`ExternalGroupBy`] as one partial-state table and every later
+/// row as its own ([`ResidentState::singletons`]), so that spilled or not, every group gets
+/// the same bits. The finished groups, cast to `schema`'s types. A state regrouped by a
+/// join's build rows (`regroup`) stays in memory: it holds at most a group per build row
+/// of a join whose build side is in memory. Without keys there is one group, which does not
+/// spill: past the budget it is a `MemoryLimit` error (a median's values).
 fn run_group_by(
     input: &mut Chain,
     options: GroupByOptions,
@@ -1522,113 +1429,8 @@ fn run_group_by(
     size: usize,
 ) -> Result<Box<dyn Source>> {
     let in_schema = input.schema();
-    if regroup.is_none() && ResidentState::supports(&in_schema, &options) {
-        return run_resident_group_by(input, options, stats, runner, schema, size);
-    }
-    let mut state = ExternalGroupBy::new(
-        in_schema.clone(),
-        options.clone(),
-        reservation("group_by", runner, stats),
-        stats.spill.clone(),
-        crate::spill::force() && regroup.is_none(),
-    )?;
-    let mut plain = regroup
-        .map(|_| GroupByState::new(in_schema.clone(), options.clone()))
-        .transpose()?;
-    let partial = |run: Vec<RecordBatch>, known: &KnownKeys| -> Result<GroupByState> {
-        let t = Instant::now();
-        let mut s = GroupByState::new(in_schema.clone(), options.clone())?;
-        let rows = run.iter().map(RecordBatch::num_rows).sum();
-        let table = crate::table::Table {
-            schema: in_schema.clone(),
-            batches: run,
-        };
-        s.absorb_table_known(&table, known)?;
-        stats.record(rows, None, t);
-        Ok(s)
-    };
-    // The runs' partial steps intern string keys against the values the state has seen;
-    // `known` is dropped before the state merges them, so that it can learn theirs.
-    let partials = |full: Vec<Vec<RecordBatch>>, known: KnownKeys| -> Result<Vec<GroupByState>> {
-        let mut full = Some(full);
-        let mut parts = Vec::new();
-        runner.parallel(&mut || {
-            parts = full
-                .take()
-                .unwrap_or_default()
-                .into_par_iter()
-                .map(|run| partial(run, &known))
-                .collect::<Result<_>>()?;
-            Ok(())
-        })?;
-        Ok(parts)
-    };
-    let mut runs = Runs::new(&in_schema);
-    let mut ended = false;
-    while !ended {
-        let mut full = Vec::new();
-        match input.wave(&|b: RecordBatch| Ok(b), runner)? {
-            Some(batches) => batches.into_iter().for_each(|b| runs.push(b, &mut full)),
-            None => ended = true,
-        }
-        if ended {
-            full.extend(runs.rest());
-        }
-        let mut parts = partials(full, state.known())?;
-        if !runs.decided && !parts.is_empty() {
-            // The first run's partial decides the size of the others.
-            let mut more = Vec::new();
-            runs.decide(parts[0].num_groups(), &mut more);
-            if ended {
-                more.extend(runs.rest());
-            }
-            parts.extend(partials(more, state.known())?);
-        }
-        let t = Instant::now();
-        let mut parts = Some(parts);
-        runner.parallel(&mut || {
-            for p in parts.take().unwrap_or_default() {
-                crate::cancel::point();
-                match &mut plain {
-                    Some(st) => st.merge(p)?,
-                    None => state.merge(p)?,
-                }
-            }
-            Ok(())
-        })?;
-        stats.record(0, None, t);
-    }
-    let t = Instant::now();
-    let (mut state, mut out) = (Some(state), None);
-    let held = reservation("group_by", runner, stats);
-    let mut held = Some(held);
-    runner.parallel(&mut || {
-        out = Some(match (regroup, plain.take()) {
-            (Some(r), Some(st)) => {
-                Grouped::Memory(r.apply(st)?.finish()?, held.take().expect("finished once"))
-            }
-            _ => state.take().expect("finished once").finish()?,
-        });
-        Ok(())
-    })?;
-    stats.record(0, None, t);
-    grouped_source(out.expect("finished above"), schema, stats, size)
-}
-
-/// Drain `input` into a [`ResidentState`] batch by batch; past the budget (or when spilling
-/// is forced) the state is handed to an [`ExternalGroupBy`] as one partial-state table and
-/// every later row as its own ([`ResidentState::singletons`]), so that spilled or not, every
-/// group gets the same bits. The finished groups, cast to `schema`'s types.
-fn run_resident_group_by(
-    input: &mut Chain,
-    options: GroupByOptions,
-    stats: &Arc<Stats>,
-    runner: &dyn Runner,
-    schema: &SchemaRef,
-    size: usize,
-) -> Result<Box<dyn Source>> {
-    let in_schema = input.schema();
-    let force = crate::spill::force();
+    let keyless = options.keys.is_empty();
+    let force = crate::spill::force() && regroup.is_none() && !keyless;
     let mut spilled = Some(ExternalGroupBy::new(
         in_schema.clone(),
         options.clone(),
@@ -1636,12 +1438,10 @@ fn run_resident_group_by(
         stats.spill.clone(),
         force,
     )?);
-    let mut state = ResidentState::new(in_schema, options)?;
+    let mut state = ResidentState::new(in_schema.clone(), options.clone())?;
     let mut mem = Some(reservation("group_by", runner, stats));
     let mut in_memory = true;
     let mut pending = SpillBuffer::default();
-    // Each batch is made ready for the state right after its decoding, in the scan's
-    // parallel phase (or, once the state spilled, turned into one-row states there).
     enum Item {
         Ready(Box<Ready>),
         Spill(crate::table::Table),
@@ -1685,11 +1485,17 @@ fn run_resident_group_by(
             }
             state.absorb(&mut ready)?;
             // Twice the state: finishing copies it.
-            if force || mem.resize(2 * state.bytes()).is_err() {
-                ext.spill_partial(state.export()?)?;
-                state.clear();
-                mem.free();
-                in_memory = false;
+            match mem.resize(2 * state.bytes()) {
+                Ok(()) if !force => {}
+                // Its one group cannot be split: past the budget it is a `MemoryLimit`.
+                Err(e) if keyless => return Err(e),
+                _ if keyless || regroup.is_some() => {}
+                _ => {
+                    ext.spill_partial(state.export()?)?;
+                    state.clear();
+                    mem.free();
+                    in_memory = false;
+                }
             }
             Ok(())
         })?;
@@ -1701,10 +1507,15 @@ fn run_resident_group_by(
         if let (Some(ext), Some(mem)) = (spilled.as_mut(), mem.as_mut()) {
             pending.flush(mem, ext)?;
         }
-        out = Some(if in_memory {
-            Grouped::Memory(state.finish()?, mem.take().expect("finished once"))
-        } else {
-            spilled.take().expect("finished once").finish()?
+        let mem = mem.take().expect("finished once");
+        out = Some(match (in_memory, regroup) {
+            (true, None) => Grouped::Memory(state.finish()?, mem),
+            (true, Some(r)) => {
+                let st =
+                    GroupByState::of_state(in_schema.clone(), options.clone(), state.export()?)?;
+                Grouped::Memory(r.apply(st)?.finish()?, mem)
+            }
+            (false, _) => spilled.take().expect("finished once").finish()?,
         });
         Ok(())
     })?;
@@ -1816,9 +1627,8 @@ impl Execution {
     /// An execution of `plan` (`labels`: its operators in pre-order). `wave`: inputs claimed
     /// per wave per thread ([`STREAMING_WAVE`] or [`COLLECTING_WAVE`]) by the output chain;
     /// a chain with a `head` keeps short waves (it stops reading early), and so does a
-    /// group-by's input (a wave's partial states are all alive until merged: with many
-    /// groups, as large as the wave's input; measured on TPC-H Q1, long waves there gained
-    /// nothing beyond noise). Under a memory limit — the process's, or this run's
+    /// group-by's input (a wave's batches, made ready for its resident state, are all alive
+    /// until folded). Under a memory limit — the process's, or this run's
     /// `memory_limit` (bytes) — every chain reads in short waves, and operators that hold
     /// data reserve it and spill what does not fit.
     pub fn new(

@@ -1,10 +1,11 @@
 //! A streaming group-by under the memory budget: the state in memory while it fits, hash
 //! partitions of partial states on disk past it.
 //!
-//! The executor aggregates each morsel into a partial state and hands them over in input
-//! order ([`ExternalGroupBy::merge`]). While the merged [`GroupByState`] fits its
-//! reservation it stays in memory. When it does not (or spilling is forced), its tables and
-//! every later partial table are cut by the hash of their keys into [`PARTITIONS`] spill
+//! Partial states are handed over in input order: as [`GroupByState`]s
+//! ([`ExternalGroupBy::merge`], dedup's keys), which stay merged in memory while they fit
+//! the reservation, or as partial-state tables of a state kept elsewhere (the pipeline's
+//! resident group-by, [`ExternalGroupBy::spill_partial`]). Past the budget (or when
+//! spilling is forced) they are cut by the hash of their keys into [`PARTITIONS`] spill
 //! files, each row tagged with an *ordinal*: its place in the sequence of partial-state rows.
 //!
 //! At the end each partition is read back and merged on its own — a group lives in one
@@ -27,7 +28,7 @@ use std::sync::Arc;
 use arrow_array::{ArrayRef, RecordBatch, UInt64Array};
 use arrow_schema::{DataType, Field, Schema, SchemaRef};
 
-use super::stream::{GroupByState, KnownKeys};
+use super::stream::GroupByState;
 use super::{AggFn, AggSpec, GroupByOptions};
 use crate::budget::Reservation;
 use crate::error::{Error, Result};
@@ -118,15 +119,6 @@ impl ExternalGroupBy {
             stats,
             force,
         })
-    }
-
-    /// The in-memory state's known key values (none once spilled), for the partial steps
-    /// of the next rows ([`GroupByState::absorb_table_known`]).
-    pub fn known(&self) -> KnownKeys {
-        self.state
-            .as_ref()
-            .map(GroupByState::known)
-            .unwrap_or_default()
     }
 
     /// Fold in `part`, the partial state of the next rows.

@@ -143,7 +143,7 @@ pub struct GroupByState {
 /// intern against. Read-only while shared with them; the state learns only when it holds
 /// the one reference.
 #[derive(Clone, Default)]
-pub struct KnownKeys(Arc<Vec<Option<Known>>>);
+struct KnownKeys(Arc<Vec<Option<Known>>>);
 
 /// Most values kept of one key column.
 const MAX_KNOWN: usize = 1 << 22;
@@ -157,9 +157,10 @@ const MIN_PENDING: usize = 1 << 16;
 /// repeat the same groups regroups two rows per partial row; at four times, 1.25. Memory
 /// is bounded by the budget ([`super::external`] merges, then spills, when the state's
 /// reservation is refused), and where the groups are mostly distinct a merge would not
-/// shrink the buffer anyway. G1 at 10^7 rows, 2 threads (in memory / under 100 MiB): q3
-/// 0.80 / 1.27 -> 0.66 / 1.0 s, q5 0.48 / 0.87 -> 0.40 / 0.62, q10 8.6 / 15.4 ->
-/// 6.6 / 12.5 (8 times the merged rows gains no more).
+/// shrink the buffer anyway. G1 at 10^7 rows, 2 threads, when the pipeline's group-by
+/// merged its runs' partial states here (in memory / under 100 MiB): q3 0.80 / 1.27 ->
+/// 0.66 / 1.0 s, q5 0.48 / 0.87 -> 0.40 / 0.62, q10 8.6 / 15.4 -> 6.6 / 12.5 (8 times the
+/// merged rows gains no more).
 const PENDING_TIMES_MERGED: usize = 4;
 
 impl GroupByState {
@@ -194,6 +195,20 @@ impl GroupByState {
         Ok(st)
     }
 
+    /// The state whose merged partial-state table is `state` (of [`Self::state_schema`],
+    /// one row per group, in first-appearance order): another state's, exported.
+    pub fn of_state(schema: SchemaRef, opts: GroupByOptions, state: Table) -> Result<Self> {
+        let mut st = GroupByState::new(schema, opts)?;
+        if let Some(why) = schema_mismatch(&state.schema, &st.state_schema()) {
+            return Err(Error::Type(format!(
+                "partial-state table does not match the group-by's: {why}"
+            )));
+        }
+        st.merged_rows = state.num_rows();
+        st.tables = vec![state];
+        Ok(st)
+    }
+
     /// Groups in the state (an upper bound while partial tables wait to be merged).
     pub fn num_groups(&self) -> usize {
         self.merged_rows + self.pending_rows
@@ -215,12 +230,6 @@ impl GroupByState {
                 .sum::<u64>()
     }
 
-    /// Its known key values, for the partial steps of later batches
-    /// ([`Self::absorb_table_known`]).
-    pub fn known(&self) -> KnownKeys {
-        self.known.clone()
-    }
-
     /// Aggregate `batch` into the state.
     pub fn absorb(&mut self, batch: &RecordBatch) -> Result<()> {
         self.absorb_table(&Table {
@@ -235,14 +244,6 @@ impl GroupByState {
         let p = vec![self.partial_of_table(table, &self.known.clone())?];
         self.learn(&p)?;
         self.push(p)
-    }
-
-    /// [`Self::absorb_table`], its byte-string keys interned against `known` (another
-    /// state's, see [`KnownKeys`]): the same state, with less work where they cover them.
-    /// The state learns no values of its own here (it is a run's partial step).
-    pub fn absorb_table_known(&mut self, table: &Table, known: &KnownKeys) -> Result<()> {
-        let p = self.partial_of_table(table, known)?;
-        self.push(vec![p])
     }
 
     /// The partial-state table of `batch`'s rows, leaving the state as it is:

@@ -76,6 +76,8 @@ fn word_hash(w: u64) -> u64 {
 
 /// How keys are compared.
 enum Shape {
+    /// No key: one group of every row.
+    Unit,
     /// One fixed-width key column: its order-preserving `u64` image (floats: NaN == NaN,
     /// -0.0 == 0.0).
     Word(Domain),
@@ -313,18 +315,9 @@ pub struct ResidentState {
 }
 
 impl ResidentState {
-    /// Whether this state can aggregate `opts` over rows of `schema`: at least one key, no
-    /// holistic aggregate, and a min / max only of values it can order (see the module
-    /// docs). Checks nothing else.
-    pub fn supports(schema: &SchemaRef, opts: &GroupByOptions) -> bool {
-        !opts.keys.is_empty() && shape(schema, opts).is_ok() && plan(schema, opts).is_some()
-    }
-
     pub fn new(schema: SchemaRef, opts: GroupByOptions) -> Result<Self> {
         let state_schema = GroupByState::new(schema.clone(), opts.clone())?.state_schema();
-        let aggs = plan(&schema, &opts).ok_or_else(|| {
-            Error::Type("the resident group-by state cannot fold these aggregates".into())
-        })?;
+        let aggs = plan(&schema, &opts)?;
         let key_idx = crate::keys::key_positions(&schema, &opts.keys)?;
         let shape = shape(&schema, &opts)?;
         let mut st = ResidentState {
@@ -404,6 +397,10 @@ impl ResidentState {
         let mut hashes = vec![0u64; n];
         let mut valid = None;
         let keys = match &self.shape {
+            Shape::Unit => {
+                hashes.fill(word_hash(0));
+                BatchKeys::Words(vec![0; n])
+            }
             Shape::Word(d) => {
                 let c = &key_cols[0];
                 let mut w = vec![0u64; n];
@@ -647,7 +644,33 @@ impl ResidentState {
 
     /// The result, as [`super::group_by`] gives it for all the rows.
     pub fn finish(&self) -> Result<Table> {
-        finish_state(&self.schema, &self.opts, &self.carries, self.export()?)
+        let state = if self.key_idx.is_empty() && self.num_groups() == 0 {
+            self.empty_group()?
+        } else {
+            self.export()?
+        };
+        finish_state(&self.schema, &self.opts, &self.carries, state)
+    }
+
+    /// The partial-state table of the one group of no rows: what a group-by without keys
+    /// gives for no input (its aggregates of nothing).
+    fn empty_group(&self) -> Result<Table> {
+        let mut part = Part {
+            states: self.aggs.iter().map(Plan::states).collect(),
+            ..Part::default()
+        };
+        part.word_group(0, 0);
+        let mut cols = Vec::new();
+        for (st, carry) in part.states.iter_mut().zip(&self.carries) {
+            st.resize(1);
+            cols.extend(state_columns(st, carry)?);
+        }
+        let opts = RecordBatchOptions::new().with_row_count(Some(1));
+        let batch = RecordBatch::try_new_with_options(self.state_schema.clone(), cols, &opts)?;
+        Ok(Table {
+            schema: self.state_schema.clone(),
+            batches: vec![batch],
+        })
     }
 
     /// The partial-state table of `batch`'s rows, each row its own state (rows with a null
@@ -743,32 +766,41 @@ impl Plan {
     }
 }
 
-/// Each aggregate's fold; `None` when one is not folded here (see the module docs).
-fn plan(schema: &SchemaRef, opts: &GroupByOptions) -> Option<Vec<Plan>> {
+/// Each aggregate's fold (checked as the kernel checks them).
+fn plan(schema: &SchemaRef, opts: &GroupByOptions) -> Result<Vec<Plan>> {
     let empty = Table {
         schema: schema.clone(),
         batches: vec![],
     };
-    let inputs = check(&empty, opts).ok()?;
+    let inputs = check(&empty, opts)?;
     opts.aggs
         .iter()
         .zip(&inputs)
         .map(|(a, i)| {
             let input = i.values.as_ref().map(|v| v.data_type().clone());
             let carry = Carry::of(&a.func, input.as_ref());
+            let ordered = |kind: Kind| -> Result<Order> {
+                let dt = input.as_ref().expect("checked: the aggregate has a column");
+                Order::of(kind, dt).ok_or_else(|| {
+                    Error::Type(format!(
+                        "column {:?} of type {dt} has no order the group-by can keep",
+                        a.column.as_deref().unwrap_or("")
+                    ))
+                })
+            };
             let order = match carry {
                 Carry::Count
                 | Carry::FloatSum
                 | Carry::Exact { .. }
                 | Carry::Mean { .. }
                 | Carry::Moments { .. }
-                | Carry::Corr => Order::None,
-                Carry::Quantile(_) => Order::None,
-                Carry::Same | Carry::TopK(_) => Order::of(kind(&a.func), input.as_ref()?)?,
+                | Carry::Corr
+                | Carry::Quantile(_) => Order::None,
+                Carry::Same | Carry::TopK(_) => ordered(kind(&a.func))?,
                 // Equality codes: those of an order.
-                Carry::NUnique => Order::of(Kind::Max, input.as_ref()?)?,
+                Carry::NUnique => ordered(Kind::Max)?,
             };
-            Some(Plan {
+            Ok(Plan {
                 carry,
                 func: a.func.clone(),
                 input,
@@ -796,6 +828,9 @@ fn shape(schema: &SchemaRef, opts: &GroupByOptions) -> Result<Shape> {
         .iter()
         .map(|k| Ok(schema.field_with_name(k)?.data_type()))
         .collect::<Result<_>>()?;
+    if types.is_empty() {
+        return Ok(Shape::Unit);
+    }
     if let [dt] = types[..] {
         if let Some(d) = domain_of_types(std::iter::once(dt)).filter(|d| *d != Domain::Wide) {
             return Ok(Shape::Word(d));
