@@ -510,54 +510,60 @@ impl ResidentState {
         batch: &RecordBatch,
         perm: Option<&arrow_array::UInt32Array>,
     ) -> Result<Vec<Input>> {
-        let col = |name: &Option<String>| -> Result<ArrayRef> {
+        // Each (column, type) cast and permuted once, however many aggregates read it.
+        let mut done: Vec<(String, Option<DataType>, ArrayRef)> = Vec::new();
+        let mut col = |name: &Option<String>, to: Option<DataType>| -> Result<ArrayRef> {
             let name = name
                 .as_deref()
                 .expect("checked: the aggregate has a column");
+            if let Some((_, _, a)) = done.iter().find(|(n, t, _)| *n == name && *t == to) {
+                return Ok(a.clone());
+            }
             let c = batch.column(self.schema.index_of(name)?);
-            Ok(match perm {
+            let c = match &to {
+                Some(t) if c.data_type() != t => arrow_cast::cast(c, t)?,
+                _ => c.clone(),
+            };
+            let c = match perm {
                 Some(p) => arrow_select::take::take(c.as_ref(), p, None)?,
-                None => c.clone(),
-            })
+                None => c,
+            };
+            done.push((name.to_string(), to, c.clone()));
+            Ok(c)
         };
-        let f64s =
-            |a: ArrayRef| -> Result<ArrayRef> { Ok(arrow_cast::cast(&a, &DataType::Float64)?) };
-        self.opts
-            .aggs
-            .iter()
-            .zip(&self.aggs)
-            .map(|(a, plan)| {
-                Ok(match &plan.carry {
-                    Carry::Same | Carry::TopK(_) | Carry::NUnique => {
-                        Input::Pick(Values::of(&col(&a.column)?, &plan.order)?)
-                    }
-                    Carry::Count if a.func == super::AggFn::Size => Input::Size,
-                    Carry::Count => Input::Count(valid_of(&col(&a.column)?)),
-                    Carry::FloatSum
-                    | Carry::Mean { exact: None }
-                    | Carry::Moments { .. }
-                    | Carry::Quantile(_) => Input::Float(f64s(col(&a.column)?)?),
-                    Carry::Exact { .. } | Carry::Mean { exact: Some(_) } => {
-                        let v = col(&a.column)?;
-                        let dt = v.data_type();
-                        Input::Exact(match dt {
-                            DataType::Int64 | DataType::UInt64 => v,
-                            _ if dt.is_decimal() => arrow_cast::cast(
-                                &v,
-                                &DataType::Decimal128(38, super::dt_scale(dt)),
-                            )?,
-                            _ => arrow_cast::cast(&v, &DataType::Int64)?,
-                        })
-                    }
-                    Carry::Corr => {
-                        let super::AggFn::Corr(y) = &a.func else {
-                            unreachable!("corr carries come from corr")
-                        };
-                        Input::Corr(f64s(col(&a.column)?)?, f64s(col(&Some(y.clone()))?)?)
-                    }
-                })
-            })
-            .collect()
+        let f64 = || Some(DataType::Float64);
+        let mut out = Vec::with_capacity(self.aggs.len());
+        for (a, plan) in self.opts.aggs.iter().zip(&self.aggs) {
+            out.push(match &plan.carry {
+                Carry::Same | Carry::TopK(_) | Carry::NUnique => {
+                    Input::Pick(Values::of(&col(&a.column, None)?, &plan.order)?)
+                }
+                Carry::Count if a.func == super::AggFn::Size => Input::Size,
+                Carry::Count => Input::Count(valid_of(&col(&a.column, None)?)),
+                Carry::FloatSum
+                | Carry::Mean { exact: None }
+                | Carry::Moments { .. }
+                | Carry::Quantile(_) => Input::Float(col(&a.column, f64())?),
+                Carry::Exact { .. } | Carry::Mean { exact: Some(_) } => {
+                    let dt = plan.input.as_ref().expect("checked: a sum has a column");
+                    Input::Exact(col(
+                        &a.column,
+                        Some(match dt {
+                            DataType::Int64 | DataType::UInt64 => dt.clone(),
+                            _ if dt.is_decimal() => DataType::Decimal128(38, super::dt_scale(dt)),
+                            _ => DataType::Int64,
+                        }),
+                    )?)
+                }
+                Carry::Corr => {
+                    let super::AggFn::Corr(y) = &a.func else {
+                        unreachable!("corr carries come from corr")
+                    };
+                    Input::Corr(col(&a.column, f64())?, col(&Some(y.clone()), f64())?)
+                }
+            });
+        }
+        Ok(out)
     }
 
     /// Fold prepared batches, the next rows in this order, into the state: every partition
