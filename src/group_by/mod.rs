@@ -443,6 +443,19 @@ fn f64s(c: &ArrayRef) -> &[f64] {
     c.as_primitive::<Float64Type>().values()
 }
 
+/// The offsets of lists of these lengths (an error, not arrow's panic, past 2^31 - 1
+/// values in all).
+pub(crate) fn list_offsets(lengths: impl IntoIterator<Item = usize>) -> Result<OffsetBuffer<i32>> {
+    let lengths: Vec<usize> = lengths.into_iter().collect();
+    let total: usize = lengths.iter().sum();
+    if i32::try_from(total).is_err() {
+        return Err(Error::Value(format!(
+            "a group-by's lists hold {total} values, more than a list column's 2^31 - 1"
+        )));
+    }
+    Ok(OffsetBuffer::from_lengths(lengths))
+}
+
 fn int64s(n: Vec<u64>) -> ArrayRef {
     Arc::new(Int64Array::from_iter_values(
         n.into_iter().map(|c| c as i64),
@@ -558,7 +571,7 @@ fn aggregate(
             let lists = per_group(m, order, |rows, s: &mut Vec<_>| {
                 holistic::top_k(&codes.codes, v, rows, *k, s)
             });
-            let offsets = OffsetBuffer::from_lengths(lists.iter().map(|l| l.len()));
+            let offsets = list_offsets(lists.iter().map(|l| l.len()))?;
             let rows: Vec<u32> = lists.concat();
             let whole = values.whole()?;
             let vals = gather(whole, &rows)?;

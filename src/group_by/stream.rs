@@ -41,7 +41,7 @@ use arrow_array::types::{Decimal128Type, Float64Type, Int64Type};
 use arrow_array::{
     Array, ArrayRef, Decimal128Array, Float64Array, Int64Array, ListArray, RecordBatch, UInt64Array,
 };
-use arrow_buffer::{BooleanBuffer, OffsetBuffer};
+use arrow_buffer::BooleanBuffer;
 use arrow_schema::{DataType, Field, SchemaRef};
 
 use super::accumulate::{CoMoments, Combine, Kahan, Moments, Sum};
@@ -814,7 +814,7 @@ fn lists<W: Default + Send>(
         candidates(rows, &mut w.0);
         pick(&w.0, &mut w.1)
     });
-    let offsets = OffsetBuffer::from_lengths(picked.iter().map(Vec::len));
+    let offsets = super::list_offsets(picked.iter().map(Vec::len))?;
     let rows: Vec<u32> = picked.concat();
     let vals = super::gather(values, &rows)?;
     let field = Arc::new(Field::new("item", values.data_type().clone(), true));

@@ -58,7 +58,7 @@ impl AllValues {
 
     /// The state column: the list of each group's values.
     pub(super) fn state(&self) -> Result<ArrayRef> {
-        let (offsets, order) = by_group(&self.gids, self.groups);
+        let (offsets, order) = by_group(&self.gids, self.groups)?;
         let values: Vec<f64> = order.iter().map(|&i| self.values[i as usize]).collect();
         let field = Arc::new(Field::new("item", DataType::Float64, true));
         Ok(Arc::new(ListArray::try_new(
@@ -72,19 +72,19 @@ impl AllValues {
 
 /// Positions of `gids` grouped by group (stable: in order within a group), and the list
 /// offsets of `groups` groups.
-fn by_group(gids: &[u32], groups: usize) -> (OffsetBuffer<i32>, Vec<u32>) {
+fn by_group(gids: &[u32], groups: usize) -> Result<(OffsetBuffer<i32>, Vec<u32>)> {
     let mut counts = vec![0usize; groups];
     for &g in gids {
         counts[g as usize] += 1;
     }
-    let offsets = OffsetBuffer::from_lengths(counts.iter().copied());
+    let offsets = super::super::list_offsets(counts.iter().copied())?;
     let mut fill: Vec<usize> = offsets.iter().map(|&o| o as usize).collect();
     let mut order = vec![0u32; gids.len()];
     for (i, &g) in gids.iter().enumerate() {
         order[fill[g as usize]] = i as u32;
         fill[g as usize] += 1;
     }
-    (offsets, order)
+    Ok((offsets, order))
 }
 
 /// Each group's distinct values (see the module docs).
@@ -202,7 +202,7 @@ impl Distinct {
 
     /// The state column: the list of each group's distinct values.
     pub(super) fn state(&self) -> Result<ArrayRef> {
-        let (offsets, order) = by_group(&self.gids, self.groups);
+        let (offsets, order) = by_group(&self.gids, self.groups)?;
         let values = if self.chunks.is_empty() {
             arrow_array::new_empty_array(&self.dt)
         } else {

@@ -26,7 +26,8 @@
 //! are a few words; min / max / first / last and top_k, whose states are the group's best
 //! values ([`pick`]); median / quantile and n_unique, whose states are lists of values
 //! ([`lists`]). A min / max / top_k / n_unique needs values that a `u64` image or arrow-row
-//! bytes order ([`ResidentState::supports`]).
+//! bytes order (every type the kernel orders; otherwise a `TypeError`). Without keys every
+//! row is in one group.
 
 mod lists;
 mod pick;

@@ -25,7 +25,7 @@
 use std::sync::Arc;
 
 use arrow_array::{Array, ArrayRef, ListArray, UInt32Array};
-use arrow_buffer::{BooleanBuffer, OffsetBuffer};
+use arrow_buffer::BooleanBuffer;
 use arrow_row::{RowConverter, Rows, SortField};
 use arrow_schema::{DataType, Field};
 
@@ -391,7 +391,7 @@ impl Picks {
                 _ => values,
             };
             let field = Arc::new(Field::new("item", self.out.clone(), true));
-            let offsets = OffsetBuffer::from_lengths(self.len.iter().map(|&n| n as usize));
+            let offsets = super::super::list_offsets(self.len.iter().map(|&n| n as usize))?;
             return Ok(Arc::new(ListArray::try_new(field, offsets, out, None)?));
         }
         // One value per group that has one: spread out, nulls between.
@@ -415,5 +415,85 @@ impl Picks {
         } else {
             arrow_cast::cast(&c, &self.out)?
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow_array::cast::AsArray;
+    use arrow_array::types::Float64Type;
+    use arrow_array::{Float64Array, StringArray};
+
+    /// Fold `values` (one batch per slice) into one group, `kind` over them.
+    fn fold_one(kind: Kind, batches: &[ArrayRef]) -> ArrayRef {
+        let dt = batches[0].data_type().clone();
+        let order = Order::of(kind, &dt).unwrap();
+        let mut p = Picks::new(kind, &dt, &order);
+        p.resize(1);
+        for b in batches {
+            let v = Values::of(b, &order).unwrap();
+            p.fold(&v, 0, &vec![0; b.len()]).unwrap();
+        }
+        p.state().unwrap()
+    }
+
+    fn floats(v: &[Option<f64>]) -> ArrayRef {
+        Arc::new(Float64Array::from(v.to_vec()))
+    }
+
+    fn bits(a: &ArrayRef) -> Vec<Option<u64>> {
+        a.as_primitive::<Float64Type>()
+            .iter()
+            .map(|v| v.map(f64::to_bits))
+            .collect()
+    }
+
+    /// Expected values are the DESIGN.md rules: nulls skipped, NaN greatest, -0.0 equal to
+    /// 0.0 with ties to the earliest row.
+    #[test]
+    fn min_max_keep_the_earliest_of_equal_values() {
+        let b = [
+            floats(&[None, Some(0.0), Some(f64::NAN)]),
+            floats(&[Some(-0.0), Some(f64::INFINITY), None]),
+        ];
+        assert_eq!(bits(&fold_one(Kind::Min, &b)), vec![Some(0f64.to_bits())]);
+        assert_eq!(
+            bits(&fold_one(Kind::Max, &b)),
+            vec![Some(f64::NAN.to_bits())]
+        );
+        let b = [floats(&[Some(-0.0)]), floats(&[Some(0.0)])];
+        assert_eq!(
+            bits(&fold_one(Kind::Max, &b)),
+            vec![Some((-0f64).to_bits())]
+        );
+        assert_eq!(bits(&fold_one(Kind::Last, &b)), vec![Some(0f64.to_bits())]);
+        assert_eq!(bits(&fold_one(Kind::First, &[floats(&[None])])), vec![None]);
+    }
+
+    #[test]
+    fn top_k_keeps_the_k_largest_best_first_ties_by_row() {
+        let b: [ArrayRef; 2] = [
+            Arc::new(StringArray::from(vec![Some("b"), None, Some("a")])),
+            Arc::new(StringArray::from(vec![Some("c"), Some("b"), Some("a")])),
+        ];
+        let got = fold_one(Kind::TopK(3), &b);
+        let list = got.as_list::<i32>();
+        let v = list.value(0);
+        let s: Vec<_> = v.as_string::<i32>().iter().collect();
+        assert_eq!(s, vec![Some("c"), Some("b"), Some("b")]);
+        // Of equal values the earlier row comes first: -0.0 of the first batch, then 0.0.
+        let z = [
+            floats(&[Some(-1.0), Some(-0.0)]),
+            floats(&[Some(0.0), None]),
+        ];
+        let got = fold_one(Kind::TopK(2), &z);
+        let v = got.as_list::<i32>().value(0);
+        assert_eq!(
+            bits(&v),
+            vec![Some((-0f64).to_bits()), Some(0f64.to_bits())]
+        );
+        let none = fold_one(Kind::TopK(0), &b);
+        assert_eq!(none.as_list::<i32>().value(0).len(), 0);
     }
 }
