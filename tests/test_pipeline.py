@@ -374,6 +374,47 @@ def test_resident_group_by_equals_the_kernel(data, batch_size, dropna, sort, thr
         fb.set_num_threads(before)
 
 
+@settings(max_examples=80)
+@given(grouped(max_rows=40), st.integers(16, 2000), st.booleans(), st.sampled_from([1, 2, 4]))
+def test_resident_group_by_of_few_groups_per_batch_equals_the_kernel(
+    data, batch_size, dropna, threads
+) -> None:
+    """Counts and exact sums / means over batches of few groups each, which the scan's
+    parallel phase groups on their own before they are folded (nasty keys, no key at all,
+    nulls, dropna, random cuts and thread counts): the kernel's groups, order and values,
+    exactly."""
+    t, keys = data
+    # At most 40 groups (batches of 640 rows qualify), of unequal sizes.
+    # (pyarrow cannot `take` views: rows repeated by slicing.)
+    t = pa.concat_tables(
+        [t.slice(i, 1) for i in range(t.num_rows) for _ in range(1 + i % 5)] or [t]
+    )
+    t = pa.concat_tables([t, t.slice(0, t.num_rows // 3)] * 30)
+    aggs = {"n": (None, "size"), "c": ("vf", "count"), "cs": ("vs", "count"),
+            "si": ("vi", "sum"), "mi": ("vi", "mean")}  # fmt: skip
+    want = fb.group_by(t, keys, aggs, dropna=dropna)
+    before = fb.get_num_threads()
+    fb.set_num_threads(threads)
+    try:
+        got = fb.scan(t, batch_size=batch_size).group_by(keys, aggs, dropna=dropna)
+        assert same(got.collect(), want)
+    finally:
+        fb.set_num_threads(before)
+
+
+@pytest.mark.parametrize("keys", [["k"], ["s"], ["s", "k"], []])
+def test_resident_group_by_of_batch_groups_of_unequal_sizes(keys) -> None:
+    """Batches grouped on their own before they are folded, whose groups have different
+    sizes and sit in different partitions: every group's count and sum are its own."""
+    k = np.tile(np.repeat(np.arange(40), np.arange(1, 41)), 10)
+    t = pa.table({"k": k, "s": pa.array([f"é{v % 7}" for v in k]), "v": np.arange(len(k))})
+    aggs = {"n": (None, "size"), "s_v": ("v", "sum"), "m": ("v", "mean")}
+    want = fb.group_by(t, keys, aggs)
+    for batch_size in (700, 2000, 8200):
+        got = fb.scan(t, batch_size=batch_size).group_by(keys, aggs).collect()
+        assert same(got, want), batch_size
+
+
 @settings(max_examples=150)
 @given(grouped(max_rows=80), st.integers(1, 40), st.booleans(), st.sampled_from([1, 2, 4]))
 def test_resident_picks_of_every_type(data, batch_size, dropna, threads) -> None:

@@ -18,6 +18,13 @@
 //! partitions on disk ([`super::external`]) — every group ends with the same bits as in
 //! memory.
 //!
+//! **Batches of few groups.** Where every aggregate is a count or an exact sum / mean (whose
+//! folds do not depend on how rows are associated), a batch is first grouped on its own, in
+//! the scan's parallel phase, and folded as one row per group with its rows' counts and
+//! sums: a batch of few groups (TPC-H Q1: 4) would otherwise be probed row by row in at
+//! most that many partitions, one thread each. Once a batch has more than one group per
+//! [`LOCAL_RATIO`] rows, later batches are not tried.
+//!
 //! **Order.** Each partition numbers its groups in first-appearance order and keeps the
 //! ordinal of each group's first row; the finished groups are put in first-appearance
 //! order by those ordinals.
@@ -279,6 +286,10 @@ enum Input {
     /// Float64 x and y.
     Corr(ArrayRef, ArrayRef),
     Pick(Values),
+    /// A batch's own groups' counts, and exact sums (with their value counts; `true` when
+    /// one overflowed 128 bits): see [`ResidentState::prepare`].
+    Counts(Vec<u64>),
+    Sums(Vec<(i128, u64)>, bool),
 }
 
 /// A batch made ready for the fold: its rows cut by partition, *in partition order* — the
@@ -313,6 +324,11 @@ pub struct ResidentState {
     parts: Vec<Part>,
     /// Rows absorbed: the next row's ordinal.
     rows: u64,
+    /// Every aggregate a count or an exact sum / mean, whose fold does not depend on how
+    /// rows are associated: batches may be grouped on their own first.
+    additive: bool,
+    /// Batches still reduce to few groups of their own (cleared by the first that does not).
+    reduces: std::sync::atomic::AtomicBool,
 }
 
 impl ResidentState {
@@ -321,9 +337,17 @@ impl ResidentState {
         let aggs = plan(&schema, &opts)?;
         let key_idx = crate::keys::key_positions(&schema, &opts.keys)?;
         let shape = shape(&schema, &opts)?;
+        let additive = aggs.iter().all(|a| {
+            matches!(
+                a.carry,
+                Carry::Count | Carry::Exact { .. } | Carry::Mean { exact: Some(_) }
+            )
+        });
         let mut st = ResidentState {
             schema,
             opts,
+            additive,
+            reduces: std::sync::atomic::AtomicBool::new(true),
             carries: aggs.iter().map(|a| a.carry.clone()).collect(),
             aggs,
             state_schema,
@@ -457,13 +481,20 @@ impl ResidentState {
                 }
             }
         }
-        // Rows cut by partition (a counting sort, rows ascending in each).
         let keep = |r: usize| skip.as_ref().is_none_or(|s| s.value(r));
+        // The rows folded: every kept row, or one row per group of the batch's own with the
+        // inputs aggregated per group (a batch of few groups folds few rows; see
+        // `local_groups`).
+        let local = self.local_groups(&keys, &hashes, &valid, keep, n);
+        let cand: Vec<u32> = match &local {
+            Some((reps, _)) => reps.clone(),
+            None => (0..n as u32).filter(|&r| keep(r as usize)).collect(),
+        };
+        // Rows cut by partition (a counting sort, rows ascending in each); `order`: the
+        // candidate each position holds.
         let mut at = vec![0usize; PARTS + 1];
-        for (r, &h) in hashes.iter().enumerate() {
-            if keep(r) {
-                at[part_of(h) + 1] += 1;
-            }
+        for &r in &cand {
+            at[part_of(hashes[r as usize]) + 1] += 1;
         }
         for p in 0..PARTS {
             at[p + 1] += at[p];
@@ -472,13 +503,14 @@ impl ResidentState {
         let total = at[PARTS];
         let mut rows = vec![0u32; total];
         let mut cut = vec![0u64; total];
-        for (r, &h) in hashes.iter().enumerate() {
-            if keep(r) {
-                let p = part_of(h);
-                rows[fill[p]] = r as u32;
-                cut[fill[p]] = h;
-                fill[p] += 1;
-            }
+        let mut order = vec![0u32; total];
+        for (j, &r) in cand.iter().enumerate() {
+            let h = hashes[r as usize];
+            let p = part_of(h);
+            rows[fill[p]] = r;
+            cut[fill[p]] = h;
+            order[fill[p]] = j as u32;
+            fill[p] += 1;
         }
         let keys = match keys {
             BatchKeys::Words(w) => BatchKeys::Words(rows.iter().map(|&r| w[r as usize]).collect()),
@@ -489,8 +521,13 @@ impl ResidentState {
             },
             keys => keys,
         };
-        let perm = arrow_array::UInt32Array::from(rows.clone());
-        let inputs = self.inputs(batch, Some(&perm))?;
+        let inputs = match local {
+            Some((reps, gid)) => self.local_inputs(batch, &gid, reps.len(), &order)?,
+            None => {
+                let perm = arrow_array::UInt32Array::from(rows.clone());
+                self.inputs(batch, Some(&perm))?
+            }
+        };
         Ok(Prepared {
             keys,
             valid,
@@ -502,6 +539,116 @@ impl ResidentState {
             base: 0,
             rows_in: n,
         })
+    }
+
+    /// The batch's own groups, when every aggregate is additive and the batch has few
+    /// (at most one for [`LOCAL_RATIO`] rows): their first rows, ascending, and each row's
+    /// group ([`u32::MAX`] for a row left out). Folding a batch's group with its rows'
+    /// counts and exact sums gives the state the rows give one by one: those folds do not
+    /// depend on association. Once a batch has more groups, later batches are not tried.
+    fn local_groups(
+        &self,
+        keys: &BatchKeys,
+        hashes: &[u64],
+        valid: &Option<BooleanBuffer>,
+        keep: impl Fn(usize) -> bool,
+        n: usize,
+    ) -> Option<(Vec<u32>, Vec<u32>)> {
+        use std::sync::atomic::Ordering::Relaxed;
+        if !self.additive || n < LOCAL_RATIO || !self.reduces.load(Relaxed) {
+            return None;
+        }
+        let most = n / LOCAL_RATIO;
+        let mut part = Part::default();
+        let mut gid = vec![u32::MAX; n];
+        let chunk = match keys {
+            BatchKeys::Bytes { values, .. } => ByteChunk::new(values),
+            _ => None,
+        };
+        for (r, g) in gid.iter_mut().enumerate() {
+            if !keep(r) {
+                continue;
+            }
+            let o = r as u64;
+            *g = if valid.as_ref().is_some_and(|v| !v.value(r)) {
+                part.null_group(o).0
+            } else {
+                match keys {
+                    BatchKeys::Words(w) => part.word_group(w[r], o).0,
+                    BatchKeys::Bytes { idx, heads, .. } => {
+                        let c = chunk.as_ref().expect("checked by shape()");
+                        let (hd, len) = heads[r];
+                        part.bytes_group(hd, len, hashes[r], || c.value(idx[r]), o)
+                            .0
+                    }
+                    BatchKeys::Rows(rows) => {
+                        let v = rows.row(r).data();
+                        part.bytes_group(head(v), v.len() as u32, hashes[r], || v, o)
+                            .0
+                    }
+                }
+            };
+            if part.groups() > most {
+                self.reduces.store(false, Relaxed);
+                return None;
+            }
+        }
+        Some((part.first.iter().map(|&f| f as u32).collect(), gid))
+    }
+
+    /// Each aggregate's counts or exact sums per batch group (`gid`: each row's, of
+    /// `groups`), in the order `order` (batch groups by position).
+    fn local_inputs(
+        &self,
+        batch: &RecordBatch,
+        gid: &[u32],
+        groups: usize,
+        order: &[u32],
+    ) -> Result<Vec<Input>> {
+        let rows = self.inputs(batch, None)?;
+        let counts = |valid: Option<&BooleanBuffer>| {
+            let mut c = vec![0u64; groups];
+            for (r, &g) in gid.iter().enumerate() {
+                if g != u32::MAX && valid.is_none_or(|v| v.value(r)) {
+                    c[g as usize] += 1;
+                }
+            }
+            Input::Counts(order.iter().map(|&j| c[j as usize]).collect())
+        };
+        rows.into_iter()
+            .map(|input| {
+                Ok(match input {
+                    Input::Size => counts(None),
+                    Input::Count(valid) => counts(valid.as_ref()),
+                    Input::Exact(v) => {
+                        let mut st = vec![(0i128, 0u64); groups];
+                        let valid = valid_of(&v);
+                        let ok = match v.data_type() {
+                            DataType::Int64 => add_rows(
+                                &mut st,
+                                v.as_primitive::<Int64Type>().values(),
+                                &valid,
+                                gid,
+                            ),
+                            DataType::UInt64 => add_rows(
+                                &mut st,
+                                v.as_primitive::<UInt64Type>().values(),
+                                &valid,
+                                gid,
+                            ),
+                            _ => add_rows(
+                                &mut st,
+                                v.as_primitive::<Decimal128Type>().values(),
+                                &valid,
+                                gid,
+                            ),
+                        };
+                        Input::Sums(order.iter().map(|&j| st[j as usize]).collect(), !ok)
+                    }
+                    _ => unreachable!("additive aggregates only"),
+                })
+            })
+            .collect()
     }
 
     /// Each aggregate's input column of `batch` (its rows `perm`, in that order, if given),
@@ -1011,6 +1158,26 @@ fn fold_states(
             gids,
         ),
         (States::Pick(s), Input::Pick(v)) => s.fold(v, first, gids)?,
+        (States::Count(s), Input::Counts(c)) => {
+            for (&g, &c) in gids.iter().zip(&c[first..]) {
+                s[g as usize] += c;
+            }
+        }
+        (States::Exact(s), Input::Sums(v, over)) => {
+            let mut ok = !over;
+            for (&g, &(sum, n)) in gids.iter().zip(&v[first..]) {
+                let st = &mut s[g as usize];
+                let (total, o) = st.0.overflowing_add(sum);
+                *st = (total, st.1 + n);
+                ok &= !o;
+            }
+            if !ok {
+                return Err(Error::Value(format!(
+                    "sum of column {:?} overflows 128 bits in at least one group",
+                    col.as_deref().unwrap_or("")
+                )));
+            }
+        }
         (States::All(s), Input::Float(v)) => s.fold(v, first, gids),
         (States::Distinct(s), Input::Pick(v)) => s.fold(v, first, gids)?,
         (States::Co(s), Input::Corr(x, y)) => merge_ones(
@@ -1070,6 +1237,31 @@ fn merge_ones<A: Acc>(acc: &A, st: &mut [A::S], first: usize, gids: &[u32]) {
         acc.update(&mut one, first + i);
         acc.merge(&mut st[g as usize], &one);
     }
+}
+
+/// A batch is grouped on its own first while it has at most one group for this many rows
+/// ([`ResidentState::local_groups`]). TPC-H Q1 (4 groups by two strings, lineitem's 6M
+/// rows, 2 threads): otherwise each row is probed in one of at most 4 partitions, serially.
+const LOCAL_RATIO: usize = 16;
+
+/// Exact sums of the rows' values by their groups `gid` (`u32::MAX`: left out); `false`
+/// on a 128-bit overflow.
+fn add_rows<V: Copy + Into<i128>>(
+    st: &mut [(i128, u64)],
+    values: &[V],
+    valid: &Option<BooleanBuffer>,
+    gid: &[u32],
+) -> bool {
+    let mut ok = true;
+    for (r, &g) in gid.iter().enumerate() {
+        if g != u32::MAX && valid.as_ref().is_none_or(|v| v.value(r)) {
+            let s = &mut st[g as usize];
+            let (sum, over) = s.0.overflowing_add(values[r].into());
+            *s = (sum, s.1 + 1);
+            ok &= !over;
+        }
+    }
+    ok
 }
 
 /// Exact sums: add each valid row's value to its group's; `false` on a 128-bit overflow.
