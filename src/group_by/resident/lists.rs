@@ -134,11 +134,7 @@ impl Distinct {
             + self.gids.capacity() * 4
             + self.arena.capacity()
             + self.span.capacity() * 16
-            + self
-                .chunks
-                .iter()
-                .map(|c| c.get_array_memory_size())
-                .sum::<usize>()
+            + super::arrays_bytes(&self.chunks)
     }
 
     /// Fold the values at positions `first..` into the groups `gids`.

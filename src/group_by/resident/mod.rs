@@ -183,12 +183,7 @@ impl Part {
     }
 
     fn bytes_held(&self) -> usize {
-        let keys: usize = self
-            .keys
-            .iter()
-            .flatten()
-            .map(|a| a.get_array_memory_size())
-            .sum();
+        let keys: usize = self.keys.iter().map(|c| arrays_bytes(c)).sum();
         self.table.capacity() * 17
             + self.strings.capacity() * (std::mem::size_of::<Entry>() + 1)
             + self.bytes.capacity()
@@ -1030,6 +1025,11 @@ fn canonical(c: &ArrayRef) -> Result<ArrayRef> {
         ),
         _ => c,
     })
+}
+
+/// Memory of `arrays`.
+fn arrays_bytes(arrays: &[ArrayRef]) -> usize {
+    arrays.iter().map(|a| a.get_array_memory_size()).sum()
 }
 
 fn valid_of(a: &ArrayRef) -> Option<BooleanBuffer> {

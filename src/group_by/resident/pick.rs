@@ -117,10 +117,7 @@ impl Values {
     /// `column`'s values, their validity and their order codes under `order`.
     pub(super) fn of(column: &ArrayRef, order: &Order) -> Result<Values> {
         let values = crate::keys::decoded(column)?;
-        let valid = values
-            .logical_nulls()
-            .filter(|n| n.null_count() > 0)
-            .map(|n| n.inner().clone());
+        let valid = super::valid_of(&values);
         let codes = match order {
             Order::None => Codes::None,
             Order::Words(d) => {
@@ -211,11 +208,7 @@ impl Picks {
             + self.arena.capacity()
             + self.span.capacity() * 16
             + self.at.capacity() * 8
-            + self
-                .chunks
-                .iter()
-                .map(|c| c.get_array_memory_size())
-                .sum::<usize>()
+            + super::arrays_bytes(&self.chunks)
     }
 
     /// Whether code `c` is strictly better than slot `s`'s.
