@@ -415,6 +415,49 @@ def test_resident_group_by_of_batch_groups_of_unequal_sizes(keys) -> None:
         assert same(got, want), batch_size
 
 
+def _ids_table() -> pa.Table:
+    """Keys that batches of few groups are grouped by through ids per column."""
+    rng = np.random.default_rng(7)
+    n = 12_000
+    g = rng.integers(0, 30, n)
+    holes = rng.random(n) < 0.05
+    # "a" listed twice and a null value; some keys null.
+    words = pa.array(["a", "b", "a", None, "é", ""])
+    d = pa.DictionaryArray.from_arrays(pa.array(g % 6, pa.int32(), mask=holes), words)
+    floats = pa.array([0.0, -0.0, float("nan"), -float("nan"), 1.5], pa.float64())
+    fd = pa.DictionaryArray.from_arrays(pa.array(g % 5, pa.int8()), floats)
+    f = pa.array(np.array([0.0, -0.0, np.nan, 2.5, -np.inf])[g % 5], mask=(g % 7 == 0))
+    # More values than a batch's groups may be.
+    many = pa.DictionaryArray.from_arrays(
+        pa.array(g, pa.int16()), pa.array([f"v{i}" for i in range(3000)])
+    )
+    s = pa.array([f"é{v % 9}" if v % 4 else None for v in g], pa.string_view())
+    return pa.table(
+        {"d": d, "fd": fd, "f": f, "many": many, "s": s, "i1": g, "i2": g * 7,
+         "i3": (g * 13).astype(np.int16), "v": rng.integers(-(2**52), 2**52, n)}
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "keys",
+    [["d"], ["d", "fd"], ["fd", "f"], ["f", "s"], ["i1", "i2", "i3"], ["d", "many"], []],
+)
+@pytest.mark.parametrize("dropna", [False, True])
+def test_resident_group_by_of_few_groups_by_ids_per_column(keys, dropna) -> None:
+    """Batches of few groups, grouped on their own through ids per key column: a dictionary
+    that lists a value twice and holds a null value, null keys, NaNs of both signs and
+    ±0.0 in a dictionary and in a plain column, views, three columns whose ids multiply past
+    the slot array (a hash table then), a dictionary of more values than a batch may have
+    groups (not grouped on its own then): the kernel's groups, first keys, counts and
+    exact sums, to the bit."""
+    t = _ids_table()
+    aggs = {"n": (None, "size"), "c": ("f", "count"), "s_v": ("v", "sum"), "m": ("v", "mean")}
+    want = fb.group_by(t, keys, aggs, dropna=dropna)
+    for batch_size in (700, 4096):
+        got = fb.scan(t, batch_size=batch_size).group_by(keys, aggs, dropna=dropna).collect()
+        assert_same_bits(got, want)
+
+
 @settings(max_examples=150)
 @given(grouped(max_rows=80), st.integers(1, 40), st.booleans(), st.sampled_from([1, 2, 4]))
 def test_resident_picks_of_every_type(data, batch_size, dropna, threads) -> None:

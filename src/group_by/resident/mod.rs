@@ -266,8 +266,9 @@ enum BatchKeys {
         idx: Vec<usize>,
         heads: Vec<([u64; 2], u32)>,
     },
-    /// By row.
-    Rows(Rows),
+    /// Arrow-row bytes: by row, or (`at`) of a batch's own groups' first rows, the one at
+    /// each position being `rows.row(at[position])`.
+    Rows { rows: Rows, at: Option<Vec<u32>> },
 }
 
 /// One aggregate's input in a batch (cast for its fold).
@@ -414,7 +415,18 @@ impl ResidentState {
                 }
             }
         }
-        let mut hashes = vec![0u64; n];
+        let keep = |r: usize| skip.as_ref().is_none_or(|s| s.value(r));
+        // The rows folded (candidates): every kept row, or one row per group of the batch's
+        // own with the inputs aggregated per group (a batch of few groups folds few rows;
+        // see `local_groups`). Only the candidates' keys are hashed and encoded.
+        let local = self.local_groups(&key_cols, keep, n);
+        let cand: Vec<u32> = match &local {
+            Some((reps, _)) => reps.clone(),
+            None => (0..n as u32).filter(|&r| keep(r as usize)).collect(),
+        };
+        // By candidate.
+        let mut hashes = vec![0u64; cand.len()];
+        let mut heads = Vec::new();
         let mut valid = None;
         let keys = match &self.shape {
             Shape::Unit => {
@@ -425,8 +437,8 @@ impl ResidentState {
                 let c = &key_cols[0];
                 let mut w = vec![0u64; n];
                 raw_u64(c, &mut w, *d);
-                for (h, &w) in hashes.iter_mut().zip(&w) {
-                    *h = word_hash(w);
+                for (h, &r) in hashes.iter_mut().zip(&cand) {
+                    *h = word_hash(w[r as usize]);
                 }
                 valid = valid_of(c);
                 BatchKeys::Words(w)
@@ -449,47 +461,57 @@ impl ResidentState {
                 };
                 let chunk = ByteChunk::new(&values).expect("checked by shape()");
                 valid = valid_of(c);
-                let mut heads = vec![([0u64; 2], 0u32); n];
+                heads = vec![([0u64; 2], 0u32); cand.len()];
                 let idx = idx.unwrap_or_else(|| (0..n).collect());
-                for (r, (h, hd)) in hashes.iter_mut().zip(&mut heads).enumerate() {
+                for ((h, hd), &r) in hashes.iter_mut().zip(&mut heads).zip(&cand) {
+                    let r = r as usize;
                     if valid.as_ref().is_none_or(|v| v.value(r)) {
                         let v = chunk.value(idx[r]);
                         *h = hash_bytes(v);
                         *hd = (head(v), v.len() as u32);
                     }
                 }
-                BatchKeys::Bytes { values, idx, heads }
+                BatchKeys::Bytes {
+                    values,
+                    idx,
+                    heads: Vec::new(),
+                }
             }
             Shape::Rows(conv) => {
-                let cols = key_cols.iter().map(canonical).collect::<Result<Vec<_>>>()?;
+                // A batch grouped on its own encodes only its groups' first rows.
+                let cols = match &local {
+                    Some(_) => {
+                        let idx = arrow_array::UInt32Array::from(cand.clone());
+                        key_cols
+                            .iter()
+                            .map(|c| canonical(&arrow_select::take::take(c.as_ref(), &idx, None)?))
+                            .collect::<Result<Vec<_>>>()?
+                    }
+                    None => key_cols.iter().map(canonical).collect::<Result<Vec<_>>>()?,
+                };
                 let rows = conv.convert_columns(&cols)?;
-                for (r, h) in hashes.iter_mut().enumerate() {
-                    *h = hash_bytes(rows.row(r).data());
+                for (j, (h, &r)) in hashes.iter_mut().zip(&cand).enumerate() {
+                    let at = if local.is_some() { j } else { r as usize };
+                    *h = hash_bytes(rows.row(at).data());
                 }
-                BatchKeys::Rows(rows)
+                BatchKeys::Rows {
+                    rows,
+                    at: local.as_ref().map(|_| Vec::new()),
+                }
             }
         };
         if let (Some(v), Shape::Word(_) | Shape::Bytes) = (&valid, &self.shape) {
-            for (r, h) in hashes.iter_mut().enumerate() {
-                if !v.value(r) {
+            for (h, &r) in hashes.iter_mut().zip(&cand) {
+                if !v.value(r as usize) {
                     *h = NULL_HASH;
                 }
             }
         }
-        let keep = |r: usize| skip.as_ref().is_none_or(|s| s.value(r));
-        // The rows folded: every kept row, or one row per group of the batch's own with the
-        // inputs aggregated per group (a batch of few groups folds few rows; see
-        // `local_groups`).
-        let local = self.local_groups(&keys, &hashes, &valid, keep, n);
-        let cand: Vec<u32> = match &local {
-            Some((reps, _)) => reps.clone(),
-            None => (0..n as u32).filter(|&r| keep(r as usize)).collect(),
-        };
-        // Rows cut by partition (a counting sort, rows ascending in each); `order`: the
-        // candidate each position holds.
+        // Candidates cut by partition (a counting sort, rows ascending in each); `order`:
+        // the candidate each position holds.
         let mut at = vec![0usize; PARTS + 1];
-        for &r in &cand {
-            at[part_of(hashes[r as usize]) + 1] += 1;
+        for &h in &hashes {
+            at[part_of(h) + 1] += 1;
         }
         for p in 0..PARTS {
             at[p + 1] += at[p];
@@ -499,8 +521,7 @@ impl ResidentState {
         let mut rows = vec![0u32; total];
         let mut cut = vec![0u64; total];
         let mut order = vec![0u32; total];
-        for (j, &r) in cand.iter().enumerate() {
-            let h = hashes[r as usize];
+        for (j, (&r, &h)) in cand.iter().zip(&hashes).enumerate() {
             let p = part_of(h);
             rows[fill[p]] = r;
             cut[fill[p]] = h;
@@ -509,12 +530,15 @@ impl ResidentState {
         }
         let keys = match keys {
             BatchKeys::Words(w) => BatchKeys::Words(rows.iter().map(|&r| w[r as usize]).collect()),
-            BatchKeys::Bytes { values, idx, heads } => BatchKeys::Bytes {
+            BatchKeys::Bytes { values, idx, .. } => BatchKeys::Bytes {
                 values,
                 idx: rows.iter().map(|&r| idx[r as usize]).collect(),
-                heads: rows.iter().map(|&r| heads[r as usize]).collect(),
+                heads: order.iter().map(|&j| heads[j as usize]).collect(),
             },
-            keys => keys,
+            BatchKeys::Rows { rows: keys, at } => BatchKeys::Rows {
+                rows: keys,
+                at: at.map(|_| order.clone()),
+            },
         };
         let inputs = match local {
             Some((reps, gid)) => self.local_inputs(batch, &gid, reps.len(), &order)?,
@@ -536,16 +560,16 @@ impl ResidentState {
         })
     }
 
-    /// The batch's own groups, when every aggregate is additive and the batch has few
-    /// (at most one for [`LOCAL_RATIO`] rows): their first rows, ascending, and each row's
-    /// group ([`u32::MAX`] for a row left out). Folding a batch's group with its rows'
-    /// counts and exact sums gives the state the rows give one by one: those folds do not
-    /// depend on association. Once a batch has more groups, later batches are not tried.
+    /// The batch's own groups ([`batch_groups`]), when every aggregate is additive and the
+    /// batch has few (at most one for [`LOCAL_RATIO`] rows): their first rows, ascending,
+    /// and each row's group ([`u32::MAX`] for a row left out). Folding a batch's group with
+    /// its rows' counts and exact sums gives the state the rows give one by one: those
+    /// folds do not depend on association (so neither on two batch groups of one key
+    /// folding into one group of the state). Once a batch has more groups, later batches
+    /// are not tried.
     fn local_groups(
         &self,
-        keys: &BatchKeys,
-        hashes: &[u64],
-        valid: &Option<BooleanBuffer>,
+        key_cols: &[ArrayRef],
         keep: impl Fn(usize) -> bool,
         n: usize,
     ) -> Option<(Vec<u32>, Vec<u32>)> {
@@ -553,42 +577,11 @@ impl ResidentState {
         if !self.additive || n < LOCAL_RATIO || !self.reduces.load(Relaxed) {
             return None;
         }
-        let most = n / LOCAL_RATIO;
-        let mut part = Part::default();
-        let mut gid = vec![u32::MAX; n];
-        let chunk = match keys {
-            BatchKeys::Bytes { values, .. } => ByteChunk::new(values),
-            _ => None,
-        };
-        for (r, g) in gid.iter_mut().enumerate() {
-            if !keep(r) {
-                continue;
-            }
-            let o = r as u64;
-            *g = if valid.as_ref().is_some_and(|v| !v.value(r)) {
-                part.null_group(o).0
-            } else {
-                match keys {
-                    BatchKeys::Words(w) => part.word_group(w[r], o).0,
-                    BatchKeys::Bytes { idx, heads, .. } => {
-                        let c = chunk.as_ref().expect("checked by shape()");
-                        let (hd, len) = heads[r];
-                        part.bytes_group(hd, len, hashes[r], || c.value(idx[r]), o)
-                            .0
-                    }
-                    BatchKeys::Rows(rows) => {
-                        let v = rows.row(r).data();
-                        part.bytes_group(head(v), v.len() as u32, hashes[r], || v, o)
-                            .0
-                    }
-                }
-            };
-            if part.groups() > most {
-                self.reduces.store(false, Relaxed);
-                return None;
-            }
+        let found = batch_groups(key_cols, keep, n, n / LOCAL_RATIO);
+        if found.is_none() {
+            self.reduces.store(false, Relaxed);
         }
-        Some((part.first.iter().map(|&f| f as u32).collect(), gid))
+        found
     }
 
     /// Each aggregate's counts or exact sums per batch group (`gid`: each row's, of
@@ -689,13 +682,16 @@ impl ResidentState {
                 | Carry::Quantile(_) => Input::Float(col(&a.column, f64())?),
                 Carry::Exact { .. } | Carry::Mean { exact: Some(_) } => {
                     let dt = plan.input.as_ref().expect("checked: a sum has a column");
+                    // Read as i64, u64 or i128 values (a decimal128's precision is not).
                     Input::Exact(col(
                         &a.column,
-                        Some(match dt {
-                            DataType::Int64 | DataType::UInt64 => dt.clone(),
-                            _ if dt.is_decimal() => DataType::Decimal128(38, super::dt_scale(dt)),
-                            _ => DataType::Int64,
-                        }),
+                        match dt {
+                            DataType::Int64 | DataType::UInt64 | DataType::Decimal128(_, _) => None,
+                            _ if dt.is_decimal() => {
+                                Some(DataType::Decimal128(38, super::dt_scale(dt)))
+                            }
+                            _ => Some(DataType::Int64),
+                        },
                     )?)
                 }
                 Carry::Corr => {
@@ -1083,9 +1079,13 @@ fn fold(part: &mut Part, b: &Prepared, p: usize, aggs: &[super::AggSpec]) -> Res
                 gids.push(g);
             }
         }
-        BatchKeys::Rows(keys) => {
-            for (&r, &h) in rows.iter().zip(hashes) {
-                let v = keys.row(r as usize).data();
+        BatchKeys::Rows { rows: keys, at } => {
+            for (i, (&r, &h)) in rows.iter().zip(hashes).enumerate() {
+                let v = match at {
+                    Some(at) => keys.row(at[lo + i] as usize),
+                    None => keys.row(r as usize),
+                }
+                .data();
                 let (hd, len) = (head(v), v.len() as u32);
                 let (g, fresh) = part.bytes_group(hd, len, h, || v, ordinal(r));
                 if fresh {
@@ -1243,6 +1243,128 @@ fn merge_ones<A: Acc>(acc: &A, st: &mut [A::S], first: usize, gids: &[u32]) {
 /// ([`ResidentState::local_groups`]). TPC-H Q1 (4 groups by two strings, lineitem's 6M
 /// rows, 2 threads): otherwise each row is probed in one of at most 4 partitions, serially.
 const LOCAL_RATIO: usize = 16;
+
+/// The groups of a batch's rows by their key columns `cols`, found column by column: each
+/// column's values get dense ids ([`column_ids`]), a row's key is the mixed-radix number of
+/// its ids, and the rows are grouped by that number: through an array of a slot per number
+/// where there are at most `4 n`, else a hash table. No key column: one group.
+///
+/// Returns the groups' first rows, ascending, and each row's group ([`u32::MAX`] for a row
+/// `keep` leaves out); `None` past `most` groups, or past `most` ids in one column. Equal
+/// keys of distinct ids (a dictionary that lists a value twice, or -0.0 and 0.0) are
+/// distinct groups here; the caller folds them into one group of the state.
+fn batch_groups(
+    cols: &[ArrayRef],
+    keep: impl Fn(usize) -> bool,
+    n: usize,
+    most: usize,
+) -> Option<(Vec<u32>, Vec<u32>)> {
+    let mut number = vec![0u64; n];
+    let mut span: u64 = 1;
+    for c in cols {
+        let (ids, k) = column_ids(c, most)?;
+        let next = span.checked_mul(k)?;
+        // id < k, so id * span < next: no overflow.
+        for (x, &id) in number.iter_mut().zip(&ids) {
+            *x += u64::from(id) * span;
+        }
+        span = next;
+    }
+    let mut gid = vec![u32::MAX; n];
+    let mut first: Vec<u32> = Vec::new();
+    if span <= 4 * n as u64 {
+        let mut slot = vec![u32::MAX; span as usize];
+        for (r, g) in gid.iter_mut().enumerate() {
+            if !keep(r) {
+                continue;
+            }
+            let s = &mut slot[number[r] as usize];
+            if *s == u32::MAX {
+                if first.len() == most {
+                    return None;
+                }
+                *s = first.len() as u32;
+                first.push(r as u32);
+            }
+            *g = *s;
+        }
+    } else {
+        let mut part = Part::default();
+        for (r, g) in gid.iter_mut().enumerate() {
+            if !keep(r) {
+                continue;
+            }
+            let (id, fresh) = part.word_group(number[r], r as u64);
+            if fresh {
+                if first.len() == most {
+                    return None;
+                }
+                first.push(r as u32);
+            }
+            *g = id;
+        }
+    }
+    Some((first, gid))
+}
+
+/// Each row's id among the values of key column `c` in its batch (every null one id of its
+/// own), and the number of ids; `None` past `most` ids, or for a type without ids here
+/// (neither a dictionary, a fixed-width type of a `u64` image nor a byte string). A
+/// dictionary's ids are its keys.
+fn column_ids(c: &ArrayRef, most: usize) -> Option<(Vec<u32>, u64)> {
+    let n = c.len();
+    let valid = valid_of(c);
+    let null = |r: usize| valid.as_ref().is_some_and(|v| !v.value(r));
+    if let DataType::Dictionary(_, _) = c.data_type() {
+        let d = c.as_any_dictionary();
+        let k = d.values().len();
+        if k > most {
+            return None;
+        }
+        // (`normalized_keys` asserts some values; without any, every row is null.)
+        let keys = if k == 0 {
+            vec![0; n]
+        } else {
+            d.normalized_keys()
+        };
+        let ids = (keys.iter().enumerate())
+            .map(|(r, &i)| if null(r) { k as u32 } else { i as u32 })
+            .collect();
+        return Some((ids, k as u64 + 1));
+    }
+    let mut part = Part::default();
+    let mut ids = vec![0u32; n];
+    let words = domain_of_types(std::iter::once(c.data_type())).filter(|d| *d != Domain::Wide);
+    if let Some(d) = words {
+        let mut w = vec![0u64; n];
+        raw_u64(c, &mut w, d);
+        for (r, id) in ids.iter_mut().enumerate() {
+            *id = if null(r) {
+                part.null_group(0).0
+            } else {
+                part.word_group(w[r], 0).0
+            };
+            if part.groups() > most {
+                return None;
+            }
+        }
+    } else {
+        let chunk = ByteChunk::new(c)?;
+        for (r, id) in ids.iter_mut().enumerate() {
+            *id = if null(r) {
+                part.null_group(0).0
+            } else {
+                let v = chunk.value(r);
+                part.bytes_group(head(v), v.len() as u32, hash_bytes(v), || v, 0)
+                    .0
+            };
+            if part.groups() > most {
+                return None;
+            }
+        }
+    }
+    Some((ids, part.groups() as u64))
+}
 
 /// Exact sums of the rows' values by their groups `gid` (`u32::MAX`: left out); `false`
 /// on a 128-bit overflow.
