@@ -966,6 +966,31 @@ mod tests {
         }
     }
 
+    /// The partial-state schema computed from the input schema alone is the schema of the
+    /// partial-state tables built from rows, and of the resident state's export: every
+    /// aggregate over every input type, a dictionary key among the keys, and no key.
+    #[test]
+    fn state_schema_is_the_schema_of_the_states() {
+        for (n, keyless) in [(1, false), (50, false), (50, true)] {
+            let t = table(n);
+            let mut opts = options(&t);
+            if keyless {
+                opts.keys.clear();
+            }
+            let st = stream::GroupByState::new(t.schema.clone(), opts.clone()).unwrap();
+            let want = st.state_schema();
+            for b in &t.batches {
+                assert_eq!(st.partial_of(b).unwrap().schema, want, "rows {n}");
+            }
+            let mut res = resident::ResidentState::new(t.schema.clone(), opts).unwrap();
+            let mut ready: Vec<_> = (t.batches.iter())
+                .map(|b| res.prepare(b.clone()).unwrap())
+                .collect();
+            res.absorb(&mut ready).unwrap();
+            assert_eq!(res.export().unwrap().schema, want, "rows {n}");
+        }
+    }
+
     /// A state keyed by each row regrouped by coarser keys is the state of grouping by those
     /// keys directly: every aggregate whose merge ignores the split, over every input type,
     /// nulls in the keys dropped or kept, sorted or in first-appearance order.

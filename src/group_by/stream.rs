@@ -171,7 +171,7 @@ impl GroupByState {
             batches: vec![],
         };
         let inputs = check(&empty, &opts)?;
-        let carries = opts
+        let carries: Vec<Carry> = opts
             .aggs
             .iter()
             .zip(&inputs)
@@ -180,6 +180,7 @@ impl GroupByState {
         let known = KnownKeys(Arc::new(
             opts.keys.iter().map(|_| Some(Known::default())).collect(),
         ));
+        let state_schema = state_schema(&schema, &opts, &carries, &inputs)?;
         let mut st = GroupByState {
             opts,
             schema,
@@ -189,7 +190,15 @@ impl GroupByState {
             pending_rows: 0,
             known,
         };
-        let first = st.partial(&empty, &st.known)?;
+        // The state of no rows: no groups, or without keys the one group of no rows.
+        let first = if st.opts.keys.is_empty() {
+            st.partial(&empty, &st.known)?
+        } else {
+            Table {
+                batches: vec![RecordBatch::new_empty(state_schema.clone())],
+                schema: state_schema,
+            }
+        };
         st.merged_rows = first.num_rows();
         st.tables.push(first);
         Ok(st)
@@ -527,6 +536,50 @@ impl GroupByState {
         };
         super::assemble(table, &opts, g, cols)
     }
+}
+
+/// The schema of the partial-state tables of a group-by of `schema` by `opts` (its
+/// aggregates' carries and checked inputs), as [`GroupByState::partial`] builds them: the
+/// key fields with dictionaries as their value types, then each aggregate's state columns
+/// (nullable, named `state#i` in order), of types its carry fixes.
+fn state_schema(
+    schema: &SchemaRef,
+    opts: &GroupByOptions,
+    carries: &[Carry],
+    inputs: &[Input],
+) -> Result<SchemaRef> {
+    let mut fields: Vec<Field> = Vec::new();
+    for k in &opts.keys {
+        let f = schema.field_with_name(k)?;
+        fields.push(match f.data_type() {
+            DataType::Dictionary(_, v) => f.clone().with_data_type(*v.clone()),
+            _ => f.clone(),
+        });
+    }
+    let list = |dt: DataType| DataType::List(Arc::new(Field::new("item", dt, true)));
+    let mut types: Vec<DataType> = Vec::new();
+    for ((spec, carry), input) in opts.aggs.iter().zip(carries).zip(inputs) {
+        let dt = input.values.as_ref().map(|v| v.data_type().clone());
+        let (f, i) = (DataType::Float64, DataType::Int64);
+        match carry {
+            Carry::Count | Carry::Same | Carry::TopK(_) => {
+                types.push(super::output_type(&spec.func, dt.as_ref()))
+            }
+            Carry::Exact { out } => types.push(DataType::Decimal128(38, super::dt_scale(out))),
+            Carry::Mean { exact: Some(scale) } => {
+                types.extend([DataType::Decimal128(38, *scale), i])
+            }
+            Carry::FloatSum | Carry::Mean { exact: None } => types.extend([f.clone(), f, i]),
+            Carry::Moments { .. } => types.extend([i, f.clone(), f]),
+            Carry::Corr => types.extend([i, f.clone(), f.clone(), f.clone(), f.clone(), f]),
+            Carry::Quantile(_) => types.push(list(f)),
+            Carry::NUnique => types.push(list(dt.expect("checked: n_unique has a column"))),
+        }
+    }
+    fields.extend(
+        (types.into_iter().enumerate()).map(|(i, dt)| Field::new(format!("state#{i}"), dt, true)),
+    );
+    Ok(Arc::new(arrow_schema::Schema::new(fields)))
 }
 
 /// The result of a merged partial-state table `state` (one row per group, in group order):
