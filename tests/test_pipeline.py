@@ -379,10 +379,10 @@ def test_resident_group_by_equals_the_kernel(data, batch_size, dropna, sort, thr
 def test_resident_group_by_of_few_groups_per_batch_equals_the_kernel(
     data, batch_size, dropna, threads
 ) -> None:
-    """Counts and exact sums / means over batches of few groups each, which the scan's
-    parallel phase groups on their own before they are folded (nasty keys, no key at all,
-    nulls, dropna, random cuts and thread counts): the kernel's groups, order and values,
-    exactly."""
+    """Counts, exact sums / means and min / max / first / last (floats with NaN and ±0.0,
+    strings; nulls) over batches of few groups each, which the scan's parallel phase groups
+    on their own before they are folded (nasty keys, no key at all, nulls, dropna, random
+    cuts and thread counts): the kernel's groups, order and values, to the bit."""
     t, keys = data
     # At most 40 groups (batches of 640 rows qualify), of unequal sizes.
     # (pyarrow cannot `take` views: rows repeated by slicing.)
@@ -391,13 +391,15 @@ def test_resident_group_by_of_few_groups_per_batch_equals_the_kernel(
     )
     t = pa.concat_tables([t, t.slice(0, t.num_rows // 3)] * 30)
     aggs = {"n": (None, "size"), "c": ("vf", "count"), "cs": ("vs", "count"),
-            "si": ("vi", "sum"), "mi": ("vi", "mean")}  # fmt: skip
+            "si": ("vi", "sum"), "mi": ("vi", "mean"), "lo": ("vf", "min"),
+            "hi": ("vf", "max"), "fi": ("vf", "first"), "la": ("vf", "last"),
+            "los": ("vs", "min"), "las": ("vs", "last")}  # fmt: skip
     want = fb.group_by(t, keys, aggs, dropna=dropna)
     before = fb.get_num_threads()
     fb.set_num_threads(threads)
     try:
         got = fb.scan(t, batch_size=batch_size).group_by(keys, aggs, dropna=dropna)
-        assert same(got.collect(), want)
+        assert_same_bits(got.collect(), want)
     finally:
         fb.set_num_threads(before)
 
@@ -408,7 +410,8 @@ def test_resident_group_by_of_batch_groups_of_unequal_sizes(keys) -> None:
     sizes and sit in different partitions: every group's count and sum are its own."""
     k = np.tile(np.repeat(np.arange(40), np.arange(1, 41)), 10)
     t = pa.table({"k": k, "s": pa.array([f"é{v % 7}" for v in k]), "v": np.arange(len(k))})
-    aggs = {"n": (None, "size"), "s_v": ("v", "sum"), "m": ("v", "mean")}
+    aggs = {"n": (None, "size"), "s_v": ("v", "sum"), "m": ("v", "mean"), "lo": ("v", "min"),
+            "hi": ("s", "max"), "fi": ("v", "first"), "la": ("v", "last")}  # fmt: skip
     want = fb.group_by(t, keys, aggs)
     for batch_size in (700, 2000, 8200):
         got = fb.scan(t, batch_size=batch_size).group_by(keys, aggs).collect()
@@ -432,9 +435,13 @@ def _ids_table() -> pa.Table:
         pa.array(g, pa.int16()), pa.array([f"v{i}" for i in range(3000)])
     )
     s = pa.array([f"é{v % 9}" if v % 4 else None for v in g], pa.string_view())
+    # Few distinct values (ties), ±0.0, NaN, nulls.
+    x = pa.array(rng.choice([0.0, -0.0, np.nan, 1.0], n), mask=rng.random(n) < 0.3)
+    w = pa.array(rng.choice(["", "b", "é", "a"], n), mask=rng.random(n) < 0.3)
     return pa.table(
         {"d": d, "fd": fd, "f": f, "many": many, "s": s, "i1": g, "i2": g * 7,
-         "i3": (g * 13).astype(np.int16), "v": rng.integers(-(2**52), 2**52, n)}
+         "i3": (g * 13).astype(np.int16), "v": rng.integers(-(2**52), 2**52, n),
+         "x": x, "w": w}
     )  # fmt: skip
 
 
@@ -445,13 +452,14 @@ def _ids_table() -> pa.Table:
 @pytest.mark.parametrize("dropna", [False, True])
 def test_resident_group_by_of_few_groups_by_ids_per_column(keys, dropna) -> None:
     """Batches of few groups, grouped on their own through ids per key column: a dictionary
-    that lists a value twice and holds a null value, null keys, NaNs of both signs and
+    that lists a value twice (one group) and holds a null value, null keys, NaNs of both signs and
     ±0.0 in a dictionary and in a plain column, views, three columns whose ids multiply past
     the slot array (a hash table then), a dictionary of more values than a batch may have
-    groups (not grouped on its own then): the kernel's groups, first keys, counts and
-    exact sums, to the bit."""
+    groups (not grouped on its own then): the kernel's groups, first keys, counts, exact
+    sums and min / max / first / last (ties: the earliest row's bits), to the bit."""
     t = _ids_table()
     aggs = {"n": (None, "size"), "c": ("f", "count"), "s_v": ("v", "sum"), "m": ("v", "mean")}
+    aggs |= {f"{f}_{c}": (c, f) for c in ("x", "w") for f in ("min", "max", "first", "last")}
     want = fb.group_by(t, keys, aggs, dropna=dropna)
     for batch_size in (700, 4096):
         got = fb.scan(t, batch_size=batch_size).group_by(keys, aggs, dropna=dropna).collect()

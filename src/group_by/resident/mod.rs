@@ -18,12 +18,14 @@
 //! partitions on disk ([`super::external`]) — every group ends with the same bits as in
 //! memory.
 //!
-//! **Batches of few groups.** Where every aggregate is a count or an exact sum / mean (whose
-//! folds do not depend on how rows are associated), a batch is first grouped on its own, in
-//! the scan's parallel phase, and folded as one row per group with its rows' counts and
-//! sums: a batch of few groups (TPC-H Q1: 4) would otherwise be probed row by row in at
-//! most that many partitions, one thread each. Once a batch has more than one group per
-//! [`LOCAL_RATIO`] rows, later batches are not tried.
+//! **Batches of few groups.** Where every aggregate is a count, an exact sum / mean (whose
+//! folds do not depend on how rows are associated) or a min / max / first / last, a batch
+//! is first grouped on its own, in the scan's parallel phase, column by column (dense ids
+//! per key column, [`batch_groups`]), and folded as one row per group with its rows'
+//! counts and sums and the value each pick keeps: a batch of few groups (TPC-H Q1: 4)
+//! would otherwise be hashed, encoded and probed row by row in at most that many
+//! partitions, one thread each. Once a batch has more than one group per [`LOCAL_RATIO`]
+//! rows, later batches are not tried.
 //!
 //! **Order.** Each partition numbers its groups in first-appearance order and keeps the
 //! ordinal of each group's first row; the finished groups are put in first-appearance
@@ -320,9 +322,10 @@ pub struct ResidentState {
     parts: Vec<Part>,
     /// Rows absorbed: the next row's ordinal.
     rows: u64,
-    /// Every aggregate a count or an exact sum / mean, whose fold does not depend on how
-    /// rows are associated: batches may be grouped on their own first.
-    additive: bool,
+    /// Every aggregate a count, an exact sum / mean or a min / max / first / last, whose
+    /// fold of a batch group's rows is the fold of one row (the group's count and sums, or
+    /// its kept value): batches may be grouped on their own first.
+    reducible: bool,
     /// Batches still reduce to few groups of their own (cleared by the first that does not).
     reduces: std::sync::atomic::AtomicBool,
 }
@@ -333,16 +336,16 @@ impl ResidentState {
         let aggs = plan(&schema, &opts)?;
         let key_idx = crate::keys::key_positions(&schema, &opts.keys)?;
         let shape = shape(&schema, &opts)?;
-        let additive = aggs.iter().all(|a| {
+        let reducible = aggs.iter().all(|a| {
             matches!(
                 a.carry,
-                Carry::Count | Carry::Exact { .. } | Carry::Mean { exact: Some(_) }
+                Carry::Count | Carry::Exact { .. } | Carry::Mean { exact: Some(_) } | Carry::Same
             )
         });
         let mut st = ResidentState {
             schema,
             opts,
-            additive,
+            reducible,
             reduces: std::sync::atomic::AtomicBool::new(true),
             carries: aggs.iter().map(|a| a.carry.clone()).collect(),
             aggs,
@@ -560,13 +563,13 @@ impl ResidentState {
         })
     }
 
-    /// The batch's own groups ([`batch_groups`]), when every aggregate is additive and the
-    /// batch has few (at most one for [`LOCAL_RATIO`] rows): their first rows, ascending,
-    /// and each row's group ([`u32::MAX`] for a row left out). Folding a batch's group with
-    /// its rows' counts and exact sums gives the state the rows give one by one: those
-    /// folds do not depend on association (so neither on two batch groups of one key
-    /// folding into one group of the state). Once a batch has more groups, later batches
-    /// are not tried.
+    /// The batch's own groups ([`batch_groups`]), when every aggregate is reducible and
+    /// the batch has few (at most one for [`LOCAL_RATIO`] rows): their first rows,
+    /// ascending, and each row's group ([`u32::MAX`] for a row left out). Folding a batch's
+    /// group as one row with its rows' counts and exact sums (which do not depend on
+    /// association) and the value a min / max / first / last keeps of its rows (ties: the
+    /// earliest row; a group's rows are all in its batch group) gives the state the rows
+    /// give one by one. Once a batch has more groups, later batches are not tried.
     fn local_groups(
         &self,
         key_cols: &[ArrayRef],
@@ -574,7 +577,7 @@ impl ResidentState {
         n: usize,
     ) -> Option<(Vec<u32>, Vec<u32>)> {
         use std::sync::atomic::Ordering::Relaxed;
-        if !self.additive || n < LOCAL_RATIO || !self.reduces.load(Relaxed) {
+        if !self.reducible || n < LOCAL_RATIO || !self.reduces.load(Relaxed) {
             return None;
         }
         let found = batch_groups(key_cols, keep, n, n / LOCAL_RATIO);
@@ -584,8 +587,8 @@ impl ResidentState {
         found
     }
 
-    /// Each aggregate's counts or exact sums per batch group (`gid`: each row's, of
-    /// `groups`), in the order `order` (batch groups by position).
+    /// Each aggregate's counts, exact sums or kept value per batch group (`gid`: each
+    /// row's, of `groups`), in the order `order` (batch groups by position).
     fn local_inputs(
         &self,
         batch: &RecordBatch,
@@ -604,8 +607,17 @@ impl ResidentState {
             Input::Counts(order.iter().map(|&j| c[j as usize]).collect())
         };
         rows.into_iter()
-            .map(|input| {
+            .zip(self.opts.aggs.iter().zip(&self.aggs))
+            .map(|(input, (spec, plan))| {
                 Ok(match input {
+                    Input::Pick(v) => {
+                        let best = v.best_rows(kind(&spec.func), gid, groups);
+                        let idx = arrow_array::UInt32Array::from_iter(
+                            order.iter().map(|&j| best[j as usize]),
+                        );
+                        let kept = arrow_select::take::take(v.values.as_ref(), &idx, None)?;
+                        Input::Pick(Values::of(&kept, &plan.order)?)
+                    }
                     Input::Size => counts(None),
                     Input::Count(valid) => counts(valid.as_ref()),
                     Input::Exact(v) => {
@@ -633,7 +645,7 @@ impl ResidentState {
                         };
                         Input::Sums(order.iter().map(|&j| st[j as usize]).collect(), !ok)
                     }
-                    _ => unreachable!("additive aggregates only"),
+                    _ => unreachable!("aggregates of batch groups only"),
                 })
             })
             .collect()
@@ -1250,9 +1262,9 @@ const LOCAL_RATIO: usize = 16;
 /// where there are at most `4 n`, else a hash table. No key column: one group.
 ///
 /// Returns the groups' first rows, ascending, and each row's group ([`u32::MAX`] for a row
-/// `keep` leaves out); `None` past `most` groups, or past `most` ids in one column. Equal
-/// keys of distinct ids (a dictionary that lists a value twice, or -0.0 and 0.0) are
-/// distinct groups here; the caller folds them into one group of the state.
+/// `keep` leaves out); `None` past `most` groups, or past `most` ids in one column. Keys
+/// are equal as the state's are (NaN to NaN, -0.0 to 0.0, a dictionary's values by value):
+/// each group is one group of the state.
 fn batch_groups(
     cols: &[ArrayRef],
     keep: impl Fn(usize) -> bool,
@@ -1307,30 +1319,31 @@ fn batch_groups(
     Some((first, gid))
 }
 
-/// Each row's id among the values of key column `c` in its batch (every null one id of its
-/// own), and the number of ids; `None` past `most` ids, or for a type without ids here
-/// (neither a dictionary, a fixed-width type of a `u64` image nor a byte string). A
-/// dictionary's ids are its keys.
+/// Each row's id among the distinct values of key column `c` in its batch (every null one
+/// id of its own), and the number of ids; `None` past `most` ids, or for a type without ids
+/// here (neither a fixed-width type of a `u64` image, a byte string nor a dictionary of
+/// either, with at most `most` values).
 fn column_ids(c: &ArrayRef, most: usize) -> Option<(Vec<u32>, u64)> {
     let n = c.len();
     let valid = valid_of(c);
     let null = |r: usize| valid.as_ref().is_some_and(|v| !v.value(r));
     if let DataType::Dictionary(_, _) = c.data_type() {
+        // A row's id is its value's among the dictionary's values (equal values one id).
         let d = c.as_any_dictionary();
-        let k = d.values().len();
-        if k > most {
+        if d.values().len() > most {
             return None;
         }
+        let (of_value, k) = column_ids(d.values(), most)?;
         // (`normalized_keys` asserts some values; without any, every row is null.)
-        let keys = if k == 0 {
+        let keys = if d.values().is_empty() {
             vec![0; n]
         } else {
             d.normalized_keys()
         };
         let ids = (keys.iter().enumerate())
-            .map(|(r, &i)| if null(r) { k as u32 } else { i as u32 })
+            .map(|(r, &i)| if null(r) { k as u32 } else { of_value[i] })
             .collect();
-        return Some((ids, k as u64 + 1));
+        return Some((ids, k + 1));
     }
     let mut part = Part::default();
     let mut ids = vec![0u32; n];

@@ -113,7 +113,59 @@ enum Code<'a> {
     Bytes(&'a [u8]),
 }
 
+impl Code<'_> {
+    /// Whether this code is strictly better than `cur` for `kind` (min: smaller; max,
+    /// top_k: greater), both of one column's codes.
+    #[inline]
+    fn beats(self, cur: Code<'_>, kind: Kind) -> bool {
+        let less = kind == Kind::Min;
+        match (self, cur) {
+            (Code::Word(c), Code::Word(cur)) => {
+                if less {
+                    c < cur
+                } else {
+                    c > cur
+                }
+            }
+            (Code::Bytes(b), Code::Bytes(cur)) => {
+                if less {
+                    b < cur
+                } else {
+                    b > cur
+                }
+            }
+            _ => unreachable!("an ordered kind has codes of one kind"),
+        }
+    }
+}
+
 impl Values {
+    /// Each group's row that a min / max / first / last keeps of the rows whose groups are
+    /// `gid` (of `groups`; [`u32::MAX`]: left out), as [`Picks::fold`] keeps it: the first
+    /// or last valid value, or the first strictly best (ties: the earliest row). `None`
+    /// for a group without a valid value.
+    pub(super) fn best_rows(&self, kind: Kind, gid: &[u32], groups: usize) -> Vec<Option<u32>> {
+        let mut best: Vec<Option<u32>> = vec![None; groups];
+        for (r, &g) in gid.iter().enumerate() {
+            if g == u32::MAX || self.valid.as_ref().is_some_and(|b| !b.value(r)) {
+                continue;
+            }
+            let b = &mut best[g as usize];
+            let better = match (kind, *b) {
+                (_, None) | (Kind::Last, Some(_)) => true,
+                (Kind::First, Some(_)) => false,
+                (Kind::Min | Kind::Max, Some(s)) => {
+                    self.codes.at(r).beats(self.codes.at(s as usize), kind)
+                }
+                (Kind::TopK(_), Some(_)) => unreachable!("top_k keeps k rows"),
+            };
+            if better {
+                *b = Some(r as u32);
+            }
+        }
+        best
+    }
+
     /// `column`'s values, their validity and their order codes under `order`.
     pub(super) fn of(column: &ArrayRef, order: &Order) -> Result<Values> {
         let values = crate::keys::decoded(column)?;
@@ -214,22 +266,15 @@ impl Picks {
     /// Whether code `c` is strictly better than slot `s`'s.
     #[inline]
     fn beats(&self, c: Code<'_>, s: usize) -> bool {
-        let less = self.kind == Kind::Min;
-        match c {
-            Code::Word(c) => {
-                if less {
-                    c < self.code[s]
-                } else {
-                    c > self.code[s]
-                }
-            }
-            Code::Bytes(b) => {
+        let cur = match c {
+            Code::Word(_) => Code::Word(self.code[s]),
+            Code::Bytes(_) => {
                 let (at, len) = self.span[s];
-                let cur = &self.arena[at..at + len];
-                if less { b < cur } else { b > cur }
+                Code::Bytes(&self.arena[at..at + len])
             }
             Code::None => unreachable!("an ordered kind has codes"),
-        }
+        };
+        c.beats(cur, self.kind)
     }
 
     /// Fold the values at positions `first..` into the groups `gids` (one per position).
