@@ -1319,10 +1319,11 @@ fn batch_groups(
     Some((first, gid))
 }
 
-/// Each row's id among the distinct values of key column `c` in its batch (every null one
-/// id of its own), and the number of ids; `None` past `most` ids, or for a type without ids
-/// here (neither a fixed-width type of a `u64` image, a byte string nor a dictionary of
-/// either, with at most `most` values).
+/// Each row's id among the values of key column `c` in its batch (every null one id of its
+/// own), and the number of ids; `None` past `most` ids, or for a type without ids here
+/// (neither a fixed-width type of a `u64` image, a byte string nor a dictionary of either,
+/// with at most `most` values). Equal values have one id, distinct values distinct ids;
+/// ids are dense in the values' range where it is small, else in first appearance.
 fn column_ids(c: &ArrayRef, most: usize) -> Option<(Vec<u32>, u64)> {
     let n = c.len();
     let valid = valid_of(c);
@@ -1351,6 +1352,21 @@ fn column_ids(c: &ArrayRef, most: usize) -> Option<(Vec<u32>, u64)> {
     if let Some(d) = words {
         let mut w = vec![0u64; n];
         raw_u64(c, &mut w, d);
+        // Images within a range of at most `most`: ids by image − least, no table.
+        let (mut lo, mut hi) = (u64::MAX, 0u64);
+        for (r, &x) in w.iter().enumerate() {
+            if !null(r) {
+                lo = lo.min(x);
+                hi = hi.max(x);
+            }
+        }
+        if lo <= hi && hi - lo < most as u64 {
+            let nulls = (hi - lo + 1) as u32;
+            for (r, (id, &x)) in ids.iter_mut().zip(&w).enumerate() {
+                *id = if null(r) { nulls } else { (x - lo) as u32 };
+            }
+            return Some((ids, u64::from(nulls) + 1));
+        }
         for (r, id) in ids.iter_mut().enumerate() {
             *id = if null(r) {
                 part.null_group(0).0
