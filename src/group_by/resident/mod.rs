@@ -1346,8 +1346,6 @@ fn column_ids(c: &ArrayRef, most: usize) -> Option<(Vec<u32>, u64)> {
             .collect();
         return Some((ids, k + 1));
     }
-    let mut part = Part::default();
-    let mut ids = vec![0u32; n];
     let words = domain_of_types(std::iter::once(c.data_type())).filter(|d| *d != Domain::Wide);
     if let Some(d) = words {
         let mut w = vec![0u64; n];
@@ -1362,34 +1360,40 @@ fn column_ids(c: &ArrayRef, most: usize) -> Option<(Vec<u32>, u64)> {
         }
         if lo <= hi && hi - lo < most as u64 {
             let nulls = (hi - lo + 1) as u32;
-            for (r, (id, &x)) in ids.iter_mut().zip(&w).enumerate() {
-                *id = if null(r) { nulls } else { (x - lo) as u32 };
-            }
+            let ids = (w.iter().enumerate())
+                .map(|(r, &x)| if null(r) { nulls } else { (x - lo) as u32 })
+                .collect();
             return Some((ids, u64::from(nulls) + 1));
         }
-        for (r, id) in ids.iter_mut().enumerate() {
-            *id = if null(r) {
-                part.null_group(0).0
-            } else {
-                part.word_group(w[r], 0).0
-            };
-            if part.groups() > most {
-                return None;
-            }
-        }
+        table_ids(n, null, most, |part, r| part.word_group(w[r], 0).0)
     } else {
         let chunk = ByteChunk::new(c)?;
-        for (r, id) in ids.iter_mut().enumerate() {
-            *id = if null(r) {
-                part.null_group(0).0
-            } else {
-                let v = chunk.value(r);
-                part.bytes_group(head(v), v.len() as u32, hash_bytes(v), || v, 0)
-                    .0
-            };
-            if part.groups() > most {
-                return None;
-            }
+        table_ids(n, null, most, |part, r| {
+            let v = chunk.value(r);
+            part.bytes_group(head(v), v.len() as u32, hash_bytes(v), || v, 0)
+                .0
+        })
+    }
+}
+
+/// Ids of `n` rows in first appearance through a [`Part`]'s table: `id_of` a non-null row's
+/// (inserting its value), nulls one id; `None` past `most` ids.
+fn table_ids(
+    n: usize,
+    null: impl Fn(usize) -> bool,
+    most: usize,
+    mut id_of: impl FnMut(&mut Part, usize) -> u32,
+) -> Option<(Vec<u32>, u64)> {
+    let mut part = Part::default();
+    let mut ids = vec![0u32; n];
+    for (r, id) in ids.iter_mut().enumerate() {
+        *id = if null(r) {
+            part.null_group(0).0
+        } else {
+            id_of(&mut part, r)
+        };
+        if part.groups() > most {
+            return None;
         }
     }
     Some((ids, part.groups() as u64))
